@@ -1,0 +1,54 @@
+"""FAISS inner-product indexes: exact by default, IVF or HNSW for large catalogues."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+
+from funnel.errors import ConfigError
+
+logger = logging.getLogger("funnel")
+
+
+def resolve_kind(kind: str, n_vectors: int, ann_threshold: int) -> str:
+    """The concrete index kind: ``auto`` is exact below ``ann_threshold`` vectors, else HNSW."""
+    if kind == "auto":
+        return "flat" if n_vectors < ann_threshold else "hnsw"
+    if kind not in ("flat", "ivf", "hnsw"):
+        raise ConfigError(f"index={kind!r} is not one of ['auto', 'flat', 'ivf', 'hnsw']")
+    return kind
+
+
+def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
+    """Build a FAISS inner-product index over ``vectors`` (float32, one row per artist)."""
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = vectors.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 256
+    elif kind == "ivf":
+        nlist = max(1, int(4 * math.sqrt(n)))
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(vectors)
+        index.nprobe = max(1, nlist // 8)
+    else:
+        raise ConfigError(f"index kind {kind!r} is not one of ['flat', 'ivf', 'hnsw']")
+    index.add(vectors)
+    return index
+
+
+def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner-product search; returns ``(ids, scores)`` with -1 / -inf padding."""
+    k = max(1, min(k, index.ntotal))
+    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+    return ids.astype(np.int64), scores

@@ -1,0 +1,151 @@
+"""Stage-one candidate sources: tag-embedding search, ALS-factor search, popularity."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+
+from funnel.candidates.base import drop_seen, max_history
+from funnel.candidates.embeddings import ArtistEmbedder
+from funnel.candidates.index import build_index, resolve_kind, search
+from funnel.data import Dataset
+from funnel.errors import ConfigError, NotFittedError
+from funnel.factors import ALSFactors
+
+logger = logging.getLogger("funnel")
+
+
+def _check_k(name: str, k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise ConfigError(f"{name} n_candidates={k!r} must be a positive integer")
+
+
+class _IndexSource:
+    """A source that searches a FAISS inner-product index with one query per user."""
+
+    name = "index"
+
+    def _build(self, vectors: np.ndarray, index: str, ann_threshold: int, seed: int) -> None:
+        self.index_kind_ = resolve_kind(index, len(vectors), ann_threshold)
+        self.index_ = build_index(vectors, self.index_kind_, seed)
+
+    def _queries(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        raise NotImplementedError
+
+    def retrieve(self, users: np.ndarray, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n_candidates`` unseen artists per user (see :class:`CandidateSource`)."""
+        if not hasattr(self, "index_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        ids, scores = search(self.index_, self._queries(users, history),
+                             self.n_candidates + max_history(history))
+        return drop_seen(ids, scores, history, self.n_candidates)
+
+
+class TagSource(_IndexSource):
+    """Nearest artists to the (weighted) sum of the user's history in tag-embedding space.
+
+    Parameters
+    ----------
+    n_candidates : int
+    embedder : ArtistEmbedder, optional
+        A fitted embedder to reuse; fitted on the dataset otherwise.
+    history_weighting : {"none", "log", "plays"}
+    index : {"auto", "flat", "ivf", "hnsw"}
+    ann_threshold : int
+    seed : int
+    """
+
+    name = "tags"
+
+    def __init__(self, n_candidates: int = 200, embedder: ArtistEmbedder | None = None,
+                 history_weighting: str = "log", index: str = "auto",
+                 ann_threshold: int = 200_000, seed: int = 0) -> None:
+        self.n_candidates = n_candidates
+        self.embedder = embedder
+        self.history_weighting = history_weighting
+        self.index = index
+        self.ann_threshold = ann_threshold
+        self.seed = seed
+
+    def fit(self, dataset: Dataset) -> "TagSource":
+        _check_k(self.name, self.n_candidates)
+        embedder = self.embedder if self.embedder is not None else ArtistEmbedder(seed=self.seed)
+        if not hasattr(embedder, "vectors_"):
+            embedder.fit(dataset)
+        self.embedder_ = embedder
+        self._build(embedder.vectors_, self.index, self.ann_threshold, self.seed)
+        return self
+
+    def _queries(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return self.embedder_.query(history, self.history_weighting)
+
+
+class ALSSource(_IndexSource):
+    """Nearest artists to the user's ALS factors (inner product), via FAISS.
+
+    Parameters
+    ----------
+    n_candidates : int
+    als : ALSFactors, optional
+        A fitted model to reuse; a default one is fitted on the dataset otherwise.
+    index, ann_threshold, seed
+        As for :class:`TagSource`.
+    """
+
+    name = "als"
+
+    def __init__(self, n_candidates: int = 200, als: ALSFactors | None = None,
+                 index: str = "auto", ann_threshold: int = 200_000, seed: int = 0) -> None:
+        self.n_candidates = n_candidates
+        self.als = als
+        self.index = index
+        self.ann_threshold = ann_threshold
+        self.seed = seed
+
+    def fit(self, dataset: Dataset) -> "ALSSource":
+        _check_k(self.name, self.n_candidates)
+        als = self.als if self.als is not None else ALSFactors(seed=self.seed)
+        if not hasattr(als, "item_factors_"):
+            als.fit(dataset.matrix)
+        self.als_ = als
+        self._build(als.item_factors_, self.index, self.ann_threshold, self.seed)
+        return self
+
+    def _queries(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return self.als_.user_vectors(users, history)
+
+
+class PopularitySource:
+    """The most listened-to artists the user has not heard (same order for everyone).
+
+    Parameters
+    ----------
+    n_candidates : int
+    """
+
+    name = "popularity"
+
+    def __init__(self, n_candidates: int = 50) -> None:
+        self.n_candidates = n_candidates
+
+    def fit(self, dataset: Dataset) -> "PopularitySource":
+        _check_k(self.name, self.n_candidates)
+        binary = dataset.matrix.copy()
+        binary.data[:] = 1.0
+        listeners = np.asarray(binary.sum(axis=0)).ravel()
+        plays = np.asarray(dataset.matrix.sum(axis=0)).ravel()
+        self.order_ = np.lexsort((-plays, -listeners)).astype(np.int64)
+        self.scores_ = np.log1p(listeners).astype(np.float32)
+        return self
+
+    def retrieve(self, users: np.ndarray, history: sp.csr_matrix, k: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (default ``n_candidates``) unseen artists by listener count."""
+        if not hasattr(self, "order_"):
+            raise NotFittedError("PopularitySource is not fitted; call fit() first")
+        k = self.n_candidates if k is None else k
+        top = self.order_[: k + max_history(history)]
+        ids = np.broadcast_to(top, (history.shape[0], len(top)))
+        return drop_seen(ids, self.scores_[ids], history, k)

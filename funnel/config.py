@@ -1,0 +1,179 @@
+"""The one typed configuration object that holds every setting of a funnel."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from funnel.errors import ConfigError
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "index": ("auto", "flat", "ivf", "hnsw"),
+    "history_weighting": ("none", "log", "plays"),
+    "als_confidence": ("binary", "log", "raw"),
+    "ranker": ("logistic",),
+}
+
+# Settings that change how a run behaves but not what a model learns.
+RUNTIME_SETTINGS = frozenset(
+    {"show_progress", "n_threads", "cache_dir", "reuse_svd", "reuse_ranker"}
+)
+
+
+@dataclass(frozen=True)
+class FunnelConfig:
+    """Every setting of a :class:`funnel.Recommender`.
+
+    Build it with keyword arguments or :meth:`from_dict`; unknown keys are rejected.
+    Values are checked by :meth:`validate`, which ``Recommender.fit`` calls.
+
+    Parameters
+    ----------
+    tag_dim : int
+        Dimensions of the dense projection of the TF-IDF tag text (stage one).
+    popularity_weight, freshness_weight : float
+        Norm of the popularity and freshness blocks of an artist vector relative to the
+        tag block (which has unit norm).
+    index : {"auto", "flat", "ivf", "hnsw"}
+        FAISS index type; "auto" is exact search below ``ann_threshold`` artists.
+    ann_threshold : int
+        Catalogue size from which ``index="auto"`` switches to HNSW.
+    history_weighting : {"none", "log", "plays"}
+        How each history artist is weighted in a user's stage-one query.
+    tag_candidates, als_candidates, popularity_candidates : int
+        Candidates each stage-one source returns per user (0 disables the source).
+    svd_factors, svd_epochs : int
+        BiasedSVD (scikit-surprise ``SVD(biased=True)``) size and training epochs.
+    svd_lr, svd_reg : float
+        BiasedSVD learning rate and regularisation.
+    als_factors, als_iterations : int
+        ALS (implicit ``AlternatingLeastSquares``) size and iterations.
+    als_alpha, als_regularization : float
+        ALS confidence scale and L2 regularisation.
+    als_confidence : {"binary", "log", "raw"}
+        Confidence given to a play count before ``als_alpha``: 1, ``log1p(plays)`` or plays.
+    ranker : {"logistic"}
+        Stage-two model: L2-regularised logistic regression.
+    ranker_C : float
+        Inverse L2 regularisation of the logistic ranker.
+    ranker_holdout : float
+        Share of each user's training artists held out as ranker labels.
+    ranker_negatives : int
+        Negative candidates sampled per user for ranker training (0 keeps all).
+    seed : int
+        Seed of every random step.
+    show_progress : bool
+        Show tqdm progress bars on long steps.
+    n_threads : int
+        Threads for implicit and FAISS (0 means all cores).
+    cache_dir : str or None
+        Where trained BiasedSVD embeddings and rankers are cached between runs.
+    reuse_svd, reuse_ranker : bool
+        Reuse cached BiasedSVD embeddings / ranker weights when they were trained on the
+        same data with the same settings.
+    """
+
+    tag_dim: int = 500
+    popularity_weight: float = 0.25
+    freshness_weight: float = 0.1
+    index: str = "auto"
+    ann_threshold: int = 200_000
+    history_weighting: str = "log"
+    tag_candidates: int = 200
+    als_candidates: int = 200
+    popularity_candidates: int = 50
+    svd_factors: int = 32
+    svd_epochs: int = 20
+    svd_lr: float = 0.005
+    svd_reg: float = 0.05
+    als_factors: int = 32
+    als_iterations: int = 30
+    als_alpha: float = 10.0
+    als_regularization: float = 0.01
+    als_confidence: str = "binary"
+    ranker: str = "logistic"
+    ranker_C: float = 0.1
+    ranker_holdout: float = 0.2
+    ranker_negatives: int = 100
+    seed: int = 0
+    show_progress: bool = False
+    n_threads: int = 0
+    cache_dir: str | None = None
+    reuse_svd: bool = False
+    reuse_ranker: bool = False
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "FunnelConfig":
+        """Build a config from a mapping, rejecting keys it does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"unknown setting(s) {unknown}; valid settings are {sorted(known)}"
+            )
+        return cls(**dict(values))
+
+    def replace(self, **changes: Any) -> "FunnelConfig":
+        """Return a copy with ``changes`` applied (unknown keys rejected)."""
+        merged = self.to_dict()
+        merged.update(changes)
+        return FunnelConfig.from_dict(merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        """All settings as a plain JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    def fingerprint(self, names: tuple[str, ...] | None = None) -> str:
+        """Hash of the model settings (``names`` only, if given), runtime ones excluded."""
+        values = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in RUNTIME_SETTINGS and (names is None or k in names)
+        }
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+
+    def validate(self) -> "FunnelConfig":
+        """Check every value; raise :class:`ConfigError` naming the first bad one."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in _CHOICES:
+                if value not in _CHOICES[f.name]:
+                    raise ConfigError(
+                        f"setting {f.name}={value!r} is not one of {list(_CHOICES[f.name])}"
+                    )
+            elif f.name == "cache_dir":
+                if value is not None and not isinstance(value, str):
+                    raise ConfigError(f"setting cache_dir={value!r} must be a path string or None")
+            elif f.type in ("bool",):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"setting {f.name}={value!r} must be True or False")
+            elif f.type == "int":
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"setting {f.name}={value!r} must be an integer")
+            elif f.type == "float":
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"setting {f.name}={value!r} must be a number")
+        positive = ("tag_dim", "svd_factors", "svd_epochs", "als_factors", "als_iterations",
+                    "ann_threshold", "svd_lr", "ranker_C", "als_alpha")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting {name}={getattr(self, name)!r} must be > 0")
+        non_negative = ("popularity_weight", "freshness_weight", "tag_candidates",
+                        "als_candidates", "popularity_candidates", "svd_reg",
+                        "als_regularization", "ranker_negatives", "n_threads", "seed")
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"setting {name}={getattr(self, name)!r} must be >= 0")
+        if not 0.0 < self.ranker_holdout < 1.0:
+            raise ConfigError(
+                f"setting ranker_holdout={self.ranker_holdout!r} must be between 0 and 1 (exclusive)"
+            )
+        if self.tag_candidates + self.als_candidates + self.popularity_candidates == 0:
+            raise ConfigError(
+                "every candidate source is disabled (tag_candidates, als_candidates and "
+                "popularity_candidates are all 0); set at least one above 0"
+            )
+        return self

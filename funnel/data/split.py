@@ -1,0 +1,92 @@
+"""The public evaluation splits of DESIGN.md, and the per-user split the ranker trains on.
+
+Every split removes the held-out (user, artist) pairs from the training tag assignments too:
+a user who tagged an artist has listened to it, so keeping those rows would leak the answer.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from funnel.data.dataset import Dataset
+from funnel.errors import ConfigError
+
+
+class Split(NamedTuple):
+    """A training dataset and the held-out ``user_id, artist_id, weight`` rows."""
+
+    train: Dataset
+    test: pd.DataFrame
+
+
+def _finish(dataset: Dataset, held_out: np.ndarray) -> Split:
+    inter = dataset.interactions
+    test = inter[held_out].reset_index(drop=True)
+    train = inter[~held_out]
+    assign = dataset.tag_assignments
+    if assign is not None and len(test):
+        held = pd.MultiIndex.from_frame(test[["user_id", "artist_id"]])
+        keys = pd.MultiIndex.from_frame(assign[["user_id", "artist_id"]])
+        assign = assign[~keys.isin(held)].reset_index(drop=True)
+    return Split(dataset.with_interactions(train, assign), test)
+
+
+def per_user(
+    dataset: Dataset, test_fraction: float = 0.2, min_artists: int = 5, seed: int = 0
+) -> Split:
+    """Hold out ``test_fraction`` of each user's artists (users with ``min_artists`` or more).
+
+    Each qualifying user keeps ``max(1, round(test_fraction * n))`` random artists aside;
+    users with fewer artists stay entirely in training.
+
+    Parameters
+    ----------
+    dataset : Dataset
+    test_fraction : float
+        Share of each user's artists held out, in (0, 1).
+    min_artists : int
+        Users with fewer artists are not held out from.
+    seed : int
+        Random seed; the same seed gives the same split.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction={test_fraction!r} must be between 0 and 1 (exclusive)")
+    if min_artists < 2:
+        raise ConfigError(f"min_artists={min_artists!r} must be at least 2 so training keeps an artist")
+    users = dataset.interactions["user_id"].to_numpy()
+    rng = np.random.default_rng(seed)
+    keys = rng.random(len(users))
+    order = np.lexsort((keys, users))
+    _, starts, counts = np.unique(users[order], return_index=True, return_counts=True)
+    position = np.arange(len(users)) - np.repeat(starts, counts)
+    n_test = np.where(counts >= min_artists,
+                      np.clip(np.round(test_fraction * counts), 1, counts - 1), 0)
+    held_sorted = position < np.repeat(n_test, counts)
+    held_out = np.empty(len(users), dtype=bool)
+    held_out[order] = held_sorted
+    return _finish(dataset, held_out)
+
+
+def global_random(dataset: Dataset, train_percentage: float = 0.8, seed: int = 0) -> Split:
+    """``implicit.evaluation.train_test_split(ratings, train_percentage, random_state=seed)``.
+
+    A random share of all (user, artist) pairs is held out regardless of user, exactly as the
+    implicit helper does on the users x artists matrix.
+    """
+    from implicit.evaluation import train_test_split
+
+    if not 0.0 < train_percentage < 1.0:
+        raise ConfigError(
+            f"train_percentage={train_percentage!r} must be between 0 and 1 (exclusive)"
+        )
+    matrix = dataset.matrix.tocoo()
+    _, test_matrix = train_test_split(matrix, train_percentage, random_state=seed)
+    test_matrix = sp.csr_matrix(test_matrix)
+    rows = dataset.user_index(dataset.interactions["user_id"].to_numpy())
+    cols = dataset.artist_index(dataset.interactions["artist_id"].to_numpy())
+    held_out = np.asarray(test_matrix[rows, cols]).ravel() != 0
+    return _finish(dataset, held_out)

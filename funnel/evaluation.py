@@ -1,0 +1,89 @@
+"""Top-N metrics on held-out interactions: precision, recall, NDCG, MAP, candidate recall."""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence
+
+import numpy as np
+import pandas as pd
+
+from funnel.data import Dataset
+
+
+class TopNModel(Protocol):
+    """Anything with ``recommend_all(n, users) -> DataFrame(user_id, rank, artist_id, ...)``."""
+
+    def recommend_all(self, n: int = 20, users=None) -> pd.DataFrame: ...
+
+
+def ranking_metrics(recommendations: pd.DataFrame, test: pd.DataFrame,
+                    ks: Sequence[int] = (10, 20)) -> dict[str, float]:
+    """Mean precision, recall, NDCG and MAP at each k over the users of ``test``.
+
+    Binary relevance: an artist is relevant when the (user, artist) pair is in ``test``.
+    Precision@k divides hits by k; recall@k by the user's number of held-out artists; NDCG
+    divides by the ideal DCG of min(k, held-out) hits; MAP@k averages precision at each hit
+    and divides by min(k, held-out). Users of ``test`` missing from ``recommendations``
+    count as zero.
+
+    Parameters
+    ----------
+    recommendations : pandas.DataFrame
+        ``user_id, rank, artist_id`` with ranks starting at 1.
+    test : pandas.DataFrame
+        ``user_id, artist_id`` held-out pairs.
+    ks : sequence of int
+    """
+    users, n_relevant = np.unique(test["user_id"].to_numpy(), return_counts=True)
+    kmax = max(ks)
+    top = recommendations[recommendations["rank"] <= kmax]
+    row = np.searchsorted(users, top["user_id"].to_numpy())
+    row = np.clip(row, 0, len(users) - 1)
+    valid = users[row] == top["user_id"].to_numpy()
+    hits = np.zeros((len(users), kmax), dtype=np.float64)
+    test_keys = set(zip(test["user_id"].tolist(), test["artist_id"].tolist()))
+    test_keys_arr = pd.MultiIndex.from_frame(test[["user_id", "artist_id"]])
+    rec_keys = pd.MultiIndex.from_frame(top[["user_id", "artist_id"]])
+    relevant = rec_keys.isin(test_keys_arr) & valid
+    del test_keys
+    hits[row[relevant], top["rank"].to_numpy()[relevant] - 1] = 1.0
+    discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
+    out: dict[str, float] = {}
+    for k in ks:
+        h = hits[:, :k]
+        n_hits = h.sum(axis=1)
+        ideal = np.minimum(n_relevant, k)
+        idcg = np.cumsum(discounts[:k])[ideal - 1]
+        precision_at = np.cumsum(h, axis=1) / np.arange(1, k + 1)
+        out[f"precision@{k}"] = float(np.mean(n_hits / k))
+        out[f"recall@{k}"] = float(np.mean(n_hits / n_relevant))
+        out[f"ndcg@{k}"] = float(np.mean((h @ discounts[:k]) / idcg))
+        out[f"map@{k}"] = float(np.mean((precision_at * h).sum(axis=1) / ideal))
+    return out
+
+
+def evaluate(model: TopNModel, train: Dataset, test: pd.DataFrame, ks: Sequence[int] = (10, 20)
+             ) -> dict[str, float]:
+    """Fitted ``model``'s metrics on ``test`` for test users that are in ``train``."""
+    users = np.intersect1d(np.unique(test["user_id"].to_numpy()), train.user_ids)
+    test = test[test["user_id"].isin(users)]
+    recs = model.recommend_all(n=max(ks), users=users)
+    metrics = ranking_metrics(recs, test, ks)
+    metrics["coverage"] = recs["artist_id"].nunique() / train.n_artists
+    return metrics
+
+
+def candidate_recall(model, train: Dataset, test: pd.DataFrame) -> float:
+    """Share of held-out (user, artist) pairs that the model's stage one retrieves."""
+    users = np.intersect1d(np.unique(test["user_id"].to_numpy()), train.user_ids)
+    test = test[test["user_id"].isin(users)]
+    found = 0
+    n_items = np.int64(train.n_artists)
+    test_keys = np.sort(train.user_index(test["user_id"].to_numpy()) * n_items
+                        + train.artist_index(test["artist_id"].to_numpy()))
+    rows = train.user_index(users)
+    for start in range(0, len(rows), 512):
+        batch = rows[start:start + 512]
+        cands = model.stages_.candidates(batch, model.history_[batch])
+        found += int(np.isin(batch[cands.rows] * n_items + cands.items, test_keys).sum())
+    return found / max(len(test), 1)

@@ -1,0 +1,65 @@
+"""A cache of trained parts (BiasedSVD embeddings, ranker weights) keyed by data and settings."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from funnel.errors import ArtifactError
+from funnel.persistence.files import load_json, load_npz, save_json, save_npz, sha256_file
+
+logger = logging.getLogger("funnel")
+
+CACHE_FORMAT = 1
+
+
+class ArtifactCache:
+    """Stores arrays under ``<directory>/cache/<kind>.npz`` with a JSON manifest beside them.
+
+    One entry per kind is kept: the latest. :meth:`load` returns it only when the data
+    fingerprint and settings recorded with it match, and logs which differs otherwise.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory) / "cache"
+
+    def _paths(self, kind: str) -> tuple[Path, Path]:
+        return self.directory / f"{kind}.npz", self.directory / f"{kind}.json"
+
+    def load(self, kind: str, data_fingerprint: str, settings: str) -> dict[str, np.ndarray] | None:
+        """The cached arrays of ``kind`` when they match data and settings, else ``None``."""
+        arrays_path, meta_path = self._paths(kind)
+        if not meta_path.exists():
+            logger.info("no saved %s in %s; training it", kind, self.directory)
+            return None
+        try:
+            meta = load_json(meta_path)
+            if meta.get("format") != CACHE_FORMAT:
+                logger.info("saved %s has cache format %s (expected %s); retraining",
+                            kind, meta.get("format"), CACHE_FORMAT)
+                return None
+            if meta.get("data_fingerprint") != data_fingerprint:
+                logger.info("saved %s was trained on other data (fingerprint %s, now %s); retraining",
+                            kind, meta.get("data_fingerprint"), data_fingerprint)
+                return None
+            if meta.get("settings") != settings:
+                logger.info("saved %s was trained with other settings; retraining", kind)
+                return None
+            if sha256_file(arrays_path) != meta.get("sha256"):
+                logger.warning("saved %s at %s fails its checksum; retraining", kind, arrays_path)
+                return None
+            arrays = load_npz(arrays_path)
+        except (ArtifactError, OSError) as exc:
+            logger.warning("cannot reuse saved %s (%s); retraining", kind, exc)
+            return None
+        logger.info("reusing saved %s from %s", kind, arrays_path)
+        return arrays
+
+    def save(self, kind: str, data_fingerprint: str, settings: str, arrays: dict[str, np.ndarray]) -> None:
+        """Store ``arrays`` as the entry of ``kind`` (arrays first, then the manifest)."""
+        arrays_path, meta_path = self._paths(kind)
+        save_npz(arrays_path, arrays)
+        save_json(meta_path, {"format": CACHE_FORMAT, "kind": kind, "data_fingerprint": data_fingerprint,
+                              "settings": settings, "sha256": sha256_file(arrays_path)})

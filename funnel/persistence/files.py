@@ -1,0 +1,119 @@
+"""Atomic file writes, checksums, and pickle-free array and index files."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from funnel.errors import ArtifactError
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Write ``path`` through ``write(file)`` into a temp file beside it, fsync, then rename.
+
+    A failure at any point leaves the previous ``path`` untouched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write to {path.parent}: {exc.strerror or exc}; "
+                            "choose a writable directory") from exc
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise ArtifactError(f"writing {path} failed: {exc.strerror or exc}; the previous file, if any, "
+                            "is unchanged") from exc
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write ``arrays`` to an uncompressed ``.npz`` (no object arrays allowed)."""
+    for name, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise ArtifactError(f"array {name!r} has dtype object, which cannot be saved without pickle")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` with ``allow_pickle=False``."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {name: data[name] for name in data.files}
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path} is missing") from exc
+    except (ValueError, OSError, EOFError, KeyError) as exc:
+        raise ArtifactError(f"{path} is unreadable or corrupt ({exc}); retrain and save again") from exc
+
+
+def save_json(path: str | os.PathLike, payload: dict) -> None:
+    """Atomically write ``payload`` as indented JSON."""
+    text = json.dumps(payload, indent=2, sort_keys=True)
+    atomic_write(path, lambda handle: handle.write(text), mode="w")
+
+
+def load_json(path: str | os.PathLike) -> dict:
+    """Read a JSON object, raising :class:`ArtifactError` when missing or malformed."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            payload = json.load(handle)
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path} is missing") from exc
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is unreadable or not valid JSON ({exc})") from exc
+    if not isinstance(payload, dict):
+        raise ArtifactError(f"{path} does not hold a JSON object")
+    return payload
+
+
+def save_faiss(path: str | os.PathLike, index) -> None:
+    """Atomically write a FAISS index in its native format."""
+    import faiss
+
+    data = faiss.serialize_index(index)
+    atomic_write(path, lambda handle: handle.write(data.tobytes()))
+
+
+def load_faiss(path: str | os.PathLike):
+    """Read a FAISS index written by :func:`save_faiss` (native reader only)."""
+    import faiss
+
+    try:
+        return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path} is missing") from exc
+    except RuntimeError as exc:
+        raise ArtifactError(f"{path} is not a readable FAISS index ({exc})") from exc

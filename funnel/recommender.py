@@ -1,0 +1,458 @@
+"""The two-stage recommender: stage-one candidates ranked by a stage-two logistic ranker."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from funnel.config import FunnelConfig
+from funnel.data import Dataset
+from funnel.data.split import per_user
+from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
+from funnel.factors import BiasedSVDFactors
+from funnel.persistence import (ArtifactCache, load_faiss, load_json, load_npz, save_faiss, save_json,
+                                sha256_file)
+from funnel.persistence.files import atomic_write
+from funnel.ranking import LogisticRanker
+from funnel.stages import Stages
+
+logger = logging.getLogger("funnel")
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SVD_SETTINGS = ("svd_factors", "svd_epochs", "svd_lr", "svd_reg", "seed")
+BATCH_USERS = 512
+
+
+def check_n(n: Any, n_artists: int) -> int:
+    """Validate a top-n length against the catalogue size."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ConfigError(f"n={n!r} must be an integer between 1 and {n_artists} (the catalogue size)")
+    if not 1 <= n <= n_artists:
+        raise ConfigError(f"n={n} is out of range; it must be between 1 and {n_artists} (the catalogue size)")
+    return int(n)
+
+
+def top_n_per_row(rows: np.ndarray, scores: np.ndarray, items: np.ndarray, n_rows: int, n: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Best ``n`` pairs of each row by score (ties by artist index): rows, items, scores, ranks."""
+    order = np.lexsort((items, -scores, rows))
+    rows, items, scores = rows[order], items[order], scores[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = rank < n
+    return rows[keep], items[keep], scores[keep], rank[keep] + 1
+
+
+class Recommender:
+    """Two-stage ("funnel") artist recommender.
+
+    Stage one merges candidates from a FAISS search over tag/popularity/freshness artist
+    embeddings, a FAISS search over ALS artist factors and the popularity chart. Stage two
+    scores each (user, candidate) pair with a logistic ranker over BiasedSVD and ALS
+    features, stage-one scores and ranks, and artist and user statistics.
+
+    Parameters
+    ----------
+    config : FunnelConfig or mapping, optional
+        Settings; defaults to ``FunnelConfig()``.
+    **overrides
+        Individual settings applied on top of ``config`` (e.g. ``tag_candidates=300``).
+
+    Attributes
+    ----------
+    config_ : FunnelConfig
+        The validated settings used by ``fit``.
+    stages_ : Stages
+        Candidate sources and factor models fitted on all training data.
+    ranker_ : LogisticRanker
+    feature_names_ : list of str
+    fingerprint_ : str
+        Fingerprint of the training data.
+    user_ids_, artist_ids_, artist_names_ : numpy.ndarray
+    history_ : scipy.sparse.csr_matrix
+        Training play counts, users x artists.
+    ranker_candidate_recall_ : float
+        Share of the ranker's label artists that stage one retrieved during training.
+
+    Examples
+    --------
+    >>> from funnel import Recommender, load_lastfm
+    >>> model = Recommender(show_progress=True).fit(load_lastfm())  # doctest: +SKIP
+    >>> model.recommend(2, n=10)  # doctest: +SKIP
+    """
+
+    def __init__(self, config: FunnelConfig | Mapping[str, Any] | None = None, **overrides: Any) -> None:
+        self.config = config
+        self.overrides = overrides
+
+    # configuration ----------------------------------------------------------------------
+    def _resolve_config(self) -> FunnelConfig:
+        base = self.config
+        if base is None:
+            values: dict[str, Any] = {}
+        elif isinstance(base, FunnelConfig):
+            values = base.to_dict()
+        elif isinstance(base, Mapping):
+            values = dict(base)
+        else:
+            raise ConfigError(f"config must be a FunnelConfig or a mapping, got {type(base).__name__}")
+        values.update(self.overrides)
+        return FunnelConfig.from_dict(values).validate()
+
+    # fitting ----------------------------------------------------------------------------
+    def fit(self, dataset: Dataset) -> "Recommender":
+        """Train the ranker without leakage, then fit both stages on all of ``dataset``.
+
+        The ranker is trained on a per-user split of ``dataset``: stage one and the factor
+        models are fitted on the history part, and the labels are the held-out part they never
+        saw. The stages are then refitted on all of ``dataset`` for serving.
+
+        Returns
+        -------
+        Recommender
+            ``self``.
+        """
+        cfg = self._resolve_config()
+        if not isinstance(dataset, Dataset):
+            raise DataError(f"fit expects a funnel.Dataset (see funnel.load_lastfm / Dataset.from_frames), "
+                            f"got {type(dataset).__name__}")
+        cache = ArtifactCache(cfg.cache_dir) if cfg.cache_dir else None
+        started = time.perf_counter()
+        ranker_settings = cfg.fingerprint()
+        ranker = None
+        if cache is not None and cfg.reuse_ranker:
+            arrays = cache.load("ranker", dataset.fingerprint(), ranker_settings)
+            if arrays is not None:
+                ranker = LogisticRanker(cfg.ranker_C).set_arrays(arrays)
+                self.ranker_candidate_recall_ = float(arrays["candidate_recall"][0])
+        if ranker is None:
+            ranker = self._train_ranker(dataset, cfg, cache)
+            if cache is not None:
+                cache.save("ranker", dataset.fingerprint(), ranker_settings,
+                           {**ranker.to_arrays(),
+                            "candidate_recall": np.array([self.ranker_candidate_recall_])})
+        logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
+        self.stages_ = Stages(cfg).fit(dataset, svd=self._svd(dataset, cfg, cache, "svd"))
+        self.feature_names_ = self.stages_.feature_names()
+        if len(ranker.coef_) != len(self.feature_names_):
+            raise ArtifactError("the saved ranker does not match the features of these settings; "
+                                "retrain it (--judge True / reuse_ranker=False)")
+        self.ranker_ = ranker
+        self.config_ = cfg
+        self.fingerprint_ = dataset.fingerprint()
+        self.user_ids_ = dataset.user_ids
+        self.artist_ids_ = dataset.artist_ids
+        self.artist_names_ = dataset.artist_names
+        self.history_ = dataset.matrix
+        logger.info("fitted in %.1fs", time.perf_counter() - started)
+        return self
+
+    @staticmethod
+    def _svd(dataset: Dataset, cfg: FunnelConfig, cache: ArtifactCache | None, kind: str) -> BiasedSVDFactors:
+        svd = Stages(cfg).make_svd()
+        settings = cfg.fingerprint(SVD_SETTINGS)
+        if cache is not None and cfg.reuse_svd:
+            arrays = cache.load(kind, dataset.fingerprint(), settings)
+            if arrays is not None:
+                return svd.set_arrays(arrays)
+        logger.info("training BiasedSVD (%d factors, %d epochs)", cfg.svd_factors, cfg.svd_epochs)
+        svd.fit(dataset.matrix)
+        if cache is not None:
+            cache.save(kind, dataset.fingerprint(), settings, svd.to_arrays())
+        return svd
+
+    def _train_ranker(self, dataset: Dataset, cfg: FunnelConfig, cache: ArtifactCache | None) -> LogisticRanker:
+        history_part, labels = per_user(dataset, cfg.ranker_holdout, min_artists=2, seed=cfg.seed)
+        logger.info("ranker: fitting stage one and factor models on %d history interactions, "
+                    "%d held out as labels", len(history_part.interactions), len(labels))
+        stages = Stages(cfg).fit(history_part, svd=self._svd(history_part, cfg, cache, "svd_history"))
+        users = np.unique(history_part.user_index(labels["user_id"].to_numpy()))
+        n_items = np.int64(history_part.n_artists)
+        label_keys = np.sort(history_part.user_index(labels["user_id"].to_numpy()) * n_items
+                             + history_part.artist_index(labels["artist_id"].to_numpy()))
+        rng = np.random.default_rng(cfg.seed)
+        features, targets, found = [], [], 0
+        for start in tqdm(range(0, len(users), BATCH_USERS), desc="ranker features",
+                          disable=not cfg.show_progress):
+            batch = users[start:start + BATCH_USERS]
+            history = history_part.matrix[batch]
+            cands = stages.candidates(batch, history)
+            keys = batch[cands.rows] * n_items + cands.items
+            y = np.isin(keys, label_keys, assume_unique=False)
+            found += int(y.sum())
+            keep = _sample_negatives(cands.rows, y, cfg.ranker_negatives, rng)
+            sub = _subset(cands, keep)
+            features.append(stages.features(batch, history, sub))
+            targets.append(y[keep])
+        self.ranker_candidate_recall_ = found / max(len(labels), 1)
+        X, y = np.vstack(features), np.concatenate(targets)
+        logger.info("ranker: stage-one recall of label artists %.3f; training on %d pairs (%d positive)",
+                    self.ranker_candidate_recall_, len(y), int(y.sum()))
+        return LogisticRanker(cfg.ranker_C).fit(X, y)
+
+    # recommending -----------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "ranker_"):
+            raise NotFittedError("this Recommender is not fitted; call fit(dataset) or Recommender.load(path)")
+
+    def _rank(self, users: np.ndarray, history: sp.csr_matrix, n: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        cands = self.stages_.candidates(users, history, fallback=n)
+        scores = self.ranker_.predict_proba(self.stages_.features(users, history, cands))[:, 1]
+        return top_n_per_row(cands.rows, scores, cands.items, len(users), n)
+
+    def _frame(self, items: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+        return pd.DataFrame({"artist_id": self.artist_ids_[items],
+                             "artist_name": self.artist_names_[items].astype(object),
+                             "score": scores.astype(np.float64)})
+
+    def _user_rows(self, user_ids: np.ndarray) -> np.ndarray:
+        rows = np.searchsorted(self.user_ids_, user_ids)
+        rows = np.clip(rows, 0, len(self.user_ids_) - 1)
+        unknown = self.user_ids_[rows] != user_ids
+        if unknown.any():
+            missing = user_ids[unknown]
+            raise UnknownUserError(
+                f"unknown user id(s) {missing[:5].tolist()}{' ...' if len(missing) > 5 else ''}: not in the "
+                f"training data ({len(self.user_ids_)} users, ids {self.user_ids_[0]}..{self.user_ids_[-1]}); "
+                "use recommend_for_history for new users")
+        return rows
+
+    def recommend(self, user_id: int, n: int = 20) -> pd.DataFrame:
+        """Top-``n`` unseen artists for a known user.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``artist_id, artist_name, score`` best first (score = ranker probability).
+
+        Raises
+        ------
+        UnknownUserError
+            ``user_id`` is not in the training data.
+        ConfigError
+            ``n`` is not an integer in 1..catalogue size.
+        """
+        self._check_fitted()
+        n = check_n(n, len(self.artist_ids_))
+        if isinstance(user_id, bool) or not isinstance(user_id, (int, np.integer)):
+            raise UnknownUserError(f"user id {user_id!r} must be an integer")
+        rows = self._user_rows(np.array([user_id], dtype=np.int64))
+        _, items, scores, _ = self._rank(rows, self.history_[rows], n)
+        return self._frame(items, scores)
+
+    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
+        """Top-``n`` unseen artists for every user (or ``users``), batched and vectorised.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``user_id, rank, artist_id, artist_name, score``; rank 1..n, best first per user.
+        """
+        self._check_fitted()
+        n = check_n(n, len(self.artist_ids_))
+        if users is None:
+            rows = np.arange(len(self.user_ids_))
+        else:
+            ids = np.asarray(list(users))
+            if ids.size and not np.issubdtype(ids.dtype, np.integer):
+                raise UnknownUserError(f"user ids must be integers, got {ids[:3].tolist()}")
+            rows = self._user_rows(ids.astype(np.int64))
+        parts = []
+        for start in tqdm(range(0, len(rows), BATCH_USERS), desc="recommending",
+                          disable=not self.config_.show_progress):
+            batch = rows[start:start + BATCH_USERS]
+            r, items, scores, rank = self._rank(batch, self.history_[batch], n)
+            frame = self._frame(items, scores)
+            frame.insert(0, "rank", rank)
+            frame.insert(0, "user_id", self.user_ids_[batch[r]])
+            parts.append(frame)
+        if not parts:
+            return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
+        return pd.concat(parts, ignore_index=True)
+
+    def history_matrix(self, history: Mapping[int, float] | Iterable[int]) -> sp.csr_matrix:
+        """One CSR row over the catalogue from a history of artist ids (or id -> plays).
+
+        Unknown artist ids are dropped with a warning; duplicates in a list count as plays.
+        """
+        self._check_fitted()
+        if isinstance(history, Mapping):
+            ids = np.asarray(list(history.keys()))
+            plays = np.asarray(list(history.values()), dtype=np.float64) if len(history) else np.empty(0)
+        elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
+            raise DataError(f"history must be a list of artist ids or a mapping id -> plays, got {history!r}")
+        else:
+            ids = np.asarray(list(history))
+            plays = np.ones(len(ids))
+        if len(ids) == 0:
+            raise DataError("history is empty; give at least one known artist id")
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise DataError(f"history artist ids must be integers, got {ids[:3].tolist()}")
+        if not (np.isfinite(plays).all() and (plays > 0).all()):
+            raise DataError("history play counts must be finite numbers > 0")
+        cols = np.searchsorted(self.artist_ids_, ids)
+        cols = np.clip(cols, 0, len(self.artist_ids_) - 1)
+        known = self.artist_ids_[cols] == ids
+        if not known.any():
+            raise DataError(f"none of the history's artist ids {ids[:5].tolist()} is in the catalogue")
+        if not known.all():
+            logger.warning("ignoring %d unknown artist id(s) in the history: %s", int((~known).sum()),
+                           ids[~known][:5].tolist())
+        row = sp.csr_matrix((plays[known], (np.zeros(int(known.sum()), np.int64), cols[known])),
+                            shape=(1, len(self.artist_ids_)), dtype=np.float32)
+        row.sum_duplicates()
+        return row
+
+    def recommend_for_history(self, history: Mapping[int, float] | Iterable[int], n: int = 20) -> pd.DataFrame:
+        """Top-``n`` artists for a listener not in the training data.
+
+        Parameters
+        ----------
+        history : list of int or mapping of int to float
+            Artist ids the listener played, or artist id -> play count.
+        n : int
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``artist_id, artist_name, score`` best first, none from the history.
+        """
+        self._check_fitted()
+        n = check_n(n, len(self.artist_ids_))
+        row = self.history_matrix(history)
+        _, items, scores, _ = self._rank(np.array([-1]), row, n)
+        return self._frame(items, scores)
+
+    # persistence ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save to directory ``path``: npz arrays, FAISS index files and a JSON manifest.
+
+        Data files are named by their checksum and written first; the manifest that points
+        at them is replaced atomically last, so an interrupted save leaves the previous model
+        loadable. No pickle is involved.
+        """
+        self._check_fitted()
+        path = Path(path)
+        arrays, indexes = self.stages_.to_arrays()
+        arrays.update({f"ranker/{k}": v for k, v in self.ranker_.to_arrays().items()})
+        arrays.update({"data/user_ids": self.user_ids_, "data/artist_ids": self.artist_ids_,
+                       "data/artist_names": self.artist_names_.astype(str),
+                       "history/indptr": self.history_.indptr, "history/indices": self.history_.indices,
+                       "history/data": self.history_.data})
+        files = {"arrays": _write_hashed(path, "arrays", ".npz", _npz_bytes(arrays))}
+        for name, index in indexes.items():
+            import faiss
+
+            files[f"index/{name}"] = _write_hashed(path, f"index-{name}", ".faiss",
+                                                   faiss.serialize_index(index).tobytes())
+        manifest = {
+            "format_version": FORMAT_VERSION, "data_fingerprint": self.fingerprint_,
+            "config": self.config_.to_dict(), "feature_names": self.feature_names_,
+            "sources": [s.name for s in self.stages_.sources_],
+            "files": files, "n_users": len(self.user_ids_), "n_artists": len(self.artist_ids_),
+            "ranker_candidate_recall": self.ranker_candidate_recall_,
+        }
+        save_json(path / MANIFEST, manifest)
+        keep = {entry["name"] for entry in files.values()} | {MANIFEST}
+        for old in list(path.glob("arrays-*.npz")) + list(path.glob("index-*.faiss")):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Recommender":
+        """Load a model written by :meth:`save`, verifying every file's checksum first."""
+        path = Path(path)
+        if not path.is_dir():
+            raise ArtifactError(f"no saved model at {path}: the directory does not exist; save one with "
+                                "Recommender.save or run main.py")
+        manifest = load_json(path / MANIFEST)
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ArtifactError(f"{path / MANIFEST} has format version {version!r}; this funnel reads "
+                                f"versions up to {FORMAT_VERSION}: upgrade funnel or retrain")
+        try:
+            files = manifest["files"]
+            for role, entry in files.items():
+                file = path / entry["name"]
+                if not file.is_file():
+                    raise ArtifactError(f"{file} ({role}) is missing; retrain and save again")
+                if sha256_file(file) != entry["sha256"]:
+                    raise ArtifactError(f"{file} ({role}) fails its checksum: the file is corrupt or was "
+                                        "changed after saving; retrain and save again")
+            arrays = load_npz(path / files["arrays"]["name"])
+            indexes = {role.split("/", 1)[1]: load_faiss(path / entry["name"])
+                       for role, entry in files.items() if role.startswith("index/")}
+            config = FunnelConfig.from_dict(manifest["config"]).validate()
+            self = cls(config)
+            self.config_ = config
+            self.stages_ = Stages.from_arrays(config, arrays, indexes, list(manifest["sources"]))
+            self.ranker_ = LogisticRanker(config.ranker_C).set_arrays(
+                {k[len("ranker/"):]: v for k, v in arrays.items() if k.startswith("ranker/")})
+            self.feature_names_ = list(manifest["feature_names"])
+            self.fingerprint_ = str(manifest["data_fingerprint"])
+            self.ranker_candidate_recall_ = float(manifest["ranker_candidate_recall"])
+            self.user_ids_ = arrays["data/user_ids"]
+            self.artist_ids_ = arrays["data/artist_ids"]
+            self.artist_names_ = arrays["data/artist_names"]
+            self.history_ = sp.csr_matrix(
+                (arrays["history/data"], arrays["history/indices"], arrays["history/indptr"]),
+                shape=(len(self.user_ids_), len(self.artist_ids_)))
+        except KeyError as exc:
+            raise ArtifactError(f"{path / MANIFEST} or its arrays lack entry {exc}; the save is incomplete "
+                                "or from another program") from exc
+        return self
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    for name, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise ArtifactError(f"array {name!r} has dtype object, which cannot be saved without pickle")
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _write_hashed(directory: Path, stem: str, suffix: str, data: bytes) -> dict[str, str]:
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"{stem}-{digest[:16]}{suffix}"
+    if not (directory / name).is_file() or sha256_file(directory / name) != digest:
+        atomic_write(directory / name, lambda handle: handle.write(data))
+    return {"name": name, "sha256": digest}
+
+
+def _sample_negatives(rows: np.ndarray, positive: np.ndarray, per_row: int, rng: np.random.Generator
+                      ) -> np.ndarray:
+    """Boolean mask keeping every positive and up to ``per_row`` random negatives per row."""
+    if per_row == 0:
+        return np.ones(len(rows), dtype=bool)
+    random = rng.random(len(rows))
+    order = np.lexsort((random, positive, rows))  # per row: negatives first, shuffled
+    sorted_rows = rows[order]
+    starts = np.searchsorted(sorted_rows, sorted_rows)
+    position = np.arange(len(rows)) - starts
+    keep = np.empty(len(rows), dtype=bool)
+    keep[order] = (position < per_row) | positive[order]
+    return keep
+
+
+def _subset(cands, keep: np.ndarray):
+    from funnel.candidates import CandidateSet
+
+    return CandidateSet(rows=cands.rows[keep], items=cands.items[keep],
+                        ranks={k: v[keep] for k, v in cands.ranks.items()},
+                        scores={k: v[keep] for k, v in cands.scores.items()})

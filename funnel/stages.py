@@ -1,0 +1,182 @@
+"""Every fitted component of both stages, fitted together on one dataset.
+
+:class:`Stages` retrieves the merged candidate set of a batch of users and builds the
+stage-two feature matrix for it. The :class:`funnel.Recommender` fits one ``Stages`` on the
+history part of the training data to train its ranker, and one on all of it to serve.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+
+from funnel.candidates import (ALSSource, ArtistEmbedder, CandidateSet, PopularitySource, TagSource,
+                               merge_candidates)
+from funnel.candidates.index import resolve_kind
+from funnel.config import FunnelConfig
+from funnel.data import Dataset
+from funnel.factors import ALSFactors, BiasedSVDFactors
+from funnel.ranking.features import activity, pair_scores, user_statistics
+
+logger = logging.getLogger("funnel")
+
+ARTIST_FEATURES = ("log_listeners", "log_plays", "years_since_first_tag", "years_since_last_tag",
+                   "has_tags")
+
+
+class Stages:
+    """Stage-one sources and stage-two factor models fitted on one dataset.
+
+    Parameters
+    ----------
+    config : FunnelConfig
+        A validated configuration.
+    """
+
+    def __init__(self, config: FunnelConfig) -> None:
+        self.config = config
+
+    # fitting ----------------------------------------------------------------------------
+    def fit(self, dataset: Dataset, svd: BiasedSVDFactors | None = None) -> "Stages":
+        """Fit every component on ``dataset``; ``svd`` is a ready BiasedSVD to reuse."""
+        cfg = self.config
+        self.n_artists_ = dataset.n_artists
+        self.embedder_ = ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight,
+                                        cfg.seed).fit(dataset)
+        self.als_ = ALSFactors(cfg.als_factors, cfg.als_iterations, cfg.als_alpha,
+                               cfg.als_regularization, cfg.als_confidence, cfg.seed,
+                               cfg.n_threads).fit(dataset.matrix)
+        self.svd_ = svd if svd is not None else self.make_svd().fit(dataset.matrix)
+        self.popularity_ = PopularitySource(max(cfg.popularity_candidates, 1)).fit(dataset)
+        self.sources_ = []
+        if cfg.tag_candidates:
+            if self.embedder_.tag_dim_ == 0:
+                logger.info("tag source disabled: the data has no usable tag assignments")
+            else:
+                self.sources_.append(self._tag_source().fit(dataset))
+        if cfg.als_candidates:
+            self.sources_.append(self._als_source().fit(dataset))
+        if cfg.popularity_candidates:
+            self.sources_.append(self.popularity_)
+        self.user_stats_ = user_statistics(dataset)
+        logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in self.sources_))
+        return self
+
+    def make_svd(self) -> BiasedSVDFactors:
+        """An unfitted BiasedSVD with this configuration."""
+        cfg = self.config
+        return BiasedSVDFactors(cfg.svd_factors, cfg.svd_epochs, cfg.svd_lr, cfg.svd_reg, cfg.seed)
+
+    def _tag_source(self) -> TagSource:
+        cfg = self.config
+        return TagSource(cfg.tag_candidates, self.embedder_, cfg.history_weighting, cfg.index,
+                         cfg.ann_threshold, cfg.seed)
+
+    def _als_source(self) -> ALSSource:
+        cfg = self.config
+        return ALSSource(cfg.als_candidates, self.als_, cfg.index, cfg.ann_threshold, cfg.seed)
+
+    # stage one --------------------------------------------------------------------------
+    def candidates(self, users: np.ndarray, history: sp.csr_matrix, fallback: int = 0) -> CandidateSet:
+        """Merged candidates of every source for a batch of users.
+
+        ``fallback`` > 0 adds that many most popular unseen artists per user (without source
+        features), so that every user has enough candidates to fill a top-n list.
+        """
+        retrieved = [(s.name, *s.retrieve(users, history)) for s in self.sources_]
+        extra = [self.popularity_.retrieve(users, history, fallback)[0]] if fallback else []
+        return merge_candidates(retrieved, self.n_artists_, extra)
+
+    # stage two --------------------------------------------------------------------------
+    def feature_names(self) -> list[str]:
+        """Names of the columns :meth:`features` returns."""
+        f = self.config.svd_factors
+        names = [f"svd_user_{i}" for i in range(f)] + [f"svd_artist_{i}" for i in range(f)]
+        names += [f"svd_product_{i}" for i in range(f)] + ["svd_prediction", "als_score", "tag_similarity"]
+        for source in self.sources_:
+            names += [f"{source.name}_log_rank", f"{source.name}_score"]
+        names += [f"artist_{name}" for name in ARTIST_FEATURES]
+        names += ["user_log_artists", "user_log_plays", "user_years_since_last_tag", "user_has_tagged",
+                  "user_log_artists_x_artist_log_listeners"]
+        return names
+
+    def features(self, users: np.ndarray, history: sp.csr_matrix, cands: CandidateSet) -> np.ndarray:
+        """The ``(len(cands), n_features)`` float32 feature matrix, columns as :meth:`feature_names`."""
+        rows, items = cands.rows, cands.items
+        svd_user, svd_bias = self.svd_.user_vectors(users, history)
+        pu, qi = svd_user[rows], self.svd_.item_factors_[items]
+        prod = pu * qi
+        svd_pred = (self.svd_.global_mean_ + svd_bias[rows] + self.svd_.item_bias_[items]
+                    + prod.sum(axis=1))
+        als_user = self.als_.user_vectors(users, history)
+        als_score = pair_scores(als_user, self.als_.item_factors_, rows, items)
+        query = self.embedder_.query(history, self.config.history_weighting)
+        tag_sim = pair_scores(query, self.embedder_.vectors_, rows, items)
+        columns: list[np.ndarray] = [pu, qi, prod, svd_pred[:, None], als_score[:, None], tag_sim[:, None]]
+        for source in self.sources_:
+            columns.append(np.log(cands.ranks[source.name])[:, None])
+            columns.append(cands.scores[source.name][:, None])
+        stats = self.embedder_.stats_
+        columns.append(np.column_stack([stats[name][items] for name in ARTIST_FEATURES]))
+        log_artists, log_plays = activity(history)
+        known = users >= 0
+        safe = np.where(known, users, 0)
+        last_tag = np.where(known, self.user_stats_["years_since_last_tag"][safe],
+                            np.median(self.user_stats_["years_since_last_tag"]))
+        tagged = np.where(known, self.user_stats_["has_tagged"][safe], 0.0)
+        user_block = np.column_stack([log_artists, log_plays, last_tag, tagged])[rows]
+        cross = user_block[:, 0] * stats["log_listeners"][items]
+        columns += [user_block, cross[:, None]]
+        return np.hstack([np.asarray(c, np.float32) for c in columns])
+
+    # persistence ------------------------------------------------------------------------
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+        """Fitted state as named arrays plus the FAISS indexes by source name."""
+        arrays = {"embedder/vectors": self.embedder_.vectors_,
+                  "embedder/tag_dim": np.array([self.embedder_.tag_dim_]),
+                  "popularity/order": self.popularity_.order_,
+                  "popularity/scores": self.popularity_.scores_}
+        arrays.update({f"embedder/stats/{k}": v for k, v in self.embedder_.stats_.items()})
+        arrays.update({f"als/{k}": v for k, v in self.als_.to_arrays().items()})
+        arrays.update({f"svd/{k}": v for k, v in self.svd_.to_arrays().items()})
+        arrays.update({f"users/{k}": v for k, v in self.user_stats_.items()})
+        indexes = {s.name: s.index_ for s in self.sources_ if hasattr(s, "index_")}
+        return arrays, indexes
+
+    @classmethod
+    def from_arrays(cls, config: FunnelConfig, arrays: dict[str, np.ndarray],
+                    indexes: dict[str, object], source_names: list[str]) -> "Stages":
+        """Rebuild fitted stages from :meth:`to_arrays` output without refitting."""
+        self = cls(config)
+        def group(prefix: str) -> dict[str, np.ndarray]:
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        self.embedder_ = ArtistEmbedder(config.tag_dim, config.popularity_weight,
+                                        config.freshness_weight, config.seed)
+        self.embedder_.vectors_ = arrays["embedder/vectors"]
+        self.embedder_.tag_dim_ = int(arrays["embedder/tag_dim"][0])
+        self.embedder_.stats_ = group("embedder/stats/")
+        self.n_artists_ = len(self.embedder_.vectors_)
+        self.als_ = ALSFactors(config.als_factors, config.als_iterations, config.als_alpha,
+                               config.als_regularization, config.als_confidence, config.seed,
+                               config.n_threads).set_arrays(group("als/"))
+        self.svd_ = self.make_svd().set_arrays(group("svd/"))
+        self.popularity_ = PopularitySource(max(config.popularity_candidates, 1))
+        self.popularity_.order_ = arrays["popularity/order"]
+        self.popularity_.scores_ = arrays["popularity/scores"]
+        self.user_stats_ = group("users/")
+        self.sources_ = []
+        for name in source_names:
+            if name == "popularity":
+                self.sources_.append(self.popularity_)
+                continue
+            source = self._tag_source() if name == "tags" else self._als_source()
+            if name == "tags":
+                source.embedder_ = self.embedder_
+            else:
+                source.als_ = self.als_
+            source.index_ = indexes[name]
+            source.index_kind_ = resolve_kind(config.index, self.n_artists_, config.ann_threshold)
+            self.sources_.append(source)
+        return self

@@ -1,0 +1,111 @@
+"""Run the funnel on Last.fm: fit (reusing saved parts), write the CSV, optionally evaluate.
+
+    python main.py --runsvd True
+    python main.py --runsvd True --judge True --evaluate True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from args import parse_args, to_config
+
+logger = logging.getLogger("funnel")
+
+
+def check_writable(path: Path) -> None:
+    """Fail before training when ``path`` (a file to write) cannot be written."""
+    from funnel.errors import ArtifactError
+
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"cannot create directory {directory} for {path}: {exc.strerror or exc}") from exc
+    if path.is_dir():
+        raise ArtifactError(f"output {path} is a directory; give a file path")
+    if not os.access(directory, os.W_OK):
+        raise ArtifactError(f"cannot write {path}: directory {directory} is not writable; "
+                            "choose another --output/--artifacts")
+
+
+def evaluate_holdout(dataset, config, topn: int) -> None:
+    """Fit the funnel and the ALS-only baseline on a per-user holdout and print the table."""
+    from funnel import Recommender, split
+    from funnel.baselines import ALSRecommender
+    from funnel.evaluation import candidate_recall, evaluate
+
+    train, test = split.per_user(dataset, seed=config.seed)
+    ks = (10, 20)
+    eval_config = config.replace(cache_dir=str(Path(config.cache_dir) / "holdout")) if config.cache_dir else config
+    started = time.perf_counter()
+    funnel_model = Recommender(eval_config).fit(train)
+    funnel_fit = time.perf_counter() - started
+    funnel_metrics = evaluate(funnel_model, train, test, ks)
+    recall = candidate_recall(funnel_model, train, test)
+    started = time.perf_counter()
+    baseline = ALSRecommender(seed=config.seed).fit(train)
+    baseline_fit = time.perf_counter() - started
+    baseline_metrics = evaluate(baseline, train, test, ks)
+    names = [f"{m}@{k}" for k in ks for m in ("precision", "recall", "ndcg", "map")]
+    print(f"\nPer-user holdout (20% of each user's artists, seed {config.seed}; "
+          f"{test['user_id'].nunique()} users, {len(test)} held-out pairs)")
+    print(f"{'metric':<14}{'funnel':>10}{'ALS-only':>10}{'ratio':>8}")
+    for name in names + ["coverage"]:
+        f, b = funnel_metrics[name], baseline_metrics[name]
+        print(f"{name:<14}{f:>10.4f}{b:>10.4f}{(f / b if b else float('nan')):>8.2f}")
+    print(f"{'cand. recall':<14}{recall:>10.4f}{'':>10}   ({sum(s.n_candidates for s in funnel_model.stages_.sources_)} "
+          "candidates/user before merging)")
+    print(f"{'fit seconds':<14}{funnel_fit:>10.1f}{baseline_fit:>10.1f}\n")
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs multi-line INFO
+    try:
+        import warnings
+
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="implicit")
+        from funnel import FunnelError, Recommender, load_lastfm
+        from funnel.persistence import atomic_write
+
+        config = to_config(args)
+        output = Path(args.output)
+        check_writable(output)
+        check_writable(Path(args.artifacts) / "model" / "manifest.json")
+        if args.topn < 1:
+            raise FunnelError(f"--topn {args.topn} must be at least 1")
+        started = time.perf_counter()
+        dataset = load_lastfm(args.data)
+        logger.info("loaded %s (fingerprint %s)", dataset, dataset.fingerprint())
+        if args.evaluate:
+            evaluate_holdout(dataset, config, args.topn)
+        model = Recommender(config).fit(dataset)
+        model.save(Path(args.artifacts) / "model")
+        recommendations = model.recommend_all(n=args.topn)
+        atomic_write(output, lambda handle: recommendations.to_csv(handle, index=False, lineterminator="\n"),
+                     mode="w")
+        logger.info("wrote %d recommendations for %d users to %s in %.1fs total", len(recommendations),
+                    recommendations["user_id"].nunique(), output, time.perf_counter() - started)
+        return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the CLI turns every error into one line
+        from funnel.errors import FunnelError
+
+        kind = "error" if isinstance(exc, (FunnelError, OSError)) else f"unexpected error ({type(exc).__name__})"
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{kind}: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(run())

@@ -1,0 +1,46 @@
+"""Shared fixtures: small seeded synthetic data, a fitted small model, the real Last.fm data."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from funnel import FunnelConfig, Recommender
+from funnel.data.lastfm import DATA_ENV, resolve_data_path
+from funnel.datasets import synthetic
+from funnel.errors import DataError
+
+SMALL = dict(tag_dim=16, svd_factors=8, svd_epochs=10, als_factors=8, als_iterations=8,
+             tag_candidates=40, als_candidates=40, popularity_candidates=10, ranker_negatives=30)
+
+
+@pytest.fixture(scope="session")
+def small_config() -> FunnelConfig:
+    return FunnelConfig(**SMALL)
+
+
+@pytest.fixture(scope="session")
+def synth():
+    return synthetic(n_users=150, n_artists=240, n_clusters=4, artists_per_user=20, n_untagged=5, seed=3)
+
+
+@pytest.fixture(scope="session")
+def fitted(synth, small_config):
+    return Recommender(small_config).fit(synth)
+
+
+@pytest.fixture(scope="session")
+def lastfm_path():
+    try:
+        return resolve_data_path()
+    except DataError:
+        pytest.skip(f"Last.fm data not found; set {DATA_ENV} or put it at ../shared/data")
+
+
+@pytest.fixture(scope="session")
+def lastfm(lastfm_path):
+    from funnel import load_lastfm
+
+    logging.getLogger("funnel").setLevel(logging.ERROR)
+    return load_lastfm(lastfm_path)

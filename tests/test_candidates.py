@@ -1,0 +1,101 @@
+"""Stage one: one contract every candidate source passes, plus embedding behaviour."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from funnel import Dataset, NotFittedError
+from funnel.candidates import ALSSource, ArtistEmbedder, PopularitySource, TagSource, drop_seen, merge_candidates
+from funnel.candidates.embeddings import artist_statistics
+from funnel.factors import ALSFactors
+
+K = 25
+SOURCES = {
+    "tags": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16)),
+    "tags-hnsw": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="hnsw"),
+    "tags-ivf": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="ivf"),
+    "als": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5)),
+    "popularity": lambda: PopularitySource(K),
+}
+
+
+@pytest.fixture(params=sorted(SOURCES))
+def source(request, synth):
+    return SOURCES[request.param]().fit(synth)
+
+
+def test_source_contract(source, synth):
+    users = np.arange(synth.n_users)
+    history = synth.matrix
+    ids, scores = source.retrieve(users, history)
+    assert ids.shape == scores.shape == (synth.n_users, K)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32
+    seen = history.toarray() > 0
+    valid = ids >= 0
+    assert not seen[np.nonzero(valid)[0], ids[valid]].any(), "returned an artist from the history"
+    for row_ids in ids:  # no repeats within a user
+        real = row_ids[row_ids >= 0]
+        assert len(np.unique(real)) == len(real)
+    assert (np.diff(np.where(valid, scores, -np.inf), axis=1)[valid[:, 1:]] <= 1e-5).all(), "not best first"
+    assert np.isneginf(scores[~valid]).all()
+    # a new user (-1) with a history row is served through the same call
+    new_ids, _ = source.retrieve(np.array([-1]), history[:1])
+    assert new_ids.shape == (1, K) and not np.isin(new_ids, history[:1].indices).any()
+
+
+def test_source_needs_fit():
+    for make in SOURCES.values():
+        with pytest.raises(NotFittedError):
+            make().retrieve(np.array([0]), sp.csr_matrix((1, 3)))
+
+
+def test_tag_search_finds_the_users_cluster(synth):
+    source = TagSource(K, embedder=ArtistEmbedder(tag_dim=16)).fit(synth)
+    ids, _ = source.retrieve(np.arange(synth.n_users), synth.matrix)
+    cluster = (synth.artist_ids - 1) % 4
+    user_cluster = np.array([np.bincount(cluster[row.indices], minlength=4).argmax()
+                             for row in synth.matrix])  # test-only loop
+    share = (cluster[ids[:, :10]] == user_cluster[:, None]).mean()
+    assert share > 0.9
+
+
+def test_artists_without_tags_still_have_usable_vectors(synth):
+    embedder = ArtistEmbedder(tag_dim=16).fit(synth)
+    untagged = ~embedder.stats_["has_tags"].astype(bool)
+    assert untagged.sum() >= 5
+    assert np.isfinite(embedder.vectors_).all()
+    assert (np.linalg.norm(embedder.vectors_[untagged], axis=1) > 0).all()
+    assert np.allclose(embedder.vectors_[untagged, :embedder.tag_dim_], 0)
+
+
+def test_bogus_years_do_not_move_freshness(synth):
+    stats = artist_statistics(synth)
+    assign = synth.tag_assignments.copy()
+    assign.loc[assign.index[:3], "timestamp"] = np.datetime64("1900-01-01")
+    moved = artist_statistics(Dataset.from_frames(synth.interactions, synth.artists, synth.tags, assign))
+    # without clipping the 1900 dates would make these artists 111 years old
+    assert stats["years_since_first_tag"].max() < 7
+    assert moved["years_since_first_tag"].max() < 20
+
+
+def test_lastfm_1956_does_not_poison_freshness(lastfm):
+    stats = artist_statistics(lastfm)
+    assert lastfm.tag_assignments["timestamp"].dt.year.min() == 1956
+    assert stats["years_since_first_tag"].max() < 10
+
+
+def test_embedder_without_tags_uses_popularity_and_freshness(synth):
+    bare = Dataset.from_frames(synth.interactions)
+    embedder = ArtistEmbedder(tag_dim=16).fit(bare)
+    assert embedder.tag_dim_ == 0 and embedder.vectors_.shape == (bare.n_artists, 4)
+
+
+def test_drop_seen_pads_and_merge_keeps_source_ranks():
+    history = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 0, 0, 0]], dtype=np.float32))
+    ids, scores = drop_seen(np.array([[0, 1, 3, 2], [3, 2, -1, -1]]),
+                            np.array([[4, 3, 2, 1], [2, 1, -np.inf, -np.inf]], np.float32), history, 3)
+    assert ids.tolist() == [[1, 2, -1], [3, 2, -1]]
+    merged = merge_candidates([("a", ids, scores)], 4, extra=[np.array([[1, 2, -1], [0, -1, -1]])])
+    assert list(zip(merged.rows, merged.items)) == [(0, 1), (0, 2), (1, 0), (1, 2), (1, 3)]
+    assert merged.ranks["a"].tolist() == [1, 2, 4, 2, 1]
+    assert merged.scores["a"][2] == 1.0  # missing pair gets the row's lowest score

@@ -1,0 +1,77 @@
+"""Stage two: one contract every ranker passes, and the factor models."""
+
+import numpy as np
+import pytest
+
+from funnel import DataError, NotFittedError
+from funnel.factors import ALSFactors, BiasedSVDFactors, plays_to_ratings
+from funnel.ranking import LogisticRanker
+
+RANKERS = {"logistic": lambda: LogisticRanker(C=1.0)}
+
+
+@pytest.fixture(params=sorted(RANKERS))
+def ranker(request):
+    return RANKERS[request.param]()
+
+
+def separable(seed=0, n=2000):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    y = (X[:, 0] - 0.5 * X[:, 3] + 0.2 * rng.normal(size=n)) > 0
+    return X, y
+
+
+def test_ranker_contract(ranker):
+    X, y = separable()
+    assert ranker.fit(X, y) is ranker
+    proba = ranker.predict_proba(X)
+    assert proba.shape == (len(X), 2)
+    assert ((proba >= 0) & (proba <= 1)).all() and np.allclose(proba.sum(axis=1), 1)
+    X_test, y_test = separable(seed=1)
+    p = ranker.predict_proba(X_test)[:, 1]
+    assert ((p > 0.5) == y_test).mean() > 0.9
+    arrays = ranker.to_arrays()
+    clone = type(ranker)().set_arrays(arrays)
+    assert np.array_equal(clone.predict_proba(X_test), ranker.predict_proba(X_test))
+
+
+def test_ranker_errors(ranker):
+    with pytest.raises(NotFittedError):
+        ranker.predict_proba(np.zeros((1, 5)))
+    with pytest.raises(DataError, match="positive and negative"):
+        ranker.fit(np.zeros((4, 2)), np.zeros(4))
+    X, y = separable()
+    ranker.fit(X, y)
+    with pytest.raises(DataError, match="expects 5 features"):
+        ranker.predict_proba(np.zeros((1, 3)))
+
+
+def test_logistic_contributions_sum_to_log_odds():
+    X, y = separable()
+    ranker = LogisticRanker().fit(X, y)
+    assert np.allclose(ranker.contributions(X).sum(axis=1) + ranker.intercept_, ranker.decision_function(X))
+
+
+def test_ratings_are_per_user_ranks(synth):
+    ratings = plays_to_ratings(synth.matrix)
+    assert ratings.data.min() >= 1 and ratings.data.max() <= 5
+    row = synth.matrix[0]
+    r = ratings[0]
+    assert r.data[np.argmax(row.data)] == 5 and r.data[np.argmin(row.data)] == 1
+
+
+def test_factor_models_fold_in_new_users(synth):
+    history = synth.matrix[:3]
+    svd = BiasedSVDFactors(factors=8, epochs=10).fit(synth.matrix)
+    als = ALSFactors(factors=8, iterations=5).fit(synth.matrix)
+    known, _ = svd.user_vectors(np.arange(3), history)
+    folded, bias = svd.user_vectors(np.array([-1, -1, -1]), history)
+    assert np.isfinite(folded).all() and np.isfinite(bias).all()
+    # folding a user back in lands near the trained vector (same data, same artist factors)
+    cos = (known * folded).sum(1) / np.linalg.norm(known, axis=1) / np.linalg.norm(folded, axis=1)
+    assert cos.mean() > 0.3
+    a_known = als.user_vectors(np.arange(3), history)
+    a_fold = als.user_vectors(np.array([-1, -1, -1]), history)
+    a_cos = (a_known * a_fold).sum(1) / np.linalg.norm(a_known, axis=1) / np.linalg.norm(a_fold, axis=1)
+    assert a_cos.min() > 0.95

@@ -1,0 +1,201 @@
+"""The Recommender on synthetic data: invariants, errors, leakage, persistence."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import funnel.recommender as recommender_module
+from funnel import (ArtifactError, ConfigError, DataError, Dataset, NotFittedError, Recommender,
+                    UnknownUserError)
+from funnel.baselines import ALSRecommender
+from funnel.evaluation import evaluate
+from funnel.stages import Stages
+from funnel import split
+
+
+def check_lists(frame, history_of, n, n_artists):
+    for user, group in frame.groupby("user_id"):
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+        assert len(group) == min(n, n_artists - len(history_of(user)))
+        assert group["artist_id"].is_unique
+        assert not set(group["artist_id"]) & history_of(user)
+        assert group["score"].is_monotonic_decreasing
+
+
+def test_recommend_all_invariants(fitted, synth):
+    recs = fitted.recommend_all(n=15)
+    assert list(recs.columns) == ["user_id", "rank", "artist_id", "artist_name", "score"]
+    assert recs["user_id"].nunique() == synth.n_users
+    histories = synth.interactions.groupby("user_id")["artist_id"].apply(set)
+    check_lists(recs, lambda u: histories[u], 15, synth.n_artists)
+    assert recs["artist_name"].str.startswith("Artist ").all()
+
+
+def test_recommend_matches_recommend_all(fitted, synth):
+    user = int(synth.user_ids[7])
+    one = fitted.recommend(user, n=10)
+    assert list(one.columns) == ["artist_id", "artist_name", "score"]
+    batch = fitted.recommend_all(n=10, users=[user])
+    assert one["artist_id"].tolist() == batch["artist_id"].tolist()
+    assert np.allclose(one["score"], batch["score"])
+
+
+def test_n_larger_than_what_is_left_returns_everything_unseen(fitted, synth):
+    user = int(synth.user_ids[0])
+    seen = len(synth.interactions.query("user_id == @user"))
+    recs = fitted.recommend(user, n=synth.n_artists)
+    assert len(recs) == synth.n_artists - seen and recs["artist_id"].is_unique
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, "10", True, 10**6])
+def test_bad_n_is_rejected(fitted, synth, n):
+    with pytest.raises(ConfigError, match="n="):
+        fitted.recommend(int(synth.user_ids[0]), n=n)
+    with pytest.raises(ConfigError, match="n="):
+        fitted.recommend_all(n=n)
+
+
+def test_unknown_users_are_named(fitted):
+    with pytest.raises(UnknownUserError, match=r"unknown user id\(s\) \[999999\].*recommend_for_history"):
+        fitted.recommend(999999)
+    with pytest.raises(UnknownUserError, match="999999"):
+        fitted.recommend_all(users=[1, 999999])
+
+
+def test_not_fitted_errors_say_what_to_do():
+    with pytest.raises(NotFittedError, match="fit"):
+        Recommender().recommend(1)
+    with pytest.raises(NotFittedError):
+        Recommender().save("x")
+
+
+def test_recommend_for_history(fitted, synth, caplog):
+    cluster_zero = [1, 5, 9, 13, 17, 21]  # artist ids (i - 1) % 4 == 0
+    recs = fitted.recommend_for_history(cluster_zero, n=10)
+    assert len(recs) == 10 and not set(recs["artist_id"]) & set(cluster_zero)
+    assert ((recs["artist_id"] - 1) % 4 == 0).mean() >= 0.7
+    with_plays = fitted.recommend_for_history({1: 50, 5: 3, 999999: 4}, n=5)
+    assert len(with_plays) == 5 and "ignoring 1 unknown artist" in caplog.text
+    with pytest.raises(DataError, match="empty"):
+        fitted.recommend_for_history([])
+    with pytest.raises(DataError, match="none of the history"):
+        fitted.recommend_for_history([999998, 999999])
+    assert fitted.recommend_for_history([1, 1, 5], n=5)["artist_id"].isin([1, 5]).sum() == 0
+
+
+def test_a_known_users_history_as_a_new_user_gets_similar_lists(fitted, synth):
+    user = int(synth.user_ids[3])
+    history = synth.interactions.query("user_id == @user").set_index("artist_id")["weight"].to_dict()
+    known = set(fitted.recommend(user, n=20)["artist_id"])
+    folded = set(fitted.recommend_for_history(history, n=20)["artist_id"])
+    assert len(known & folded) >= 10
+
+
+def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, monkeypatch):
+    fits, splits = [], []
+    real_fit, real_split = Stages.fit, recommender_module.per_user
+
+    def spy_fit(self, dataset, svd=None):
+        fits.append((dataset, svd))
+        return real_fit(self, dataset, svd)
+
+    def spy_split(*args, **kwargs):
+        splits.append(real_split(*args, **kwargs))
+        return splits[-1]
+
+    monkeypatch.setattr(Stages, "fit", spy_fit)
+    monkeypatch.setattr(recommender_module, "per_user", spy_split)
+    Recommender(small_config).fit(synth)
+    (history_part, labels), = splits
+    label_pairs = set(zip(labels["user_id"], labels["artist_id"]))
+    ranker_data, ranker_svd = fits[0]
+    assert ranker_data is history_part
+    assert not label_pairs & set(zip(ranker_data.interactions["user_id"], ranker_data.interactions["artist_id"]))
+    assert not label_pairs & set(zip(ranker_data.tag_assignments["user_id"], ranker_data.tag_assignments["artist_id"]))
+    svd_matrix = ranker_svd  # the SVD handed to the ranker's stages was fitted on the same history part
+    rows = history_part.user_index(labels["user_id"].to_numpy())
+    cols = history_part.artist_index(labels["artist_id"].to_numpy())
+    assert (history_part.matrix[rows, cols] == 0).all()
+    assert svd_matrix.user_factors_.shape[0] == history_part.n_users
+    assert fits[1][0] is synth  # then the serving stages see all training data
+
+
+def test_fitting_is_deterministic(synth, small_config, fitted):
+    again = Recommender(small_config).fit(synth)
+    pd.testing.assert_frame_equal(again.recommend_all(n=10), fitted.recommend_all(n=10))
+
+
+def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
+    path = fitted.save(tmp_path / "model")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["data_fingerprint"] == synth.fingerprint()
+    assert {f.suffix for f in path.iterdir()} == {".json", ".npz", ".faiss"}
+    loaded = Recommender.load(path)
+    pd.testing.assert_frame_equal(loaded.recommend_all(n=20), fitted.recommend_all(n=20))
+    pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
+                                  fitted.recommend_for_history([1, 5, 9], n=10))
+    fitted.save(path)  # saving again over the same directory keeps one copy of each file
+    assert len(list(path.glob("arrays-*.npz"))) == 1
+
+
+def test_load_refuses_corrupt_or_newer_artifacts(fitted, tmp_path):
+    path = fitted.save(tmp_path / "model")
+    with pytest.raises(ArtifactError, match="does not exist"):
+        Recommender.load(tmp_path / "missing")
+    arrays = next(path.glob("arrays-*.npz"))
+    data = bytearray(arrays.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    arrays.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="checksum"):
+        Recommender.load(path)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format version 99"):
+        Recommender.load(path)
+
+
+def test_failed_save_leaves_previous_model_loadable(fitted, tmp_path, monkeypatch):
+    path = fitted.save(tmp_path / "model")
+    before = fitted.recommend_all(n=5)
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(recommender_module, "save_json", broken)
+    with pytest.raises(OSError):
+        fitted.save(path)
+    monkeypatch.undo()
+    pd.testing.assert_frame_equal(Recommender.load(path).recommend_all(n=5), before)
+
+
+def test_fits_without_tags_or_names(synth, small_config, caplog):
+    bare = Dataset.from_frames(synth.interactions)
+    with caplog.at_level("INFO", logger="funnel"):
+        model = Recommender(small_config).fit(bare)
+    assert "no tag assignments" in caplog.text
+    assert [s.name for s in model.stages_.sources_] == ["als", "popularity"]
+    recs = model.recommend_all(n=5)
+    assert len(recs) == 5 * bare.n_users and (recs["artist_name"] == "").all()
+
+
+def test_cache_reuses_svd_and_ranker(synth, small_config, tmp_path, caplog):
+    config = small_config.replace(cache_dir=str(tmp_path), reuse_svd=True, reuse_ranker=True)
+    first = Recommender(config).fit(synth)
+    with caplog.at_level("INFO", logger="funnel"):
+        second = Recommender(config).fit(synth)
+    assert "reusing saved ranker" in caplog.text and "reusing saved svd " in caplog.text
+    pd.testing.assert_frame_equal(first.recommend_all(n=5), second.recommend_all(n=5))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="funnel"):
+        Recommender(config.replace(svd_factors=4)).fit(synth)
+    assert "trained with other settings" in caplog.text
+
+
+def test_funnel_beats_als_on_planted_clusters(synth, small_config):
+    train, test = split.per_user(synth, seed=0)
+    funnel_ndcg = evaluate(Recommender(small_config).fit(train), train, test)["ndcg@10"]
+    als_ndcg = evaluate(ALSRecommender(factors=8, iterations=8).fit(train), train, test)["ndcg@10"]
+    assert funnel_ndcg > 0.9 * als_ndcg

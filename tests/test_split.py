@@ -1,0 +1,48 @@
+import numpy as np
+import pandas as pd
+import pytest
+from implicit.evaluation import train_test_split
+
+from funnel import ConfigError, split
+
+
+def pairs(frame):
+    return set(zip(frame["user_id"], frame["artist_id"]))
+
+
+def test_per_user_holds_out_a_fifth_of_each_eligible_user(synth):
+    train, test = split.per_user(synth, seed=1)
+    counts = synth.interactions.groupby("user_id").size()
+    held = test.groupby("user_id").size().reindex(counts.index, fill_value=0)
+    expected = np.where(counts >= 5, np.clip(np.round(0.2 * counts), 1, counts - 1), 0)
+    assert (held.to_numpy() == expected).all()
+    assert not pairs(train.interactions) & pairs(test)
+    assert pairs(train.interactions) | pairs(test) == pairs(synth.interactions)
+    assert split.per_user(synth, seed=1).test.equals(test)
+    assert not split.per_user(synth, seed=2).test.equals(test)
+
+
+@pytest.mark.parametrize("make", [lambda d: split.per_user(d, seed=0),
+                                  lambda d: split.global_random(d, seed=0)])
+def test_splits_remove_held_out_pairs_from_tag_assignments(synth, make):
+    train, test = make(synth)
+    tagged = pairs(synth.tag_assignments)
+    assert tagged & pairs(test), "the fixture should tag some held-out pairs"
+    assert not pairs(train.tag_assignments) & pairs(test)
+    kept = pairs(synth.tag_assignments) - pairs(test)
+    assert pairs(train.tag_assignments) == kept
+
+
+def test_global_split_is_implicits(synth):
+    train, test = split.global_random(synth, seed=5)
+    _, expected = train_test_split(synth.matrix.tocoo(), 0.8, random_state=5)
+    expected = expected.tocoo()
+    want = set(zip(synth.user_ids[expected.row], synth.artist_ids[expected.col]))
+    assert pairs(test) == want
+
+
+def test_split_arguments_are_checked(synth):
+    with pytest.raises(ConfigError, match="test_fraction"):
+        split.per_user(synth, test_fraction=1.5)
+    with pytest.raises(ConfigError, match="train_percentage"):
+        split.global_random(synth, train_percentage=0)
