@@ -43,8 +43,12 @@ class FunnelConfig:
         Catalogue size from which ``index="auto"`` switches to HNSW.
     history_weighting : {"none", "log", "plays"}
         How each history artist is weighted in a user's stage-one query.
-    tag_candidates, als_candidates, popularity_candidates : int
+    tag_candidates, als_candidates, ease_candidates, friends_candidates, popularity_candidates : int
         Candidates each stage-one source returns per user (0 disables the source).
+    ease_l2 : float
+        L2 penalty of the EASE co-listening model.
+    ease_max_artists : int
+        EASE models at most this many of the most listened artists (its cost is cubic).
     svd_factors, svd_epochs : int
         BiasedSVD (scikit-surprise ``SVD(biased=True)``) size and training epochs.
     svd_lr, svd_reg : float
@@ -63,6 +67,8 @@ class FunnelConfig:
         Share of each user's training artists held out as ranker labels.
     ranker_negatives : int
         Negative candidates sampled per user for ranker training (0 keeps all).
+    use_svd_features, use_als_features : bool
+        Feed the BiasedSVD / ALS features to the ranker (off only for ablations).
     seed : int
         Seed of every random step.
     show_progress : bool
@@ -84,7 +90,11 @@ class FunnelConfig:
     history_weighting: str = "log"
     tag_candidates: int = 200
     als_candidates: int = 200
+    ease_candidates: int = 100
+    friends_candidates: int = 50
     popularity_candidates: int = 50
+    ease_l2: float = 200.0
+    ease_max_artists: int = 3000
     svd_factors: int = 32
     svd_epochs: int = 20
     svd_lr: float = 0.005
@@ -98,6 +108,8 @@ class FunnelConfig:
     ranker_C: float = 0.1
     ranker_holdout: float = 0.2
     ranker_negatives: int = 100
+    use_svd_features: bool = True
+    use_als_features: bool = True
     seed: int = 0
     show_progress: bool = False
     n_threads: int = 0
@@ -157,12 +169,14 @@ class FunnelConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"setting {f.name}={value!r} must be a number")
         positive = ("tag_dim", "svd_factors", "svd_epochs", "als_factors", "als_iterations",
-                    "ann_threshold", "svd_lr", "ranker_C", "als_alpha")
+                    "ann_threshold", "svd_lr", "ranker_C", "als_alpha", "ease_l2",
+                    "ease_max_artists")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be > 0")
         non_negative = ("popularity_weight", "freshness_weight", "tag_candidates",
-                        "als_candidates", "popularity_candidates", "svd_reg",
+                        "als_candidates", "ease_candidates", "friends_candidates",
+                        "popularity_candidates", "svd_reg",
                         "als_regularization", "ranker_negatives", "n_threads", "seed")
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -171,9 +185,11 @@ class FunnelConfig:
             raise ConfigError(
                 f"setting ranker_holdout={self.ranker_holdout!r} must be between 0 and 1 (exclusive)"
             )
-        if self.tag_candidates + self.als_candidates + self.popularity_candidates == 0:
+        sources = ("tag_candidates", "als_candidates", "ease_candidates", "friends_candidates",
+                   "popularity_candidates")
+        if all(getattr(self, name) == 0 for name in sources):
             raise ConfigError(
-                "every candidate source is disabled (tag_candidates, als_candidates and "
-                "popularity_candidates are all 0); set at least one above 0"
+                f"every candidate source is disabled ({', '.join(sources)} are all 0); "
+                "set at least one above 0"
             )
         return self

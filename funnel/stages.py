@@ -12,13 +12,15 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.candidates import (ALSSource, ArtistEmbedder, CandidateSet, PopularitySource, TagSource,
-                               merge_candidates)
+from funnel.candidates import (ALSSource, ArtistEmbedder, CandidateSet, EASESource, FriendsSource,
+                               PopularitySource, TagSource, merge_candidates)
 from funnel.candidates.index import resolve_kind
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
-from funnel.factors import ALSFactors, BiasedSVDFactors
+from funnel.factors import EASE, ALSFactors, BiasedSVDFactors
+from funnel.factors.social import FriendListening
 from funnel.ranking.features import activity, pair_scores, user_statistics
+from funnel.sparse import lookup
 
 logger = logging.getLogger("funnel")
 
@@ -49,6 +51,8 @@ class Stages:
                                cfg.als_regularization, cfg.als_confidence, cfg.seed,
                                cfg.n_threads).fit(dataset.matrix)
         self.svd_ = svd if svd is not None else self.make_svd().fit(dataset.matrix)
+        self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
+        self.friends_ = FriendListening().fit(dataset)
         self.popularity_ = PopularitySource(max(cfg.popularity_candidates, 1)).fit(dataset)
         self.sources_ = []
         if cfg.tag_candidates:
@@ -58,6 +62,10 @@ class Stages:
                 self.sources_.append(self._tag_source().fit(dataset))
         if cfg.als_candidates:
             self.sources_.append(self._als_source().fit(dataset))
+        if cfg.ease_candidates:
+            self.sources_.append(EASESource(cfg.ease_candidates, self.ease_).fit(dataset))
+        if cfg.friends_candidates:
+            self.sources_.append(FriendsSource(cfg.friends_candidates, self.friends_).fit(dataset))
         if cfg.popularity_candidates:
             self.sources_.append(self.popularity_)
         self.user_stats_ = user_statistics(dataset)
@@ -93,8 +101,13 @@ class Stages:
     def feature_names(self) -> list[str]:
         """Names of the columns :meth:`features` returns."""
         f = self.config.svd_factors
-        names = [f"svd_user_{i}" for i in range(f)] + [f"svd_artist_{i}" for i in range(f)]
-        names += [f"svd_product_{i}" for i in range(f)] + ["svd_prediction", "als_score", "tag_similarity"]
+        names = []
+        if self.config.use_svd_features:
+            names += [f"svd_user_{i}" for i in range(f)] + [f"svd_artist_{i}" for i in range(f)]
+            names += [f"svd_product_{i}" for i in range(f)] + ["svd_prediction"]
+        if self.config.use_als_features:
+            names += ["als_score"]
+        names += ["tag_similarity", "ease_score", "friends_log_count", "friends_share"]
         for source in self.sources_:
             names += [f"{source.name}_log_rank", f"{source.name}_score"]
         names += [f"artist_{name}" for name in ARTIST_FEATURES]
@@ -105,16 +118,26 @@ class Stages:
     def features(self, users: np.ndarray, history: sp.csr_matrix, cands: CandidateSet) -> np.ndarray:
         """The ``(len(cands), n_features)`` float32 feature matrix, columns as :meth:`feature_names`."""
         rows, items = cands.rows, cands.items
-        svd_user, svd_bias = self.svd_.user_vectors(users, history)
-        pu, qi = svd_user[rows], self.svd_.item_factors_[items]
-        prod = pu * qi
-        svd_pred = (self.svd_.global_mean_ + svd_bias[rows] + self.svd_.item_bias_[items]
-                    + prod.sum(axis=1))
-        als_user = self.als_.user_vectors(users, history)
-        als_score = pair_scores(als_user, self.als_.item_factors_, rows, items)
+        columns: list[np.ndarray] = []
+        if self.config.use_svd_features:
+            svd_user, svd_bias = self.svd_.user_vectors(users, history)
+            pu, qi = svd_user[rows], self.svd_.item_factors_[items]
+            prod = pu * qi
+            svd_pred = (self.svd_.global_mean_ + svd_bias[rows] + self.svd_.item_bias_[items]
+                        + prod.sum(axis=1))
+            columns += [pu, qi, prod, svd_pred[:, None]]
+        if self.config.use_als_features:
+            als_user = self.als_.user_vectors(users, history)
+            columns.append(pair_scores(als_user, self.als_.item_factors_, rows, items)[:, None])
         query = self.embedder_.query(history, self.config.history_weighting)
-        tag_sim = pair_scores(query, self.embedder_.vectors_, rows, items)
-        columns: list[np.ndarray] = [pu, qi, prod, svd_pred[:, None], als_score[:, None], tag_sim[:, None]]
+        columns.append(pair_scores(query, self.embedder_.vectors_, rows, items)[:, None])
+        position = self.ease_.position(items)
+        ease = self.ease_.scores(history)[rows, np.maximum(position, 0)]
+        columns.append(np.where(position >= 0, ease, 0.0)[:, None])
+        friend_counts, n_friends = self.friends_.rows(users)
+        count = lookup(friend_counts, rows, items)
+        columns.append(np.log1p(count)[:, None])
+        columns.append((count / np.maximum(n_friends[rows], 1.0))[:, None])
         for source in self.sources_:
             columns.append(np.log(cands.ranks[source.name])[:, None])
             columns.append(cands.scores[source.name][:, None])
@@ -141,6 +164,8 @@ class Stages:
         arrays.update({f"embedder/stats/{k}": v for k, v in self.embedder_.stats_.items()})
         arrays.update({f"als/{k}": v for k, v in self.als_.to_arrays().items()})
         arrays.update({f"svd/{k}": v for k, v in self.svd_.to_arrays().items()})
+        arrays.update({f"ease/{k}": v for k, v in self.ease_.to_arrays().items()})
+        arrays.update({f"friends/{k}": v for k, v in self.friends_.to_arrays().items()})
         arrays.update({f"users/{k}": v for k, v in self.user_stats_.items()})
         indexes = {s.name: s.index_ for s in self.sources_ if hasattr(s, "index_")}
         return arrays, indexes
@@ -162,6 +187,8 @@ class Stages:
                                config.als_regularization, config.als_confidence, config.seed,
                                config.n_threads).set_arrays(group("als/"))
         self.svd_ = self.make_svd().set_arrays(group("svd/"))
+        self.ease_ = EASE(config.ease_l2, max_artists=config.ease_max_artists).set_arrays(group("ease/"))
+        self.friends_ = FriendListening().set_arrays(group("friends/"))
         self.popularity_ = PopularitySource(max(config.popularity_candidates, 1))
         self.popularity_.order_ = arrays["popularity/order"]
         self.popularity_.scores_ = arrays["popularity/scores"]
@@ -171,12 +198,19 @@ class Stages:
             if name == "popularity":
                 self.sources_.append(self.popularity_)
                 continue
-            source = self._tag_source() if name == "tags" else self._als_source()
-            if name == "tags":
-                source.embedder_ = self.embedder_
+            if name == "ease":
+                source = EASESource(config.ease_candidates, self.ease_)
+                source.ease_ = self.ease_
+            elif name == "friends":
+                source = FriendsSource(config.friends_candidates, self.friends_)
+                source.friends_ = self.friends_
             else:
-                source.als_ = self.als_
-            source.index_ = indexes[name]
-            source.index_kind_ = resolve_kind(config.index, self.n_artists_, config.ann_threshold)
+                source = self._tag_source() if name == "tags" else self._als_source()
+                if name == "tags":
+                    source.embedder_ = self.embedder_
+                else:
+                    source.als_ = self.als_
+                source.index_ = indexes[name]
+                source.index_kind_ = resolve_kind(config.index, self.n_artists_, config.ann_threshold)
             self.sources_.append(source)
         return self

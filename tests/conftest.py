@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 
 from funnel import FunnelConfig, Recommender
@@ -12,7 +10,8 @@ from funnel.datasets import synthetic
 from funnel.errors import DataError
 
 SMALL = dict(tag_dim=16, svd_factors=8, svd_epochs=10, als_factors=8, als_iterations=8,
-             tag_candidates=40, als_candidates=40, popularity_candidates=10, ranker_negatives=30)
+             tag_candidates=40, als_candidates=40, ease_candidates=20, friends_candidates=10,
+             popularity_candidates=10, ranker_negatives=30)
 
 
 @pytest.fixture(scope="session")
@@ -42,5 +41,4 @@ def lastfm_path():
 def lastfm(lastfm_path):
     from funnel import load_lastfm
 
-    logging.getLogger("funnel").setLevel(logging.ERROR)
     return load_lastfm(lastfm_path)

@@ -5,7 +5,8 @@ import pytest
 import scipy.sparse as sp
 
 from funnel import Dataset, NotFittedError
-from funnel.candidates import ALSSource, ArtistEmbedder, PopularitySource, TagSource, drop_seen, merge_candidates
+from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource, TagSource,
+                               drop_seen, merge_candidates)
 from funnel.candidates.embeddings import artist_statistics
 from funnel.factors import ALSFactors
 
@@ -16,6 +17,8 @@ SOURCES = {
     "tags-ivf": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="ivf"),
     "als": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5)),
     "popularity": lambda: PopularitySource(K),
+    "ease": lambda: EASESource(K),
+    "friends": lambda: FriendsSource(K),
 }
 
 

@@ -16,7 +16,8 @@ def test_unknown_keys_are_rejected_with_the_valid_list():
     ({"ranker_holdout": 1.0}, "ranker_holdout"),
     ({"svd_factors": 2.5}, "svd_factors"),
     ({"show_progress": "yes"}, "show_progress"),
-    ({"tag_candidates": 0, "als_candidates": 0, "popularity_candidates": 0}, "every candidate source"),
+    ({"tag_candidates": 0, "als_candidates": 0, "ease_candidates": 0, "friends_candidates": 0,
+      "popularity_candidates": 0}, "every candidate source"),
 ])
 def test_validate_names_the_bad_setting(change, message):
     with pytest.raises(ConfigError, match=message):

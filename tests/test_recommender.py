@@ -76,7 +76,8 @@ def test_recommend_for_history(fitted, synth, caplog):
     recs = fitted.recommend_for_history(cluster_zero, n=10)
     assert len(recs) == 10 and not set(recs["artist_id"]) & set(cluster_zero)
     assert ((recs["artist_id"] - 1) % 4 == 0).mean() >= 0.7
-    with_plays = fitted.recommend_for_history({1: 50, 5: 3, 999999: 4}, n=5)
+    with caplog.at_level("WARNING", logger="funnel"):
+        with_plays = fitted.recommend_for_history({1: 50, 5: 3, 999999: 4}, n=5)
     assert len(with_plays) == 5 and "ignoring 1 unknown artist" in caplog.text
     with pytest.raises(DataError, match="empty"):
         fitted.recommend_for_history([])
@@ -176,7 +177,7 @@ def test_fits_without_tags_or_names(synth, small_config, caplog):
     with caplog.at_level("INFO", logger="funnel"):
         model = Recommender(small_config).fit(bare)
     assert "no tag assignments" in caplog.text
-    assert [s.name for s in model.stages_.sources_] == ["als", "popularity"]
+    assert [s.name for s in model.stages_.sources_] == ["als", "ease", "friends", "popularity"]
     recs = model.recommend_all(n=5)
     assert len(recs) == 5 * bare.n_users and (recs["artist_name"] == "").all()
 

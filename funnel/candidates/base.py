@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.data import Dataset
+from funnel.sparse import lookup
 
 
 @runtime_checkable
@@ -41,16 +42,9 @@ def drop_seen(ids: np.ndarray, scores: np.ndarray, history: sp.csr_matrix, k: in
     ``ids`` must be ordered best first per row; rows with fewer than ``k`` survivors are
     padded with -1 ids and -inf scores.
     """
-    n_rows, width = ids.shape
-    history = sp.csr_matrix(history)
-    history.sort_indices()
-    n_cols = np.int64(history.shape[1])
-    hist_keys = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(history.indptr)) * n_cols \
-        + history.indices.astype(np.int64)
-    keys = np.arange(n_rows, dtype=np.int64)[:, None] * n_cols + ids.astype(np.int64)
-    pos = np.searchsorted(hist_keys, keys)
-    seen = (pos < len(hist_keys)) & (hist_keys[np.minimum(pos, max(len(hist_keys) - 1, 0))] == keys) \
-        if len(hist_keys) else np.zeros(ids.shape, bool)
+    n_rows = ids.shape[0]
+    rows = np.broadcast_to(np.arange(n_rows)[:, None], ids.shape)
+    seen = lookup(history, rows.ravel(), np.maximum(ids, 0).ravel()).reshape(ids.shape) != 0
     bad = seen | (ids < 0)
     order = np.argsort(bad, axis=1, kind="stable")[:, :k]
     out_ids = np.take_along_axis(ids, order, axis=1).astype(np.int64)
@@ -69,3 +63,28 @@ def row_normalize(matrix: np.ndarray) -> np.ndarray:
     """Scale rows to unit L2 norm (zero rows stay zero)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
+def top_k_unseen(scores: np.ndarray, item_ids: np.ndarray, history: sp.csr_matrix, k: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` unseen artists per row of a dense ``(n_rows, len(item_ids))`` score matrix.
+
+    Column ``j`` of ``scores`` is artist ``item_ids[j]``; returns ``(ids, scores)`` as a
+    candidate source does (best first, -1 / -inf padding).
+    """
+    n_rows, n_cols = scores.shape
+    column = np.full(history.shape[1], -1, np.int64)
+    column[item_ids] = np.arange(n_cols)
+    seen = sp.csr_matrix(history).tocoo()
+    hit = column[seen.col] >= 0
+    masked = np.array(scores, dtype=np.float32)
+    masked[seen.row[hit], column[seen.col[hit]]] = -np.inf
+    width = min(k, n_cols)
+    if width == 0:
+        return drop_seen(np.full((n_rows, 0), -1), np.zeros((n_rows, 0), np.float32), history, k)
+    top = np.argpartition(-masked, width - 1, axis=1)[:, :width]
+    top_scores = np.take_along_axis(masked, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    ids = np.where(np.isfinite(top_scores), item_ids[top], -1)
+    return drop_seen(ids, top_scores, history, k)

@@ -1,4 +1,4 @@
-"""Stage-one candidate sources: tag-embedding search, ALS-factor search, popularity."""
+"""Stage-one candidate sources: tag and ALS-factor search, EASE co-listening, friends, popularity."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.candidates.base import drop_seen, max_history
+from funnel.candidates.base import drop_seen, max_history, top_k_unseen
 from funnel.candidates.embeddings import ArtistEmbedder
 from funnel.candidates.index import build_index, resolve_kind, search
 from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
-from funnel.factors import ALSFactors
+from funnel.factors import EASE, ALSFactors
+from funnel.factors.social import FriendListening
 
 logger = logging.getLogger("funnel")
 
@@ -149,3 +150,80 @@ class PopularitySource:
         top = self.order_[: k + max_history(history)]
         ids = np.broadcast_to(top, (history.shape[0], len(top)))
         return drop_seen(ids, self.scores_[ids], history, k)
+
+
+class EASESource:
+    """Artists that co-occur with the user's history, scored by the EASE item-item model.
+
+    Parameters
+    ----------
+    n_candidates : int
+    ease : EASE, optional
+        A fitted model to reuse; a default one is fitted on the dataset otherwise.
+    """
+
+    name = "ease"
+
+    def __init__(self, n_candidates: int = 100, ease: EASE | None = None) -> None:
+        self.n_candidates = n_candidates
+        self.ease = ease
+
+    def fit(self, dataset: Dataset) -> "EASESource":
+        _check_k(self.name, self.n_candidates)
+        ease = self.ease if self.ease is not None else EASE()
+        if not hasattr(ease, "weights_"):
+            ease.fit(dataset.matrix)
+        self.ease_ = ease
+        return self
+
+    def retrieve(self, users: np.ndarray, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n_candidates`` unseen artists by EASE score."""
+        if not hasattr(self, "ease_"):
+            raise NotFittedError("EASESource is not fitted; call fit() first")
+        return top_k_unseen(self.ease_.scores(history), self.ease_.items_, history, self.n_candidates)
+
+
+class FriendsSource:
+    """Artists most of the user's friends listen to (none for users without friends).
+
+    Parameters
+    ----------
+    n_candidates : int
+    friends : FriendListening, optional
+        Fitted friend counts to reuse; built from the dataset otherwise.
+    """
+
+    name = "friends"
+
+    def __init__(self, n_candidates: int = 50, friends: FriendListening | None = None) -> None:
+        self.n_candidates = n_candidates
+        self.friends = friends
+
+    def fit(self, dataset: Dataset) -> "FriendsSource":
+        _check_k(self.name, self.n_candidates)
+        friends = self.friends if self.friends is not None else FriendListening()
+        if not hasattr(friends, "counts_"):
+            friends.fit(dataset)
+        self.friends_ = friends
+        return self
+
+    def retrieve(self, users: np.ndarray, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n_candidates`` unseen artists by number of friends listening."""
+        if not hasattr(self, "friends_"):
+            raise NotFittedError("FriendsSource is not fitted; call fit() first")
+        counts, _ = self.friends_.rows(users)
+        counts = counts.tocoo()
+        k = self.n_candidates
+        width = k + max_history(history)
+        n_rows = history.shape[0]
+        # rank each row's nonzero counts without densifying: sort by (row, -count, artist)
+        order = np.lexsort((counts.col, -counts.data, counts.row))
+        rows, cols, vals = counts.row[order], counts.col[order], counts.data[order]
+        starts = np.searchsorted(rows, np.arange(n_rows))
+        pos = np.arange(len(rows)) - starts[rows]
+        keep = pos < width
+        ids = np.full((n_rows, width), -1, np.int64)
+        scores = np.full((n_rows, width), -np.inf, np.float32)
+        ids[rows[keep], pos[keep]] = cols[keep]
+        scores[rows[keep], pos[keep]] = vals[keep]
+        return drop_seen(ids, scores, history, k)

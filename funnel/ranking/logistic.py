@@ -65,10 +65,12 @@ class LogisticRanker:
         """Log-odds of each row."""
         if not hasattr(self, "coef_"):
             raise NotFittedError("LogisticRanker is not fitted; call fit() first")
-        X = np.asarray(X, dtype=np.float64)
+        X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.coef_):
             raise DataError(f"ranker expects {len(self.coef_)} features, got array of shape {X.shape}")
-        return ((X - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+        # standardisation folded into the weights: one product, no scaled copy of X
+        weights = self.coef_ / self.scale_
+        return X @ weights.astype(X.dtype) + (self.intercept_ - float(self.mean_ @ weights))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """``(n, 2)`` probabilities of the negative and positive class."""

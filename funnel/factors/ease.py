@@ -1,0 +1,86 @@
+"""EASE (Steck 2019): a closed-form item-item model of co-listening."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+from funnel.errors import ConfigError, NotFittedError
+
+
+class EASE:
+    """Embarrassingly shallow autoencoder on binary listening, over the most listened artists.
+
+    ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1`` and a zero diagonal; a user's score
+    for artist j is ``sum_i x_i B_ij``. Only artists with at least ``min_listeners``
+    listeners are modelled, at most ``max_artists`` of them (the most listened), which keeps
+    the dense inverse small; other artists score 0.
+
+    Parameters
+    ----------
+    l2 : float
+    min_listeners, max_artists : int
+
+    Attributes
+    ----------
+    items_ : numpy.ndarray
+        Internal indices of the modelled artists.
+    weights_ : numpy.ndarray
+        ``(len(items_), len(items_))`` float32 item-item weights.
+    """
+
+    def __init__(self, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 3000) -> None:
+        self.l2 = l2
+        self.min_listeners = min_listeners
+        self.max_artists = max_artists
+
+    def fit(self, plays: sp.csr_matrix) -> "EASE":
+        """Fit on a users x artists play matrix (only presence matters); returns ``self``."""
+        if self.l2 <= 0 or self.max_artists < 1:
+            raise ConfigError(f"EASE needs l2 > 0 and max_artists >= 1, got {self.l2}, {self.max_artists}")
+        binary = sp.csr_matrix(plays, dtype=np.float64, copy=True)
+        binary.data[:] = 1.0
+        listeners = np.asarray(binary.sum(axis=0)).ravel()
+        order = np.argsort(-listeners, kind="stable")
+        keep = order[listeners[order] >= self.min_listeners][: self.max_artists]
+        self.items_ = np.sort(keep).astype(np.int64)
+        self.n_artists_ = plays.shape[1]
+        x = binary[:, self.items_]
+        gram = (x.T @ x).toarray().astype(np.float32)
+        gram[np.diag_indices_from(gram)] += self.l2
+        try:
+            inverse = scipy.linalg.inv(gram, overwrite_a=True, check_finite=False)
+        except np.linalg.LinAlgError as exc:
+            raise ConfigError(f"EASE could not invert the co-listening matrix ({exc}); raise ease_l2") from exc
+        weights = -inverse / np.diag(inverse)
+        np.fill_diagonal(weights, 0.0)
+        self.weights_ = weights.astype(np.float32)
+        return self
+
+    def scores(self, history: sp.csr_matrix) -> np.ndarray:
+        """``(n_rows, len(items_))`` scores of the modelled artists for each history row."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("EASE is not fitted; call fit() first")
+        binary = sp.csr_matrix(history[:, self.items_], dtype=np.float32, copy=True)
+        binary.data[:] = 1.0
+        return np.asarray(binary @ self.weights_)
+
+    def position(self, items: np.ndarray) -> np.ndarray:
+        """Column of each internal artist index in :meth:`scores` (-1 when not modelled)."""
+        lookup = np.full(self.n_artists_, -1, np.int64)
+        lookup[self.items_] = np.arange(len(self.items_))
+        return lookup[items]
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Fitted state as arrays for persistence."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("EASE is not fitted; call fit() first")
+        return {"items": self.items_, "weights": self.weights_, "n_artists": np.array([self.n_artists_])}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> "EASE":
+        """Restore the state written by :meth:`to_arrays`."""
+        self.items_ = np.asarray(arrays["items"], np.int64)
+        self.weights_ = np.asarray(arrays["weights"], np.float32)
+        self.n_artists_ = int(arrays["n_artists"][0])
+        return self

@@ -1,0 +1,61 @@
+"""Friends' listening: how many of a user's friends listen to each artist."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from funnel.data import Dataset
+from funnel.errors import NotFittedError
+
+
+class FriendListening:
+    """Counts of friends listening to each artist, from the dataset's friendships.
+
+    Attributes
+    ----------
+    counts_ : scipy.sparse.csr_matrix
+        users x artists: number of the user's friends (in the training data) who listen.
+    n_friends_ : numpy.ndarray
+        Friends of each user that are in the training data.
+    """
+
+    def fit(self, dataset: Dataset) -> "FriendListening":
+        """Build the counts from ``dataset.friends`` (none when it has no friendships)."""
+        n_users = dataset.n_users
+        friends = sp.csr_matrix((n_users, n_users), dtype=np.float32)
+        if dataset.friends is not None and len(dataset.friends):
+            a = dataset.user_index(dataset.friends["user_id"].to_numpy())
+            b = dataset.user_index(dataset.friends["friend_id"].to_numpy())
+            ok = (a >= 0) & (b >= 0) & (a != b)
+            friends = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (a[ok], b[ok])), shape=(n_users, n_users))
+            friends.data[:] = 1.0  # duplicate pairs count once
+        binary = sp.csr_matrix(dataset.matrix, dtype=np.float32, copy=True)
+        binary.data[:] = 1.0
+        self.counts_ = sp.csr_matrix(friends @ binary)
+        self.counts_.sort_indices()
+        self.n_friends_ = np.diff(friends.indptr).astype(np.float32)
+        return self
+
+    def rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Friend counts and number of friends for ``users``; new users (-1) have none."""
+        if not hasattr(self, "counts_"):
+            raise NotFittedError("FriendListening is not fitted; call fit() first")
+        users = np.asarray(users)
+        known = users >= 0
+        picked = self.counts_[np.where(known, users, 0)]
+        mask = sp.diags(known.astype(np.float32))
+        return sp.csr_matrix(mask @ picked), np.where(known, self.n_friends_[np.where(known, users, 0)], 0.0)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Fitted state as arrays for persistence."""
+        c = self.counts_
+        return {"indptr": c.indptr, "indices": c.indices, "data": c.data,
+                "shape": np.array(c.shape), "n_friends": self.n_friends_}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> "FriendListening":
+        """Restore the state written by :meth:`to_arrays`."""
+        self.counts_ = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]),
+                                     shape=tuple(int(x) for x in arrays["shape"]))
+        self.n_friends_ = np.asarray(arrays["n_friends"], np.float32)
+        return self
