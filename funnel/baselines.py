@@ -1,4 +1,7 @@
-"""Baselines with the same fit / recommend_all shape as :class:`funnel.Recommender`."""
+"""Baselines with the same fit / recommend_all shape as :class:`funnel.Recommender`.
+
+Each scores the whole catalogue for a batch of users and keeps the best unseen artists.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,64 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from funnel.data import Dataset
-from funnel.errors import DataError, NotFittedError
-from funnel.factors import ALSFactors
+from funnel.errors import DataError, NotFittedError, UnknownUserError
+from funnel.factors import EASE, ALSFactors, confidence
 from funnel.recommender import check_n, top_n_per_row
 
 
-class ALSRecommender:
+class _FullCatalogue:
+    """Shared ``fit`` bookkeeping and batched, vectorised ``recommend_all``."""
+
+    batch_users = 1024
+
+    def _remember(self, dataset: Dataset) -> None:
+        if not isinstance(dataset, Dataset):
+            raise DataError(f"fit expects a funnel.Dataset, got {type(dataset).__name__}")
+        self.user_ids_ = dataset.user_ids
+        self.artist_ids_ = dataset.artist_ids
+        self.artist_names_ = dataset.artist_names
+        self.history_ = dataset.matrix
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), n_artists)`` scores of the users at internal ``rows``."""
+        raise NotImplementedError
+
+    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
+        """``user_id, rank, artist_id, artist_name, score`` for every (or each given) user."""
+        if not hasattr(self, "history_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(dataset) first")
+        n = check_n(n, len(self.artist_ids_))
+        if users is None:
+            rows = np.arange(len(self.user_ids_))
+        else:
+            ids = np.asarray(list(users), dtype=np.int64)
+            rows = np.searchsorted(self.user_ids_, ids)
+            rows = np.clip(rows, 0, len(self.user_ids_) - 1)
+            if (self.user_ids_[rows] != ids).any():
+                raise UnknownUserError(f"unknown user id(s) {ids[self.user_ids_[rows] != ids][:5].tolist()}")
+        parts = []
+        for start in range(0, len(rows), self.batch_users):
+            batch = rows[start:start + self.batch_users]
+            scores = np.array(self._scores(batch), dtype=np.float64)
+            history = self.history_[batch].tocoo()
+            scores[history.row, history.col] = -np.inf
+            k = min(n, scores.shape[1])
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top_scores = np.take_along_axis(scores, top, axis=1)
+            r = np.repeat(np.arange(len(batch)), k)
+            ok = np.isfinite(top_scores.ravel())
+            r, items, s, rank = top_n_per_row(r[ok], top_scores.ravel()[ok], top.ravel()[ok], len(batch), n)
+            parts.append(pd.DataFrame({"user_id": self.user_ids_[batch[r]], "rank": rank,
+                                       "artist_id": self.artist_ids_[items],
+                                       "artist_name": self.artist_names_[items].astype(object),
+                                       "score": s}))
+        return pd.concat(parts, ignore_index=True)
+
+
+class ALSRecommender(_FullCatalogue):
     """The ALS-only baseline: implicit ALS scores over the full catalogue, history excluded.
 
     Defaults were tuned on a validation split cut from the per-user training data
@@ -40,37 +93,87 @@ class ALSRecommender:
 
     def fit(self, dataset: Dataset) -> "ALSRecommender":
         """Fit ALS on ``dataset``'s play counts; returns ``self``."""
-        if not isinstance(dataset, Dataset):
-            raise DataError(f"fit expects a funnel.Dataset, got {type(dataset).__name__}")
+        self._remember(dataset)
         self.als_ = ALSFactors(self.factors, self.iterations, self.alpha, self.regularization,
                                self.confidence, self.seed, self.n_threads).fit(dataset.matrix)
-        self.user_ids_ = dataset.user_ids
-        self.artist_ids_ = dataset.artist_ids
-        self.artist_names_ = dataset.artist_names
-        self.history_ = dataset.matrix
         return self
 
-    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
-        """``user_id, rank, artist_id, artist_name, score`` for every (or each given) user."""
-        if not hasattr(self, "als_"):
-            raise NotFittedError("ALSRecommender is not fitted; call fit(dataset) first")
-        n = check_n(n, len(self.artist_ids_))
-        rows = (np.arange(len(self.user_ids_)) if users is None
-                else np.searchsorted(self.user_ids_, np.asarray(list(users), dtype=np.int64)))
-        parts = []
-        for start in range(0, len(rows), 1024):
-            batch = rows[start:start + 1024]
-            scores = self.als_.user_factors_[batch] @ self.als_.item_factors_.T
-            history = self.history_[batch].tocoo()
-            scores[history.row, history.col] = -np.inf
-            k = min(n, scores.shape[1])
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            r = np.repeat(np.arange(len(batch)), k)
-            ok = np.isfinite(top_scores.ravel())
-            r, items, s, rank = top_n_per_row(r[ok], top_scores.ravel()[ok], top.ravel()[ok], len(batch), n)
-            parts.append(pd.DataFrame({"user_id": self.user_ids_[batch[r]], "rank": rank,
-                                       "artist_id": self.artist_ids_[items],
-                                       "artist_name": self.artist_names_[items].astype(object),
-                                       "score": s.astype(np.float64)}))
-        return pd.concat(parts, ignore_index=True)
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        return self.als_.user_factors_[rows] @ self.als_.item_factors_.T
+
+
+class PopularityRecommender(_FullCatalogue):
+    """The most listened-to unseen artists, the same chart for everyone."""
+
+    def fit(self, dataset: Dataset) -> "PopularityRecommender":
+        """Count listeners per artist; returns ``self``."""
+        self._remember(dataset)
+        self.listeners_ = np.diff(sp.csc_matrix(dataset.matrix).indptr).astype(np.float64)
+        return self
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(self.listeners_, (len(rows), len(self.listeners_)))
+
+
+class BPRRecommender(_FullCatalogue):
+    """implicit's Bayesian personalised ranking on binary listening.
+
+    Parameters
+    ----------
+    factors, iterations : int
+    learning_rate, regularization : float
+    seed : int
+    """
+
+    def __init__(self, factors: int = 64, iterations: int = 200, learning_rate: float = 0.05,
+                 regularization: float = 0.001, seed: int = 0) -> None:
+        self.factors = factors
+        self.iterations = iterations
+        self.learning_rate = learning_rate
+        self.regularization = regularization
+        self.seed = seed
+
+    def fit(self, dataset: Dataset) -> "BPRRecommender":
+        """Fit BPR; returns ``self``."""
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+        from threadpoolctl import threadpool_limits
+
+        self._remember(dataset)
+        with threadpool_limits(1, "blas"):
+            model = BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate,
+                                                regularization=self.regularization,
+                                                iterations=self.iterations, random_state=self.seed)
+            model.fit(confidence(dataset.matrix, "binary"), show_progress=False)
+        self.user_factors_ = np.asarray(model.user_factors)
+        self.item_factors_ = np.asarray(model.item_factors)
+        return self
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        return self.user_factors_[rows] @ self.item_factors_.T
+
+
+class EASERecommender(_FullCatalogue):
+    """EASE (closed-form item-item) over artists with at least ``min_listeners`` listeners.
+
+    Parameters
+    ----------
+    l2 : float
+    min_listeners, max_artists : int
+        Artists modelled (the dense inverse is cubic in their number); others score -inf.
+    """
+
+    def __init__(self, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 8000) -> None:
+        self.l2 = l2
+        self.min_listeners = min_listeners
+        self.max_artists = max_artists
+
+    def fit(self, dataset: Dataset) -> "EASERecommender":
+        """Fit EASE; returns ``self``."""
+        self._remember(dataset)
+        self.ease_ = EASE(self.l2, self.min_listeners, self.max_artists).fit(dataset.matrix)
+        return self
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        out = np.full((len(rows), len(self.artist_ids_)), -np.inf)
+        out[:, self.ease_.items_] = self.ease_.scores(self.history_[rows])
+        return out

@@ -95,10 +95,10 @@ class FunnelConfig:
     popularity_candidates: int = 50
     ease_l2: float = 200.0
     ease_max_artists: int = 3000
-    svd_factors: int = 32
+    svd_factors: int = 16
     svd_epochs: int = 20
     svd_lr: float = 0.005
-    svd_reg: float = 0.05
+    svd_reg: float = 0.1
     als_factors: int = 32
     als_iterations: int = 30
     als_alpha: float = 10.0

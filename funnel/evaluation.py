@@ -87,3 +87,14 @@ def candidate_recall(model, train: Dataset, test: pd.DataFrame) -> float:
         cands = model.stages_.candidates(batch, model.history_[batch])
         found += int(np.isin(batch[cands.rows] * n_items + cands.items, test_keys).sum())
     return found / max(len(test), 1)
+
+
+def novelty(recommendations: pd.DataFrame, train: Dataset) -> float:
+    """Mean self-information ``-log2(listeners / users)`` of the recommended artists.
+
+    Popularity is measured in ``train``; artists nobody listened to count as one listener.
+    """
+    listeners = np.diff(train.matrix.tocsc().indptr).astype(np.float64)
+    items = train.artist_index(recommendations["artist_id"].to_numpy())
+    share = np.maximum(listeners[items], 1.0) / train.n_users
+    return float(np.mean(-np.log2(share))) if len(share) else 0.0

@@ -109,7 +109,7 @@ class Stages:
             names += ["als_score"]
         names += ["tag_similarity", "ease_score", "friends_log_count", "friends_share"]
         for source in self.sources_:
-            names += [f"{source.name}_log_rank", f"{source.name}_score"]
+            names += [f"{source.name}_log_rank", f"{source.name}_source_score"]
         names += [f"artist_{name}" for name in ARTIST_FEATURES]
         names += ["user_log_artists", "user_log_plays", "user_years_since_last_tag", "user_has_tagged",
                   "user_log_artists_x_artist_log_listeners"]

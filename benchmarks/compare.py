@@ -1,0 +1,221 @@
+"""Compare the funnel with its ablations and baselines on the public protocols of DESIGN.md.
+
+    python benchmarks/compare.py            # per-user and global splits, seeds 0-2
+    python benchmarks/compare.py --quick    # smoke run: one seed, per-user split, 4 methods
+
+Writes benchmarks/results/compare.json, compare.md, quality.png and candidate_recall.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from funnel import Recommender, load_lastfm, split
+from funnel.baselines import ALSRecommender, BPRRecommender, EASERecommender, PopularityRecommender
+from funnel.candidates import ArtistEmbedder, TagSource
+from funnel.evaluation import candidate_recall, novelty, ranking_metrics
+
+RESULTS = Path(__file__).parent / "results"
+KS = (10, 20)
+RECALL_KS = (25, 50, 100, 200, 400)
+
+
+class StageOneOnly:
+    """Stage one alone: the tag-embedding index's candidates in retrieval order."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, dataset):
+        self.source_ = TagSource(max(KS), ArtistEmbedder(seed=self.seed), seed=self.seed).fit(dataset)
+        self.dataset_ = dataset
+        return self
+
+    def recommend_all(self, n=20, users=None):
+        d = self.dataset_
+        rows = d.user_index(np.asarray(users))
+        ids, scores = self.source_.retrieve(rows, d.matrix[rows])
+        ids, scores = ids[:, :n], scores[:, :n]
+        r, c = np.nonzero(ids >= 0)
+        return pd.DataFrame({"user_id": d.user_ids[rows[r]], "rank": c + 1,
+                             "artist_id": d.artist_ids[ids[r, c]], "score": scores[r, c]})
+
+
+def methods(seed: int, quick: bool) -> dict[str, Callable[[], object]]:
+    table = {
+        "funnel": lambda: Recommender(seed=seed),
+        "ALS-only (tuned)": lambda: ALSRecommender(seed=seed),
+        "EASE": lambda: EASERecommender(),
+        "popularity": lambda: PopularityRecommender(),
+    }
+    if quick:
+        return table
+    table.update({
+        "stage one only (tag index)": lambda: StageOneOnly(seed),
+        "funnel without SVD features": lambda: Recommender(seed=seed, use_svd_features=False),
+        "funnel without ALS features": lambda: Recommender(seed=seed, use_als_features=False),
+        "funnel, tag index only": lambda: Recommender(seed=seed, als_candidates=0, ease_candidates=0,
+                                                      friends_candidates=0, popularity_candidates=0),
+        "ALS (seed analysis config)": lambda: ALSRecommender(factors=100, alpha=0.51, regularization=0.168,
+                                                             confidence="raw", iterations=15, seed=seed),
+        "BPR": lambda: BPRRecommender(seed=seed),
+    })
+    return table
+
+
+def run_one(make: Callable[[], object], train, test, recall_curve: bool = False) -> dict:
+    users = np.intersect1d(test["user_id"].unique(), train.user_ids)
+    test = test[test["user_id"].isin(users)]
+    tracemalloc.start()
+    started = time.perf_counter()
+    model = make().fit(train)
+    fit_time = time.perf_counter() - started
+    started = time.perf_counter()
+    recs = model.recommend_all(n=max(KS), users=users)
+    recommend_time = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    row = ranking_metrics(recs, test, KS)
+    row.update(coverage=recs["artist_id"].nunique() / train.n_artists, novelty=novelty(recs, train),
+               fit_seconds=fit_time, recommend_seconds=recommend_time, peak_memory_mb=peak / 2**20)
+    if isinstance(model, Recommender):
+        row["candidate_recall"] = candidate_recall(model, train, test)
+        if recall_curve:
+            row["candidate_recall_by_k"] = recall_by_k(model, train, test)
+    return row
+
+
+def recall_by_k(model: Recommender, train, test) -> dict[str, dict[str, float]]:
+    """Candidate recall when every source returns K candidates, per source and merged."""
+    sources = model.stages_.sources_
+    original = [s.n_candidates for s in sources]
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for k in RECALL_KS:
+            for s in sources:
+                s.n_candidates = k
+            out.setdefault("merged", {})[str(k)] = candidate_recall(model, train, test)
+            for s in sources:
+                keep = model.stages_.sources_
+                model.stages_.sources_ = [s]
+                out.setdefault(s.name, {})[str(k)] = candidate_recall(model, train, test)
+                model.stages_.sources_ = keep
+    finally:
+        for s, k in zip(sources, original):
+            s.n_candidates = k
+    return out
+
+
+def summarise(runs: list[dict]) -> dict:
+    metrics = [k for k, v in runs[0].items() if isinstance(v, float)]
+    return {m: {"mean": float(np.mean([r[m] for r in runs])), "std": float(np.std([r[m] for r in runs]))}
+            for m in metrics}
+
+
+def markdown(results: dict) -> str:
+    cols = ["precision@10", "recall@10", "ndcg@10", "map@10", "precision@20", "recall@20", "ndcg@20",
+            "map@20", "candidate_recall", "coverage", "novelty", "fit_seconds", "recommend_seconds",
+            "peak_memory_mb"]
+    lines = []
+    for protocol, by_method in results["protocols"].items():
+        lines += [f"### {protocol} (seeds {', '.join(map(str, results['seeds']))}; mean ± std)", "",
+                  "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+        for method, summary in by_method.items():
+            cells = []
+            for c in cols:
+                if c not in summary:
+                    cells.append("")
+                elif c.endswith("seconds") or c.endswith("_mb") or c == "novelty":
+                    cells.append(f"{summary[c]['mean']:.2f}")
+                else:
+                    cells.append(f"{summary[c]['mean']:.4f} ± {summary[c]['std']:.4f}")
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, runs: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    protocols = list(results["protocols"])
+    fig, axes = plt.subplots(1, len(protocols), figsize=(7 * len(protocols), 5), squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        by_method = results["protocols"][protocol]
+        names = list(by_method)
+        means = [by_method[n]["ndcg@10"]["mean"] for n in names]
+        stds = [by_method[n]["ndcg@10"]["std"] for n in names]
+        ax.barh(names, means, xerr=stds, color=["tab:blue" if n.startswith("funnel") else "tab:gray" for n in names])
+        ax.invert_yaxis()
+        ax.set_xlabel("NDCG@10 (mean ± std over seeds)")
+        ax.set_title(protocol)
+    fig.tight_layout()
+    fig.savefig(out / "quality.png", dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    protocol = protocols[0]
+    funnel_runs = runs[protocol]["funnel"]
+    for source in funnel_runs[0]["candidate_recall_by_k"]:
+        values = [np.mean([r["candidate_recall_by_k"][source][str(k)] for r in funnel_runs]) for k in RECALL_KS]
+        ax.plot(RECALL_KS, values, marker="o", label=source)
+    ax.set_xscale("log")
+    ax.set_xticks(RECALL_KS, [str(k) for k in RECALL_KS])
+    ax.set_xlabel("candidates per source (K)")
+    ax.set_ylabel("candidate recall (held-out artists retrieved)")
+    ax.set_title(f"Stage-one recall, {protocol}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "candidate_recall.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=None, help="Last.fm directory (default: FUNNEL_DATA or ../shared)")
+    parser.add_argument("--quick", action="store_true", help="one seed, per-user split, four methods")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    out = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_lastfm(args.data)
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    protocols = {"per-user 20% holdout": lambda s: split.per_user(data, seed=s)}
+    if not args.quick:
+        protocols["global 80/20 (implicit train_test_split)"] = lambda s: split.global_random(data, 0.8, seed=s)
+    runs: dict[str, dict[str, list]] = {}
+    for protocol, make_split in protocols.items():
+        for seed in seeds:
+            train, test = make_split(seed)
+            for name, make in methods(seed, args.quick).items():
+                row = run_one(make, train, test, recall_curve=name == "funnel")
+                runs.setdefault(protocol, {}).setdefault(name, []).append(row)
+                print(f"{protocol} seed {seed} {name}: ndcg@10 {row['ndcg@10']:.4f} "
+                      f"fit {row['fit_seconds']:.1f}s", flush=True)
+    results = {
+        "command": "python benchmarks/compare.py" + (" --quick" if args.quick else ""),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
+        "seeds": seeds,
+        "protocols": {p: {m: summarise(r) for m, r in by.items()} for p, by in runs.items()},
+        "runs": runs,
+    }
+    (out / "compare.json").write_text(json.dumps(results, indent=2))
+    (out / "compare.md").write_text(markdown(results))
+    plot(results, runs, out)
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
