@@ -67,6 +67,9 @@ class FunnelConfig:
         Share of each user's training artists held out as ranker labels.
     ranker_negatives : int
         Negative candidates sampled per user for ranker training (0 keeps all).
+    ranker_users : int
+        At most this many random users give ranker training examples (bounds its cost on
+        large datasets; Last.fm has fewer).
     use_svd_features, use_als_features : bool
         Feed the BiasedSVD / ALS features to the ranker (off only for ablations).
     seed : int
@@ -74,7 +77,7 @@ class FunnelConfig:
     show_progress : bool
         Show tqdm progress bars on long steps.
     n_threads : int
-        Threads for implicit and FAISS (0 means all cores).
+        Threads for implicit's ALS (0 means all cores).
     cache_dir : str or None
         Where trained BiasedSVD embeddings and rankers are cached between runs.
     reuse_svd, reuse_ranker : bool
@@ -108,6 +111,7 @@ class FunnelConfig:
     ranker_C: float = 0.1
     ranker_holdout: float = 0.2
     ranker_negatives: int = 100
+    ranker_users: int = 20_000
     use_svd_features: bool = True
     use_als_features: bool = True
     seed: int = 0
@@ -169,7 +173,7 @@ class FunnelConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"setting {f.name}={value!r} must be a number")
         positive = ("tag_dim", "svd_factors", "svd_epochs", "als_factors", "als_iterations",
-                    "ann_threshold", "svd_lr", "ranker_C", "als_alpha", "ease_l2",
+                    "ann_threshold", "svd_lr", "ranker_C", "als_alpha", "ease_l2", "ranker_users",
                     "ease_max_artists")
         for name in positive:
             if getattr(self, name) <= 0:

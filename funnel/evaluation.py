@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from funnel.data import Dataset
+from funnel.errors import DataError
 
 
 class TopNModel(Protocol):
@@ -36,17 +37,17 @@ def ranking_metrics(recommendations: pd.DataFrame, test: pd.DataFrame,
     """
     users, n_relevant = np.unique(test["user_id"].to_numpy(), return_counts=True)
     kmax = max(ks)
-    top = recommendations[recommendations["rank"] <= kmax]
+    if len(users) == 0:
+        raise DataError("the test set is empty: there is nothing to evaluate against")
+    top = recommendations[pd.to_numeric(recommendations["rank"]) <= kmax]
     row = np.searchsorted(users, top["user_id"].to_numpy())
     row = np.clip(row, 0, len(users) - 1)
     valid = users[row] == top["user_id"].to_numpy()
     hits = np.zeros((len(users), kmax), dtype=np.float64)
-    test_keys = set(zip(test["user_id"].tolist(), test["artist_id"].tolist()))
     test_keys_arr = pd.MultiIndex.from_frame(test[["user_id", "artist_id"]])
     rec_keys = pd.MultiIndex.from_frame(top[["user_id", "artist_id"]])
     relevant = rec_keys.isin(test_keys_arr) & valid
-    del test_keys
-    hits[row[relevant], top["rank"].to_numpy()[relevant] - 1] = 1.0
+    hits[row[relevant], top["rank"].to_numpy(dtype=np.int64)[relevant] - 1] = 1.0
     discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
     out: dict[str, float] = {}
     for k in ks:

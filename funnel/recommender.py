@@ -84,6 +84,8 @@ class Recommender:
         Training play counts, users x artists.
     ranker_candidate_recall_ : float
         Share of the ranker's label artists that stage one retrieved during training.
+    ranker_seconds_ : float
+        Seconds spent training the ranker (its stages included; 0 when reused).
 
     Examples
     --------
@@ -129,6 +131,7 @@ class Recommender:
                             f"got {type(dataset).__name__}")
         cache = ArtifactCache(cfg.cache_dir) if cfg.cache_dir else None
         started = time.perf_counter()
+        self.ranker_seconds_ = 0.0
         ranker_settings = cfg.fingerprint()
         ranker = None
         if cache is not None and cfg.reuse_ranker:
@@ -137,7 +140,9 @@ class Recommender:
                 ranker = LogisticRanker(cfg.ranker_C).set_arrays(arrays)
                 self.ranker_candidate_recall_ = float(arrays["candidate_recall"][0])
         if ranker is None:
+            ranker_started = time.perf_counter()
             ranker = self._train_ranker(dataset, cfg, cache)
+            self.ranker_seconds_ = time.perf_counter() - ranker_started
             if cache is not None:
                 cache.save("ranker", dataset.fingerprint(), ranker_settings,
                            {**ranker.to_arrays(),
@@ -178,10 +183,16 @@ class Recommender:
                     "%d held out as labels", len(history_part.interactions), len(labels))
         stages = Stages(cfg).fit(history_part, svd=self._svd(history_part, cfg, cache, "svd_history"))
         users = np.unique(history_part.user_index(labels["user_id"].to_numpy()))
+        if len(users) == 0:
+            raise DataError("the ranker needs users with at least 2 artists to hold some out as labels; "
+                            "every user in this dataset has only one")
+        rng = np.random.default_rng(cfg.seed)
+        if len(users) > cfg.ranker_users:
+            users = np.sort(rng.choice(users, cfg.ranker_users, replace=False))
+            labels = labels[np.isin(history_part.user_index(labels["user_id"].to_numpy()), users)]
         n_items = np.int64(history_part.n_artists)
         label_keys = np.sort(history_part.user_index(labels["user_id"].to_numpy()) * n_items
                              + history_part.artist_index(labels["artist_id"].to_numpy()))
-        rng = np.random.default_rng(cfg.seed)
         features, targets, found = [], [], 0
         for start in tqdm(range(0, len(users), BATCH_USERS), desc="ranker features",
                           disable=not cfg.show_progress):
@@ -265,6 +276,8 @@ class Recommender:
         if users is None:
             rows = np.arange(len(self.user_ids_))
         else:
+            if isinstance(users, (str, bytes)) or not isinstance(users, Iterable):
+                raise UnknownUserError(f"users must be a list of user ids, got {users!r}")
             ids = np.asarray(list(users))
             if ids.size and not np.issubdtype(ids.dtype, np.integer):
                 raise UnknownUserError(f"user ids must be integers, got {ids[:3].tolist()}")
@@ -288,9 +301,11 @@ class Recommender:
         Unknown artist ids are dropped with a warning; duplicates in a list count as plays.
         """
         self._check_fitted()
-        if isinstance(history, Mapping):
-            ids = np.asarray(list(history.keys()))
-            plays = np.asarray(list(history.values()), dtype=np.float64) if len(history) else np.empty(0)
+        if isinstance(history, (Mapping, pd.Series)):
+            pairs = list(history.items())
+            ids = np.asarray([key for key, _ in pairs])
+            plays = pd.to_numeric(pd.Series([value for _, value in pairs], dtype=object), errors="coerce")
+            plays = plays.to_numpy(dtype=np.float64, na_value=np.nan)
         elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
             raise DataError(f"history must be a list of artist ids or a mapping id -> plays, got {history!r}")
         else:
@@ -298,7 +313,7 @@ class Recommender:
             plays = np.ones(len(ids))
         if len(ids) == 0:
             raise DataError("history is empty; give at least one known artist id")
-        if not np.issubdtype(ids.dtype, np.integer):
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise DataError(f"history artist ids must be integers, got {ids[:3].tolist()}")
         if not (np.isfinite(plays).all() and (plays > 0).all()):
             raise DataError("history play counts must be finite numbers > 0")

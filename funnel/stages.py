@@ -8,6 +8,9 @@ history part of the training data to train its ranker, and one on all of it to s
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,6 +38,11 @@ class Stages:
     ----------
     config : FunnelConfig
         A validated configuration.
+
+    Attributes
+    ----------
+    fit_seconds_ : dict of str to float
+        Wall-clock seconds of each fitting step.
     """
 
     def __init__(self, config: FunnelConfig) -> None:
@@ -45,32 +53,45 @@ class Stages:
         """Fit every component on ``dataset``; ``svd`` is a ready BiasedSVD to reuse."""
         cfg = self.config
         self.n_artists_ = dataset.n_artists
-        self.embedder_ = ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight,
-                                        cfg.seed).fit(dataset)
-        self.als_ = ALSFactors(cfg.als_factors, cfg.als_iterations, cfg.als_alpha,
-                               cfg.als_regularization, cfg.als_confidence, cfg.seed,
-                               cfg.n_threads).fit(dataset.matrix)
-        self.svd_ = svd if svd is not None else self.make_svd().fit(dataset.matrix)
-        self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
-        self.friends_ = FriendListening().fit(dataset)
-        self.popularity_ = PopularitySource(max(cfg.popularity_candidates, 1)).fit(dataset)
-        self.sources_ = []
-        if cfg.tag_candidates:
-            if self.embedder_.tag_dim_ == 0:
-                logger.info("tag source disabled: the data has no usable tag assignments")
-            else:
-                self.sources_.append(self._tag_source().fit(dataset))
-        if cfg.als_candidates:
-            self.sources_.append(self._als_source().fit(dataset))
-        if cfg.ease_candidates:
-            self.sources_.append(EASESource(cfg.ease_candidates, self.ease_).fit(dataset))
-        if cfg.friends_candidates:
-            self.sources_.append(FriendsSource(cfg.friends_candidates, self.friends_).fit(dataset))
-        if cfg.popularity_candidates:
-            self.sources_.append(self.popularity_)
-        self.user_stats_ = user_statistics(dataset)
+        self.fit_seconds_: dict[str, float] = {}
+        with self._timed("artist embeddings"):
+            self.embedder_ = ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight,
+                                            cfg.seed).fit(dataset)
+        with self._timed("ALS"):
+            self.als_ = ALSFactors(cfg.als_factors, cfg.als_iterations, cfg.als_alpha,
+                                   cfg.als_regularization, cfg.als_confidence, cfg.seed,
+                                   cfg.n_threads).fit(dataset.matrix)
+        with self._timed("BiasedSVD"):
+            self.svd_ = svd if svd is not None else self.make_svd().fit(dataset.matrix)
+        with self._timed("EASE"):
+            self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
+        with self._timed("friends and statistics"):
+            self.friends_ = FriendListening().fit(dataset)
+            self.popularity_ = PopularitySource(max(cfg.popularity_candidates, 1)).fit(dataset)
+            self.user_stats_ = user_statistics(dataset)
+        with self._timed("candidate indexes"):
+            self.sources_ = []
+            if cfg.tag_candidates:
+                if self.embedder_.tag_dim_ == 0:
+                    logger.info("tag source disabled: the data has no usable tag assignments")
+                else:
+                    self.sources_.append(self._tag_source().fit(dataset))
+            if cfg.als_candidates:
+                self.sources_.append(self._als_source().fit(dataset))
+            if cfg.ease_candidates:
+                self.sources_.append(EASESource(cfg.ease_candidates, self.ease_).fit(dataset))
+            if cfg.friends_candidates:
+                self.sources_.append(FriendsSource(cfg.friends_candidates, self.friends_).fit(dataset))
+            if cfg.popularity_candidates:
+                self.sources_.append(self.popularity_)
         logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in self.sources_))
         return self
+
+    @contextmanager
+    def _timed(self, step: str) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        self.fit_seconds_[step] = time.perf_counter() - started
 
     def make_svd(self) -> BiasedSVDFactors:
         """An unfitted BiasedSVD with this configuration."""

@@ -116,3 +116,26 @@ def test_real_lastfm_counts(lastfm):
     assert len(lastfm.tag_assignments) == 186479 - 1538
     assert lastfm.tags["tag"].str.contains("\r").sum() == 0
     assert len(lastfm.fingerprint()) == 16
+
+
+def test_more_bad_frames_get_funnel_errors():
+    with pytest.raises(DataError, match="64-bit"):
+        Dataset.from_frames(frame(user_id=np.array([2**63 + 5], dtype=np.uint64), artist_id=[1], weight=[1.0]))
+    big = Dataset.from_frames(frame(user_id=pd.Series([2**53, 2**53 + 1], dtype=object), artist_id=[1, 1],
+                                    weight=[1.0, 1.0]))
+    assert big.n_users == 2  # object ids stay exact
+    with pytest.raises(DataError, match=r"weight.*row 0"):
+        Dataset.from_frames(frame(user_id=[1], artist_id=[1], weight=[1e300]))
+    dup = pd.DataFrame([[1, 2, 3.0, 4]], columns=["user_id", "artist_id", "weight", "weight"])
+    with pytest.raises(DataError, match="repeated column"):
+        Dataset.from_frames(dup)
+
+
+def test_fingerprint_covers_friends_and_tag_ids():
+    inter = frame(user_id=[1, 2], artist_id=[1, 1], weight=[1.0, 2.0])
+    plain = Dataset.from_frames(inter).fingerprint()
+    with_friends = Dataset.from_frames(inter, friends=frame(user_id=[1], friend_id=[2])).fingerprint()
+    assert plain != with_friends
+    a = Dataset.from_frames(inter, tags=frame(tag_id=[1, 2], tag=["x", "y"])).fingerprint()
+    b = Dataset.from_frames(inter, tags=frame(tag_id=[2, 1], tag=["x", "y"])).fingerprint()
+    assert a != b

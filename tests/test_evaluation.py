@@ -68,3 +68,13 @@ def test_metrics_match_implicits_ranking_metrics_at_k(synth):
     n_test = test.groupby("user_id").size()
     their_precision = hits.reindex(n_test.index, fill_value=0).sum() / np.minimum(10, n_test).sum()
     assert their_precision == pytest.approx(theirs["precision"], rel=1e-6)
+
+
+def test_empty_inputs():
+    from funnel import DataError
+
+    test = pd.DataFrame({"user_id": [1], "artist_id": [10]})
+    empty = pd.DataFrame({"user_id": [], "rank": [], "artist_id": []})
+    assert ranking_metrics(empty, test, ks=(10,))["ndcg@10"] == 0.0
+    with pytest.raises(DataError, match="empty"):
+        ranking_metrics(recs([(1, 1, 10)]), test.iloc[:0], ks=(10,))

@@ -200,3 +200,22 @@ def test_funnel_beats_als_on_planted_clusters(synth, small_config):
     funnel_ndcg = evaluate(Recommender(small_config).fit(train), train, test)["ndcg@10"]
     als_ndcg = evaluate(ALSRecommender(factors=8, iterations=8).fit(train), train, test)["ndcg@10"]
     assert funnel_ndcg > 0.9 * als_ndcg
+
+
+def test_history_as_series_and_bad_histories(fitted):
+    as_dict = fitted.recommend_for_history({1: 50, 5: 3}, n=5)
+    as_series = fitted.recommend_for_history(pd.Series({1: 50, 5: 3}), n=5)
+    pd.testing.assert_frame_equal(as_dict, as_series)
+    with pytest.raises(DataError, match="play counts"):
+        fitted.recommend_for_history({1: "abc"})
+    with pytest.raises(DataError, match="integers"):
+        fitted.recommend_for_history([[1, 5]])
+    with pytest.raises(UnknownUserError, match="list of user ids"):
+        fitted.recommend_all(users=3)
+
+
+def test_users_with_one_artist_each_cannot_train_a_ranker(small_config):
+    data = Dataset.from_frames(pd.DataFrame({"user_id": range(30), "artist_id": [i % 7 for i in range(30)],
+                                             "weight": 1.0}))
+    with pytest.raises(DataError, match="at least 2 artists"):
+        Recommender(small_config).fit(data)

@@ -19,6 +19,7 @@ ARTIST_COLUMNS = ("artist_id", "name")
 TAG_COLUMNS = ("tag_id", "tag")
 TAG_ASSIGNMENT_COLUMNS = ("user_id", "artist_id", "tag_id", "timestamp")
 FRIEND_COLUMNS = ("user_id", "friend_id")
+MAX_WEIGHT = 1e30  # play counts are stored as float32
 
 
 def _where(source: str | None, row: int) -> str:
@@ -36,6 +37,9 @@ def _show(value: object) -> str:
 def _require_frame(frame: object, name: str, columns: Iterable[str], source: str | None) -> pd.DataFrame:
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
+    if frame.columns.duplicated().any():
+        repeated = sorted(set(map(str, frame.columns[frame.columns.duplicated()])))
+        raise DataError(f"{name} has repeated column name(s) {repeated}; each column must appear once")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         where = f" ({source})" if source else ""
@@ -49,7 +53,16 @@ def _require_frame(frame: object, name: str, columns: Iterable[str], source: str
 def _integer_column(frame: pd.DataFrame, column: str, name: str, source: str | None) -> np.ndarray:
     """Return ``frame[column]`` as int64, or raise naming the first non-integer row."""
     values = frame[column]
+    if not pd.api.types.is_integer_dtype(values) and values.dtype == object:
+        exact = pd.to_numeric(values, errors="coerce")  # keeps Python ints exact when all are ints
+        if pd.api.types.is_integer_dtype(exact):
+            values = exact
     if pd.api.types.is_integer_dtype(values) and not values.isna().any():
+        big = values.to_numpy() > np.iinfo(np.int64).max if values.dtype == np.uint64 else np.zeros(len(values), bool)
+        if big.any():
+            row = int(np.flatnonzero(big)[0])
+            raise DataError(f"{name} column {column!r} holds an id beyond the 64-bit range; "
+                            f"{_where(source, row)} has {_show(values.iloc[row])}")
         return values.to_numpy(dtype=np.int64)
     numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isfinite(numeric)
@@ -64,14 +77,22 @@ def _integer_column(frame: pd.DataFrame, column: str, name: str, source: str | N
     return numeric.astype(np.int64)
 
 
+def _nanosecond_stamps(stamps: pd.Series, source: str | None) -> np.ndarray:
+    try:
+        return stamps.astype("datetime64[ns]").to_numpy()
+    except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError) as exc:
+        raise DataError(f"tag_assignments column 'timestamp'{f' ({source})' if source else ''} holds a date "
+                        f"outside 1677-2262, which cannot be represented: {exc}") from exc
+
+
 def _check_weights(frame: pd.DataFrame, source: str | None) -> np.ndarray:
     values = frame["weight"]
     numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(numeric) | (np.nan_to_num(numeric, nan=0.0) <= 0)
+    bad = ~np.isfinite(numeric) | (np.nan_to_num(numeric, nan=0.0) <= 0) | (np.abs(numeric) > MAX_WEIGHT)
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"interactions column 'weight' must be a finite number > 0 (a play count); "
+            f"interactions column 'weight' must be a finite number > 0 and <= {MAX_WEIGHT:.0e} (a play count); "
             f"{_where(source, row)} has {_show(values.iloc[row])}"
         )
     return numeric
@@ -198,7 +219,7 @@ class Dataset:
                     "user_id": _integer_column(raw, "user_id", "tag_assignments", src),
                     "artist_id": _integer_column(raw, "artist_id", "tag_assignments", src),
                     "tag_id": _integer_column(raw, "tag_id", "tag_assignments", src),
-                    "timestamp": stamps.astype("datetime64[ns]").to_numpy(),
+                    "timestamp": _nanosecond_stamps(stamps, src),
                 }
             )
 
@@ -311,7 +332,11 @@ class Dataset:
                 for col in TAG_ASSIGNMENT_COLUMNS:
                     h.update(np.ascontiguousarray(self.tag_assignments[col].to_numpy()).tobytes())
             if self.tags is not None:
+                h.update(np.ascontiguousarray(self.tags["tag_id"].to_numpy()).tobytes())
                 h.update("\x00".join(self.tags["tag"].tolist()).encode("utf-8", "replace"))
+            if self.friends is not None:
+                for col in FRIEND_COLUMNS:
+                    h.update(np.ascontiguousarray(self.friends[col].to_numpy()).tobytes())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 

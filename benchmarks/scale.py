@@ -1,0 +1,166 @@
+"""How the funnel's cost grows: fit time per stage, throughput, latency and memory by size.
+
+Each size runs in its own subprocess per method so peak memory (max RSS) is the method's own.
+
+    python benchmarks/scale.py                       # Last.fm size, 20k and 100k users
+    python benchmarks/scale.py --sizes lastfm 20k    # a subset
+    python benchmarks/scale.py --sizes 500k          # the largest this machine holds
+
+Writes benchmarks/results/scale.json and scale.png (log-log cost against users).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+SIZES = {  # users, artists, artists per user, clusters
+    "lastfm": (1_892, 17_632, 49, 20),
+    "20k": (20_000, 50_000, 40, 50),
+    "100k": (100_000, 100_000, 40, 100),
+    "500k": (500_000, 200_000, 30, 200),
+}
+BATCH_USERS = 20_000   # users timed in the batch-throughput measurement
+LATENCY_CALLS = 200    # single-user calls timed for p50/p99
+
+
+def dataset(size: str):
+    from funnel.datasets import synthetic
+
+    users, artists, per_user, clusters = SIZES[size]
+    return synthetic(n_users=users, n_artists=artists, n_clusters=clusters, artists_per_user=per_user,
+                     tag_rows_per_artist=6.0, seed=0)
+
+
+def measure(size: str, method: str) -> dict:
+    """Fit and time one method on one size (run inside a fresh process)."""
+    from funnel import Recommender
+    from funnel.baselines import ALSRecommender
+
+    started = time.perf_counter()
+    data = dataset(size)
+    out = {"size": size, "method": method, "users": data.n_users, "artists": data.n_artists,
+           "interactions": len(data.interactions), "generate_seconds": time.perf_counter() - started}
+    started = time.perf_counter()
+    model = (Recommender() if method == "funnel" else ALSRecommender()).fit(data)
+    out["fit_seconds"] = time.perf_counter() - started
+    if method == "funnel":
+        out["fit_seconds_by_stage"] = {"ranker (history fit + training)": model.ranker_seconds_,
+                                       **{f"serving {k}": v for k, v in model.stages_.fit_seconds_.items()}}
+        out["index"] = [getattr(s, "index_kind_", "-") for s in model.stages_.sources_]
+    rng = np.random.default_rng(0)
+    users = np.sort(rng.choice(data.user_ids, min(BATCH_USERS, data.n_users), replace=False))
+    started = time.perf_counter()
+    model.recommend_all(n=20, users=users)
+    out["batch_users_per_second"] = len(users) / (time.perf_counter() - started)
+    latencies = []
+    for user in rng.choice(data.user_ids, LATENCY_CALLS):
+        started = time.perf_counter()
+        if method == "funnel":
+            model.recommend(int(user), n=20)
+        else:
+            model.recommend_all(n=20, users=[int(user)])
+        latencies.append(time.perf_counter() - started)
+    out["latency_ms_p50"] = float(np.percentile(latencies, 50) * 1e3)
+    out["latency_ms_p99"] = float(np.percentile(latencies, 99) * 1e3)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def index_comparison(size: str, k: int = 200, n_queries: int = 2000) -> dict:
+    """Candidate recall of IVF and HNSW relative to exact search, and their speed-up."""
+    from funnel.candidates import ArtistEmbedder
+    from funnel.candidates.index import build_index, search
+
+    data = dataset(size)
+    embedder = ArtistEmbedder().fit(data)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(data.n_users, min(n_queries, data.n_users), replace=False)
+    queries = embedder.query(data.matrix[rows])
+    out = {"size": size, "artists": data.n_artists, "k": k, "queries": len(rows)}
+    exact_ids = None
+    for kind in ("flat", "ivf", "hnsw"):
+        started = time.perf_counter()
+        index = build_index(embedder.vectors_, kind)
+        build = time.perf_counter() - started
+        started = time.perf_counter()
+        ids, _ = search(index, queries, k)
+        seconds = time.perf_counter() - started
+        if exact_ids is None:
+            exact_ids, exact_seconds = ids, seconds
+        overlap = np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(ids, exact_ids)])
+        out[kind] = {"build_seconds": build, "search_seconds": seconds, "recall_vs_exact": float(overlap),
+                     "speedup": exact_seconds / seconds}
+    return out
+
+
+def plot(rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    for method, style in (("funnel", "o-"), ("als", "s--")):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["users"])
+        users = [r["users"] for r in mine]
+        axes[0].plot(users, [r["fit_seconds"] for r in mine], style, label=method)
+        axes[1].plot(users, [r["batch_users_per_second"] for r in mine], style, label=method)
+        axes[2].plot(users, [r["peak_rss_mb"] for r in mine], style, label=method)
+    for ax, label in zip(axes, ("fit seconds", "batch users / second", "peak RSS (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("users")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "scale.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["lastfm", "20k", "100k"])
+    parser.add_argument("--one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--index", metavar="SIZE", help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure(*args.one)))
+        return
+    if args.index:
+        print(json.dumps(index_comparison(args.index)))
+        return
+    args.output.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for size in args.sizes:
+        for method in ("als", "funnel"):
+            done = subprocess.run([sys.executable, __file__, "--one", size, method], capture_output=True,
+                                  text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            r = rows[-1]
+            print(f"{size} {method}: fit {r['fit_seconds']:.1f}s, {r['batch_users_per_second']:.0f} users/s, "
+                  f"p99 {r['latency_ms_p99']:.1f} ms, peak {r['peak_rss_mb']:.0f} MB", flush=True)
+    done = subprocess.run([sys.executable, __file__, "--index", args.sizes[-1]], capture_output=True, text=True,
+                          check=True)
+    indexes = json.loads(done.stdout.strip().splitlines()[-1])
+    print("index comparison:", json.dumps(indexes), flush=True)
+    result = {"command": "python benchmarks/scale.py --sizes " + " ".join(args.sizes),
+              "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python "
+                         f"{platform.python_version()}",
+              "runs": rows, "index_comparison": indexes}
+    (args.output / "scale.json").write_text(json.dumps(result, indent=2))
+    plot(rows, args.output)
+
+
+if __name__ == "__main__":
+    main()
