@@ -58,9 +58,10 @@ class Recommender:
     """Two-stage ("funnel") artist recommender.
 
     Stage one merges candidates from a FAISS search over tag/popularity/freshness artist
-    embeddings, a FAISS search over ALS artist factors and the popularity chart. Stage two
-    scores each (user, candidate) pair with a logistic ranker over BiasedSVD and ALS
-    features, stage-one scores and ranks, and artist and user statistics.
+    embeddings, a FAISS search over ALS artist factors, EASE co-listening, friends' artists
+    and the popularity chart. Stage two scores each (user, candidate) pair with a logistic
+    ranker over BiasedSVD, ALS, EASE and friends features, stage-one scores and ranks, and
+    artist and user statistics.
 
     Parameters
     ----------
