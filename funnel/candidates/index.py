@@ -46,9 +46,23 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
     return index
 
 
+SINGLE_THREAD_QUERIES = 16  # below this many queries, FAISS's thread start-up costs more than it saves
+
+
 def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` inner-product search; returns ``(ids, scores)`` with -1 / -inf padding."""
+    import faiss
+
     k = max(1, min(k, index.ntotal))
-    scores, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if len(queries) < SINGLE_THREAD_QUERIES:
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            scores, ids = index.search(queries, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
+    else:
+        scores, ids = index.search(queries, k)
     scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
     return ids.astype(np.int64), scores

@@ -55,7 +55,7 @@ class EASE:
             raise ConfigError(f"EASE could not invert the co-listening matrix ({exc}); raise ease_l2") from exc
         weights = -inverse / np.diag(inverse)
         np.fill_diagonal(weights, 0.0)
-        self.weights_ = weights.astype(np.float32)
+        self.weights_ = np.ascontiguousarray(weights, dtype=np.float32)  # inv returns Fortran order
         return self
 
     def scores(self, history: sp.csr_matrix) -> np.ndarray:
@@ -81,6 +81,6 @@ class EASE:
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> "EASE":
         """Restore the state written by :meth:`to_arrays`."""
         self.items_ = np.asarray(arrays["items"], np.int64)
-        self.weights_ = np.asarray(arrays["weights"], np.float32)
+        self.weights_ = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
         self.n_artists_ = int(arrays["n_artists"][0])
         return self
