@@ -16,6 +16,7 @@ from funnel.errors import ConfigError, NotFittedError
 logger = logging.getLogger("funnel")
 
 _WORD = re.compile(r"[a-z0-9]+")
+MIN_ARTISTS_PER_TOKEN = 2
 
 
 def tag_tokens(tag: str) -> list[str]:
@@ -124,7 +125,11 @@ class ArtistEmbedder:
         counts = sp.csr_matrix((np.ones(len(items), np.float32), (items, tag_col)),
                                shape=(dataset.n_artists, len(tag_ids)))
         counts.sum_duplicates()
-        corpus = counts @ self._tag_token_matrix(dataset, tag_ids)
+        corpus = sp.csc_matrix(counts @ self._tag_token_matrix(dataset, tag_ids))
+        # a token used for one artist only cannot make two artists similar; dropping those
+        # halves the vocabulary and the projection's cost
+        shared = np.diff(corpus.indptr) >= MIN_ARTISTS_PER_TOKEN
+        corpus = sp.csr_matrix(corpus[:, shared]) if shared.sum() >= 2 else sp.csr_matrix(corpus)
         tfidf = TfidfTransformer(sublinear_tf=True).fit_transform(corpus).astype(np.float32)
         tagged = np.flatnonzero(np.diff(tfidf.indptr) > 0)
         dim = min(self.tag_dim, tfidf.shape[1] - 1, len(tagged) - 1)
