@@ -20,7 +20,7 @@ from funnel.data import Dataset
 from funnel.data.split import per_user
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import BiasedSVDFactors
-from funnel.persistence import (ArtifactCache, load_faiss, load_json, load_npz, save_faiss, save_json,
+from funnel.persistence import (ArtifactCache, load_faiss, load_json, load_npz, save_json,
                                 sha256_file)
 from funnel.persistence.files import atomic_write
 from funnel.ranking import LogisticRanker
