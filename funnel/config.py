@@ -110,7 +110,7 @@ class FunnelConfig:
     ranker: str = "logistic"
     ranker_C: float = 0.1
     ranker_holdout: float = 0.2
-    ranker_negatives: int = 100
+    ranker_negatives: int = 50
     ranker_users: int = 20_000
     use_svd_features: bool = True
     use_als_features: bool = True
