@@ -87,6 +87,8 @@ class Recommender:
         Share of the ranker's label artists that stage one retrieved during training.
     ranker_seconds_ : float
         Seconds spent training the ranker (its stages included; 0 when reused).
+    svd_seconds_ : float
+        Seconds spent on the serving BiasedSVD (training or loading it from the cache).
 
     Examples
     --------
@@ -149,7 +151,10 @@ class Recommender:
                            {**ranker.to_arrays(),
                             "candidate_recall": np.array([self.ranker_candidate_recall_])})
         logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
-        self.stages_ = Stages(cfg).fit(dataset, svd=self._svd(dataset, cfg, cache, "svd"))
+        svd_started = time.perf_counter()
+        svd = self._svd(dataset, cfg, cache, "svd")
+        self.svd_seconds_ = time.perf_counter() - svd_started
+        self.stages_ = Stages(cfg).fit(dataset, svd=svd)
         self.feature_names_ = self.stages_.feature_names()
         if len(ranker.coef_) != len(self.feature_names_):
             raise ArtifactError("the saved ranker does not match the features of these settings; "

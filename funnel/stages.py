@@ -61,8 +61,10 @@ class Stages:
             self.als_ = ALSFactors(cfg.als_factors, cfg.als_iterations, cfg.als_alpha,
                                    cfg.als_regularization, cfg.als_confidence, cfg.seed,
                                    cfg.n_threads).fit(dataset.matrix)
-        with self._timed("BiasedSVD"):
-            self.svd_ = svd if svd is not None else self.make_svd().fit(dataset.matrix)
+        if svd is None:
+            with self._timed("BiasedSVD"):
+                svd = self.make_svd().fit(dataset.matrix)
+        self.svd_ = svd
         with self._timed("EASE"):
             self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
         with self._timed("friends and statistics"):
