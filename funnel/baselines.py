@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from funnel.data import Dataset
+from funnel.data.dataset import lookup_ids
 from funnel.errors import DataError, NotFittedError, UnknownUserError
 from funnel.factors import EASE, ALSFactors, confidence
 from funnel.recommender import check_n, top_n_per_row
@@ -43,10 +44,9 @@ class _FullCatalogue:
             rows = np.arange(len(self.user_ids_))
         else:
             ids = np.asarray(list(users), dtype=np.int64)
-            rows = np.searchsorted(self.user_ids_, ids)
-            rows = np.clip(rows, 0, len(self.user_ids_) - 1)
-            if (self.user_ids_[rows] != ids).any():
-                raise UnknownUserError(f"unknown user id(s) {ids[self.user_ids_[rows] != ids][:5].tolist()}")
+            rows = lookup_ids(self.user_ids_, ids)
+            if (rows < 0).any():
+                raise UnknownUserError(f"unknown user id(s) {ids[rows < 0][:5].tolist()}")
         parts = []
         for start in range(0, len(rows), self.batch_users):
             batch = rows[start:start + self.batch_users]

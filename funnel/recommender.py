@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import time
@@ -17,11 +16,12 @@ from tqdm.auto import tqdm
 
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
+from funnel.data.dataset import lookup_ids
 from funnel.data.split import per_user
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import BiasedSVDFactors
-from funnel.persistence import (ArtifactCache, load_faiss, load_json, load_npz, save_json,
-                                sha256_file)
+from funnel.persistence import (ArtifactCache, faiss_bytes, load_faiss, load_json, load_npz, npz_bytes,
+                                save_json, sha256_file)
 from funnel.persistence.files import atomic_write
 from funnel.ranking import LogisticRanker
 from funnel.stages import Stages
@@ -235,9 +235,8 @@ class Recommender:
                              "score": scores.astype(np.float64)})
 
     def _user_rows(self, user_ids: np.ndarray) -> np.ndarray:
-        rows = np.searchsorted(self.user_ids_, user_ids)
-        rows = np.clip(rows, 0, len(self.user_ids_) - 1)
-        unknown = self.user_ids_[rows] != user_ids
+        rows = lookup_ids(self.user_ids_, user_ids)
+        unknown = rows < 0
         if unknown.any():
             missing = user_ids[unknown]
             raise UnknownUserError(
@@ -323,9 +322,8 @@ class Recommender:
             raise DataError(f"history artist ids must be integers, got {ids[:3].tolist()}")
         if not (np.isfinite(plays).all() and (plays > 0).all()):
             raise DataError("history play counts must be finite numbers > 0")
-        cols = np.searchsorted(self.artist_ids_, ids)
-        cols = np.clip(cols, 0, len(self.artist_ids_) - 1)
-        known = self.artist_ids_[cols] == ids
+        cols = lookup_ids(self.artist_ids_, ids)
+        known = cols >= 0
         if not known.any():
             raise DataError(f"none of the history's artist ids {ids[:5].tolist()} is in the catalogue")
         if not known.all():
@@ -372,12 +370,9 @@ class Recommender:
                        "data/artist_names": self.artist_names_.astype(str),
                        "history/indptr": self.history_.indptr, "history/indices": self.history_.indices,
                        "history/data": self.history_.data})
-        files = {"arrays": _write_hashed(path, "arrays", ".npz", _npz_bytes(arrays))}
+        files = {"arrays": _write_hashed(path, "arrays", ".npz", npz_bytes(arrays))}
         for name, index in indexes.items():
-            import faiss
-
-            files[f"index/{name}"] = _write_hashed(path, f"index-{name}", ".faiss",
-                                                   faiss.serialize_index(index).tobytes())
+            files[f"index/{name}"] = _write_hashed(path, f"index-{name}", ".faiss", faiss_bytes(index))
         manifest = {
             "format_version": FORMAT_VERSION, "data_fingerprint": self.fingerprint_,
             "config": self.config_.to_dict(), "feature_names": self.feature_names_,
@@ -435,15 +430,6 @@ class Recommender:
             raise ArtifactError(f"{path / MANIFEST} or its arrays lack entry {exc}; the save is incomplete "
                                 "or from another program") from exc
         return self
-
-
-def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    for name, value in arrays.items():
-        if np.asarray(value).dtype == object:
-            raise ArtifactError(f"array {name!r} has dtype object, which cannot be saved without pickle")
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def _write_hashed(directory: Path, stem: str, suffix: str, data: bytes) -> dict[str, str]:

@@ -301,11 +301,11 @@ class Dataset:
 
     def user_index(self, user_ids: np.ndarray) -> np.ndarray:
         """Internal indices of ``user_ids``; -1 for ids not in the data."""
-        return _lookup(self.user_ids, user_ids)
+        return lookup_ids(self.user_ids, user_ids)
 
     def artist_index(self, artist_ids: np.ndarray) -> np.ndarray:
         """Internal indices of ``artist_ids``; -1 for ids not in the catalogue."""
-        return _lookup(self.artist_ids, artist_ids)
+        return lookup_ids(self.artist_ids, artist_ids)
 
     @property
     def matrix(self) -> sp.csr_matrix:
@@ -350,7 +350,8 @@ class Dataset:
         return f"Dataset({', '.join(parts)})"
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def lookup_ids(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Positions of ``ids`` in the sorted array ``sorted_ids``; -1 for ids not in it."""
     ids = np.asarray(ids, dtype=np.int64)
     pos = np.searchsorted(sorted_ids, ids)
     pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))

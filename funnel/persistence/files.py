@@ -58,14 +58,20 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Atomically write ``arrays`` to an uncompressed ``.npz`` (no object arrays allowed)."""
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``arrays`` as the bytes of an uncompressed ``.npz`` (object arrays refused: they need pickle)."""
     for name, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise ArtifactError(f"array {name!r} has dtype object, which cannot be saved without pickle")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    atomic_write(path, lambda handle: handle.write(buffer.getvalue()))
+    return buffer.getvalue()
+
+
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically write ``arrays`` to an uncompressed ``.npz``."""
+    data = npz_bytes(arrays)
+    atomic_write(path, lambda handle: handle.write(data))
 
 
 def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -99,16 +105,15 @@ def load_json(path: str | os.PathLike) -> dict:
     return payload
 
 
-def save_faiss(path: str | os.PathLike, index) -> None:
-    """Atomically write a FAISS index in its native format."""
+def faiss_bytes(index) -> bytes:
+    """A FAISS index in its native serialised format."""
     import faiss
 
-    data = faiss.serialize_index(index)
-    atomic_write(path, lambda handle: handle.write(data.tobytes()))
+    return faiss.serialize_index(index).tobytes()
 
 
 def load_faiss(path: str | os.PathLike):
-    """Read a FAISS index written by :func:`save_faiss` (native reader only)."""
+    """Read a FAISS index written as :func:`faiss_bytes` (native reader only)."""
     import faiss
 
     try:
