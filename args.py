@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Sequence
 
 from funnel import FunnelConfig
@@ -49,14 +50,40 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluate", type=boolean, default=False, metavar="True/False",
                         help="also fit on a per-user 20%% holdout and print metrics for the funnel and "
                              "the ALS-only baseline (default: False)")
+    parser.add_argument("--explain", type=boolean, default=False, metavar="True/False",
+                        help="add a short 'reason' column to the CSV (default: False)")
     parser.add_argument("--progress", type=boolean, default=True, metavar="True/False",
                         help="show progress bars (default: True)")
     return parser
 
 
+def build_serve_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python main.py serve``."""
+    parser = argparse.ArgumentParser(
+        prog="main.py serve",
+        description="Serve a saved model over HTTP (needs the serve extra: pip install -e \".[serve]\"); "
+                    "it never retrains. OpenAPI docs at /docs.",
+    )
+    parser.add_argument("--artifacts", default="artifacts/",
+                        help="the model directory, or the --artifacts directory of a main.py run "
+                             "(its model/ subdirectory is used) (default: artifacts/)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument("--max-n", type=int, default=100, dest="max_n",
+                        help="largest n a request may ask for (default: 100)")
+    return parser
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` (default: ``sys.argv[1:]``)."""
-    return build_parser().parse_args(argv)
+    """Parse ``argv`` (default: ``sys.argv[1:]``); ``serve ...`` selects the service."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        args = build_serve_parser().parse_args(argv[1:])
+        args.command = "serve"
+    else:
+        args = build_parser().parse_args(argv)
+        args.command = "run"
+    return args
 
 
 def to_config(args: argparse.Namespace) -> FunnelConfig:

@@ -2,6 +2,7 @@
 
     python main.py --runsvd True
     python main.py --runsvd True --judge True --evaluate True
+    python main.py serve --artifacts artifacts/ --port 8000
 """
 
 from __future__ import annotations
@@ -64,6 +65,27 @@ def evaluate_holdout(dataset, config, topn: int) -> None:
     print(f"{'fit seconds':<14}{funnel_fit:>10.1f}{baseline_fit:>10.1f}\n")
 
 
+def model_dir(artifacts: Path) -> Path:
+    """The saved model in ``artifacts``: the directory itself, or its ``model/`` from a main.py run."""
+    return artifacts if (artifacts / "manifest.json").is_file() else artifacts / "model"
+
+
+def serve(args) -> None:
+    """Serve the saved model over HTTP until interrupted."""
+    from funnel.errors import ConfigError
+
+    try:
+        from funnel.serving import serve as serve_model
+    except ImportError as exc:
+        raise ConfigError(f"serving needs the serve extra ({exc.name} is missing): "
+                          'pip install -e ".[serve]"') from exc
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port} must be between 1 and 65535")
+    if args.max_n < 1:
+        raise ConfigError(f"--max-n {args.max_n} must be at least 1")
+    serve_model(str(model_dir(Path(args.artifacts))), args.host, args.port, args.max_n)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
@@ -76,6 +98,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         from funnel import FunnelError, Recommender, load_lastfm
         from funnel.persistence import atomic_write
 
+        if args.command == "serve":
+            serve(args)
+            return 0
         config = to_config(args)
         output = Path(args.output)
         check_writable(output)
@@ -89,7 +114,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             evaluate_holdout(dataset, config, args.topn)
         model = Recommender(config).fit(dataset)
         model.save(Path(args.artifacts) / "model")
-        recommendations = model.recommend_all(n=args.topn)
+        recommendations = model.recommend_all(n=args.topn, explain=args.explain)
+        if args.explain:
+            recommendations = recommendations.drop(columns=["sources", "because_ids", "because", "contributions"])
         atomic_write(output, lambda handle: recommendations.to_csv(handle, index=False, lineterminator="\n"),
                      mode="w")
         logger.info("wrote %d recommendations for %d users to %s in %.1fs total", len(recommendations),
@@ -107,5 +134,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console-script entry point (``funnel ...``)."""
     sys.exit(run())
+
+
+if __name__ == "__main__":
+    main()

@@ -58,7 +58,9 @@ class _FullCatalogue:
             top_scores = np.take_along_axis(scores, top, axis=1)
             r = np.repeat(np.arange(len(batch)), k)
             ok = np.isfinite(top_scores.ravel())
-            r, items, s, rank = top_n_per_row(r[ok], top_scores.ravel()[ok], top.ravel()[ok], len(batch), n)
+            r, items, s = r[ok], top.ravel()[ok], top_scores.ravel()[ok]
+            best, rank = top_n_per_row(r, s, items, len(batch), n)
+            r, items, s = r[best], items[best], s[best]
             parts.append(pd.DataFrame({"user_id": self.user_ids_[batch[r]], "rank": rank,
                                        "artist_id": self.artist_ids_[items],
                                        "artist_name": self.artist_names_[items].astype(object),

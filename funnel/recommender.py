@@ -14,9 +14,12 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from funnel import explain as explain_
+from funnel.candidates.index import build_index, search
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
 from funnel.data.dataset import lookup_ids
+from funnel.data.history import History, parse_history
 from funnel.data.split import per_user
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import BiasedSVDFactors
@@ -24,7 +27,7 @@ from funnel.persistence import (ArtifactCache, faiss_bytes, load_faiss, load_jso
                                 save_json, sha256_file)
 from funnel.persistence.files import atomic_write
 from funnel.ranking import LogisticRanker
-from funnel.stages import Stages
+from funnel.stages import Stages, user_level
 
 logger = logging.getLogger("funnel")
 
@@ -44,14 +47,17 @@ def check_n(n: Any, n_artists: int) -> int:
 
 
 def top_n_per_row(rows: np.ndarray, scores: np.ndarray, items: np.ndarray, n_rows: int, n: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Best ``n`` pairs of each row by score (ties by artist index): rows, items, scores, ranks."""
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the best ``n`` pairs of each row by score (ties by artist index), and their ranks.
+
+    Positions index the input arrays and come sorted by row, best first; ranks are 1-based.
+    """
     order = np.lexsort((items, -scores, rows))
-    rows, items, scores = rows[order], items[order], scores[order]
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    rank = np.arange(len(rows)) - starts[rows]
+    sorted_rows = rows[order]
+    starts = np.searchsorted(sorted_rows, np.arange(n_rows))
+    rank = np.arange(len(order)) - starts[sorted_rows]
     keep = rank < n
-    return rows[keep], items[keep], scores[keep], rank[keep] + 1
+    return order[keep], rank[keep] + 1
 
 
 class Recommender:
@@ -223,16 +229,28 @@ class Recommender:
         if not hasattr(self, "ranker_"):
             raise NotFittedError("this Recommender is not fitted; call fit(dataset) or Recommender.load(path)")
 
-    def _rank(self, users: np.ndarray, history: sp.csr_matrix, n: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def _rank(self, users: np.ndarray, history: sp.csr_matrix, n: int, explain: bool = False
+              ) -> tuple[np.ndarray, pd.DataFrame]:
+        """Batch rows of the top-``n`` pairs and their frame (``artist_id, artist_name, score``, ...)."""
         cands = self.stages_.candidates(users, history, fallback=n)
-        scores = self.ranker_.predict_proba(self.stages_.features(users, history, cands))[:, 1]
-        return top_n_per_row(cands.rows, scores, cands.items, len(users), n)
-
-    def _frame(self, items: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
-        return pd.DataFrame({"artist_id": self.artist_ids_[items],
-                             "artist_name": self.artist_names_[items].astype(object),
-                             "score": scores.astype(np.float64)})
+        X = self.stages_.features(users, history, cands)
+        scores = self.ranker_.predict_proba(X)[:, 1]
+        best, rank = top_n_per_row(cands.rows, scores, cands.items, len(users), n)
+        rows, items = cands.rows[best], cands.items[best]
+        frame = pd.DataFrame({"rank": rank, "artist_id": self.artist_ids_[items],
+                              "artist_name": self.artist_names_[items].astype(object),
+                              "score": scores[best].astype(np.float64)})
+        if explain:
+            sources = explain_.found_by({k: v[best] for k, v in cands.ranks.items()},
+                                        {s.name: s.n_candidates for s in self.stages_.sources_})
+            pair, artist, _ = explain_.closest_history(self.stages_.embedder_.vectors_, history, rows, items)
+            ranking = ~user_level(self.feature_names_)
+            contributions = explain_.top_contributions(self.ranker_.contributions(X[best])[:, ranking],
+                                                       [f for f, r in zip(self.feature_names_, ranking) if r])
+            why = explain_.explanation_columns(sources, (pair, artist), len(best), self.artist_ids_,
+                                               self.artist_names_, contributions)
+            frame = pd.concat([frame, why], axis=1)
+        return rows, frame
 
     def _user_rows(self, user_ids: np.ndarray) -> np.ndarray:
         rows = lookup_ids(self.user_ids_, user_ids)
@@ -245,13 +263,22 @@ class Recommender:
                 "use recommend_for_history for new users")
         return rows
 
-    def recommend(self, user_id: int, n: int = 20) -> pd.DataFrame:
+    def recommend(self, user_id: int, n: int = 20, explain: bool = False) -> pd.DataFrame:
         """Top-``n`` unseen artists for a known user.
+
+        Parameters
+        ----------
+        user_id : int
+        n : int
+            Number of artists, 1..catalogue size; fewer come back only when the user has
+            heard almost the whole catalogue.
+        explain : bool
+            Add the explanation columns (see :meth:`recommend_all`).
 
         Returns
         -------
         pandas.DataFrame
-            ``artist_id, artist_name, score`` best first (score = ranker probability).
+            ``rank, artist_id, artist_name, score`` best first (score = ranker probability).
 
         Raises
         ------
@@ -265,11 +292,23 @@ class Recommender:
         if isinstance(user_id, bool) or not isinstance(user_id, (int, np.integer)):
             raise UnknownUserError(f"user id {user_id!r} must be an integer")
         rows = self._user_rows(np.array([user_id], dtype=np.int64))
-        _, items, scores, _ = self._rank(rows, self.history_[rows], n)
-        return self._frame(items, scores)
+        return self._rank(rows, self.history_[rows], n, explain)[1]
 
-    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
+    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None, explain: bool = False
+                      ) -> pd.DataFrame:
         """Top-``n`` unseen artists for every user (or ``users``), batched and vectorised.
+
+        Parameters
+        ----------
+        n : int
+        users : iterable of int, optional
+            User ids; all training users by default.
+        explain : bool
+            Add why each artist was recommended: ``sources`` (stage-one source -> rank it
+            gave), ``because_ids`` / ``because`` (up to three history artists closest to it in
+            the stage-one embedding), ``contributions`` (the three feature groups with the
+            largest coefficient x standardised value in the ranker's log-odds) and ``reason``
+            (all of it as one line).
 
         Returns
         -------
@@ -291,68 +330,90 @@ class Recommender:
         for start in tqdm(range(0, len(rows), BATCH_USERS), desc="recommending",
                           disable=not self.config_.show_progress):
             batch = rows[start:start + BATCH_USERS]
-            r, items, scores, rank = self._rank(batch, self.history_[batch], n)
-            frame = self._frame(items, scores)
-            frame.insert(0, "rank", rank)
+            r, frame = self._rank(batch, self.history_[batch], n, explain)
             frame.insert(0, "user_id", self.user_ids_[batch[r]])
             parts.append(frame)
         if not parts:
             return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
         return pd.concat(parts, ignore_index=True)
 
-    def history_matrix(self, history: Mapping[int, float] | Iterable[int]) -> sp.csr_matrix:
+    def history_matrix(self, history: History) -> sp.csr_matrix:
         """One CSR row over the catalogue from a history of artist ids (or id -> plays).
 
         Unknown artist ids are dropped with a warning; duplicates in a list count as plays.
         """
         self._check_fitted()
-        if isinstance(history, (Mapping, pd.Series)):
-            pairs = list(history.items())
-            ids = np.asarray([key for key, _ in pairs])
-            plays = pd.to_numeric(pd.Series([value for _, value in pairs], dtype=object), errors="coerce")
-            plays = plays.to_numpy(dtype=np.float64, na_value=np.nan)
-        elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
-            raise DataError(f"history must be a list of artist ids or a mapping id -> plays, got {history!r}")
-        else:
-            ids = np.asarray(list(history))
-            plays = np.ones(len(ids))
-        if len(ids) == 0:
-            raise DataError("history is empty; give at least one known artist id")
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise DataError(f"history artist ids must be integers, got {ids[:3].tolist()}")
-        if not (np.isfinite(plays).all() and (plays > 0).all()):
-            raise DataError("history play counts must be finite numbers > 0")
-        cols = lookup_ids(self.artist_ids_, ids)
-        known = cols >= 0
-        if not known.any():
-            raise DataError(f"none of the history's artist ids {ids[:5].tolist()} is in the catalogue")
-        if not known.all():
-            logger.warning("ignoring %d unknown artist id(s) in the history: %s", int((~known).sum()),
-                           ids[~known][:5].tolist())
-        row = sp.csr_matrix((plays[known], (np.zeros(int(known.sum()), np.int64), cols[known])),
-                            shape=(1, len(self.artist_ids_)), dtype=np.float32)
-        row.sum_duplicates()
+        row, unknown = parse_history(history, self.artist_ids_)
+        if len(unknown):
+            logger.warning("ignoring %d unknown artist id(s) in the history: %s", len(unknown),
+                           unknown[:5].tolist())
         return row
 
-    def recommend_for_history(self, history: Mapping[int, float] | Iterable[int], n: int = 20) -> pd.DataFrame:
+    def recommend_for_history(self, history: History, n: int = 20, explain: bool = False) -> pd.DataFrame:
         """Top-``n`` artists for a listener not in the training data.
+
+        Every stage runs as for a known user: the stage-one queries are built from the
+        history, the ALS user vector is folded in (implicit's ``recalculate_user``), the
+        BiasedSVD user vector and bias are solved by ridge regression against the fixed
+        artist factors, and the ranker scores the merged candidates.
 
         Parameters
         ----------
         history : list of int or mapping of int to float
-            Artist ids the listener played, or artist id -> play count.
+            Artist ids the listener played, or artist id -> play count. Unknown ids are
+            ignored with a warning.
         n : int
+        explain : bool
+            Add the explanation columns (see :meth:`recommend_all`).
 
         Returns
         -------
         pandas.DataFrame
-            ``artist_id, artist_name, score`` best first, none from the history.
+            ``rank, artist_id, artist_name, score`` best first, none from the history.
+
+        Raises
+        ------
+        DataError
+            The history is empty, malformed or has no catalogue artist.
         """
         self._check_fitted()
         n = check_n(n, len(self.artist_ids_))
         row = self.history_matrix(history)
-        _, items, scores, _ = self._rank(np.array([-1]), row, n)
-        return self._frame(items, scores)
+        return self._rank(np.array([-1]), row, n, explain)[1]
+
+    def similar_artists(self, artist_id: int, n: int = 10) -> pd.DataFrame:
+        """The ``n`` artists nearest to ``artist_id`` in the stage-one embedding (inner product).
+
+        Uses the tag source's FAISS index when the model has one, exact search otherwise.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``rank, artist_id, artist_name, similarity`` best first, the artist itself excluded.
+
+        Raises
+        ------
+        DataError
+            ``artist_id`` is not in the catalogue.
+        """
+        self._check_fitted()
+        n = check_n(n, len(self.artist_ids_) - 1)
+        if isinstance(artist_id, bool) or not isinstance(artist_id, (int, np.integer)):
+            raise DataError(f"artist id {artist_id!r} must be an integer")
+        column = int(lookup_ids(self.artist_ids_, np.array([artist_id]))[0])
+        if column < 0:
+            raise DataError(f"unknown artist id {artist_id}: not in the catalogue ({len(self.artist_ids_)} "
+                            f"artists, ids {self.artist_ids_[0]}..{self.artist_ids_[-1]})")
+        vectors = self.stages_.embedder_.vectors_
+        query = vectors[column:column + 1]
+        tags = [s for s in self.stages_.sources_ if s.name == "tags"]
+        index = tags[0].index_ if tags else build_index(vectors, "flat")
+        ids, scores = search(index, query, n + 1)
+        keep = (ids[0] >= 0) & (ids[0] != column)
+        ids, scores = ids[0][keep][:n], scores[0][keep][:n]
+        return pd.DataFrame({"rank": np.arange(1, len(ids) + 1), "artist_id": self.artist_ids_[ids],
+                             "artist_name": self.artist_names_[ids].astype(object),
+                             "similarity": scores.astype(np.float64)})
 
     # persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -31,6 +31,14 @@ ARTIST_FEATURES = ("log_listeners", "log_plays", "years_since_first_tag", "years
                    "has_tags")
 
 
+USER_FEATURES = ("user_log_artists", "user_log_plays", "user_years_since_last_tag", "user_has_tagged")
+
+
+def user_level(names: list[str]) -> np.ndarray:
+    """Mask of the features that are equal for every candidate of a user (they shift, not rank)."""
+    return np.array([name in USER_FEATURES or name.startswith("svd_user_") for name in names], dtype=bool)
+
+
 class Stages:
     """Stage-one sources and stage-two factor models fitted on one dataset.
 
@@ -134,8 +142,7 @@ class Stages:
         for source in self.sources_:
             names += [f"{source.name}_log_rank", f"{source.name}_source_score"]
         names += [f"artist_{name}" for name in ARTIST_FEATURES]
-        names += ["user_log_artists", "user_log_plays", "user_years_since_last_tag", "user_has_tagged",
-                  "user_log_artists_x_artist_log_listeners"]
+        names += [*USER_FEATURES, "user_log_artists_x_artist_log_listeners"]
         return names
 
     def features(self, users: np.ndarray, history: sp.csr_matrix, cands: CandidateSet) -> np.ndarray:

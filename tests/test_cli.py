@@ -62,7 +62,7 @@ def test_errors_are_one_line_and_leave_no_partial_csv(tmp_path, data_dir, capsys
     assert main.run(["--data", str(data_dir), "--output", str(blocker / "x.csv")]) == 1
     assert "cannot create directory" in capsys.readouterr().err
 
-    def explode(self, n=20, users=None):
+    def explode(self, n=20, users=None, explain=False):
         raise RuntimeError("boom")
 
     monkeypatch.setattr("funnel.Recommender.recommend_all", explode)

@@ -36,7 +36,8 @@ def test_recommend_all_invariants(fitted, synth):
 def test_recommend_matches_recommend_all(fitted, synth):
     user = int(synth.user_ids[7])
     one = fitted.recommend(user, n=10)
-    assert list(one.columns) == ["artist_id", "artist_name", "score"]
+    assert list(one.columns) == ["rank", "artist_id", "artist_name", "score"]
+    assert one["rank"].tolist() == list(range(1, 11))
     batch = fitted.recommend_all(n=10, users=[user])
     assert one["artist_id"].tolist() == batch["artist_id"].tolist()
     assert np.allclose(one["score"], batch["score"])

@@ -1,0 +1,60 @@
+"""A new listener's history (artist ids, or artist id -> plays) as one CSR row over the catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from funnel.data.dataset import lookup_ids
+from funnel.errors import DataError
+
+History = Mapping[int, float] | Iterable[int]
+
+
+def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
+    """One ``(1, len(artist_ids))`` CSR row of plays, and the history's unknown artist ids.
+
+    Parameters
+    ----------
+    history : list of int or mapping of int to float
+        Artist ids the listener played (a repeated id counts once more), or id -> plays.
+    artist_ids : numpy.ndarray
+        The sorted catalogue ids.
+
+    Raises
+    ------
+    DataError
+        The history is empty, not ids, has non-positive or non-finite plays, or holds no
+        catalogue artist at all.
+    """
+    if isinstance(history, (Mapping, pd.Series)):
+        pairs = list(history.items())
+        ids = np.asarray([key for key, _ in pairs])
+        plays = pd.to_numeric(pd.Series([value for _, value in pairs], dtype=object), errors="coerce")
+        plays = plays.to_numpy(dtype=np.float64, na_value=np.nan)
+    elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
+        raise DataError(f"history must be a list of artist ids or a mapping id -> plays, got {history!r}")
+    else:
+        ids = np.asarray(list(history))
+        plays = np.ones(len(ids))
+    if len(ids) == 0:
+        raise DataError("history is empty; give at least one known artist id")
+    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+        raise DataError(f"history artist ids must be integers, got {ids[:3].tolist()}")
+    if not (np.isfinite(plays).all() and (plays > 0).all()):
+        bad = [v for v in plays.tolist() if not (np.isfinite(v) and v > 0)][:3]
+        raise DataError(f"history play counts must be finite numbers > 0, got {bad}")
+    ids = ids.astype(np.int64)
+    cols = lookup_ids(artist_ids, ids)
+    known = cols >= 0
+    if not known.any():
+        raise DataError(f"none of the history's artist ids {ids[:5].tolist()} is in the catalogue "
+                        f"({len(artist_ids)} artists, ids {artist_ids[0]}..{artist_ids[-1]})")
+    row = sp.csr_matrix((plays[known], (np.zeros(int(known.sum()), np.int64), cols[known])),
+                        shape=(1, len(artist_ids)), dtype=np.float32)
+    row.sum_duplicates()
+    return row, np.unique(ids[~known])
+

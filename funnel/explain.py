@@ -1,0 +1,99 @@
+"""Why an artist was recommended: its stage-one sources, close history artists, ranker features."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from funnel.ranking.features import rowwise_dot
+
+TRIPLES_PER_CHUNK = 1 << 15
+_INDEXED = re.compile(r"_\d+$")
+
+
+def found_by(ranks: dict[str, np.ndarray], n_candidates: dict[str, int]) -> list[dict[str, int]]:
+    """Per pair, the sources that retrieved it and the rank each gave (1 = best)."""
+    found = {name: ranks[name] <= n_candidates[name] for name in n_candidates}
+    n_pairs = len(next(iter(ranks.values()))) if ranks else 0
+    return [{name: int(ranks[name][p]) for name in n_candidates if found[name][p]} for p in range(n_pairs)]
+
+
+def closest_history(vectors: np.ndarray, history: sp.csr_matrix, rows: np.ndarray, items: np.ndarray,
+                    k: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``k`` history artists most similar (cosine of ``vectors``) to each pair's artist.
+
+    Returns flat ``(pair, history_artist, similarity)`` arrays sorted by pair, best first;
+    only positive similarities are kept, so a pair may have fewer than ``k``.
+    """
+    history = sp.csr_matrix(history)
+    norms = np.linalg.norm(vectors, axis=1)
+    unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
+    lengths = np.diff(history.indptr)[rows]
+    pair = np.repeat(np.arange(len(rows)), lengths)
+    offset = np.arange(len(pair)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    artist = history.indices[np.repeat(history.indptr[rows], lengths) + offset]
+    similarity = np.empty(len(pair), np.float32)
+    for start in range(0, len(pair), TRIPLES_PER_CHUNK):
+        part = slice(start, start + TRIPLES_PER_CHUNK)
+        similarity[part] = rowwise_dot(unit[artist[part]], unit[items[pair[part]]])
+    order = np.lexsort((artist, -similarity, pair))
+    pair, artist, similarity = pair[order], artist[order], similarity[order]
+    position = np.arange(len(pair)) - np.searchsorted(pair, pair)
+    keep = (position < k) & (similarity > 0)
+    return pair[keep], artist[keep], similarity[keep]
+
+
+def feature_groups(names: list[str]) -> tuple[list[str], np.ndarray]:
+    """Group indexed features (``svd_user_0``, ``svd_user_1``, ...) under one name.
+
+    Returns the group names and, per feature, the index of its group.
+    """
+    stems = [_INDEXED.sub("", name) for name in names]
+    groups = list(dict.fromkeys(stems))
+    return groups, np.array([groups.index(stem) for stem in stems], dtype=np.int64)
+
+
+def top_contributions(contributions: np.ndarray, names: list[str], k: int = 3) -> list[dict[str, float]]:
+    """Per row, the ``k`` feature groups with the largest absolute log-odds contribution."""
+    groups, group_of = feature_groups(names)
+    membership = np.zeros((len(names), len(groups)))
+    membership[np.arange(len(names)), group_of] = 1.0
+    summed = contributions @ membership
+    top = np.argsort(-np.abs(summed), axis=1, kind="stable")[:, :k]
+    values = np.take_along_axis(summed, top, axis=1)
+    return [{groups[g]: round(float(v), 4) for g, v in zip(gs, vs)} for gs, vs in zip(top.tolist(), values)]
+
+
+def reason(sources: dict[str, int], because: list[str], contributions: dict[str, float]) -> str:
+    """A one-line human reading of an explanation."""
+    parts = []
+    if sources:
+        parts.append("found by " + ", ".join(f"{name} #{rank}" for name, rank in
+                                              sorted(sources.items(), key=lambda item: item[1])))
+    else:
+        parts.append("popular fallback")
+    if because:
+        parts.append("because you listen to " + ", ".join(because))
+    if contributions:
+        parts.append("ranked by " + ", ".join(f"{name} {value:+.2f}" for name, value in contributions.items()))
+    return "; ".join(parts)
+
+
+def explanation_columns(sources: list[dict[str, int]], because_pairs: tuple[np.ndarray, np.ndarray],
+                        n_pairs: int, artist_ids: np.ndarray, artist_names: np.ndarray,
+                        contributions: list[dict[str, float]]) -> pd.DataFrame:
+    """The explanation columns: ``sources, because_ids, because, contributions, reason``."""
+    pair, artist = because_pairs
+    bounds = np.searchsorted(pair, np.arange(n_pairs + 1))
+    ids = artist_ids[artist].tolist()
+    names = artist_names[artist].astype(str).tolist()
+    because_ids = [ids[bounds[p]:bounds[p + 1]] for p in range(n_pairs)]
+    because = [names[bounds[p]:bounds[p + 1]] for p in range(n_pairs)]
+    return pd.DataFrame({
+        "sources": sources, "because_ids": because_ids, "because": because,
+        "contributions": contributions,
+        "reason": [reason(s, b, c) for s, b, c in zip(sources, because, contributions)],
+    })

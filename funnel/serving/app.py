@@ -1,0 +1,216 @@
+"""The HTTP service: a FastAPI app around one loaded :class:`funnel.Recommender` (never retrains).
+
+Model calls are serialised with a lock (the fitted state is shared and implicit's fold-in
+keeps a helper object), so concurrency comes from request parsing, not from the model.
+"""
+
+# no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
+import logging
+import threading
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, StrictBool, StrictInt
+
+from funnel import __version__
+from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
+from funnel.recommender import FORMAT_VERSION, Recommender
+
+logger = logging.getLogger("funnel")
+
+MAX_N = 100
+MAX_BODY_BYTES = 1 << 20
+MAX_HISTORY = 50_000
+
+
+class RecommendRequest(BaseModel):
+    """Body of ``POST /recommend``."""
+
+    user_id: StrictInt
+    n: StrictInt = Field(10, ge=1, description="number of artists (1..max_n)")
+    explain: StrictBool = True
+
+
+class HistoryRequest(BaseModel):
+    """Body of ``POST /recommend/history``: artist ids, or artist id -> plays."""
+
+    artists: Union[list[StrictInt], dict[str, float]] = Field(..., max_length=MAX_HISTORY)
+    n: StrictInt = Field(10, ge=1, description="number of artists (1..max_n)")
+    explain: StrictBool = True
+
+
+class BodyLimit:
+    """ASGI middleware answering 413 to request bodies over ``max_bytes`` (declared or streamed)."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await self._too_large(send)
+                return
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send: Any) -> None:
+        payload = (b'{"detail":"request body too large: the limit is %d bytes"}' % self.max_bytes)
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def _records(frame: pd.DataFrame, explain: bool) -> list[dict[str, Any]]:
+    records = []
+    for row in frame.itertuples(index=False):
+        record: dict[str, Any] = {"rank": int(row.rank), "artist_id": int(row.artist_id),
+                                  "name": str(row.artist_name), "score": float(row.score)}
+        if explain:
+            record["explanation"] = {
+                "sources": row.sources,
+                "because": [{"artist_id": int(a), "name": b} for a, b in zip(row.because_ids, row.because)],
+                "contributions": row.contributions, "reason": row.reason}
+        records.append(record)
+    return records
+
+
+def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
+    """A FastAPI application serving ``model``.
+
+    Parameters
+    ----------
+    model : Recommender
+        A fitted or loaded model.
+    max_n : int
+        Largest ``n`` a request may ask for (capped at the catalogue size).
+    max_body_bytes : int
+        Larger request bodies get 413.
+
+    Returns
+    -------
+    fastapi.FastAPI
+        With ``GET /health``, ``POST /recommend``, ``POST /recommend/history`` and
+        ``GET /artists/{artist_id}/similar``; OpenAPI docs at ``/docs``.
+    """
+    from fastapi import FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+
+    model._check_fitted()
+    max_n = min(max_n, len(model.artist_ids_) - 1)
+    lock = threading.Lock()
+    app = FastAPI(title="funnel", version=__version__,
+                  description="Two-stage music-artist recommendations from a saved funnel model.")
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the whole input back; report where and what only
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                  for e in exc.errors()[:20]]
+        if any(e["loc"] == ["body"] for e in errors):
+            errors.append({"loc": ["body"], "type": "hint",
+                           "msg": "send a JSON object with the header Content-Type: application/json"})
+        return JSONResponse(status_code=422, content={"detail": errors})
+
+    @app.exception_handler(UnknownUserError)
+    async def unknown_user(request: Request, exc: UnknownUserError) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"detail": str(exc)})
+
+    @app.exception_handler(FunnelError)
+    async def bad_input(request: Request, exc: FunnelError) -> JSONResponse:
+        status = 422 if isinstance(exc, (DataError, ConfigError)) else 500
+        return JSONResponse(status_code=status, content={"detail": str(exc)})
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
+
+    def check_n(n: int) -> None:
+        if n > max_n:
+            raise HTTPException(status_code=422, detail=f"n={n} is out of range; it must be between 1 and {max_n}")
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        """Model format version, training-data fingerprint and sizes."""
+        return {"status": "ok", "funnel_version": __version__, "format_version": FORMAT_VERSION,
+                "data_fingerprint": model.fingerprint_, "n_users": len(model.user_ids_),
+                "n_artists": len(model.artist_ids_), "sources": [s.name for s in model.stages_.sources_],
+                "max_n": max_n}
+
+    @app.post("/recommend")
+    def recommend(body: RecommendRequest) -> dict[str, Any]:
+        """Top-n artists for a known user; 404 for an unknown one."""
+        check_n(body.n)
+        with lock:
+            frame = model.recommend(body.user_id, n=body.n, explain=body.explain)
+        return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
+
+    @app.post("/recommend/history")
+    def recommend_history(body: HistoryRequest) -> dict[str, Any]:
+        """Top-n artists for a new listener from a history of artist ids or id -> plays."""
+        check_n(body.n)
+        history: Any = body.artists
+        if isinstance(history, dict):
+            bad = [key for key in history if not key.strip().lstrip("-").isdigit()]
+            if bad:
+                raise HTTPException(status_code=422, detail=f"artist ids must be integers, got {bad[:5]}")
+            history = {int(key): value for key, value in history.items()}
+        ids = np.fromiter(history, dtype=np.int64, count=len(history))
+        unknown = np.setdiff1d(ids, model.artist_ids_)
+        with lock:
+            frame = model.recommend_for_history(history, n=body.n, explain=body.explain)
+        return {"unknown_artists": unknown.tolist(), "recommendations": _records(frame, body.explain)}
+
+    @app.get("/artists/{artist_id}/similar")
+    def similar(artist_id: int, n: int = 10) -> dict[str, Any]:
+        """Nearest artists in the stage-one embedding; 404 for an unknown artist."""
+        if n < 1:
+            raise HTTPException(status_code=422, detail=f"n={n} is out of range; it must be between 1 and {max_n}")
+        check_n(n)
+        column = np.searchsorted(model.artist_ids_, artist_id)
+        if column >= len(model.artist_ids_) or model.artist_ids_[column] != artist_id:
+            raise HTTPException(status_code=404, detail=f"unknown artist id {artist_id}: not in the catalogue")
+        with lock:
+            frame = model.similar_artists(artist_id, n=n)
+        return {"artist_id": artist_id, "name": str(model.artist_names_[column]),
+                "similar": [{"rank": int(r.rank), "artist_id": int(r.artist_id), "name": str(r.artist_name),
+                             "similarity": float(r.similarity)} for r in frame.itertuples(index=False)]}
+
+    return app
+
+
+def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
+          log_level: str = "info") -> None:
+    """Load the model saved in ``model_dir`` and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    model = Recommender.load(model_dir)
+    logger.info("loaded model from %s (%d users, %d artists); serving on http://%s:%d (docs at /docs)",
+                model_dir, len(model.user_ids_), len(model.artist_ids_), host, port)
+    uvicorn.run(create_app(model, max_n=max_n), host=host, port=port, log_level=log_level, workers=1)

@@ -1,0 +1,80 @@
+"""Explanations: the helpers on known answers, and the Recommender's explain columns."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from funnel import Dataset, Recommender
+from funnel.explain import closest_history, found_by, top_contributions
+
+EXPLAIN_COLUMNS = ["sources", "because_ids", "because", "contributions", "reason"]
+
+
+def test_closest_history_picks_the_most_similar_history_artists():
+    vectors = np.array([[1, 0], [0, 1], [1, 1], [-1, 0], [0.9, 0.1]], np.float32)
+    history = sp.csr_matrix(np.array([[1, 1, 1, 1, 0]], np.float32))
+    pair, artist, similarity = closest_history(vectors, history, np.array([0]), np.array([4]), k=2)
+    assert pair.tolist() == [0, 0]
+    assert artist.tolist() == [0, 2]  # artist 3 points away, artist 1 is less similar than 2
+    assert np.all(np.diff(similarity) <= 0) and np.all(similarity > 0)
+
+
+def test_found_by_and_grouped_contributions():
+    ranks = {"tags": np.array([1, 41], np.float32), "ease": np.array([21, 3], np.float32)}
+    assert found_by(ranks, {"tags": 40, "ease": 20}) == [{"tags": 1}, {"ease": 3}]
+    names = ["svd_artist_0", "svd_artist_1", "ease_score", "tag_similarity"]
+    top = top_contributions(np.array([[1.0, 2.0, -0.5, 0.1]]), names, k=2)
+    assert top == [{"svd_artist": 3.0, "ease_score": -0.5}]
+
+
+def check_explanations(frame: pd.DataFrame, model: Recommender, history_ids: set[int]) -> None:
+    assert list(frame.columns[-5:]) == EXPLAIN_COLUMNS
+    limits = {s.name: s.n_candidates for s in model.stages_.sources_}
+    for row in frame.itertuples(index=False):
+        assert all(1 <= rank <= limits[name] for name, rank in row.sources.items())
+        assert len(row.because_ids) <= 3 and set(row.because_ids) <= history_ids
+        assert len(row.because) == len(row.because_ids)
+        assert 1 <= len(row.contributions) <= 3
+        assert not any(name.startswith(("user_log", "svd_user")) for name in row.contributions)
+        assert isinstance(row.reason, str) and row.reason
+
+
+def test_explained_recommendations_are_the_same_recommendations(fitted, synth):
+    user = int(synth.user_ids[5])
+    plain = fitted.recommend(user, n=10)
+    explained = fitted.recommend(user, n=10, explain=True)
+    pd.testing.assert_frame_equal(plain, explained[plain.columns])
+    history = set(synth.interactions.query("user_id == @user")["artist_id"])
+    check_explanations(explained, fitted, history)
+    assert any(row for row in explained["sources"])  # stage one, not only the fallback
+    assert explained["because_ids"].map(len).sum() > 0
+
+
+def test_explanations_for_new_listeners_and_batches(fitted, synth):
+    history = [1, 5, 9, 13]
+    explained = fitted.recommend_for_history(history, n=5, explain=True)
+    check_explanations(explained, fitted, set(history))
+    batch = fitted.recommend_all(n=5, users=synth.user_ids[:20].tolist(), explain=True)
+    assert len(batch) == 100 and batch["reason"].str.len().min() > 0
+
+
+def test_similar_artists_come_from_the_same_cluster(fitted):
+    similar = fitted.similar_artists(1, n=10)
+    assert similar["rank"].tolist() == list(range(1, 11))
+    assert 1 not in set(similar["artist_id"])
+    assert ((similar["artist_id"] - 1) % 4 == 0).mean() >= 0.8
+    assert np.all(np.diff(similar["similarity"]) <= 1e-6)
+
+
+def test_artists_with_tags_and_no_listeners_are_reachable(synth, small_config):
+    silent = 201  # cluster 0 ((id - 1) % 4 == 0), tagged like its cluster
+    data = Dataset.from_frames(synth.interactions.query("artist_id != @silent"), synth.artists, synth.tags,
+                               synth.tag_assignments, synth.friends)
+    model = Recommender(small_config, tag_candidates=80).fit(data)
+    row = model.history_matrix([1, 5, 9, 13, 17, 21])
+    cands = model.stages_.candidates(np.array([-1]), row)
+    assert data.artist_index(np.array([silent]))[0] in set(cands.items.tolist())
+    assert ((model.similar_artists(silent, n=10)["artist_id"] - 1) % 4 == 0).mean() >= 0.8
