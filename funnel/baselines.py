@@ -13,8 +13,10 @@ import scipy.sparse as sp
 
 from funnel.data import Dataset
 from funnel.data.dataset import lookup_ids
-from funnel.errors import DataError, NotFittedError, UnknownUserError
+from funnel.data.history import History, parse_history
+from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import EASE, ALSFactors, confidence
+from funnel.factors.als import single_threaded_blas
 from funnel.recommender import check_n, top_n_per_row
 
 
@@ -35,10 +37,36 @@ class _FullCatalogue:
         """``(len(rows), n_artists)`` scores of the users at internal ``rows``."""
         raise NotImplementedError
 
-    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
-        """``user_id, rank, artist_id, artist_name, score`` for every (or each given) user."""
+    def _scores_for_history(self, history: sp.csr_matrix) -> np.ndarray:
+        """``(n_rows, n_artists)`` scores of new listeners from their history rows."""
+        raise ConfigError(f"{type(self).__name__} has no fold-in for new listeners; use ALSRecommender, "
+                          "EASERecommender or PopularityRecommender")
+
+    def _check_fitted(self) -> None:
         if not hasattr(self, "history_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit(dataset) first")
+
+    def _top(self, scores: np.ndarray, history: sp.csr_matrix, n: int
+             ) -> tuple[np.ndarray, pd.DataFrame]:
+        """Best ``n`` unseen artists of each score row: batch rows and ``rank, artist_id, ...`` frame."""
+        scores = np.array(scores, dtype=np.float64)
+        seen = history.tocoo()
+        scores[seen.row, seen.col] = -np.inf
+        k = min(n, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        r = np.repeat(np.arange(len(scores)), k)
+        ok = np.isfinite(top_scores.ravel())
+        r, items, s = r[ok], top.ravel()[ok], top_scores.ravel()[ok]
+        best, rank = top_n_per_row(r, s, items, len(scores), n)
+        items = items[best]
+        return r[best], pd.DataFrame({"rank": rank, "artist_id": self.artist_ids_[items],
+                                      "artist_name": self.artist_names_[items].astype(object),
+                                      "score": s[best]})
+
+    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
+        """``user_id, rank, artist_id, artist_name, score`` for every (or each given) user."""
+        self._check_fitted()
         n = check_n(n, len(self.artist_ids_))
         if users is None:
             rows = np.arange(len(self.user_ids_))
@@ -50,22 +78,17 @@ class _FullCatalogue:
         parts = []
         for start in range(0, len(rows), self.batch_users):
             batch = rows[start:start + self.batch_users]
-            scores = np.array(self._scores(batch), dtype=np.float64)
-            history = self.history_[batch].tocoo()
-            scores[history.row, history.col] = -np.inf
-            k = min(n, scores.shape[1])
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            r = np.repeat(np.arange(len(batch)), k)
-            ok = np.isfinite(top_scores.ravel())
-            r, items, s = r[ok], top.ravel()[ok], top_scores.ravel()[ok]
-            best, rank = top_n_per_row(r, s, items, len(batch), n)
-            r, items, s = r[best], items[best], s[best]
-            parts.append(pd.DataFrame({"user_id": self.user_ids_[batch[r]], "rank": rank,
-                                       "artist_id": self.artist_ids_[items],
-                                       "artist_name": self.artist_names_[items].astype(object),
-                                       "score": s}))
+            r, frame = self._top(self._scores(batch), self.history_[batch], n)
+            frame.insert(0, "user_id", self.user_ids_[batch[r]])
+            parts.append(frame)
         return pd.concat(parts, ignore_index=True)
+
+    def recommend_for_history(self, history: History, n: int = 20) -> pd.DataFrame:
+        """``rank, artist_id, artist_name, score`` for a new listener's history (ids or id -> plays)."""
+        self._check_fitted()
+        n = check_n(n, len(self.artist_ids_))
+        row, _ = parse_history(history, self.artist_ids_)
+        return self._top(self._scores_for_history(row), row, n)[1]
 
 
 class ALSRecommender(_FullCatalogue):
@@ -103,6 +126,11 @@ class ALSRecommender(_FullCatalogue):
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return self.als_.user_factors_[rows] @ self.als_.item_factors_.T
 
+    def _scores_for_history(self, history: sp.csr_matrix) -> np.ndarray:
+        # implicit's recalculate_user: the same least-squares step ALS takes for every user
+        users = np.full(history.shape[0], -1)
+        return self.als_.user_vectors(users, history) @ self.als_.item_factors_.T
+
 
 class PopularityRecommender(_FullCatalogue):
     """The most listened-to unseen artists, the same chart for everyone."""
@@ -115,6 +143,9 @@ class PopularityRecommender(_FullCatalogue):
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         return np.broadcast_to(self.listeners_, (len(rows), len(self.listeners_)))
+
+    def _scores_for_history(self, history: sp.csr_matrix) -> np.ndarray:
+        return self._scores(np.arange(history.shape[0]))
 
 
 class BPRRecommender(_FullCatalogue):
@@ -138,10 +169,9 @@ class BPRRecommender(_FullCatalogue):
     def fit(self, dataset: Dataset) -> "BPRRecommender":
         """Fit BPR; returns ``self``."""
         from implicit.cpu.bpr import BayesianPersonalizedRanking
-        from threadpoolctl import threadpool_limits
 
         self._remember(dataset)
-        with threadpool_limits(1, "blas"):
+        with single_threaded_blas():
             model = BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate,
                                                 regularization=self.regularization,
                                                 iterations=self.iterations, random_state=self.seed)
@@ -176,6 +206,9 @@ class EASERecommender(_FullCatalogue):
         return self
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
-        out = np.full((len(rows), len(self.artist_ids_)), -np.inf)
-        out[:, self.ease_.items_] = self.ease_.scores(self.history_[rows])
+        return self._scores_for_history(self.history_[rows])
+
+    def _scores_for_history(self, history: sp.csr_matrix) -> np.ndarray:
+        out = np.full((history.shape[0], len(self.artist_ids_)), -np.inf)
+        out[:, self.ease_.items_] = self.ease_.scores(history)
         return out

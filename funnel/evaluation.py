@@ -74,6 +74,23 @@ def evaluate(model: TopNModel, train: Dataset, test: pd.DataFrame, ks: Sequence[
     return metrics
 
 
+def evaluate_new_users(model, history: pd.DataFrame, test: pd.DataFrame, ks: Sequence[int] = (10, 20)
+                       ) -> dict[str, float]:
+    """Metrics of ``model.recommend_for_history`` for listeners unknown to the model.
+
+    ``history`` holds the artists (and plays) each test user gives the model; ``test`` the
+    artists to find. Users are called one at a time, as a service would.
+    """
+    plays = history.groupby("user_id")
+    parts = []
+    for user in np.unique(test["user_id"].to_numpy()):
+        rows = plays.get_group(user)
+        recs = model.recommend_for_history(dict(zip(rows["artist_id"].tolist(), rows["weight"].tolist())),
+                                           n=max(ks))
+        parts.append(recs.assign(user_id=user))
+    return ranking_metrics(pd.concat(parts, ignore_index=True), test, ks)
+
+
 def candidate_recall(model, train: Dataset, test: pd.DataFrame) -> float:
     """Share of held-out (user, artist) pairs that the model's stage one retrieves."""
     users = np.intersect1d(np.unique(test["user_id"].to_numpy()), train.user_ids)

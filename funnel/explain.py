@@ -29,8 +29,6 @@ def closest_history(vectors: np.ndarray, history: sp.csr_matrix, rows: np.ndarra
     only positive similarities are kept, so a pair may have fewer than ``k``.
     """
     history = sp.csr_matrix(history)
-    norms = np.linalg.norm(vectors, axis=1)
-    unit = vectors / np.where(norms > 0, norms, 1.0)[:, None]
     lengths = np.diff(history.indptr)[rows]
     pair = np.repeat(np.arange(len(rows)), lengths)
     offset = np.arange(len(pair)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -38,7 +36,9 @@ def closest_history(vectors: np.ndarray, history: sp.csr_matrix, rows: np.ndarra
     similarity = np.empty(len(pair), np.float32)
     for start in range(0, len(pair), TRIPLES_PER_CHUNK):
         part = slice(start, start + TRIPLES_PER_CHUNK)
-        similarity[part] = rowwise_dot(unit[artist[part]], unit[items[pair[part]]])
+        left, right = vectors[artist[part]], vectors[items[pair[part]]]
+        norms = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
+        similarity[part] = rowwise_dot(left, right) / np.where(norms > 0, norms, 1.0)
     order = np.lexsort((artist, -similarity, pair))
     pair, artist, similarity = pair[order], artist[order], similarity[order]
     position = np.arange(len(pair)) - np.searchsorted(pair, pair)

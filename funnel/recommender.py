@@ -243,7 +243,7 @@ class Recommender:
         if explain:
             sources = explain_.found_by({k: v[best] for k, v in cands.ranks.items()},
                                         {s.name: s.n_candidates for s in self.stages_.sources_})
-            pair, artist, _ = explain_.closest_history(self.stages_.embedder_.vectors_, history, rows, items)
+            pair, artist, _ = explain_.closest_history(self.stages_.als_.item_factors_, history, rows, items)
             ranking = ~user_level(self.feature_names_)
             contributions = explain_.top_contributions(self.ranker_.contributions(X[best])[:, ranking],
                                                        [f for f, r in zip(self.feature_names_, ranking) if r])
@@ -305,8 +305,8 @@ class Recommender:
             User ids; all training users by default.
         explain : bool
             Add why each artist was recommended: ``sources`` (stage-one source -> rank it
-            gave), ``because_ids`` / ``because`` (up to three history artists closest to it in
-            the stage-one embedding), ``contributions`` (the three feature groups with the
+            gave), ``because_ids`` / ``because`` (up to three history artists closest to it by
+            cosine of the ALS artist factors, i.e. co-listening), ``contributions`` (the three feature groups with the
             largest coefficient x standardised value in the ranker's log-odds) and ``reason``
             (all of it as one line).
 

@@ -71,6 +71,37 @@ def per_user(
     return _finish(dataset, held_out)
 
 
+class NewUserSplit(NamedTuple):
+    """Training data without some users, and those users' history and held-out rows."""
+
+    train: Dataset
+    history: pd.DataFrame
+    test: pd.DataFrame
+
+
+def new_users(dataset: Dataset, user_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
+              ) -> NewUserSplit:
+    """Hold ``user_fraction`` of the users out entirely, as listeners who sign up after training.
+
+    Their interactions and tag assignments leave the training data. Each held-out user's
+    artists are then split as by :func:`per_user` (``test_fraction`` held out, users with at
+    least 2 artists): the rest is the ``history`` a model is given at recommendation time.
+    """
+    if not 0.0 < user_fraction < 1.0:
+        raise ConfigError(f"user_fraction={user_fraction!r} must be between 0 and 1 (exclusive)")
+    users = dataset.user_ids
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(users, max(1, int(round(user_fraction * len(users)))), replace=False))
+    inter = dataset.interactions
+    held = inter["user_id"].isin(chosen).to_numpy()
+    assign = dataset.tag_assignments
+    if assign is not None:
+        assign = assign[~assign["user_id"].isin(chosen)].reset_index(drop=True)
+    train = dataset.with_interactions(inter[~held], assign)
+    cold = per_user(dataset.with_interactions(inter[held], None), test_fraction, min_artists=2, seed=seed)
+    return NewUserSplit(train, cold.train.interactions, cold.test)
+
+
 def global_random(dataset: Dataset, train_percentage: float = 0.8, seed: int = 0) -> Split:
     """``implicit.evaluation.train_test_split(ratings, train_percentage, random_state=seed)``.
 

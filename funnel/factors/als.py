@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
@@ -10,6 +11,21 @@ import scipy.sparse as sp
 from funnel.errors import ConfigError, NotFittedError
 
 logger = logging.getLogger("funnel")
+
+SMALL_FOLD_IN = 16  # below this many new users, one thread: OpenMP start-up costs more than it saves
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    """One threadpoolctl controller (building one scans the loaded libraries, ~1.5 ms)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def single_threaded_blas():
+    """Context manager limiting BLAS to one thread (implicit runs its own threads)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def confidence(plays: sp.csr_matrix, kind: str) -> sp.csr_matrix:
@@ -66,9 +82,7 @@ class ALSFactors:
         """Fit on a users x artists CSR matrix of play counts; returns ``self``."""
         if self.factors <= 0 or self.iterations <= 0:
             raise ConfigError(f"ALS needs factors > 0 and iterations > 0, got {self.factors}, {self.iterations}")
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, "blas"):  # implicit runs its own threads; nested BLAS ones slow it
+        with single_threaded_blas():  # nested BLAS threads inside implicit's slow it down
             model = self._model()
             model.fit(confidence(plays, self.confidence), show_progress=False)
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
@@ -86,8 +100,6 @@ class ALSFactors:
         Fold-in is implicit's ``recalculate_user``: a least-squares solve against the fixed
         artist factors, the same step ALS takes for every user during training.
         """
-        from threadpoolctl import threadpool_limits
-
         self._check()
         users = np.asarray(users)
         out = np.empty((len(users), self.item_factors_.shape[1]), dtype=np.float32)
@@ -97,13 +109,14 @@ class ALSFactors:
             new = np.flatnonzero(~known)
             model = getattr(self, "_implicit", None)
             if model is None:
-                with threadpool_limits(1, "blas"):
+                with single_threaded_blas():
                     model = self._model()
                 model.user_factors = self.user_factors_
                 model.item_factors = self.item_factors_
                 self._implicit = model
             rows = confidence(history[new], self.confidence)
-            with threadpool_limits(1, "blas"):
+            model.num_threads = 1 if len(new) < SMALL_FOLD_IN else self.n_threads
+            with single_threaded_blas():
                 out[new] = model.recalculate_user(np.arange(len(new)), rows)
         return out
 

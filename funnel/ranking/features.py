@@ -42,16 +42,18 @@ def rowwise_dot(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 DENSE_LIMIT = 1 << 25  # users x artists cells below which one matrix product is cheaper
+DENSE_MIN_USERS = 16  # below this, the product would score mostly artists that are not candidates
 
 
 def pair_scores(user_vectors: np.ndarray, item_vectors: np.ndarray, rows: np.ndarray,
                 items: np.ndarray) -> np.ndarray:
     """Inner products ``user_vectors[rows] . item_vectors[items]`` for every pair.
 
-    Small batches take one BLAS product of all users with all artists and pick the pairs;
-    large ones gather the pairs' rows, so memory stays bounded on big catalogues.
+    Batches of users take one BLAS product of all users with all artists and pick the pairs,
+    unless that matrix would be large; a few users (a single request) or large products
+    gather the pairs' rows instead, so memory stays bounded on big catalogues.
     """
-    if len(user_vectors) * len(item_vectors) <= DENSE_LIMIT:
+    if len(user_vectors) >= DENSE_MIN_USERS and len(user_vectors) * len(item_vectors) <= DENSE_LIMIT:
         return (user_vectors @ item_vectors.T)[rows, items].astype(np.float32)
     out = np.empty(len(rows), np.float32)
     step = max(1, DENSE_LIMIT // max(item_vectors.shape[1], 1))
