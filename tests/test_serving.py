@@ -6,11 +6,13 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
@@ -128,3 +130,29 @@ def test_openapi_docs(server):
     assert {"/health", "/recommend", "/recommend/history", "/artists/{artist_id}/similar"} <= set(schema["paths"])
     with urllib.request.urlopen(server + "/docs", timeout=10) as response:
         assert response.status == 200
+
+
+def test_concurrent_load_with_malformed_requests_gets_no_5xx(server, synth):
+    rng = np.random.default_rng(0)
+    good = [("/recommend", {"user_id": int(u), "n": 5}) for u in rng.choice(synth.user_ids, 120)]
+    good += [("/recommend/history", {"artists": rng.choice(synth.artist_ids, 8).tolist(), "n": 5})
+             for _ in range(60)]
+    bad = [("/recommend", b'{"user_id":'), ("/recommend", {"user_id": -1}), ("/recommend/history", b"[1]"),
+           ("/recommend/history", {"artists": {"a": "b"}}), ("/artists/0/similar?n=-3", None)] * 12
+    requests = good + bad
+    order = rng.permutation(len(requests))
+    statuses: list[int] = []
+
+    def worker(part: np.ndarray) -> None:
+        for i in part:
+            path, body = requests[i]
+            statuses.append(call(server, path, body)[0])
+
+    threads = [threading.Thread(target=worker, args=(order[k::4],)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(statuses) == len(requests)
+    assert not [s for s in statuses if s >= 500]
+    assert statuses.count(200) == len(good)

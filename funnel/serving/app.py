@@ -22,6 +22,7 @@ logger = logging.getLogger("funnel")
 MAX_N = 100
 MAX_BODY_BYTES = 1 << 20
 MAX_HISTORY = 50_000
+DRAIN_BYTES = 64 << 20
 
 
 class RecommendRequest(BaseModel):
@@ -52,19 +53,23 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(send)
-            return
-        body, more = b"", True
-        while more:
+        too_large = declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes)
+        body, received, more = b"", 0, True
+        # read the body to its end even when too large (discarding it), so that the client,
+        # still sending, gets the 413 instead of a reset connection; give up past DRAIN_BYTES
+        while more and received <= DRAIN_BYTES:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            received += len(chunk)
             more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._too_large(send)
-                return
+            too_large = too_large or received > self.max_bytes
+            if not too_large:
+                body += chunk
+        if too_large:
+            await self._too_large(send)
+            return
         sent = False
 
         async def replay() -> dict:
