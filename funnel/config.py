@@ -142,14 +142,14 @@ class FunnelConfig:
         """All settings as a plain JSON-serialisable dict."""
         return dataclasses.asdict(self)
 
+    def model_settings(self, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """The settings that shape a trained model (``names`` only, if given), runtime ones excluded."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in RUNTIME_SETTINGS and (names is None or k in names)}
+
     def fingerprint(self, names: tuple[str, ...] | None = None) -> str:
-        """Hash of the model settings (``names`` only, if given), runtime ones excluded."""
-        values = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in RUNTIME_SETTINGS and (names is None or k in names)
-        }
-        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
+        """Hash of :meth:`model_settings`."""
+        return hashlib.sha256(json.dumps(self.model_settings(names), sort_keys=True).encode()).hexdigest()[:16]
 
     def validate(self) -> "FunnelConfig":
         """Check every value; raise :class:`ConfigError` naming the first bad one."""

@@ -24,7 +24,7 @@ from funnel.data.split import per_user
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import BiasedSVDFactors
 from funnel.persistence import (ArtifactCache, faiss_bytes, load_faiss, load_json, load_npz, npz_bytes,
-                                save_json, sha256_file)
+                                read_verified, save_json, sha256_file)
 from funnel.persistence.files import atomic_write
 from funnel.ranking import LogisticRanker
 from funnel.stages import Stages, user_level
@@ -141,7 +141,7 @@ class Recommender:
         cache = ArtifactCache(cfg.cache_dir) if cfg.cache_dir else None
         started = time.perf_counter()
         self.ranker_seconds_ = 0.0
-        ranker_settings = cfg.fingerprint()
+        ranker_settings = cfg.model_settings()
         ranker = None
         if cache is not None and cfg.reuse_ranker:
             arrays = cache.load("ranker", dataset.fingerprint(), ranker_settings)
@@ -178,7 +178,7 @@ class Recommender:
     @staticmethod
     def _svd(dataset: Dataset, cfg: FunnelConfig, cache: ArtifactCache | None, kind: str) -> BiasedSVDFactors:
         svd = Stages(cfg).make_svd()
-        settings = cfg.fingerprint(SVD_SETTINGS)
+        settings = cfg.model_settings(SVD_SETTINGS)
         if cache is not None and cfg.reuse_svd:
             arrays = cache.load(kind, dataset.fingerprint(), settings)
             if arrays is not None:
@@ -461,17 +461,11 @@ class Recommender:
             raise ArtifactError(f"{path / MANIFEST} has format version {version!r}; this funnel reads "
                                 f"versions up to {FORMAT_VERSION}: upgrade funnel or retrain")
         try:
-            files = manifest["files"]
-            for role, entry in files.items():
-                file = path / entry["name"]
-                if not file.is_file():
-                    raise ArtifactError(f"{file} ({role}) is missing; retrain and save again")
-                if sha256_file(file) != entry["sha256"]:
-                    raise ArtifactError(f"{file} ({role}) fails its checksum: the file is corrupt or was "
-                                        "changed after saving; retrain and save again")
-            arrays = load_npz(path / files["arrays"]["name"])
-            indexes = {role.split("/", 1)[1]: load_faiss(path / entry["name"])
-                       for role, entry in files.items() if role.startswith("index/")}
+            blobs = {role: read_verified(path / entry["name"], entry["sha256"], role)
+                     for role, entry in manifest["files"].items()}
+            arrays = load_npz(blobs.pop("arrays"))
+            indexes = {role.split("/", 1)[1]: load_faiss(blob) for role, blob in blobs.items()
+                       if role.startswith("index/")}
             config = FunnelConfig.from_dict(manifest["config"]).validate()
             self = cls(config)
             self.config_ = config

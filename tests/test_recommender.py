@@ -193,7 +193,13 @@ def test_cache_reuses_svd_and_ranker(synth, small_config, tmp_path, caplog):
     caplog.clear()
     with caplog.at_level("INFO", logger="funnel"):
         Recommender(config.replace(svd_factors=4)).fit(synth)
-    assert "trained with other settings" in caplog.text
+    assert "trained with other settings (svd_factors: 8 -> 4)" in caplog.text
+    caplog.clear()
+    other = Dataset.from_frames(synth.interactions.iloc[10:], synth.artists, synth.tags,
+                                synth.tag_assignments, synth.friends)
+    with caplog.at_level("INFO", logger="funnel"):
+        Recommender(config).fit(other)
+    assert "was trained on other data (fingerprint" in caplog.text
 
 
 def test_funnel_beats_als_on_planted_clusters(synth, small_config):

@@ -2,7 +2,7 @@
 
 from funnel.persistence.cache import ArtifactCache
 from funnel.persistence.files import (atomic_write, faiss_bytes, load_faiss, load_json, load_npz, npz_bytes,
-                                      save_json, save_npz, sha256_file)
+                                      read_verified, save_json, save_npz, sha256_file)
 
 __all__ = ["ArtifactCache", "atomic_write", "faiss_bytes", "load_faiss", "load_json", "load_npz", "npz_bytes",
-           "save_json", "save_npz", "sha256_file"]
+           "read_verified", "save_json", "save_npz", "sha256_file"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from funnel.errors import ArtifactError
-from funnel.persistence.files import load_json, load_npz, save_json, save_npz, sha256_file
+from funnel.persistence.files import load_json, load_npz, read_verified, save_json, save_npz, sha256_file
 
 logger = logging.getLogger("funnel")
 
@@ -28,7 +29,7 @@ class ArtifactCache:
     def _paths(self, kind: str) -> tuple[Path, Path]:
         return self.directory / f"{kind}.npz", self.directory / f"{kind}.json"
 
-    def load(self, kind: str, data_fingerprint: str, settings: str) -> dict[str, np.ndarray] | None:
+    def load(self, kind: str, data_fingerprint: str, settings: dict[str, Any]) -> dict[str, np.ndarray] | None:
         """The cached arrays of ``kind`` when they match data and settings, else ``None``."""
         arrays_path, meta_path = self._paths(kind)
         if not meta_path.exists():
@@ -44,20 +45,21 @@ class ArtifactCache:
                 logger.info("saved %s was trained on other data (fingerprint %s, now %s); retraining",
                             kind, meta.get("data_fingerprint"), data_fingerprint)
                 return None
-            if meta.get("settings") != settings:
-                logger.info("saved %s was trained with other settings; retraining", kind)
+            saved = meta.get("settings")
+            if saved != settings:
+                saved = saved if isinstance(saved, dict) else {}
+                changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
+                logger.info("saved %s was trained with other settings (%s); retraining", kind,
+                            ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed))
                 return None
-            if sha256_file(arrays_path) != meta.get("sha256"):
-                logger.warning("saved %s at %s fails its checksum; retraining", kind, arrays_path)
-                return None
-            arrays = load_npz(arrays_path)
+            arrays = load_npz(read_verified(arrays_path, str(meta.get("sha256")), f"saved {kind}"))
         except (ArtifactError, OSError) as exc:
             logger.warning("cannot reuse saved %s (%s); retraining", kind, exc)
             return None
         logger.info("reusing saved %s from %s", kind, arrays_path)
         return arrays
 
-    def save(self, kind: str, data_fingerprint: str, settings: str, arrays: dict[str, np.ndarray]) -> None:
+    def save(self, kind: str, data_fingerprint: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Store ``arrays`` as the entry of ``kind`` (arrays first, then the manifest)."""
         arrays_path, meta_path = self._paths(kind)
         save_npz(arrays_path, arrays)

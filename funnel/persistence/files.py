@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -74,15 +75,34 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda handle: handle.write(data))
 
 
-def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read every array of an ``.npz`` with ``allow_pickle=False``."""
+def read_verified(path: str | os.PathLike, sha256: str, what: str = "file") -> bytes:
+    """The bytes of ``path`` after checking them against their recorded SHA-256.
+
+    The same bytes are then parsed, so a file cannot change between check and use.
+    """
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
+        data = Path(path).read_bytes()
     except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} is missing") from exc
-    except (ValueError, OSError, EOFError, KeyError) as exc:
-        raise ArtifactError(f"{path} is unreadable or corrupt ({exc}); retrain and save again") from exc
+        raise ArtifactError(f"{path} ({what}) is missing; retrain and save again") from exc
+    except OSError as exc:
+        raise ArtifactError(f"{path} ({what}) cannot be read: {exc.strerror or exc}") from exc
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ArtifactError(f"{path} ({what}) fails its checksum: the file is corrupt or was changed "
+                            "after saving; retrain and save again")
+    return data
+
+
+def load_npz(source: str | os.PathLike | bytes) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` (a path or its bytes) with ``allow_pickle=False``."""
+    name = "npz data" if isinstance(source, bytes) else source
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with np.load(handle, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{name} is missing") from exc
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ArtifactError(f"{name} is unreadable or corrupt ({exc}); retrain and save again") from exc
 
 
 def save_json(path: str | os.PathLike, payload: dict) -> None:
@@ -112,13 +132,15 @@ def faiss_bytes(index) -> bytes:
     return faiss.serialize_index(index).tobytes()
 
 
-def load_faiss(path: str | os.PathLike):
-    """Read a FAISS index written as :func:`faiss_bytes` (native reader only)."""
+def load_faiss(source: str | os.PathLike | bytes):
+    """Read a FAISS index written as :func:`faiss_bytes` (a path or its bytes; native reader only)."""
     import faiss
 
+    name = "FAISS data" if isinstance(source, bytes) else source
     try:
-        return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+        raw = np.frombuffer(source, dtype=np.uint8) if isinstance(source, bytes) else np.fromfile(source, np.uint8)
+        return faiss.deserialize_index(raw)
     except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} is missing") from exc
+        raise ArtifactError(f"{name} is missing") from exc
     except RuntimeError as exc:
-        raise ArtifactError(f"{path} is not a readable FAISS index ({exc})") from exc
+        raise ArtifactError(f"{name} is not a readable FAISS index ({exc})") from exc

@@ -1,0 +1,158 @@
+"""Reliability: artifacts are verified before use, failed writes lose nothing, no pickle anywhere,
+and property-based checks of the data and recommend APIs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import funnel.persistence.files as files_module
+import funnel.recommender as recommender_module
+import main
+from funnel import ArtifactError, Dataset, FunnelError, Recommender
+
+ROOT = Path(__file__).resolve().parents[1]
+PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_no_pickle_anywhere_in_the_package():
+    pattern = re.compile(r"\bimport pickle\b|\bpickle\.|\bjoblib\b|allow_pickle\s*=\s*True|\bdill\b|"
+                         r"\bcloudpickle\b|np\.load\((?![^)]*allow_pickle=False)")
+    sources = [*ROOT.joinpath("funnel").rglob("*.py"), ROOT / "main.py", ROOT / "args.py"]
+    offenders = [f"{path.relative_to(ROOT)}:{number}" for path in sources
+                 for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert len(sources) > 20 and not offenders
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    return fitted.save(tmp_path / "model")
+
+
+def _flip(path: Path, at: float = 0.5) -> None:
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: next(p.glob("arrays-*.npz")).unlink(), "(arrays) is missing"),
+    (lambda p: next(p.glob("index-tags-*.faiss")).unlink(), "(index/tags) is missing"),
+    (lambda p: _flip(next(p.glob("arrays-*.npz"))), "(arrays) fails its checksum"),
+    (lambda p: _flip(next(p.glob("index-als-*.faiss")), 0.9), "(index/als) fails its checksum"),
+    (lambda p: next(p.glob("index-tags-*.faiss")).write_bytes(next(p.glob("index-tags-*.faiss")).read_bytes()[:100]),
+     "(index/tags) fails its checksum"),
+    (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 1, '), "not valid JSON"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 1}'), "lack entry 'files'"),
+    (lambda p: (p / "manifest.json").write_text(json.dumps(
+        {**json.loads((p / "manifest.json").read_text()), "format_version": 2})), "format version 2"),
+])
+def test_damaged_artifacts_are_refused_before_parsing(saved, damage, message, monkeypatch):
+    parsed = []
+    monkeypatch.setattr(recommender_module, "load_faiss", lambda blob: parsed.append(blob))
+    damage(saved)
+    with pytest.raises(ArtifactError, match=re.escape(message)):
+        Recommender.load(saved)
+    assert parsed == []  # no FAISS reader ran on unverified bytes
+
+
+def test_a_failed_csv_write_keeps_the_previous_csv(tmp_path, monkeypatch, capsys):
+    from tests.test_cli import cli, write_as_lastfm
+    from funnel.datasets import synthetic
+
+    data = write_as_lastfm(synthetic(n_users=60, n_artists=100, seed=2), tmp_path / "data")
+    assert cli(tmp_path, data) == 0
+    before = (tmp_path / "recs.csv").read_bytes()
+    real_fsync = files_module.os.fsync
+
+    def disk_full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files_module.os, "fsync", disk_full)
+    assert cli(tmp_path, data, "--seed", "1") == 1
+    assert "No space left on device" in capsys.readouterr().err
+    monkeypatch.setattr(files_module.os, "fsync", real_fsync)
+    assert (tmp_path / "recs.csv").read_bytes() == before
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.is_file()]  # no temp files
+    Recommender.load(tmp_path / "art" / "model")  # the previous model is still whole
+
+
+def test_unwritable_artifacts_directory_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main.run(["--artifacts", str(blocker / "art"), "--output", str(tmp_path / "r.csv")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot create directory") and "\n" not in err
+
+
+# property-based checks ---------------------------------------------------------------------
+
+interaction_rows = st.lists(
+    st.tuples(st.integers(1, 40), st.integers(1, 60), st.floats(0.5, 1e6, allow_nan=False)),
+    min_size=1, max_size=80)
+
+
+@PROPERTY
+@given(interaction_rows)
+def test_from_frames_keeps_every_valid_pair_once(rows):
+    frame = pd.DataFrame(rows, columns=["user_id", "artist_id", "weight"])
+    data = Dataset.from_frames(frame)
+    expected = frame.groupby(["user_id", "artist_id"])["weight"].sum()
+    assert len(data.interactions) == len(expected) == data.matrix.nnz
+    assert np.allclose(data.matrix.sum(), expected.sum(), rtol=1e-4)
+    assert data.fingerprint() == Dataset.from_frames(frame.sample(frac=1, random_state=0)).fingerprint()
+
+
+garbage = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.floats(allow_nan=True),
+                    st.text(max_size=5), st.binary(max_size=3))
+
+
+@PROPERTY
+@given(st.lists(st.tuples(garbage, garbage, garbage), min_size=0, max_size=6))
+def test_from_frames_raises_only_funnel_errors_on_garbage(rows):
+    frame = pd.DataFrame(rows, columns=["user_id", "artist_id", "weight"])
+    try:
+        Dataset.from_frames(frame)
+    except FunnelError:
+        pass
+
+
+@PROPERTY
+@given(user=st.integers(0, 149), n=st.integers(1, 240))
+def test_recommend_invariants(fitted, synth, user, n):
+    user_id = int(synth.user_ids[user])
+    recs = fitted.recommend(user_id, n=n)
+    seen = set(synth.interactions.loc[synth.interactions["user_id"] == user_id, "artist_id"])
+    assert len(recs) == min(n, synth.n_artists - len(seen))
+    assert recs["artist_id"].is_unique and not seen & set(recs["artist_id"])
+    assert (np.diff(recs["score"].to_numpy()) <= 0).all()
+    pd.testing.assert_frame_equal(recs, fitted.recommend(user_id, n=n))
+
+
+@PROPERTY
+@given(history=st.lists(st.integers(1, 240), min_size=1, max_size=30), n=st.integers(1, 50))
+def test_recommend_for_history_invariants(fitted, history, n):
+    recs = fitted.recommend_for_history(history, n=n)
+    assert len(recs) == min(n, 240 - len(set(history)))
+    assert recs["artist_id"].is_unique and not set(history) & set(recs["artist_id"])
+    assert (np.diff(recs["score"].to_numpy()) <= 0).all()
+
+
+@PROPERTY
+@given(user=garbage, n=garbage, history=st.one_of(garbage, st.lists(garbage, max_size=4),
+                                                   st.dictionaries(garbage, garbage, max_size=3)))
+def test_bad_calls_raise_only_funnel_errors(fitted, user, n, history):
+    for call in (lambda: fitted.recommend(user, n=n), lambda: fitted.recommend_all(n=n, users=[user]),
+                 lambda: fitted.recommend_for_history(history, n=5), lambda: fitted.similar_artists(user, n=n)):
+        try:
+            call()
+        except FunnelError:
+            pass
