@@ -14,6 +14,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "index": ("auto", "flat", "ivf", "hnsw"),
     "history_weighting": ("none", "log", "plays"),
     "als_confidence": ("binary", "log", "raw"),
+    "knn_weighting": ("binary", "log"),
     "ranker": ("logistic",),
 }
 
@@ -43,12 +44,32 @@ class FunnelConfig:
         Catalogue size from which ``index="auto"`` switches to HNSW.
     history_weighting : {"none", "log", "plays"}
         How each history artist is weighted in a user's stage-one query.
-    tag_candidates, als_candidates, ease_candidates, friends_candidates, popularity_candidates : int
+    tag_candidates, als_candidates, ease_candidates, rp3_candidates, friends_candidates, popularity_candidates : int
         Candidates each stage-one source returns per user (0 disables the source).
     ease_l2 : float
         L2 penalty of the EASE co-listening model.
     ease_max_artists : int
         EASE models at most this many of the most listened artists (its cost is cubic).
+    rp3_alpha, rp3_beta : float
+        RP3beta random-walk exponent and popularity penalty.
+    rp3_top_k : int
+        Neighbours RP3beta keeps per artist.
+    use_rp3_features : bool
+        Feed the RP3beta score to the ranker.
+    use_knn_features : bool
+        Feed the user-kNN score (summed similarity of the neighbours who play the artist).
+    knn_neighbors : int
+        Neighbours of the user-kNN feature.
+    knn_weighting : {"binary", "log"}
+        Rows the user-kNN cosine similarity compares: presence or ``log1p(plays)``.
+    use_log_ease_features : bool
+        Feed the score of a second EASE fitted on ``log1p(plays)`` instead of presence.
+    log_ease_l2 : float
+        L2 penalty of that second EASE.
+
+        The three neighbourhood features (``use_rp3_features``, ``use_knn_features``,
+        ``use_log_ease_features``) are off by default; together they raised validation
+        NDCG@10 by about 1% (benchmarks/tune.py, seeds 0-2), the RP3beta source did not help.
     svd_factors, svd_epochs : int
         BiasedSVD (scikit-surprise ``SVD(biased=True)``) size and training epochs.
     svd_lr, svd_reg : float
@@ -98,6 +119,16 @@ class FunnelConfig:
     popularity_candidates: int = 50
     ease_l2: float = 200.0
     ease_max_artists: int = 3000
+    rp3_candidates: int = 0
+    rp3_alpha: float = 1.0
+    rp3_beta: float = 0.25
+    rp3_top_k: int = 200
+    use_rp3_features: bool = False
+    use_knn_features: bool = False
+    knn_neighbors: int = 50
+    knn_weighting: str = "binary"
+    use_log_ease_features: bool = False
+    log_ease_l2: float = 3000.0
     svd_factors: int = 16
     svd_epochs: int = 20
     svd_lr: float = 0.005
@@ -174,13 +205,13 @@ class FunnelConfig:
                     raise ConfigError(f"setting {f.name}={value!r} must be a number")
         positive = ("tag_dim", "svd_factors", "svd_epochs", "als_factors", "als_iterations",
                     "ann_threshold", "svd_lr", "ranker_C", "als_alpha", "ease_l2", "ranker_users",
-                    "ease_max_artists")
+                    "ease_max_artists", "rp3_alpha", "rp3_top_k", "knn_neighbors", "log_ease_l2")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be > 0")
         non_negative = ("popularity_weight", "freshness_weight", "tag_candidates",
-                        "als_candidates", "ease_candidates", "friends_candidates",
-                        "popularity_candidates", "svd_reg",
+                        "als_candidates", "ease_candidates", "rp3_candidates", "friends_candidates",
+                        "popularity_candidates", "svd_reg", "rp3_beta",
                         "als_regularization", "ranker_negatives", "n_threads", "seed")
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -189,8 +220,8 @@ class FunnelConfig:
             raise ConfigError(
                 f"setting ranker_holdout={self.ranker_holdout!r} must be between 0 and 1 (exclusive)"
             )
-        sources = ("tag_candidates", "als_candidates", "ease_candidates", "friends_candidates",
-                   "popularity_candidates")
+        sources = ("tag_candidates", "als_candidates", "ease_candidates", "rp3_candidates",
+                   "friends_candidates", "popularity_candidates")
         if all(getattr(self, name) == 0 for name in sources):
             raise ConfigError(
                 f"every candidate source is disabled ({', '.join(sources)} are all 0); "

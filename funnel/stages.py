@@ -16,11 +16,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.candidates import (ALSSource, ArtistEmbedder, CandidateSet, EASESource, FriendsSource,
-                               PopularitySource, TagSource, merge_candidates)
+                               PopularitySource, RP3Source, TagSource, merge_candidates)
 from funnel.candidates.index import resolve_kind
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
-from funnel.factors import EASE, ALSFactors, BiasedSVDFactors
+from funnel.factors import EASE, ALSFactors, BiasedSVDFactors, RP3beta, UserKNN
 from funnel.factors.social import FriendListening
 from funnel.ranking.features import activity, pair_scores, user_statistics
 from funnel.sparse import lookup
@@ -75,6 +75,15 @@ class Stages:
         self.svd_ = svd
         with self._timed("EASE"):
             self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
+        if self.uses_rp3():
+            with self._timed("RP3beta"):
+                self.rp3_ = self.make_rp3().fit(dataset.matrix)
+        if cfg.use_knn_features:
+            with self._timed("user kNN"):
+                self.knn_ = self.make_knn().fit(dataset.matrix)
+        if cfg.use_log_ease_features:
+            with self._timed("log EASE"):
+                self.log_ease_ = self.make_log_ease().fit(dataset.matrix)
         with self._timed("friends and statistics"):
             self.friends_ = FriendListening().fit(dataset)
             self.popularity_ = PopularitySource(max(cfg.popularity_candidates, 1)).fit(dataset)
@@ -90,6 +99,8 @@ class Stages:
                 self.sources_.append(self._als_source().fit(dataset))
             if cfg.ease_candidates:
                 self.sources_.append(EASESource(cfg.ease_candidates, self.ease_).fit(dataset))
+            if cfg.rp3_candidates:
+                self.sources_.append(RP3Source(cfg.rp3_candidates, self.rp3_).fit(dataset))
             if cfg.friends_candidates:
                 self.sources_.append(FriendsSource(cfg.friends_candidates, self.friends_).fit(dataset))
             if cfg.popularity_candidates:
@@ -107,6 +118,24 @@ class Stages:
         """An unfitted BiasedSVD with this configuration."""
         cfg = self.config
         return BiasedSVDFactors(cfg.svd_factors, cfg.svd_epochs, cfg.svd_lr, cfg.svd_reg, cfg.seed)
+
+    def uses_rp3(self) -> bool:
+        """Whether these settings need the RP3beta model (as a source or a feature)."""
+        return self.config.rp3_candidates > 0 or self.config.use_rp3_features
+
+    def make_rp3(self) -> RP3beta:
+        """An unfitted RP3beta with this configuration."""
+        cfg = self.config
+        return RP3beta(cfg.rp3_alpha, cfg.rp3_beta, cfg.rp3_top_k)
+
+    def make_knn(self) -> UserKNN:
+        """An unfitted user-kNN with this configuration."""
+        return UserKNN(self.config.knn_neighbors, self.config.knn_weighting)
+
+    def make_log_ease(self) -> EASE:
+        """An unfitted EASE on ``log1p(plays)`` with this configuration."""
+        cfg = self.config
+        return EASE(cfg.log_ease_l2, max_artists=cfg.ease_max_artists, weighting="log")
 
     def _tag_source(self) -> TagSource:
         cfg = self.config
@@ -139,6 +168,12 @@ class Stages:
         if self.config.use_als_features:
             names += ["als_score"]
         names += ["tag_similarity", "ease_score", "friends_log_count", "friends_share"]
+        if self.config.use_rp3_features:
+            names += ["rp3_score"]
+        if self.config.use_knn_features:
+            names += ["knn_score"]
+        if self.config.use_log_ease_features:
+            names += ["log_ease_score"]
         for source in self.sources_:
             names += [f"{source.name}_log_rank", f"{source.name}_source_score"]
         names += [f"artist_{name}" for name in ARTIST_FEATURES]
@@ -161,13 +196,17 @@ class Stages:
             columns.append(pair_scores(als_user, self.als_.item_factors_, rows, items)[:, None])
         query = self.embedder_.query(history, self.config.history_weighting)
         columns.append(pair_scores(query, self.embedder_.vectors_, rows, items)[:, None])
-        position = self.ease_.position(items)
-        ease = self.ease_.scores(history)[rows, np.maximum(position, 0)]
-        columns.append(np.where(position >= 0, ease, 0.0)[:, None])
+        columns.append(self._ease_scores(self.ease_, history, rows, items)[:, None])
         friend_counts, n_friends = self.friends_.rows(users)
         count = lookup(friend_counts, rows, items)
         columns.append(np.log1p(count)[:, None])
         columns.append((count / np.maximum(n_friends[rows], 1.0))[:, None])
+        if self.config.use_rp3_features:
+            columns.append(lookup(self.rp3_.scores(history), rows, items)[:, None])
+        if self.config.use_knn_features:
+            columns.append(lookup(self.knn_.scores(users, history), rows, items)[:, None])
+        if self.config.use_log_ease_features:
+            columns.append(self._ease_scores(self.log_ease_, history, rows, items)[:, None])
         for source in self.sources_:
             columns.append(np.log(cands.ranks[source.name])[:, None])
             columns.append(cands.scores[source.name][:, None])
@@ -184,6 +223,13 @@ class Stages:
         columns += [user_block, cross[:, None]]
         return np.hstack([np.asarray(c, np.float32) for c in columns])
 
+    @staticmethod
+    def _ease_scores(ease: EASE, history: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """EASE score of each (row, artist) pair, 0 for artists the model does not cover."""
+        position = ease.position(items)
+        scores = ease.scores(history)[rows, np.maximum(position, 0)]
+        return np.where(position >= 0, scores, 0.0)
+
     # persistence ------------------------------------------------------------------------
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, object]]:
         """Fitted state as named arrays plus the FAISS indexes by source name."""
@@ -196,6 +242,12 @@ class Stages:
         arrays.update({f"svd/{k}": v for k, v in self.svd_.to_arrays().items()})
         arrays.update({f"ease/{k}": v for k, v in self.ease_.to_arrays().items()})
         arrays.update({f"friends/{k}": v for k, v in self.friends_.to_arrays().items()})
+        if self.uses_rp3():
+            arrays.update({f"rp3/{k}": v for k, v in self.rp3_.to_arrays().items()})
+        if self.config.use_knn_features:
+            arrays.update({f"knn/{k}": v for k, v in self.knn_.to_arrays().items()})
+        if self.config.use_log_ease_features:
+            arrays.update({f"log_ease/{k}": v for k, v in self.log_ease_.to_arrays().items()})
         arrays.update({f"users/{k}": v for k, v in self.user_stats_.items()})
         indexes = {s.name: s.index_ for s in self.sources_ if hasattr(s, "index_")}
         return arrays, indexes
@@ -219,6 +271,12 @@ class Stages:
         self.svd_ = self.make_svd().set_arrays(group("svd/"))
         self.ease_ = EASE(config.ease_l2, max_artists=config.ease_max_artists).set_arrays(group("ease/"))
         self.friends_ = FriendListening().set_arrays(group("friends/"))
+        if self.uses_rp3():
+            self.rp3_ = self.make_rp3().set_arrays(group("rp3/"))
+        if config.use_knn_features:
+            self.knn_ = self.make_knn().set_arrays(group("knn/"))
+        if config.use_log_ease_features:
+            self.log_ease_ = self.make_log_ease().set_arrays(group("log_ease/"))
         self.popularity_ = PopularitySource(max(config.popularity_candidates, 1))
         self.popularity_.order_ = arrays["popularity/order"]
         self.popularity_.scores_ = arrays["popularity/scores"]
@@ -231,6 +289,9 @@ class Stages:
             if name == "ease":
                 source = EASESource(config.ease_candidates, self.ease_)
                 source.ease_ = self.ease_
+            elif name == "rp3":
+                source = RP3Source(config.rp3_candidates, self.rp3_)
+                source.rp3_ = self.rp3_
             elif name == "friends":
                 source = FriendsSource(config.friends_candidates, self.friends_)
                 source.friends_ = self.friends_

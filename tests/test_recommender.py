@@ -226,3 +226,15 @@ def test_users_with_one_artist_each_cannot_train_a_ranker(small_config):
                                              "weight": 1.0}))
     with pytest.raises(DataError, match="at least 2 artists"):
         Recommender(small_config).fit(data)
+
+
+def test_neighbourhood_features_and_rp3_source_round_trip(synth, small_config, tmp_path):
+    config = small_config.replace(rp3_candidates=20, use_rp3_features=True, use_knn_features=True,
+                                  knn_neighbors=10, use_log_ease_features=True)
+    model = Recommender(config).fit(synth)
+    assert "rp3" in [s.name for s in model.stages_.sources_]
+    assert {"rp3_score", "knn_score", "log_ease_score"} <= set(model.feature_names_)
+    loaded = Recommender.load(model.save(tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.recommend_all(n=10), model.recommend_all(n=10))
+    pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
+                                  model.recommend_for_history([1, 5, 9], n=10))

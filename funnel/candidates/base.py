@@ -88,3 +88,25 @@ def top_k_unseen(scores: np.ndarray, item_ids: np.ndarray, history: sp.csr_matri
     top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
     ids = np.where(np.isfinite(top_scores), item_ids[top], -1)
     return drop_seen(ids, top_scores, history, k)
+
+
+def top_k_sparse(scores: sp.spmatrix, history: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` unseen artists per row of a sparse ``(n_rows, n_artists)`` score matrix.
+
+    Only stored entries are candidates; rows are ranked without densifying. Returns
+    ``(ids, scores)`` as a candidate source does (best first, -1 / -inf padding).
+    """
+    scores = sp.coo_matrix(scores)
+    width = k + max_history(history)
+    n_rows = history.shape[0]
+    # rank each row's entries by (row, -score, artist)
+    order = np.lexsort((scores.col, -scores.data, scores.row))
+    rows, cols, vals = scores.row[order], scores.col[order], scores.data[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    pos = np.arange(len(rows)) - starts[rows]
+    keep = pos < width
+    ids = np.full((n_rows, width), -1, np.int64)
+    out = np.full((n_rows, width), -np.inf, np.float32)
+    ids[rows[keep], pos[keep]] = cols[keep]
+    out[rows[keep], pos[keep]] = vals[keep]
+    return drop_seen(ids, out, history, k)

@@ -1,4 +1,4 @@
-"""Stage-one candidate sources: tag and ALS-factor search, EASE co-listening, friends, popularity."""
+"""Stage-one candidate sources: tag and ALS-factor search, EASE and RP3beta co-listening, friends, popularity."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.candidates.base import drop_seen, max_history, top_k_unseen
+from funnel.candidates.base import drop_seen, max_history, top_k_sparse, top_k_unseen
 from funnel.candidates.embeddings import ArtistEmbedder
 from funnel.candidates.index import build_index, resolve_kind, search
 from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
-from funnel.factors import EASE, ALSFactors
+from funnel.factors import EASE, ALSFactors, RP3beta
 from funnel.factors.social import FriendListening
 
 logger = logging.getLogger("funnel")
@@ -183,6 +183,37 @@ class EASESource:
         return top_k_unseen(self.ease_.scores(history), self.ease_.items_, history, self.n_candidates)
 
 
+class RP3Source:
+    """Artists reached from the user's history by the RP3beta random walk.
+
+    Parameters
+    ----------
+    n_candidates : int
+    rp3 : RP3beta, optional
+        A fitted model to reuse; a default one is fitted on the dataset otherwise.
+    """
+
+    name = "rp3"
+
+    def __init__(self, n_candidates: int = 100, rp3: RP3beta | None = None) -> None:
+        self.n_candidates = n_candidates
+        self.rp3 = rp3
+
+    def fit(self, dataset: Dataset) -> "RP3Source":
+        _check_k(self.name, self.n_candidates)
+        rp3 = self.rp3 if self.rp3 is not None else RP3beta()
+        if not hasattr(rp3, "weights_"):
+            rp3.fit(dataset.matrix)
+        self.rp3_ = rp3
+        return self
+
+    def retrieve(self, users: np.ndarray, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``n_candidates`` unseen artists by RP3beta score."""
+        if not hasattr(self, "rp3_"):
+            raise NotFittedError("RP3Source is not fitted; call fit() first")
+        return top_k_sparse(self.rp3_.scores(history), history, self.n_candidates)
+
+
 class FriendsSource:
     """Artists most of the user's friends listen to (none for users without friends).
 
@@ -212,18 +243,4 @@ class FriendsSource:
         if not hasattr(self, "friends_"):
             raise NotFittedError("FriendsSource is not fitted; call fit() first")
         counts, _ = self.friends_.rows(users)
-        counts = counts.tocoo()
-        k = self.n_candidates
-        width = k + max_history(history)
-        n_rows = history.shape[0]
-        # rank each row's nonzero counts without densifying: sort by (row, -count, artist)
-        order = np.lexsort((counts.col, -counts.data, counts.row))
-        rows, cols, vals = counts.row[order], counts.col[order], counts.data[order]
-        starts = np.searchsorted(rows, np.arange(n_rows))
-        pos = np.arange(len(rows)) - starts[rows]
-        keep = pos < width
-        ids = np.full((n_rows, width), -1, np.int64)
-        scores = np.full((n_rows, width), -np.inf, np.float32)
-        ids[rows[keep], pos[keep]] = cols[keep]
-        scores[rows[keep], pos[keep]] = vals[keep]
-        return drop_seen(ids, scores, history, k)
+        return top_k_sparse(counts, history, self.n_candidates)

@@ -9,8 +9,18 @@ import scipy.sparse as sp
 from funnel.errors import ConfigError, NotFittedError
 
 
+_WEIGHTINGS = ("binary", "log")
+
+
+def _weighted(plays: sp.spmatrix, weighting: str, dtype: type) -> sp.csr_matrix:
+    """``plays`` as binary presence or ``log1p(plays)`` weights."""
+    out = sp.csr_matrix(plays, dtype=dtype, copy=True)
+    out.data = np.ones_like(out.data) if weighting == "binary" else np.log1p(np.maximum(out.data, 0.0))
+    return out
+
+
 class EASE:
-    """Embarrassingly shallow autoencoder on binary listening, over the most listened artists.
+    """Embarrassingly shallow autoencoder on listening, over the most listened artists.
 
     ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1`` and a zero diagonal; a user's score
     for artist j is ``sum_i x_i B_ij``. Only artists with at least ``min_listeners``
@@ -21,6 +31,8 @@ class EASE:
     ----------
     l2 : float
     min_listeners, max_artists : int
+    weighting : {"binary", "log"}
+        Input of the model: presence (1) or ``log1p(plays)`` of each listened artist.
 
     Attributes
     ----------
@@ -30,23 +42,26 @@ class EASE:
         ``(len(items_), len(items_))`` float32 item-item weights.
     """
 
-    def __init__(self, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 3000) -> None:
+    def __init__(self, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 3000,
+                 weighting: str = "binary") -> None:
         self.l2 = l2
         self.min_listeners = min_listeners
         self.max_artists = max_artists
+        self.weighting = weighting
 
     def fit(self, plays: sp.csr_matrix) -> "EASE":
-        """Fit on a users x artists play matrix (only presence matters); returns ``self``."""
+        """Fit on a users x artists play matrix; returns ``self``."""
         if self.l2 <= 0 or self.max_artists < 1:
             raise ConfigError(f"EASE needs l2 > 0 and max_artists >= 1, got {self.l2}, {self.max_artists}")
-        binary = sp.csr_matrix(plays, dtype=np.float64, copy=True)
-        binary.data[:] = 1.0
+        if self.weighting not in _WEIGHTINGS:
+            raise ConfigError(f"EASE weighting={self.weighting!r} is not one of {list(_WEIGHTINGS)}")
+        binary = _weighted(plays, "binary", np.float64)
         listeners = np.asarray(binary.sum(axis=0)).ravel()
         order = np.argsort(-listeners, kind="stable")
         keep = order[listeners[order] >= self.min_listeners][: self.max_artists]
         self.items_ = np.sort(keep).astype(np.int64)
         self.n_artists_ = plays.shape[1]
-        x = binary[:, self.items_]
+        x = _weighted(plays, self.weighting, np.float64)[:, self.items_]
         gram = (x.T @ x).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += self.l2
         try:
@@ -62,9 +77,7 @@ class EASE:
         """``(n_rows, len(items_))`` scores of the modelled artists for each history row."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("EASE is not fitted; call fit() first")
-        binary = sp.csr_matrix(history[:, self.items_], dtype=np.float32, copy=True)
-        binary.data[:] = 1.0
-        return np.asarray(binary @ self.weights_)
+        return np.asarray(_weighted(history[:, self.items_], self.weighting, np.float32) @ self.weights_)
 
     def position(self, items: np.ndarray) -> np.ndarray:
         """Column of each internal artist index in :meth:`scores` (-1 when not modelled)."""
