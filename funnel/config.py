@@ -44,7 +44,7 @@ class FunnelConfig:
         Catalogue size from which ``index="auto"`` switches to HNSW.
     history_weighting : {"none", "log", "plays"}
         How each history artist is weighted in a user's stage-one query.
-    tag_candidates, als_candidates, ease_candidates, rp3_candidates, friends_candidates, popularity_candidates : int
+    tag_candidates, als_candidates, ease_candidates, friends_candidates, popularity_candidates : int
         Candidates each stage-one source returns per user (0 disables the source).
     ease_l2 : float
         L2 penalty of the EASE co-listening model.
@@ -67,9 +67,8 @@ class FunnelConfig:
     log_ease_l2 : float
         L2 penalty of that second EASE.
 
-        The three neighbourhood features (``use_rp3_features``, ``use_knn_features``,
-        ``use_log_ease_features``) are off by default; together they raised validation
-        NDCG@10 by about 1% (benchmarks/tune.py, seeds 0-2), the RP3beta source did not help.
+        Together these three neighbourhood features raised validation NDCG@10 by about 1%
+        (``benchmarks/tune.py --seeds 0 1 2``; each alone 0-0.3%).
     svd_factors, svd_epochs : int
         BiasedSVD (scikit-surprise ``SVD(biased=True)``) size and training epochs.
     svd_lr, svd_reg : float
@@ -119,15 +118,14 @@ class FunnelConfig:
     popularity_candidates: int = 50
     ease_l2: float = 200.0
     ease_max_artists: int = 3000
-    rp3_candidates: int = 0
     rp3_alpha: float = 1.0
     rp3_beta: float = 0.25
     rp3_top_k: int = 200
-    use_rp3_features: bool = False
-    use_knn_features: bool = False
+    use_rp3_features: bool = True
+    use_knn_features: bool = True
     knn_neighbors: int = 50
     knn_weighting: str = "binary"
-    use_log_ease_features: bool = False
+    use_log_ease_features: bool = True
     log_ease_l2: float = 3000.0
     svd_factors: int = 16
     svd_epochs: int = 20
@@ -210,7 +208,7 @@ class FunnelConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be > 0")
         non_negative = ("popularity_weight", "freshness_weight", "tag_candidates",
-                        "als_candidates", "ease_candidates", "rp3_candidates", "friends_candidates",
+                        "als_candidates", "ease_candidates", "friends_candidates",
                         "popularity_candidates", "svd_reg", "rp3_beta",
                         "als_regularization", "ranker_negatives", "n_threads", "seed")
         for name in non_negative:
@@ -220,8 +218,8 @@ class FunnelConfig:
             raise ConfigError(
                 f"setting ranker_holdout={self.ranker_holdout!r} must be between 0 and 1 (exclusive)"
             )
-        sources = ("tag_candidates", "als_candidates", "ease_candidates", "rp3_candidates",
-                   "friends_candidates", "popularity_candidates")
+        sources = ("tag_candidates", "als_candidates", "ease_candidates", "friends_candidates",
+                   "popularity_candidates")
         if all(getattr(self, name) == 0 for name in sources):
             raise ConfigError(
                 f"every candidate source is disabled ({', '.join(sources)} are all 0); "

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.candidates import (ALSSource, ArtistEmbedder, CandidateSet, EASESource, FriendsSource,
-                               PopularitySource, RP3Source, TagSource, merge_candidates)
+                               PopularitySource, TagSource, merge_candidates)
 from funnel.candidates.index import resolve_kind
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
@@ -75,7 +75,7 @@ class Stages:
         self.svd_ = svd
         with self._timed("EASE"):
             self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
-        if self.uses_rp3():
+        if self.config.use_rp3_features:
             with self._timed("RP3beta"):
                 self.rp3_ = self.make_rp3().fit(dataset.matrix)
         if cfg.use_knn_features:
@@ -99,8 +99,6 @@ class Stages:
                 self.sources_.append(self._als_source().fit(dataset))
             if cfg.ease_candidates:
                 self.sources_.append(EASESource(cfg.ease_candidates, self.ease_).fit(dataset))
-            if cfg.rp3_candidates:
-                self.sources_.append(RP3Source(cfg.rp3_candidates, self.rp3_).fit(dataset))
             if cfg.friends_candidates:
                 self.sources_.append(FriendsSource(cfg.friends_candidates, self.friends_).fit(dataset))
             if cfg.popularity_candidates:
@@ -118,10 +116,6 @@ class Stages:
         """An unfitted BiasedSVD with this configuration."""
         cfg = self.config
         return BiasedSVDFactors(cfg.svd_factors, cfg.svd_epochs, cfg.svd_lr, cfg.svd_reg, cfg.seed)
-
-    def uses_rp3(self) -> bool:
-        """Whether these settings need the RP3beta model (as a source or a feature)."""
-        return self.config.rp3_candidates > 0 or self.config.use_rp3_features
 
     def make_rp3(self) -> RP3beta:
         """An unfitted RP3beta with this configuration."""
@@ -242,7 +236,7 @@ class Stages:
         arrays.update({f"svd/{k}": v for k, v in self.svd_.to_arrays().items()})
         arrays.update({f"ease/{k}": v for k, v in self.ease_.to_arrays().items()})
         arrays.update({f"friends/{k}": v for k, v in self.friends_.to_arrays().items()})
-        if self.uses_rp3():
+        if self.config.use_rp3_features:
             arrays.update({f"rp3/{k}": v for k, v in self.rp3_.to_arrays().items()})
         if self.config.use_knn_features:
             arrays.update({f"knn/{k}": v for k, v in self.knn_.to_arrays().items()})
@@ -271,7 +265,7 @@ class Stages:
         self.svd_ = self.make_svd().set_arrays(group("svd/"))
         self.ease_ = EASE(config.ease_l2, max_artists=config.ease_max_artists).set_arrays(group("ease/"))
         self.friends_ = FriendListening().set_arrays(group("friends/"))
-        if self.uses_rp3():
+        if config.use_rp3_features:
             self.rp3_ = self.make_rp3().set_arrays(group("rp3/"))
         if config.use_knn_features:
             self.knn_ = self.make_knn().set_arrays(group("knn/"))
@@ -289,9 +283,6 @@ class Stages:
             if name == "ease":
                 source = EASESource(config.ease_candidates, self.ease_)
                 source.ease_ = self.ease_
-            elif name == "rp3":
-                source = RP3Source(config.rp3_candidates, self.rp3_)
-                source.rp3_ = self.rp3_
             elif name == "friends":
                 source = FriendsSource(config.friends_candidates, self.friends_)
                 source.friends_ = self.friends_

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 
 from funnel import Dataset, NotFittedError
-from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource, RP3Source,
+from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource,
                                TagSource, drop_seen, merge_candidates)
 from funnel.candidates.embeddings import artist_statistics
 from funnel.factors import ALSFactors
@@ -18,7 +18,6 @@ SOURCES = {
     "als": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5)),
     "popularity": lambda: PopularitySource(K),
     "ease": lambda: EASESource(K),
-    "rp3": lambda: RP3Source(K),
     "friends": lambda: FriendsSource(K),
 }
 

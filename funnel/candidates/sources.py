@@ -1,4 +1,4 @@
-"""Stage-one candidate sources: tag and ALS-factor search, EASE and RP3beta co-listening, friends, popularity."""
+"""Stage-one candidate sources: tag and ALS-factor search, EASE co-listening, friends, popularity."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from funnel.candidates.embeddings import ArtistEmbedder
 from funnel.candidates.index import build_index, resolve_kind, search
 from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
-from funnel.factors import EASE, ALSFactors, RP3beta
+from funnel.factors import EASE, ALSFactors
 from funnel.factors.social import FriendListening
 
 logger = logging.getLogger("funnel")
@@ -181,37 +181,6 @@ class EASESource:
         if not hasattr(self, "ease_"):
             raise NotFittedError("EASESource is not fitted; call fit() first")
         return top_k_unseen(self.ease_.scores(history), self.ease_.items_, history, self.n_candidates)
-
-
-class RP3Source:
-    """Artists reached from the user's history by the RP3beta random walk.
-
-    Parameters
-    ----------
-    n_candidates : int
-    rp3 : RP3beta, optional
-        A fitted model to reuse; a default one is fitted on the dataset otherwise.
-    """
-
-    name = "rp3"
-
-    def __init__(self, n_candidates: int = 100, rp3: RP3beta | None = None) -> None:
-        self.n_candidates = n_candidates
-        self.rp3 = rp3
-
-    def fit(self, dataset: Dataset) -> "RP3Source":
-        _check_k(self.name, self.n_candidates)
-        rp3 = self.rp3 if self.rp3 is not None else RP3beta()
-        if not hasattr(rp3, "weights_"):
-            rp3.fit(dataset.matrix)
-        self.rp3_ = rp3
-        return self
-
-    def retrieve(self, users: np.ndarray, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``n_candidates`` unseen artists by RP3beta score."""
-        if not hasattr(self, "rp3_"):
-            raise NotFittedError("RP3Source is not fitted; call fit() first")
-        return top_k_sparse(self.rp3_.scores(history), history, self.n_candidates)
 
 
 class FriendsSource:

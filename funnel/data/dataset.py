@@ -67,12 +67,14 @@ def _integer_column(frame: pd.DataFrame, column: str, name: str, source: str | N
     numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = ~np.isfinite(numeric)
     bad |= np.where(bad, False, numeric != np.round(numeric))
-    bad |= np.abs(np.nan_to_num(numeric)) > 2**62
+    huge = np.abs(np.nan_to_num(numeric)) > 2**62
+    bad |= huge
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
+        why = ", beyond the 64-bit range" if huge[row] else ""
         raise DataError(
             f"{name} column {column!r} must hold integer ids; {_where(source, row)} has "
-            f"{_show(values.iloc[row])}"
+            f"{_show(values.iloc[row])}{why}; correct or delete that row"
         )
     return numeric.astype(np.int64)
 
@@ -93,7 +95,7 @@ def _check_weights(frame: pd.DataFrame, source: str | None) -> np.ndarray:
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
             f"interactions column 'weight' must be a finite number > 0 and <= {MAX_WEIGHT:.0e} (a play count); "
-            f"{_where(source, row)} has {_show(values.iloc[row])}"
+            f"{_where(source, row)} has {_show(values.iloc[row])}; correct or delete that row"
         )
     return numeric
 
@@ -249,13 +251,13 @@ class Dataset:
                     f"artists column 'artist_id' repeats id {art['artist_id'].iloc[row]} "
                     f"at {_where(src, row)}; each artist must appear once"
                 )
-            unknown = ~np.isin(inter["artist_id"].to_numpy(), art["artist_id"].to_numpy())
+            unknown = ~np.isin(items, art["artist_id"].to_numpy())  # rows in input order
             if unknown.any():
-                first = int(inter["artist_id"].to_numpy()[unknown][0])
+                row = int(np.flatnonzero(unknown)[0])
                 raise DataError(
                     f"interactions name {int(unknown.sum())} row(s) of artist ids missing from "
-                    f"the artists frame (first: artist_id {first}); add those artists or drop "
-                    "the rows"
+                    f"the artists frame{f' ({src})' if src else ''} (first: artist_id {items[row]} at "
+                    f"{_where(sources.get('interactions'), row)}); add those artists or drop the rows"
                 )
         else:
             ids = inter["artist_id"].to_numpy()
