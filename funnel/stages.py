@@ -221,6 +221,8 @@ class Stages:
     def _ease_scores(ease: EASE, history: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """EASE score of each (row, artist) pair, 0 for artists the model does not cover."""
         position = ease.position(items)
+        if len(ease.items_) == 0:  # no artist has enough listeners to be modelled
+            return np.zeros(len(items), np.float32)
         scores = ease.scores(history)[rows, np.maximum(position, 0)]
         return np.where(position >= 0, scores, 0.0)
 
