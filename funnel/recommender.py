@@ -27,6 +27,7 @@ from funnel.persistence import (ArtifactCache, faiss_bytes, load_faiss, load_jso
                                 read_verified, save_json, sha256_file)
 from funnel.persistence.files import atomic_write
 from funnel.ranking import LogisticRanker
+from funnel.sparse import csr_from_arrays, csr_to_arrays
 from funnel.stages import Stages, user_level
 
 logger = logging.getLogger("funnel")
@@ -429,8 +430,7 @@ class Recommender:
         arrays.update({f"ranker/{k}": v for k, v in self.ranker_.to_arrays().items()})
         arrays.update({"data/user_ids": self.user_ids_, "data/artist_ids": self.artist_ids_,
                        "data/artist_names": self.artist_names_.astype(str),
-                       "history/indptr": self.history_.indptr, "history/indices": self.history_.indices,
-                       "history/data": self.history_.data})
+                       **csr_to_arrays(self.history_, "history/")})
         files = {"arrays": _write_hashed(path, "arrays", ".npz", npz_bytes(arrays))}
         for name, index in indexes.items():
             files[f"index/{name}"] = _write_hashed(path, f"index-{name}", ".faiss", faiss_bytes(index))
@@ -478,9 +478,7 @@ class Recommender:
             self.user_ids_ = arrays["data/user_ids"]
             self.artist_ids_ = arrays["data/artist_ids"]
             self.artist_names_ = arrays["data/artist_names"]
-            self.history_ = sp.csr_matrix(
-                (arrays["history/data"], arrays["history/indices"], arrays["history/indptr"]),
-                shape=(len(self.user_ids_), len(self.artist_ids_)))
+            self.history_ = csr_from_arrays(arrays, "history/")
         except KeyError as exc:
             raise ArtifactError(f"{path / MANIFEST} or its arrays lack entry {exc}; the save is incomplete "
                                 "or from another program") from exc

@@ -1,9 +1,22 @@
-"""Vectorised lookups in sparse matrices."""
+"""Vectorised lookups in sparse matrices, and CSR matrices as plain arrays for saving."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+
+
+def csr_to_arrays(matrix: sp.csr_matrix, prefix: str = "") -> dict[str, np.ndarray]:
+    """A CSR matrix as named arrays (``data, indices, indptr, shape``) for an ``.npz``."""
+    return {f"{prefix}data": matrix.data, f"{prefix}indices": matrix.indices,
+            f"{prefix}indptr": matrix.indptr, f"{prefix}shape": np.array(matrix.shape)}
+
+
+def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> sp.csr_matrix:
+    """The CSR matrix written by :func:`csr_to_arrays` (float32 values)."""
+    shape = tuple(int(n) for n in arrays[f"{prefix}shape"])
+    return sp.csr_matrix((np.asarray(arrays[f"{prefix}data"], np.float32), arrays[f"{prefix}indices"],
+                          arrays[f"{prefix}indptr"]), shape=shape)
 
 
 def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:

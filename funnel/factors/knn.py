@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
+from funnel.sparse import csr_from_arrays, csr_to_arrays
 
 _WEIGHTINGS = ("binary", "log")
 
@@ -78,14 +79,11 @@ class UserKNN:
         """Fitted state as arrays for persistence."""
         if not hasattr(self, "rows_"):
             raise NotFittedError("UserKNN is not fitted; call fit() first")
-        r = self.rows_
-        return {"data": r.data, "indices": r.indices, "indptr": r.indptr, "shape": np.array(r.shape)}
+        return csr_to_arrays(self.rows_)
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> "UserKNN":
         """Restore the state written by :meth:`to_arrays`."""
-        shape = tuple(int(s) for s in arrays["shape"])
-        self.rows_ = sp.csr_matrix((np.asarray(arrays["data"], np.float32), arrays["indices"],
-                                    arrays["indptr"]), shape=shape)
+        self.rows_ = csr_from_arrays(arrays)
         self.listens_ = sp.csr_matrix(self.rows_, copy=True)
         self.listens_.data[:] = 1.0
         return self

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
+from funnel.sparse import csr_from_arrays, csr_to_arrays
 
 
 def _binary(plays: sp.spmatrix, dtype: type = np.float32) -> sp.csr_matrix:
@@ -97,12 +98,9 @@ class RP3beta:
         """Fitted state as arrays for persistence."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("RP3beta is not fitted; call fit() first")
-        w = self.weights_
-        return {"data": w.data, "indices": w.indices, "indptr": w.indptr, "shape": np.array(w.shape)}
+        return csr_to_arrays(self.weights_)
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> "RP3beta":
         """Restore the state written by :meth:`to_arrays`."""
-        shape = tuple(int(s) for s in arrays["shape"])
-        self.weights_ = sp.csr_matrix((np.asarray(arrays["data"], np.float32), arrays["indices"],
-                                       arrays["indptr"]), shape=shape)
+        self.weights_ = csr_from_arrays(arrays)
         return self

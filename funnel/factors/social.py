@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
+from funnel.sparse import csr_from_arrays, csr_to_arrays
 
 
 class FriendListening:
@@ -49,13 +50,10 @@ class FriendListening:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
-        c = self.counts_
-        return {"indptr": c.indptr, "indices": c.indices, "data": c.data,
-                "shape": np.array(c.shape), "n_friends": self.n_friends_}
+        return {**csr_to_arrays(self.counts_), "n_friends": self.n_friends_}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> "FriendListening":
         """Restore the state written by :meth:`to_arrays`."""
-        self.counts_ = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]),
-                                     shape=tuple(int(x) for x in arrays["shape"]))
+        self.counts_ = csr_from_arrays(arrays)
         self.n_friends_ = np.asarray(arrays["n_friends"], np.float32)
         return self
