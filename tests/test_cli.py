@@ -50,6 +50,11 @@ def test_writes_csv_then_reuses_saved_parts(tmp_path, data_dir, capsys, caplog):
         assert cli(tmp_path, data_dir, "--topn", "7") == 0
     assert "reusing saved ranker" in caplog.text and "reusing saved svd " in caplog.text
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "recs.csv"), csv)
+    assert cli(tmp_path, data_dir, "--topn", "7", "--explain", "True") == 0
+    explained = pd.read_csv(tmp_path / "recs.csv")
+    assert list(explained.columns) == [*csv.columns, "reason"]
+    pd.testing.assert_frame_equal(explained[csv.columns], csv)
+    assert explained["reason"].str.contains("found by|popular fallback").all()
 
 
 def test_errors_are_one_line_and_leave_no_partial_csv(tmp_path, data_dir, capsys, monkeypatch):
