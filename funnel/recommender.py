@@ -478,7 +478,7 @@ class Recommender:
             self.user_ids_ = arrays["data/user_ids"]
             self.artist_ids_ = arrays["data/artist_ids"]
             self.artist_names_ = arrays["data/artist_names"]
-            self.history_ = csr_from_arrays(arrays, "history/")
+            self.history_ = csr_from_arrays(arrays, "history/", (len(self.user_ids_), len(self.artist_ids_)))
         except KeyError as exc:
             raise ArtifactError(f"{path / MANIFEST} or its arrays lack entry {exc}; the save is incomplete "
                                 "or from another program") from exc

@@ -12,9 +12,14 @@ def csr_to_arrays(matrix: sp.csr_matrix, prefix: str = "") -> dict[str, np.ndarr
             f"{prefix}indptr": matrix.indptr, f"{prefix}shape": np.array(matrix.shape)}
 
 
-def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> sp.csr_matrix:
-    """The CSR matrix written by :func:`csr_to_arrays` (float32 values)."""
-    shape = tuple(int(n) for n in arrays[f"{prefix}shape"])
+def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "",
+                    shape: tuple[int, int] | None = None) -> sp.csr_matrix:
+    """The CSR matrix written by :func:`csr_to_arrays` (float32 values).
+
+    ``shape`` is used when the arrays do not record one (saves made before they did).
+    """
+    if f"{prefix}shape" in arrays or shape is None:
+        shape = tuple(int(n) for n in arrays[f"{prefix}shape"])
     return sp.csr_matrix((np.asarray(arrays[f"{prefix}data"], np.float32), arrays[f"{prefix}indices"],
                           arrays[f"{prefix}indptr"]), shape=shape)
 

@@ -36,6 +36,8 @@ class UserKNN:
     ----------
     rows_ : scipy.sparse.csr_matrix
         Unit-norm weighted users x artists rows of the training users.
+    columns_ : scipy.sparse.csr_matrix
+        ``rows_`` transposed (artists x users).
     listens_ : scipy.sparse.csr_matrix
         Binary users x artists listening of the training users.
     """
@@ -49,8 +51,12 @@ class UserKNN:
         if self.n_neighbors < 1 or self.weighting not in _WEIGHTINGS:
             raise ConfigError(f"UserKNN needs n_neighbors >= 1 and weighting in {list(_WEIGHTINGS)}, "
                               f"got {self.n_neighbors}, {self.weighting!r}")
-        self.rows_ = _weighted_rows(plays, self.weighting)
-        self.listens_ = sp.csr_matrix(self.rows_, copy=True)
+        return self._derive(_weighted_rows(plays, self.weighting))
+
+    def _derive(self, rows: sp.csr_matrix) -> "UserKNN":
+        self.rows_ = rows
+        self.columns_ = sp.csr_matrix(rows.T)  # artists x users, for fast similarity products
+        self.listens_ = sp.csr_matrix(rows, copy=True)
         self.listens_.data[:] = 1.0
         return self
 
@@ -63,7 +69,7 @@ class UserKNN:
         if not hasattr(self, "rows_"):
             raise NotFittedError("UserKNN is not fitted; call fit() first")
         n_rows, n_train = history.shape[0], self.rows_.shape[0]
-        sims = np.asarray((_weighted_rows(history, self.weighting) @ self.rows_.T).toarray(), np.float32)
+        sims = np.asarray((_weighted_rows(history, self.weighting) @ self.columns_).toarray(), np.float32)
         known = np.flatnonzero(users >= 0)
         sims[known, users[known]] = 0.0
         k = min(self.n_neighbors, n_train)
@@ -83,7 +89,4 @@ class UserKNN:
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> "UserKNN":
         """Restore the state written by :meth:`to_arrays`."""
-        self.rows_ = csr_from_arrays(arrays)
-        self.listens_ = sp.csr_matrix(self.rows_, copy=True)
-        self.listens_.data[:] = 1.0
-        return self
+        return self._derive(csr_from_arrays(arrays))

@@ -45,8 +45,9 @@ class FriendListening:
         users = np.asarray(users)
         known = users >= 0
         picked = self.counts_[np.where(known, users, 0)]
-        mask = sp.diags(known.astype(np.float32))
-        return sp.csr_matrix(mask @ picked), np.where(known, self.n_friends_[np.where(known, users, 0)], 0.0)
+        if not known.all():
+            picked = sp.csr_matrix(sp.diags(known.astype(np.float32)) @ picked)
+        return picked, np.where(known, self.n_friends_[np.where(known, users, 0)], 0.0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
