@@ -26,8 +26,10 @@ def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "",
 
 def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Values ``matrix[rows[i], cols[i]]`` for many pairs at once (0 where absent)."""
-    matrix = sp.csr_matrix(matrix)
-    matrix.sort_indices()
+    if not (sp.issparse(matrix) and matrix.format == "csr"):
+        matrix = sp.csr_matrix(matrix)
+    if not matrix.has_sorted_indices:
+        matrix = matrix.sorted_indices()
     n_cols = np.int64(matrix.shape[1])
     keys = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)) * n_cols \
         + matrix.indices.astype(np.int64)
