@@ -41,7 +41,8 @@ class FunnelConfig:
     index : {"auto", "flat", "ivf", "hnsw"}
         FAISS index type; "auto" is exact search below ``ann_threshold`` artists.
     ann_threshold : int
-        Catalogue size from which ``index="auto"`` switches to HNSW.
+        Catalogue size from which ``index="auto"`` switches to IVF (measurements in
+        ``funnel.candidates.index``).
     history_weighting : {"none", "log", "plays"}
         How each history artist is weighted in a user's stage-one query.
     tag_candidates, als_candidates, ease_candidates, friends_candidates, popularity_candidates : int
@@ -109,7 +110,7 @@ class FunnelConfig:
     popularity_weight: float = 0.25
     freshness_weight: float = 0.1
     index: str = "auto"
-    ann_threshold: int = 200_000
+    ann_threshold: int = 100_000
     history_weighting: str = "log"
     tag_candidates: int = 200
     als_candidates: int = 200

@@ -102,3 +102,14 @@ def test_drop_seen_pads_and_merge_keeps_source_ranks():
     assert list(zip(merged.rows, merged.items)) == [(0, 1), (0, 2), (1, 0), (1, 2), (1, 3)]
     assert merged.ranks["a"].tolist() == [1, 2, 4, 2, 1]
     assert merged.scores["a"][2] == 1.0  # missing pair gets the row's lowest score
+
+
+def test_auto_index_is_exact_below_the_threshold_then_ivf():
+    from funnel.candidates.index import build_index, resolve_kind
+
+    assert resolve_kind("auto", 99_999, 100_000) == "flat"
+    assert resolve_kind("auto", 100_000, 100_000) == "ivf"
+    assert resolve_kind("hnsw", 10, 100_000) == "hnsw"
+    vectors = np.random.default_rng(0).normal(size=(4_000, 8)).astype(np.float32)
+    index = build_index(vectors, "ivf")
+    assert index.nlist == int(4 * np.sqrt(4_000)) and index.nprobe == 16

@@ -1,4 +1,13 @@
-"""FAISS inner-product indexes: exact by default, IVF or HNSW for large catalogues."""
+"""FAISS inner-product indexes: exact by default, IVF (or HNSW on request) for large catalogues.
+
+Measured with ``python benchmarks/scale.py --index 100k`` (100,000 synthetic artists, 2,000
+queries, K = 200): IVF probing 32 of its 1,264 lists found 1.00 of the exact top 200 at 7.6x
+the speed of exact search (16 lists: 0.999 at 10.7x); HNSW reached at most 0.94 at 2.9x
+(efSearch 600) and 0.93 at 5.1x (efSearch 300), since inner product on vectors of unequal
+norm suits it less. On Last.fm's own vectors (17,632 artists, less clustered) IVF needed 6% of
+its lists for 0.97 recall at only 3x, so exact search stays the default below
+``ann_threshold`` (100,000) artists.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +22,9 @@ logger = logging.getLogger("funnel")
 
 
 def resolve_kind(kind: str, n_vectors: int, ann_threshold: int) -> str:
-    """The concrete index kind: ``auto`` is exact below ``ann_threshold`` vectors, else HNSW."""
+    """The concrete index kind: ``auto`` is exact below ``ann_threshold`` vectors, else IVF."""
     if kind == "auto":
-        return "flat" if n_vectors < ann_threshold else "hnsw"
+        return "flat" if n_vectors < ann_threshold else "ivf"
     if kind not in ("flat", "ivf", "hnsw"):
         raise ConfigError(f"index={kind!r} is not one of ['auto', 'flat', 'ivf', 'hnsw']")
     return kind
@@ -39,7 +48,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.train(vectors)
-        index.nprobe = max(1, nlist // 8)
+        index.nprobe = min(nlist, max(16, nlist // 40))
     else:
         raise ConfigError(f"index kind {kind!r} is not one of ['flat', 'ivf', 'hnsw']")
     index.add(vectors)

@@ -62,7 +62,7 @@ class TagSource(_IndexSource):
 
     def __init__(self, n_candidates: int = 200, embedder: ArtistEmbedder | None = None,
                  history_weighting: str = "log", index: str = "auto",
-                 ann_threshold: int = 200_000, seed: int = 0) -> None:
+                 ann_threshold: int = 100_000, seed: int = 0) -> None:
         self.n_candidates = n_candidates
         self.embedder = embedder
         self.history_weighting = history_weighting
@@ -98,7 +98,7 @@ class ALSSource(_IndexSource):
     name = "als"
 
     def __init__(self, n_candidates: int = 200, als: ALSFactors | None = None,
-                 index: str = "auto", ann_threshold: int = 200_000, seed: int = 0) -> None:
+                 index: str = "auto", ann_threshold: int = 100_000, seed: int = 0) -> None:
         self.n_candidates = n_candidates
         self.als = als
         self.index = index
