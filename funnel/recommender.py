@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from funnel import explain as explain_
+from funnel.candidates import CandidateSet
 from funnel.candidates.index import build_index, search
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
@@ -226,7 +227,8 @@ class Recommender:
         return LogisticRanker(cfg.ranker_C).fit(X, y)
 
     # recommending -----------------------------------------------------------------------
-    def _check_fitted(self) -> None:
+    def check_fitted(self) -> None:
+        """Raise :class:`NotFittedError` unless the model is fitted or loaded."""
         if not hasattr(self, "ranker_"):
             raise NotFittedError("this Recommender is not fitted; call fit(dataset) or Recommender.load(path)")
 
@@ -242,16 +244,20 @@ class Recommender:
                               "artist_name": self.artist_names_[items].astype(object),
                               "score": scores[best].astype(np.float64)})
         if explain:
-            sources = explain_.found_by({k: v[best] for k, v in cands.ranks.items()},
-                                        {s.name: s.n_candidates for s in self.stages_.sources_})
-            pair, artist, _ = explain_.closest_history(self.stages_.als_.item_factors_, history, rows, items)
-            ranking = ~user_level(self.feature_names_)
-            contributions = explain_.top_contributions(self.ranker_.contributions(X[best])[:, ranking],
-                                                       [f for f, r in zip(self.feature_names_, ranking) if r])
-            why = explain_.explanation_columns(sources, (pair, artist), len(best), self.artist_ids_,
-                                               self.artist_names_, contributions)
-            frame = pd.concat([frame, why], axis=1)
+            frame = pd.concat([frame, self._explain(cands, X, best, history)], axis=1)
         return rows, frame
+
+    def _explain(self, cands: CandidateSet, X: np.ndarray, best: np.ndarray, history: sp.csr_matrix) -> pd.DataFrame:
+        """Explanation columns of the chosen candidate pairs ``best``."""
+        sources = explain_.found_by({k: v[best] for k, v in cands.ranks.items()},
+                                    {s.name: s.n_candidates for s in self.stages_.sources_})
+        pair, artist, _ = explain_.closest_history(self.stages_.als_.item_factors_, history,
+                                                   cands.rows[best], cands.items[best])
+        ranking = ~user_level(self.feature_names_)
+        contributions = explain_.top_contributions(self.ranker_.contributions(X[best])[:, ranking],
+                                                   [f for f, r in zip(self.feature_names_, ranking) if r])
+        return explain_.explanation_columns(sources, (pair, artist), len(best), self.artist_ids_,
+                                            self.artist_names_, contributions)
 
     def _user_rows(self, user_ids: np.ndarray) -> np.ndarray:
         rows = lookup_ids(self.user_ids_, user_ids)
@@ -288,7 +294,7 @@ class Recommender:
         ConfigError
             ``n`` is not an integer in 1..catalogue size.
         """
-        self._check_fitted()
+        self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
         if isinstance(user_id, bool) or not isinstance(user_id, (int, np.integer)):
             raise UnknownUserError(f"user id {user_id!r} must be an integer")
@@ -316,7 +322,7 @@ class Recommender:
         pandas.DataFrame
             ``user_id, rank, artist_id, artist_name, score``; rank 1..n, best first per user.
         """
-        self._check_fitted()
+        self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
         if users is None:
             rows = np.arange(len(self.user_ids_))
@@ -343,7 +349,7 @@ class Recommender:
 
         Unknown artist ids are dropped with a warning; duplicates in a list count as plays.
         """
-        self._check_fitted()
+        self.check_fitted()
         row, unknown = parse_history(history, self.artist_ids_)
         if len(unknown):
             logger.warning("ignoring %d unknown artist id(s) in the history: %s", len(unknown),
@@ -377,7 +383,7 @@ class Recommender:
         DataError
             The history is empty, malformed or has no catalogue artist.
         """
-        self._check_fitted()
+        self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
         row = self.history_matrix(history)
         return self._rank(np.array([-1]), row, n, explain)[1]
@@ -397,7 +403,7 @@ class Recommender:
         DataError
             ``artist_id`` is not in the catalogue.
         """
-        self._check_fitted()
+        self.check_fitted()
         n = check_n(n, len(self.artist_ids_) - 1)
         if isinstance(artist_id, bool) or not isinstance(artist_id, (int, np.integer)):
             raise DataError(f"artist id {artist_id!r} must be an integer")
@@ -424,7 +430,7 @@ class Recommender:
         at them is replaced atomically last, so an interrupted save leaves the previous model
         loadable. No pickle is involved.
         """
-        self._check_fitted()
+        self.check_fitted()
         path = Path(path)
         arrays, indexes = self.stages_.to_arrays()
         arrays.update({f"ranker/{k}": v for k, v in self.ranker_.to_arrays().items()})
@@ -510,9 +516,7 @@ def _sample_negatives(rows: np.ndarray, positive: np.ndarray, per_row: int, rng:
     return keep
 
 
-def _subset(cands, keep: np.ndarray):
-    from funnel.candidates import CandidateSet
-
+def _subset(cands: CandidateSet, keep: np.ndarray) -> CandidateSet:
     return CandidateSet(rows=cands.rows[keep], items=cands.items[keep],
                         ranks={k: v[keep] for k, v in cands.ranks.items()},
                         scores={k: v[keep] for k, v in cands.scores.items()})

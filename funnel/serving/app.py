@@ -125,7 +125,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
-    model._check_fitted()
+    model.check_fitted()
     max_n = min(max_n, len(model.artist_ids_) - 1)
     lock = threading.Lock()
     app = FastAPI(title="funnel", version=__version__,
