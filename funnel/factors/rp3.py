@@ -68,20 +68,21 @@ class RP3beta:
         item_to_user = _row_stochastic(sp.csr_matrix(binary.T), self.alpha)
         listeners = np.diff(item_to_user.indptr).astype(np.float64)
         penalty = sp.diags((1.0 / np.maximum(listeners, 1.0) ** self.beta).astype(np.float32))
-        walk = (user_to_item @ penalty).tocsc()  # the popularity damping folded into the second step
+        walk = sp.csr_matrix(user_to_item @ penalty)  # the popularity damping folded into the second step
         k = min(self.top_k, max(n_artists - 1, 1))
         rows, cols, vals = [], [], []
         for start in range(0, n_artists, self.block_size):
-            stop = min(start + self.block_size, n_artists)
-            block = (item_to_user[start:stop] @ walk).toarray()
-            block[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            top = np.argpartition(-block, k - 1, axis=1)[:, :k] if k < n_artists else \
-                np.broadcast_to(np.arange(n_artists), block.shape)
-            top_vals = np.take_along_axis(block, top, axis=1)
-            keep = top_vals > 0
-            rows.append(np.broadcast_to(np.arange(start, stop)[:, None], top.shape)[keep])
-            cols.append(top[keep])
-            vals.append(top_vals[keep])
+            # sparse product and sparse top-k per row: no dense block of the whole catalogue
+            block = sp.coo_matrix(item_to_user[start:start + self.block_size] @ walk)
+            keep = (block.row + start != block.col) & (block.data > 0)
+            row, col, val = block.row[keep], block.col[keep], block.data[keep]
+            order = np.lexsort((col, -val, row))
+            row, col, val = row[order], col[order], val[order]
+            position = np.arange(len(row)) - np.searchsorted(row, row)
+            top = position < k
+            rows.append(row[top] + start)
+            cols.append(col[top])
+            vals.append(val[top])
         self.weights_ = sp.csr_matrix(
             (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
             shape=(n_artists, n_artists))
