@@ -17,7 +17,8 @@ from funnel.data.history import History, parse_history
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import EASE, ALSFactors, confidence
 from funnel.factors.als import single_threaded_blas
-from funnel.recommender import check_n, top_n_per_row
+from funnel.recommender import check_n
+from funnel.sparse import top_n_per_row
 
 
 class _FullCatalogue:
@@ -58,7 +59,7 @@ class _FullCatalogue:
         r = np.repeat(np.arange(len(scores)), k)
         ok = np.isfinite(top_scores.ravel())
         r, items, s = r[ok], top.ravel()[ok], top_scores.ravel()[ok]
-        best, rank = top_n_per_row(r, s, items, len(scores), n)
+        best, rank = top_n_per_row(r, s, items, n)
         items = items[best]
         return r[best], pd.DataFrame({"rank": rank, "artist_id": self.artist_ids_[items],
                                       "artist_name": self.artist_names_[items].astype(object),

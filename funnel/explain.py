@@ -9,6 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from funnel.ranking.features import rowwise_dot
+from funnel.sparse import top_n_per_row
 
 TRIPLES_PER_CHUNK = 1 << 15
 _INDEXED = re.compile(r"_\d+$")
@@ -39,11 +40,10 @@ def closest_history(vectors: np.ndarray, history: sp.csr_matrix, rows: np.ndarra
         left, right = vectors[artist[part]], vectors[items[pair[part]]]
         norms = np.linalg.norm(left, axis=1) * np.linalg.norm(right, axis=1)
         similarity[part] = rowwise_dot(left, right) / np.where(norms > 0, norms, 1.0)
-    order = np.lexsort((artist, -similarity, pair))
-    pair, artist, similarity = pair[order], artist[order], similarity[order]
-    position = np.arange(len(pair)) - np.searchsorted(pair, pair)
-    keep = (position < k) & (similarity > 0)
-    return pair[keep], artist[keep], similarity[keep]
+    best, _ = top_n_per_row(pair, similarity, artist, k)
+    pair, artist, similarity = pair[best], artist[best], similarity[best]
+    positive = similarity > 0
+    return pair[positive], artist[positive], similarity[positive]
 
 
 def feature_groups(names: list[str]) -> tuple[list[str], np.ndarray]:

@@ -28,7 +28,7 @@ from funnel.persistence import (ArtifactCache, faiss_bytes, load_faiss, load_jso
                                 read_verified, save_json, sha256_file)
 from funnel.persistence.files import atomic_write
 from funnel.ranking import LogisticRanker
-from funnel.sparse import csr_from_arrays, csr_to_arrays
+from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row
 from funnel.stages import Stages, user_level
 
 logger = logging.getLogger("funnel")
@@ -46,20 +46,6 @@ def check_n(n: Any, n_artists: int) -> int:
     if not 1 <= n <= n_artists:
         raise ConfigError(f"n={n} is out of range; it must be between 1 and {n_artists} (the catalogue size)")
     return int(n)
-
-
-def top_n_per_row(rows: np.ndarray, scores: np.ndarray, items: np.ndarray, n_rows: int, n: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the best ``n`` pairs of each row by score (ties by artist index), and their ranks.
-
-    Positions index the input arrays and come sorted by row, best first; ranks are 1-based.
-    """
-    order = np.lexsort((items, -scores, rows))
-    sorted_rows = rows[order]
-    starts = np.searchsorted(sorted_rows, np.arange(n_rows))
-    rank = np.arange(len(order)) - starts[sorted_rows]
-    keep = rank < n
-    return order[keep], rank[keep] + 1
 
 
 class Recommender:
@@ -238,7 +224,7 @@ class Recommender:
         cands = self.stages_.candidates(users, history, fallback=n)
         X = self.stages_.features(users, history, cands)
         scores = self.ranker_.predict_proba(X)[:, 1]
-        best, rank = top_n_per_row(cands.rows, scores, cands.items, len(users), n)
+        best, rank = top_n_per_row(cands.rows, scores, cands.items, n)
         rows, items = cands.rows[best], cands.items[best]
         frame = pd.DataFrame({"rank": rank, "artist_id": self.artist_ids_[items],
                               "artist_name": self.artist_names_[items].astype(object),

@@ -1,9 +1,40 @@
-"""Vectorised lookups in sparse matrices, and CSR matrices as plain arrays for saving."""
+"""Sparse-matrix helpers: play-count weighting, vectorised lookups, top-n per row in long
+format, and CSR matrices as plain arrays for saving."""
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+
+from funnel.errors import ConfigError
+
+WEIGHTINGS = ("binary", "log", "raw")
+
+
+def weighted(plays: sp.spmatrix, kind: str = "binary", dtype: type = np.float32) -> sp.csr_matrix:
+    """A CSR copy of ``plays`` with each stored count as 1 (binary), ``log1p`` of it (log) or as is (raw)."""
+    if kind not in WEIGHTINGS:
+        raise ConfigError(f"weighting {kind!r} is not one of {list(WEIGHTINGS)}")
+    out = sp.csr_matrix(plays, dtype=dtype, copy=True)
+    if kind == "binary":
+        out.data[:] = 1.0
+    elif kind == "log":
+        out.data = np.log1p(np.maximum(out.data, 0.0)).astype(dtype)
+    return out
+
+
+def top_n_per_row(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray, n: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the best ``n`` entries of each row by score (ties by column), and their ranks.
+
+    ``rows``, ``scores`` and ``cols`` describe entries in long format. Positions index these
+    arrays and come sorted by row, best first; ranks are 1-based.
+    """
+    order = np.lexsort((cols, -scores, rows))
+    sorted_rows = rows[order]
+    rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows)
+    keep = rank < n
+    return order[keep], rank[keep] + 1
 
 
 def csr_to_arrays(matrix: sp.csr_matrix, prefix: str = "") -> dict[str, np.ndarray]:

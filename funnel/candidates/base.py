@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.data import Dataset
-from funnel.sparse import lookup
+from funnel.sparse import lookup, top_n_per_row
 
 
 @runtime_checkable
@@ -99,14 +99,9 @@ def top_k_sparse(scores: sp.spmatrix, history: sp.csr_matrix, k: int) -> tuple[n
     scores = sp.coo_matrix(scores)
     width = k + max_history(history)
     n_rows = history.shape[0]
-    # rank each row's entries by (row, -score, artist)
-    order = np.lexsort((scores.col, -scores.data, scores.row))
-    rows, cols, vals = scores.row[order], scores.col[order], scores.data[order]
-    starts = np.searchsorted(rows, np.arange(n_rows))
-    pos = np.arange(len(rows)) - starts[rows]
-    keep = pos < width
+    best, rank = top_n_per_row(scores.row, scores.data, scores.col, width)
     ids = np.full((n_rows, width), -1, np.int64)
     out = np.full((n_rows, width), -np.inf, np.float32)
-    ids[rows[keep], pos[keep]] = cols[keep]
-    out[rows[keep], pos[keep]] = vals[keep]
+    ids[scores.row[best], rank - 1] = scores.col[best]
+    out[scores.row[best], rank - 1] = scores.data[best]
     return drop_seen(ids, out, history, k)

@@ -12,6 +12,7 @@ from funnel.candidates.base import row_normalize
 from funnel.data import Dataset
 from funnel.data.freshness import robust_years
 from funnel.errors import ConfigError, NotFittedError
+from funnel.sparse import weighted
 
 logger = logging.getLogger("funnel")
 
@@ -36,8 +37,7 @@ def artist_statistics(dataset: Dataset) -> dict[str, np.ndarray]:
     it (see :func:`funnel.data.freshness.robust_years`), so a bad year cannot move freshness far.
     """
     plays = dataset.matrix
-    binary = plays.copy()
-    binary.data[:] = 1.0
+    binary = weighted(plays, "binary", plays.dtype)
     stats = {
         "log_listeners": np.log1p(np.asarray(binary.sum(axis=0)).ravel()),
         "log_plays": np.log1p(np.asarray(plays.sum(axis=0)).ravel()),

@@ -14,6 +14,7 @@ from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
 from funnel.factors import EASE, ALSFactors
 from funnel.factors.social import FriendListening
+from funnel.sparse import weighted
 
 logger = logging.getLogger("funnel")
 
@@ -133,8 +134,7 @@ class PopularitySource:
 
     def fit(self, dataset: Dataset) -> "PopularitySource":
         _check_k(self.name, self.n_candidates)
-        binary = dataset.matrix.copy()
-        binary.data[:] = 1.0
+        binary = weighted(dataset.matrix, "binary", dataset.matrix.dtype)
         listeners = np.asarray(binary.sum(axis=0)).ravel()
         plays = np.asarray(dataset.matrix.sum(axis=0)).ravel()
         self.order_ = np.lexsort((-plays, -listeners)).astype(np.int64)

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
+from funnel.sparse import WEIGHTINGS, weighted
 
 logger = logging.getLogger("funnel")
 
@@ -30,14 +31,9 @@ def single_threaded_blas():
 
 def confidence(plays: sp.csr_matrix, kind: str) -> sp.csr_matrix:
     """Turn play counts into ALS confidence before ``alpha``: binary, ``log1p`` or raw."""
-    out = sp.csr_matrix(plays, dtype=np.float32, copy=True)
-    if kind == "binary":
-        out.data[:] = 1.0
-    elif kind == "log":
-        out.data = np.log1p(out.data).astype(np.float32)
-    elif kind != "raw":
-        raise ConfigError(f"als_confidence={kind!r} is not one of ['binary', 'log', 'raw']")
-    return out
+    if kind not in WEIGHTINGS:
+        raise ConfigError(f"als_confidence={kind!r} is not one of {list(WEIGHTINGS)}")
+    return weighted(plays, kind)
 
 
 class ALSFactors:

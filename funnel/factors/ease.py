@@ -7,16 +7,10 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
+from funnel.sparse import weighted
 
 
 _WEIGHTINGS = ("binary", "log")
-
-
-def _weighted(plays: sp.spmatrix, weighting: str, dtype: type) -> sp.csr_matrix:
-    """``plays`` as binary presence or ``log1p(plays)`` weights."""
-    out = sp.csr_matrix(plays, dtype=dtype, copy=True)
-    out.data = np.ones_like(out.data) if weighting == "binary" else np.log1p(np.maximum(out.data, 0.0))
-    return out
 
 
 class EASE:
@@ -55,13 +49,13 @@ class EASE:
             raise ConfigError(f"EASE needs l2 > 0 and max_artists >= 1, got {self.l2}, {self.max_artists}")
         if self.weighting not in _WEIGHTINGS:
             raise ConfigError(f"EASE weighting={self.weighting!r} is not one of {list(_WEIGHTINGS)}")
-        binary = _weighted(plays, "binary", np.float64)
+        binary = weighted(plays, "binary", np.float64)
         listeners = np.asarray(binary.sum(axis=0)).ravel()
         order = np.argsort(-listeners, kind="stable")
         keep = order[listeners[order] >= self.min_listeners][: self.max_artists]
         self.items_ = np.sort(keep).astype(np.int64)
         self.n_artists_ = plays.shape[1]
-        x = _weighted(plays, self.weighting, np.float64)[:, self.items_]
+        x = weighted(plays, self.weighting, np.float64)[:, self.items_]
         gram = (x.T @ x).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += self.l2
         try:
@@ -77,7 +71,7 @@ class EASE:
         """``(n_rows, len(items_))`` scores of the modelled artists for each history row."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("EASE is not fitted; call fit() first")
-        return np.asarray(_weighted(history[:, self.items_], self.weighting, np.float32) @ self.weights_)
+        return np.asarray(weighted(history[:, self.items_], self.weighting) @ self.weights_)
 
     def position(self, items: np.ndarray) -> np.ndarray:
         """Column of each internal artist index in :meth:`scores` (-1 when not modelled)."""

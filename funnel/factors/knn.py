@@ -6,15 +6,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays
+from funnel.sparse import csr_from_arrays, csr_to_arrays, weighted
 
 _WEIGHTINGS = ("binary", "log")
 
 
 def _weighted_rows(plays: sp.spmatrix, weighting: str) -> sp.csr_matrix:
     """Rows of ``plays`` as binary or ``log1p(plays)`` weights, scaled to unit L2 norm."""
-    rows = sp.csr_matrix(plays, dtype=np.float32, copy=True)
-    rows.data = np.ones_like(rows.data) if weighting == "binary" else np.log1p(np.maximum(rows.data, 0.0))
+    rows = weighted(plays, weighting)
     rows.eliminate_zeros()
     norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
     return sp.csr_matrix(sp.diags((1.0 / np.maximum(norms, 1e-12)).astype(np.float32)) @ rows)
@@ -56,8 +55,7 @@ class UserKNN:
     def _derive(self, rows: sp.csr_matrix) -> "UserKNN":
         self.rows_ = rows
         self.columns_ = sp.csr_matrix(rows.T)  # artists x users, for fast similarity products
-        self.listens_ = sp.csr_matrix(rows, copy=True)
-        self.listens_.data[:] = 1.0
+        self.listens_ = weighted(rows, "binary")
         return self
 
     def scores(self, users: np.ndarray, history: sp.csr_matrix) -> sp.csr_matrix:

@@ -6,14 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays
-
-
-def _binary(plays: sp.spmatrix, dtype: type = np.float32) -> sp.csr_matrix:
-    binary = sp.csr_matrix(plays, dtype=dtype, copy=True)
-    binary.data[:] = 1.0
-    binary.eliminate_zeros()
-    return binary
+from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row, weighted
 
 
 def _row_stochastic(matrix: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
@@ -62,7 +55,7 @@ class RP3beta:
         if self.alpha <= 0 or self.beta < 0 or self.top_k < 1 or self.block_size < 1:
             raise ConfigError(f"RP3beta needs alpha > 0, beta >= 0, top_k >= 1 and block_size >= 1, "
                               f"got {self.alpha}, {self.beta}, {self.top_k}, {self.block_size}")
-        binary = _binary(plays)
+        binary = weighted(plays, "binary")
         n_artists = binary.shape[1]
         user_to_item = _row_stochastic(binary, self.alpha)
         item_to_user = _row_stochastic(sp.csr_matrix(binary.T), self.alpha)
@@ -76,10 +69,7 @@ class RP3beta:
             block = sp.coo_matrix(item_to_user[start:start + self.block_size] @ walk)
             keep = (block.row + start != block.col) & (block.data > 0)
             row, col, val = block.row[keep], block.col[keep], block.data[keep]
-            order = np.lexsort((col, -val, row))
-            row, col, val = row[order], col[order], val[order]
-            position = np.arange(len(row)) - np.searchsorted(row, row)
-            top = position < k
+            top, _ = top_n_per_row(row, val, col, k)
             rows.append(row[top] + start)
             cols.append(col[top])
             vals.append(val[top])
@@ -93,7 +83,7 @@ class RP3beta:
         """Sparse ``(n_rows, n_artists)`` scores of every artist for each history row."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("RP3beta is not fitted; call fit() first")
-        return sp.csr_matrix(_binary(history) @ self.weights_)
+        return sp.csr_matrix(weighted(history, "binary") @ self.weights_)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""

@@ -7,7 +7,7 @@ import scipy.sparse as sp
 
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays
+from funnel.sparse import csr_from_arrays, csr_to_arrays, weighted
 
 
 class FriendListening:
@@ -31,9 +31,7 @@ class FriendListening:
             ok = (a >= 0) & (b >= 0) & (a != b)
             friends = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (a[ok], b[ok])), shape=(n_users, n_users))
             friends.data[:] = 1.0  # duplicate pairs count once
-        binary = sp.csr_matrix(dataset.matrix, dtype=np.float32, copy=True)
-        binary.data[:] = 1.0
-        self.counts_ = sp.csr_matrix(friends @ binary)
+        self.counts_ = sp.csr_matrix(friends @ weighted(dataset.matrix, "binary"))
         self.counts_.sort_indices()
         self.n_friends_ = np.diff(friends.indptr).astype(np.float32)
         return self
