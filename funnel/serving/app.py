@@ -14,6 +14,8 @@ import pandas as pd
 from pydantic import BaseModel, Field, StrictBool, StrictInt
 
 from funnel import __version__
+from funnel.data.dataset import lookup_ids
+from funnel.data.history import parse_history
 from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
 from funnel.recommender import FORMAT_VERSION, Recommender
 
@@ -157,7 +159,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
 
     def check_n(n: int) -> None:
-        if n > max_n:
+        if not 1 <= n <= max_n:
             raise HTTPException(status_code=422, detail=f"n={n} is out of range; it must be between 1 and {max_n}")
 
     @app.get("/health")
@@ -186,8 +188,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
             if bad:
                 raise HTTPException(status_code=422, detail=f"artist ids must be integers, got {bad[:5]}")
             history = {int(key): value for key, value in history.items()}
-        ids = np.fromiter(history, dtype=np.int64, count=len(history))
-        unknown = np.setdiff1d(ids, model.artist_ids_)
+        _, unknown = parse_history(history, model.artist_ids_)  # the model ignores these, with a warning
         with lock:
             frame = model.recommend_for_history(history, n=body.n, explain=body.explain)
         return {"unknown_artists": unknown.tolist(), "recommendations": _records(frame, body.explain)}
@@ -195,11 +196,9 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     @app.get("/artists/{artist_id}/similar")
     def similar(artist_id: int, n: int = 10) -> dict[str, Any]:
         """Nearest artists in the stage-one embedding; 404 for an unknown artist."""
-        if n < 1:
-            raise HTTPException(status_code=422, detail=f"n={n} is out of range; it must be between 1 and {max_n}")
         check_n(n)
-        column = np.searchsorted(model.artist_ids_, artist_id)
-        if column >= len(model.artist_ids_) or model.artist_ids_[column] != artist_id:
+        column = int(lookup_ids(model.artist_ids_, np.array([artist_id]))[0])
+        if column < 0:
             raise HTTPException(status_code=404, detail=f"unknown artist id {artist_id}: not in the catalogue")
         with lock:
             frame = model.similar_artists(artist_id, n=n)
