@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from funnel.errors import ArtifactError
-from funnel.persistence.files import load_json, load_npz, read_verified, save_json, save_npz, sha256_file
+from funnel.persistence.files import load_json, load_npz, read_verified, save_json, save_npz
 
 logger = logging.getLogger("funnel")
 
@@ -62,6 +62,6 @@ class ArtifactCache:
     def save(self, kind: str, data_fingerprint: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Store ``arrays`` as the entry of ``kind`` (arrays first, then the manifest)."""
         arrays_path, meta_path = self._paths(kind)
-        save_npz(arrays_path, arrays)
+        digest = save_npz(arrays_path, arrays)
         save_json(meta_path, {"format": CACHE_FORMAT, "kind": kind, "data_fingerprint": data_fingerprint,
-                              "settings": settings, "sha256": sha256_file(arrays_path)})
+                              "settings": settings, "sha256": digest})

@@ -69,10 +69,11 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Atomically write ``arrays`` to an uncompressed ``.npz``."""
+def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> str:
+    """Atomically write ``arrays`` to an uncompressed ``.npz``; returns the file's hex SHA-256."""
     data = npz_bytes(arrays)
     atomic_write(path, lambda handle: handle.write(data))
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_verified(path: str | os.PathLike, sha256: str, what: str = "file") -> bytes:
