@@ -32,22 +32,19 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
     """
     if isinstance(history, (Mapping, pd.Series)):
         pairs = list(history.items())
-        ids = np.asarray([key for key, _ in pairs])
+        ids = _artist_ids([key for key, _ in pairs])
         plays = pd.to_numeric(pd.Series([value for _, value in pairs], dtype=object), errors="coerce")
         plays = plays.to_numpy(dtype=np.float64, na_value=np.nan)
     elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
         raise DataError(f"history must be a list of artist ids or a mapping id -> plays, got {history!r}")
     else:
-        ids = np.asarray(list(history))
+        ids = _artist_ids(list(history))
         plays = np.ones(len(ids))
     if len(ids) == 0:
         raise DataError("history is empty; give at least one known artist id")
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise DataError(f"history artist ids must be integers, got {ids[:3].tolist()}")
     if not (np.isfinite(plays).all() and (plays > 0).all()):
         bad = [v for v in plays.tolist() if not (np.isfinite(v) and v > 0)][:3]
         raise DataError(f"history play counts must be finite numbers > 0, got {bad}")
-    ids = ids.astype(np.int64)
     cols = lookup_ids(artist_ids, ids)
     known = cols >= 0
     if not known.any():
@@ -58,3 +55,13 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
     row.sum_duplicates()
     return row, np.unique(ids[~known])
 
+
+def _artist_ids(values: list) -> np.ndarray:
+    """The history's artist ids as int64; anything but integers (bools included) is refused."""
+    bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
+    if bad:
+        raise DataError(f"history artist ids must be integers, got {bad[:3]!r}")
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError as exc:
+        raise DataError(f"history artist ids must fit in 64 bits, got {max(values, key=abs)}") from exc
