@@ -35,6 +35,10 @@ class FunnelConfig:
     ----------
     tag_dim : int
         Dimensions of the dense projection of the TF-IDF tag text (stage one).
+    tag_search_dim : int
+        Tag dimensions the stage-one tag index searches: the first (strongest) SVD
+        components, L2-normalised again; 0 searches all ``tag_dim``. The ranker's tag
+        similarity feature always uses all ``tag_dim``.
     popularity_weight, freshness_weight : float
         Norm of the popularity and freshness blocks of an artist vector relative to the
         tag block (which has unit norm).
@@ -107,13 +111,14 @@ class FunnelConfig:
     """
 
     tag_dim: int = 500
+    tag_search_dim: int = 64
     popularity_weight: float = 0.25
     freshness_weight: float = 0.1
     index: str = "auto"
     ann_threshold: int = 100_000
     history_weighting: str = "log"
-    tag_candidates: int = 200
-    als_candidates: int = 200
+    tag_candidates: int = 100
+    als_candidates: int = 100
     ease_candidates: int = 100
     friends_candidates: int = 50
     popularity_candidates: int = 50
@@ -208,7 +213,7 @@ class FunnelConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be > 0")
-        non_negative = ("popularity_weight", "freshness_weight", "tag_candidates",
+        non_negative = ("popularity_weight", "freshness_weight", "tag_candidates", "tag_search_dim",
                         "als_candidates", "ease_candidates", "friends_candidates",
                         "popularity_candidates", "svd_reg", "rp3_beta",
                         "als_regularization", "ranker_negatives", "n_threads", "seed")

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from funnel import explain as explain_
 from funnel.candidates import CandidateSet
-from funnel.candidates.index import build_index, search
+from funnel.candidates.index import search
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
 from funnel.data.dataset import lookup_ids
@@ -377,7 +377,8 @@ class Recommender:
     def similar_artists(self, artist_id: int, n: int = 10) -> pd.DataFrame:
         """The ``n`` artists nearest to ``artist_id`` in the stage-one embedding (inner product).
 
-        Uses the tag source's FAISS index when the model has one, exact search otherwise.
+        Uses the tag source's FAISS index (and its search vectors, see ``tag_search_dim``) when
+        the model has one; otherwise an exact product with every artist vector.
 
         Returns
         -------
@@ -397,13 +398,18 @@ class Recommender:
         if column < 0:
             raise DataError(f"unknown artist id {artist_id}: not in the catalogue ({len(self.artist_ids_)} "
                             f"artists, ids {self.artist_ids_[0]}..{self.artist_ids_[-1]})")
-        vectors = self.stages_.embedder_.vectors_
-        query = vectors[column:column + 1]
         tags = [s for s in self.stages_.sources_ if s.name == "tags"]
-        index = tags[0].index_ if tags else build_index(vectors, "flat")
-        ids, scores = search(index, query, n + 1)
-        keep = (ids[0] >= 0) & (ids[0] != column)
-        ids, scores = ids[0][keep][:n], scores[0][keep][:n]
+        if tags:
+            found, found_scores = search(tags[0].index_, tags[0].search_vectors_[column:column + 1], n + 1)
+            ids, scores = found[0], found_scores[0]
+        else:
+            vectors = self.stages_.embedder_.vectors_
+            scores = vectors @ vectors[column]
+            ids = np.argpartition(-scores, n)[:n + 1]
+            ids = ids[np.lexsort((ids, -scores[ids]))]
+            scores = scores[ids]
+        keep = (ids >= 0) & (ids != column)
+        ids, scores = ids[keep][:n], scores[keep][:n]
         return pd.DataFrame({"rank": np.arange(1, len(ids) + 1), "artist_id": self.artist_ids_[ids],
                              "artist_name": self.artist_names_[ids].astype(object),
                              "similarity": scores.astype(np.float64)})
@@ -458,7 +464,8 @@ class Recommender:
             arrays = load_npz(blobs.pop("arrays"))
             indexes = {role.split("/", 1)[1]: load_faiss(blob) for role, blob in blobs.items()
                        if role.startswith("index/")}
-            config = FunnelConfig.from_dict(manifest["config"]).validate()
+            # models saved before tag_search_dim existed searched the whole tag block
+            config = FunnelConfig.from_dict({"tag_search_dim": 0, **manifest["config"]}).validate()
             self = cls(config)
             self.config_ = config
             self.stages_ = Stages.from_arrays(config, arrays, indexes, list(manifest["sources"]))

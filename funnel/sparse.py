@@ -23,6 +23,20 @@ def weighted(plays: sp.spmatrix, kind: str = "binary", dtype: type = np.float32)
     return out
 
 
+def select_columns(matrix: sp.csr_matrix, position: np.ndarray, n_selected: int) -> sp.csr_matrix:
+    """The columns of ``matrix`` with ``position >= 0``, each moved to column ``position``.
+
+    ``position`` maps every column of ``matrix`` to its column in the result (-1: dropped);
+    the same as ``matrix[:, selected]`` without scipy's general fancy indexing.
+    """
+    matrix = sp.csr_matrix(matrix)
+    new_col = position[matrix.indices]
+    keep = new_col >= 0
+    row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of[keep], minlength=matrix.shape[0]))])
+    return sp.csr_matrix((matrix.data[keep], new_col[keep], indptr), shape=(matrix.shape[0], n_selected))
+
+
 def top_n_per_row(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray, n: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the best ``n`` entries of each row by score (ties by column), and their ranks.
@@ -56,16 +70,33 @@ def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "",
 
 
 def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Values ``matrix[rows[i], cols[i]]`` for many pairs at once (0 where absent)."""
+    """Values ``matrix[rows[i], cols[i]]`` for many pairs at once (0 where absent).
+
+    Pairs already sorted by row then column (as a :class:`CandidateSet` is) are found by
+    searching the matrix entries among them, so the matrix need not be sorted; other pairs
+    are searched among the sorted matrix entries.
+    """
     if not (sp.issparse(matrix) and matrix.format == "csr"):
         matrix = sp.csr_matrix(matrix)
+    n_cols = np.int64(matrix.shape[1])
+    wanted = rows.astype(np.int64) * n_cols + cols.astype(np.int64)
+    out = np.zeros(len(wanted), np.float32)
+    if matrix.nnz == 0 or len(wanted) == 0:
+        return out
+    if np.all(wanted[1:] > wanted[:-1]):
+        keys = _entry_keys(matrix)
+        pos = np.minimum(np.searchsorted(wanted, keys), len(wanted) - 1)
+        hit = wanted[pos] == keys
+        out[pos[hit]] = matrix.data[hit]
+        return out
     if not matrix.has_sorted_indices:
         matrix = matrix.sorted_indices()
-    n_cols = np.int64(matrix.shape[1])
-    keys = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)) * n_cols \
-        + matrix.indices.astype(np.int64)
-    wanted = rows.astype(np.int64) * n_cols + cols.astype(np.int64)
-    if len(keys) == 0:
-        return np.zeros(len(wanted), np.float32)
+    keys = _entry_keys(matrix)
     pos = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
     return np.where(keys[pos] == wanted, matrix.data[pos], 0.0).astype(np.float32)
+
+
+def _entry_keys(matrix: sp.csr_matrix) -> np.ndarray:
+    """``row * n_cols + col`` of each stored entry, in storage order."""
+    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
+    return rows * np.int64(matrix.shape[1]) + matrix.indices.astype(np.int64)

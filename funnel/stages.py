@@ -22,7 +22,7 @@ from funnel.config import FunnelConfig
 from funnel.data import Dataset
 from funnel.factors import EASE, ALSFactors, BiasedSVDFactors, RP3beta, UserKNN
 from funnel.factors.social import FriendListening
-from funnel.ranking.features import activity, pair_scores, user_statistics
+from funnel.ranking.features import activity, pair_scores, stack_columns, user_statistics
 from funnel.sparse import lookup
 
 logger = logging.getLogger("funnel")
@@ -134,7 +134,7 @@ class Stages:
     def _tag_source(self) -> TagSource:
         cfg = self.config
         return TagSource(cfg.tag_candidates, self.embedder_, cfg.history_weighting, cfg.index,
-                         cfg.ann_threshold, cfg.seed)
+                         cfg.ann_threshold, cfg.seed, cfg.tag_search_dim)
 
     def _als_source(self) -> ALSSource:
         cfg = self.config
@@ -215,7 +215,7 @@ class Stages:
         user_block = np.column_stack([log_artists, log_plays, last_tag, tagged])[rows]
         cross = user_block[:, 0] * stats["log_listeners"][items]
         columns += [user_block, cross[:, None]]
-        return np.hstack([np.asarray(c, np.float32) for c in columns])
+        return stack_columns(columns, len(rows))
 
     @staticmethod
     def _ease_scores(ease: EASE, history: sp.csr_matrix, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -292,6 +292,7 @@ class Stages:
                 source = self._tag_source() if name == "tags" else self._als_source()
                 if name == "tags":
                     source.embedder_ = self.embedder_
+                    source.search_vectors_ = self.embedder_.search_vectors(config.tag_search_dim)
                 else:
                     source.als_ = self.als_
                 source.index_ = indexes[name]

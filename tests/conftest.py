@@ -9,7 +9,7 @@ from funnel.data.lastfm import DATA_ENV, resolve_data_path
 from funnel.datasets import synthetic
 from funnel.errors import DataError
 
-SMALL = dict(tag_dim=16, svd_factors=8, svd_epochs=10, als_factors=8, als_iterations=8,
+SMALL = dict(tag_dim=16, tag_search_dim=8, svd_factors=8, svd_epochs=10, als_factors=8, als_iterations=8,
              tag_candidates=40, als_candidates=40, ease_candidates=20, friends_candidates=10,
              popularity_candidates=10, ranker_negatives=30)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from funnel import Dataset, NotFittedError
+from funnel import ConfigError, Dataset, NotFittedError
 from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource,
                                TagSource, drop_seen, merge_candidates)
 from funnel.candidates.embeddings import artist_statistics
@@ -15,6 +15,7 @@ SOURCES = {
     "tags": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16)),
     "tags-hnsw": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="hnsw"),
     "tags-ivf": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="ivf"),
+    "tags-cut": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), search_dim=4),
     "als": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5)),
     "popularity": lambda: PopularitySource(K),
     "ease": lambda: EASESource(K),
@@ -60,6 +61,23 @@ def test_tag_search_finds_the_users_cluster(synth):
                              for row in synth.matrix])  # test-only loop
     share = (cluster[ids[:, :10]] == user_cluster[:, None]).mean()
     assert share > 0.9
+
+
+def test_search_vectors_keep_the_strongest_tag_components(synth):
+    embedder = ArtistEmbedder(tag_dim=16).fit(synth)
+    cut = embedder.search_vectors(4)
+    extra = embedder.vectors_.shape[1] - embedder.tag_dim_
+    assert cut.shape == (synth.n_artists, 4 + extra) and cut.flags.c_contiguous
+    tagged = embedder.stats_["has_tags"].astype(bool)
+    np.testing.assert_allclose(np.linalg.norm(cut[tagged, :4], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(cut[:, 4:], embedder.vectors_[:, embedder.tag_dim_:])
+    first = embedder.vectors_[:, :4]  # the same directions, only rescaled
+    np.testing.assert_allclose(cut[:, :4] * np.linalg.norm(first, axis=1, keepdims=True), first, atol=1e-6)
+    assert embedder.search_vectors(0) is embedder.vectors_ and embedder.search_vectors(99) is embedder.vectors_
+    source = TagSource(K, embedder=embedder, search_dim=4).fit(synth)
+    assert source.index_.d == cut.shape[1]
+    with pytest.raises(ConfigError, match="search_dim"):
+        TagSource(K, embedder=embedder, search_dim=-1).fit(synth)
 
 
 def test_artists_without_tags_still_have_usable_vectors(synth):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 
 from funnel import Dataset, Recommender
@@ -60,8 +61,11 @@ def test_explanations_for_new_listeners_and_batches(fitted, synth):
     assert len(batch) == 100 and batch["reason"].str.len().min() > 0
 
 
-def test_similar_artists_come_from_the_same_cluster(fitted):
-    similar = fitted.similar_artists(1, n=10)
+@pytest.mark.parametrize("tag_source", [True, False])
+def test_similar_artists_come_from_the_same_cluster(fitted, synth, small_config, tag_source):
+    model = fitted if tag_source else Recommender(small_config, tag_candidates=0).fit(synth)
+    assert any(s.name == "tags" for s in model.stages_.sources_) == tag_source
+    similar = model.similar_artists(1, n=10)
     assert similar["rank"].tolist() == list(range(1, 11))
     assert 1 not in set(similar["artist_id"])
     assert ((similar["artist_id"] - 1) % 4 == 0).mean() >= 0.8

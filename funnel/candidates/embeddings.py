@@ -157,8 +157,25 @@ class ArtistEmbedder:
         return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),
                              shape=(len(tag_ids), len(vocab)))
 
-    def query(self, history: sp.csr_matrix, weighting: str = "log") -> np.ndarray:
-        """Unit-norm stage-one queries: the weighted sum of each history row's artist vectors."""
+    def search_vectors(self, tag_dim: int = 0) -> np.ndarray:
+        """Artist vectors with the tag block cut to its first ``tag_dim`` SVD components.
+
+        The cut block is L2-normalised again; popularity and freshness are kept as they are.
+        ``tag_dim`` 0 (or at least the tag block's width) gives :attr:`vectors_` itself.
+        """
+        if not hasattr(self, "vectors_"):
+            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
+        if tag_dim <= 0 or tag_dim >= self.tag_dim_:
+            return self.vectors_
+        return np.ascontiguousarray(np.hstack([row_normalize(self.vectors_[:, :tag_dim]),
+                                               self.vectors_[:, self.tag_dim_:]]), dtype=np.float32)
+
+    def query(self, history: sp.csr_matrix, weighting: str = "log", vectors: np.ndarray | None = None
+              ) -> np.ndarray:
+        """Unit-norm stage-one queries: the weighted sum of each history row's artist vectors.
+
+        ``vectors`` replaces :attr:`vectors_` (for example :meth:`search_vectors` output).
+        """
         if not hasattr(self, "vectors_"):
             raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
         weights = sp.csr_matrix(history, dtype=np.float32, copy=True)
@@ -168,4 +185,4 @@ class ArtistEmbedder:
             weights.data = np.log1p(weights.data)
         elif weighting != "plays":
             raise ConfigError(f"history_weighting={weighting!r} is not one of ['none', 'log', 'plays']")
-        return row_normalize(np.asarray(weights @ self.vectors_))
+        return row_normalize(np.asarray(weights @ (self.vectors_ if vectors is None else vectors)))

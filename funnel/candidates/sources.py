@@ -57,31 +57,44 @@ class TagSource(_IndexSource):
     index : {"auto", "flat", "ivf", "hnsw"}
     ann_threshold : int
     seed : int
+    search_dim : int
+        Tag dimensions searched (the first SVD components, see
+        :meth:`ArtistEmbedder.search_vectors`); 0 searches the whole tag block.
+
+    Attributes
+    ----------
+    search_vectors_ : numpy.ndarray
+        The artist vectors in the index, which queries sum.
     """
 
     name = "tags"
 
     def __init__(self, n_candidates: int = 200, embedder: ArtistEmbedder | None = None,
                  history_weighting: str = "log", index: str = "auto",
-                 ann_threshold: int = 100_000, seed: int = 0) -> None:
+                 ann_threshold: int = 100_000, seed: int = 0, search_dim: int = 0) -> None:
         self.n_candidates = n_candidates
         self.embedder = embedder
         self.history_weighting = history_weighting
         self.index = index
         self.ann_threshold = ann_threshold
         self.seed = seed
+        self.search_dim = search_dim
 
     def fit(self, dataset: Dataset) -> "TagSource":
         _check_k(self.name, self.n_candidates)
         embedder = self.embedder if self.embedder is not None else ArtistEmbedder(seed=self.seed)
         if not hasattr(embedder, "vectors_"):
             embedder.fit(dataset)
+        if isinstance(self.search_dim, bool) or not isinstance(self.search_dim, (int, np.integer)) \
+                or self.search_dim < 0:
+            raise ConfigError(f"tags search_dim={self.search_dim!r} must be an integer >= 0")
         self.embedder_ = embedder
-        self._build(embedder.vectors_, self.index, self.ann_threshold, self.seed)
+        self.search_vectors_ = embedder.search_vectors(self.search_dim)
+        self._build(self.search_vectors_, self.index, self.ann_threshold, self.seed)
         return self
 
     def _queries(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        return self.embedder_.query(history, self.history_weighting)
+        return self.embedder_.query(history, self.history_weighting, self.search_vectors_)
 
 
 class ALSSource(_IndexSource):

@@ -7,7 +7,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import weighted
+from funnel.sparse import select_columns, weighted
 
 
 _WEIGHTINGS = ("binary", "log")
@@ -34,6 +34,8 @@ class EASE:
         Internal indices of the modelled artists.
     weights_ : numpy.ndarray
         ``(len(items_), len(items_))`` float32 item-item weights.
+    column_ : numpy.ndarray
+        Column of each catalogue artist in :meth:`scores` (-1 when not modelled).
     """
 
     def __init__(self, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 3000,
@@ -55,7 +57,8 @@ class EASE:
         keep = order[listeners[order] >= self.min_listeners][: self.max_artists]
         self.items_ = np.sort(keep).astype(np.int64)
         self.n_artists_ = plays.shape[1]
-        x = weighted(plays, self.weighting, np.float64)[:, self.items_]
+        self._index_columns()
+        x = weighted(select_columns(plays, self.column_, len(self.items_)), self.weighting, np.float64)
         gram = (x.T @ x).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += self.l2
         try:
@@ -67,17 +70,20 @@ class EASE:
         self.weights_ = np.ascontiguousarray(weights, dtype=np.float32)  # inv returns Fortran order
         return self
 
+    def _index_columns(self) -> None:
+        self.column_ = np.full(self.n_artists_, -1, np.int64)
+        self.column_[self.items_] = np.arange(len(self.items_))
+
     def scores(self, history: sp.csr_matrix) -> np.ndarray:
         """``(n_rows, len(items_))`` scores of the modelled artists for each history row."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("EASE is not fitted; call fit() first")
-        return np.asarray(weighted(history[:, self.items_], self.weighting) @ self.weights_)
+        rows = select_columns(history, self.column_, len(self.items_))
+        return np.asarray(weighted(rows, self.weighting) @ self.weights_)
 
     def position(self, items: np.ndarray) -> np.ndarray:
         """Column of each internal artist index in :meth:`scores` (-1 when not modelled)."""
-        lookup = np.full(self.n_artists_, -1, np.int64)
-        lookup[self.items_] = np.arange(len(self.items_))
-        return lookup[items]
+        return self.column_[items]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
@@ -90,4 +96,5 @@ class EASE:
         self.items_ = np.asarray(arrays["items"], np.int64)
         self.weights_ = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
         self.n_artists_ = int(arrays["n_artists"][0])
+        self._index_columns()
         return self

@@ -15,8 +15,11 @@ def _weighted_rows(plays: sp.spmatrix, weighting: str) -> sp.csr_matrix:
     """Rows of ``plays`` as binary or ``log1p(plays)`` weights, scaled to unit L2 norm."""
     rows = weighted(plays, weighting)
     rows.eliminate_zeros()
-    norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
-    return sp.csr_matrix(sp.diags((1.0 / np.maximum(norms, 1e-12)).astype(np.float32)) @ rows)
+    per_row = np.diff(rows.indptr)
+    norms = np.sqrt(np.bincount(np.repeat(np.arange(rows.shape[0]), per_row), weights=rows.data ** 2,
+                                minlength=rows.shape[0]))
+    rows.data /= np.repeat(np.maximum(norms, 1e-12), per_row).astype(np.float32)
+    return rows
 
 
 class UserKNN:

@@ -1,0 +1,62 @@
+"""The sparse helpers against dense numpy on random matrices."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from funnel.ranking.features import pair_scores, stack_columns
+from funnel.sparse import lookup, top_n_per_row
+
+
+def _unsorted(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """The same matrix with each row's stored entries in reversed order."""
+    out = matrix.copy()
+    for row in range(out.shape[0]):
+        part = slice(out.indptr[row], out.indptr[row + 1])
+        out.indices[part] = out.indices[part][::-1]
+        out.data[part] = out.data[part][::-1]
+    out.has_sorted_indices = False
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("pairs", ["random", "sorted unique"])
+def test_lookup_matches_dense(seed: int, pairs: str) -> None:
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(30, 40, density=0.3, random_state=seed, format="csr", dtype=np.float32)
+    rows, cols = rng.integers(0, 30, 500), rng.integers(0, 40, 500)
+    if pairs == "sorted unique":
+        keys = np.unique(rows * 40 + cols)
+        rows, cols = keys // 40, keys % 40
+    dense = matrix.toarray()
+    for m in (matrix, _unsorted(matrix)):
+        np.testing.assert_array_equal(lookup(m, rows, cols), dense[rows, cols])
+
+
+def test_lookup_empty() -> None:
+    empty = sp.csr_matrix((3, 4), dtype=np.float32)
+    assert lookup(empty, np.array([0, 2]), np.array([1, 3])).tolist() == [0.0, 0.0]
+    assert lookup(sp.eye(3, format="csr"), np.array([], int), np.array([], int)).shape == (0,)
+
+
+def test_top_n_per_row_orders_by_score_then_column() -> None:
+    rows = np.array([1, 0, 0, 1, 0, 1])
+    scores = np.array([0.5, 0.2, 0.9, 0.5, 0.2, 0.1])
+    cols = np.array([7, 3, 4, 2, 1, 9])
+    positions, ranks = top_n_per_row(rows, scores, cols, 2)
+    assert list(zip(rows[positions], cols[positions], ranks)) == [(0, 4, 1), (0, 1, 2), (1, 2, 1), (1, 7, 2)]
+
+
+def test_pair_scores_match_a_dense_product() -> None:
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(7, 600)).astype(np.float32), rng.normal(size=(50, 600)).astype(np.float32)
+    rows, cols = rng.integers(0, 7, 3000), rng.integers(0, 50, 3000)  # several chunks
+    np.testing.assert_allclose(pair_scores(users, items, rows, cols), (users @ items.T)[rows, cols], rtol=1e-4,
+                               atol=1e-3)
+
+
+def test_stack_columns_keeps_order_and_values() -> None:
+    a, b = np.arange(4.0), np.arange(8.0).reshape(4, 2)
+    stacked = stack_columns([a, b, a[:, None]], 4)
+    assert stacked.dtype == np.float32
+    np.testing.assert_array_equal(stacked, np.column_stack([a, b, a]))
