@@ -148,8 +148,11 @@ class Stages:
         features), so that every user has enough candidates to fill a top-n list.
         """
         retrieved = [(s.name, *s.retrieve(users, history)) for s in self.sources_]
-        extra = [self.popularity_.retrieve(users, history, fallback)[0]] if fallback else []
-        return merge_candidates(retrieved, self.n_artists_, extra)
+        cands = merge_candidates(retrieved, self.n_artists_)
+        if fallback and cands.counts(len(users)).min(initial=fallback) < fallback:
+            extra = [self.popularity_.retrieve(users, history, fallback)[0]]
+            cands = merge_candidates(retrieved, self.n_artists_, extra)
+        return cands
 
     # stage two --------------------------------------------------------------------------
     def feature_names(self) -> list[str]:

@@ -71,15 +71,25 @@ class EASE:
         return self
 
     def _index_columns(self) -> None:
+        self._last: tuple[sp.csr_matrix, np.ndarray] | None = None
         self.column_ = np.full(self.n_artists_, -1, np.int64)
         self.column_[self.items_] = np.arange(len(self.items_))
 
     def scores(self, history: sp.csr_matrix) -> np.ndarray:
-        """``(n_rows, len(items_))`` scores of the modelled artists for each history row."""
+        """``(n_rows, len(items_))`` scores of the modelled artists for each history row.
+
+        The result for the most recent ``history`` object is kept and returned again when the
+        same (unchanged) matrix is passed next, as stage one and stage two do for one batch.
+        """
         if not hasattr(self, "weights_"):
             raise NotFittedError("EASE is not fitted; call fit() first")
+        last = self._last
+        if last is not None and last[0] is history:
+            return last[1]
         rows = select_columns(history, self.column_, len(self.items_))
-        return np.asarray(weighted(rows, self.weighting) @ self.weights_)
+        out = np.asarray(weighted(rows, self.weighting) @ self.weights_)
+        self._last = (history, out)
+        return out
 
     def position(self, items: np.ndarray) -> np.ndarray:
         """Column of each internal artist index in :meth:`scores` (-1 when not modelled)."""
