@@ -44,11 +44,33 @@ def top_n_per_row(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray, n: int
     ``rows``, ``scores`` and ``cols`` describe entries in long format. Positions index these
     arrays and come sorted by row, best first; ranks are 1-based.
     """
-    order = np.lexsort((cols, -scores, rows))
+    keep = np.flatnonzero(_at_least_nth_best(rows, scores, n))
+    order = keep[np.lexsort((cols[keep], -scores[keep], rows[keep]))]
     sorted_rows = rows[order]
     rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows)
     keep = rank < n
     return order[keep], rank[keep] + 1
+
+
+def _at_least_nth_best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
+    """Mask of the entries scoring at least their row's ``n``-th best score (all on a tie).
+
+    Only an O(size) pre-selection, so that the exact sort runs on about ``n`` entries per row;
+    all entries pass when there are few, rows are unsorted or padding them into a matrix would
+    be large.
+    """
+    everything = np.ones(len(rows), dtype=bool)
+    if len(rows) < 4096 or n < 1 or np.any(rows[1:] < rows[:-1]):
+        return everything
+    counts = np.bincount(rows)
+    width = int(counts.max())
+    if width <= n or len(counts) * width > 4 * len(rows) + (1 << 20):
+        return everything
+    position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    padded = np.full((len(counts), width), -np.inf, np.float64)
+    padded[rows, position] = scores
+    threshold = -np.partition(-padded, n - 1, axis=1)[:, n - 1]
+    return scores >= threshold[rows]
 
 
 def csr_to_arrays(matrix: sp.csr_matrix, prefix: str = "") -> dict[str, np.ndarray]:

@@ -60,3 +60,19 @@ def test_stack_columns_keeps_order_and_values() -> None:
     stacked = stack_columns([a, b, a[:, None]], 4)
     assert stacked.dtype == np.float32
     np.testing.assert_array_equal(stacked, np.column_stack([a, b, a]))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_top_n_per_row_matches_a_full_sort(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(0, 300)) if seed < 4 else int(rng.integers(4096, 6000))  # below / above the pre-selection
+    rows = np.sort(rng.integers(0, 40, size)) if seed % 2 else rng.integers(0, 40, size)
+    scores = rng.integers(0, 5, size).astype(np.float32)  # many ties
+    cols = rng.permutation(size)
+    n = int(rng.integers(1, 30))
+    order = np.lexsort((cols, -scores, rows))  # the plain full sort
+    sorted_rows = rows[order]
+    within = np.arange(size) - np.searchsorted(sorted_rows, sorted_rows)
+    expected = [(int(i), int(w) + 1) for i, w in zip(order, within) if w < n]
+    positions, ranks = top_n_per_row(rows, scores, cols, n)
+    assert list(zip(positions.tolist(), ranks.tolist())) == expected
