@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays, weighted
+from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row, weighted
 
 _WEIGHTINGS = ("binary", "log")
 
@@ -70,16 +70,12 @@ class UserKNN:
         if not hasattr(self, "rows_"):
             raise NotFittedError("UserKNN is not fitted; call fit() first")
         n_rows, n_train = history.shape[0], self.rows_.shape[0]
-        sims = np.asarray((_weighted_rows(history, self.weighting) @ self.columns_).toarray(), np.float32)
-        known = np.flatnonzero(users >= 0)
-        sims[known, users[known]] = 0.0
-        k = min(self.n_neighbors, n_train)
-        top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < n_train else \
-            np.broadcast_to(np.arange(n_train), (n_rows, n_train))
-        vals = np.take_along_axis(sims, top, axis=1)
-        neighbours = sp.csr_matrix((vals.ravel(), (np.repeat(np.arange(n_rows), top.shape[1]), top.ravel())),
-                                   shape=(n_rows, n_train))
-        neighbours.eliminate_zeros()
+        # similarities stay sparse: a user shares artists with a few percent of the others
+        sims = sp.coo_matrix(_weighted_rows(history, self.weighting) @ self.columns_)
+        keep = (sims.data > 0) & (sims.col != np.where(users >= 0, users, -1)[sims.row])
+        row, col, sim = sims.row[keep], sims.col[keep], sims.data[keep]
+        top, _ = top_n_per_row(row, sim, col, self.n_neighbors)
+        neighbours = sp.csr_matrix((sim[top], (row[top], col[top])), shape=(n_rows, n_train))
         return sp.csr_matrix(neighbours @ self.listens_)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
