@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from funnel import ConfigError, Dataset, NotFittedError
 from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource,
                                TagSource, drop_seen, merge_candidates)
-from funnel.candidates.embeddings import artist_statistics, truncated_svd
+from funnel.candidates.embeddings import artist_statistics
 from funnel.factors import ALSFactors
 
 K = 25
@@ -131,16 +131,3 @@ def test_auto_index_is_exact_below_the_threshold_then_ivf():
     vectors = np.random.default_rng(0).normal(size=(4_000, 8)).astype(np.float32)
     index = build_index(vectors, "ivf")
     assert index.nlist == int(4 * np.sqrt(4_000)) and index.nprobe == 16
-
-
-def test_truncated_svd_matches_the_exact_leading_components():
-    rng = np.random.default_rng(0)
-    left, right = np.linalg.qr(rng.normal(size=(300, 6)))[0], np.linalg.qr(rng.normal(size=(80, 6)))[0]
-    low_rank = left * np.array([60.0, 50, 40, 30, 20, 10]) @ right.T
-    matrix = sp.csr_matrix((low_rank + 0.01 * rng.normal(size=low_rank.shape)).astype(np.float32))
-    ours = truncated_svd(matrix, 6, n_iter=2, seed=0)
-    u, s, _ = np.linalg.svd(matrix.toarray().astype(np.float64), full_matrices=False)
-    exact = u[:, :6] * s[:6]
-    assert ours.shape == (300, 6) and ours.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(ours, axis=0), s[:6], rtol=1e-3)  # singular values, best first
-    np.testing.assert_allclose(np.abs(np.sum(ours * exact, axis=0)) / s[:6] ** 2, 1.0, atol=1e-3)  # same directions
