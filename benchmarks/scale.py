@@ -77,21 +77,27 @@ def measure(size: str, method: str) -> dict:
     return out
 
 
-def index_comparison(size: str, k: int = 200, n_queries: int = 2000) -> dict:
+def index_comparison(size: str, n_queries: int = 2000) -> dict:
     """Candidate recall of IVF and HNSW relative to exact search, and their speed-up.
 
-    The default index settings are measured, then a sweep of IVF ``nprobe`` and HNSW
+    The tag source's own search vectors and candidate count (the defaults) are used. The
+    default index settings are measured, then a sweep of IVF ``nprobe`` and HNSW
     ``efSearch`` shows the recall / speed trade-off they were chosen from.
     """
+    from funnel import FunnelConfig
     from funnel.candidates import ArtistEmbedder
     from funnel.candidates.index import build_index, search
 
+    config = FunnelConfig()
+    k = config.tag_candidates
     data = dataset(size)
     embedder = ArtistEmbedder().fit(data)
+    vectors = embedder.search_vectors(config.tag_search_dim)
     rng = np.random.default_rng(0)
     rows = rng.choice(data.n_users, min(n_queries, data.n_users), replace=False)
-    queries = embedder.query(data.matrix[rows])
-    out = {"size": size, "artists": data.n_artists, "k": k, "queries": len(rows), "sweep": []}
+    queries = embedder.query(data.matrix[rows], config.history_weighting, vectors)
+    out = {"size": size, "artists": data.n_artists, "dimensions": vectors.shape[1], "k": k,
+           "queries": len(rows), "sweep": []}
 
     def timed_search(index) -> tuple[np.ndarray, float]:
         started = time.perf_counter()
@@ -102,14 +108,14 @@ def index_comparison(size: str, k: int = 200, n_queries: int = 2000) -> dict:
         return float(np.mean([len(np.intersect1d(a, b)) / k for a, b in zip(ids, exact_ids)]))
 
     started = time.perf_counter()
-    flat = build_index(embedder.vectors_, "flat")
+    flat = build_index(vectors, "flat")
     build = time.perf_counter() - started
     exact_ids, exact_seconds = timed_search(flat)
     out["flat"] = {"build_seconds": build, "search_seconds": exact_seconds, "recall_vs_exact": 1.0,
                    "speedup": 1.0}
     for kind, knob, values in (("ivf", "nprobe", (4, 8, 16, 32, 64)), ("hnsw", "efSearch", (200, 300, 400, 600))):
         started = time.perf_counter()
-        index = build_index(embedder.vectors_, kind)
+        index = build_index(vectors, kind)
         build = time.perf_counter() - started
         ids, seconds = timed_search(index)
         out[kind] = {"build_seconds": build, "search_seconds": seconds, "recall_vs_exact": recall(ids),
