@@ -36,9 +36,9 @@ class FunnelConfig:
     tag_dim : int
         Dimensions of the dense projection of the TF-IDF tag text (stage one).
     tag_search_dim : int
-        Tag dimensions the stage-one tag index searches: the first (strongest) SVD
-        components, L2-normalised again; 0 searches all ``tag_dim``. The ranker's tag
-        similarity feature always uses all ``tag_dim``.
+        Tag dimensions an exact stage-one tag index searches: the first (strongest) SVD
+        components, L2-normalised again; 0 searches all ``tag_dim``. IVF and HNSW always
+        search all of them, and the ranker's tag-similarity feature uses all of them.
     popularity_weight, freshness_weight : float
         Norm of the popularity and freshness blocks of an artist vector relative to the
         tag block (which has unit norm).

@@ -295,7 +295,8 @@ class Stages:
                 source = self._tag_source() if name == "tags" else self._als_source()
                 if name == "tags":
                     source.embedder_ = self.embedder_
-                    source.search_vectors_ = self.embedder_.search_vectors(config.tag_search_dim)
+                    kind = resolve_kind(config.index, self.n_artists_, config.ann_threshold)
+                    source.search_vectors_ = self.embedder_.search_vectors(source.searched_dims(kind))
                 else:
                     source.als_ = self.als_
                 source.index_ = indexes[name]

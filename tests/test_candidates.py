@@ -76,6 +76,9 @@ def test_search_vectors_keep_the_strongest_tag_components(synth):
     assert embedder.search_vectors(0) is embedder.vectors_ and embedder.search_vectors(99) is embedder.vectors_
     source = TagSource(K, embedder=embedder, search_dim=4).fit(synth)
     assert source.index_.d == cut.shape[1]
+    for approximate in ("ivf", "hnsw"):  # their lists need the whole tag block
+        source = TagSource(K, embedder=embedder, search_dim=4, index=approximate).fit(synth)
+        assert source.index_.d == embedder.vectors_.shape[1]
     with pytest.raises(ConfigError, match="search_dim"):
         TagSource(K, embedder=embedder, search_dim=-1).fit(synth)
 

@@ -57,7 +57,7 @@ class EASE:
         keep = order[listeners[order] >= self.min_listeners][: self.max_artists]
         self.items_ = np.sort(keep).astype(np.int64)
         self.n_artists_ = plays.shape[1]
-        self._index_columns()
+        self._derive()
         x = weighted(select_columns(plays, self.column_, len(self.items_)), self.weighting, np.float64)
         gram = (x.T @ x).toarray().astype(np.float32)
         gram[np.diag_indices_from(gram)] += self.l2
@@ -70,7 +70,8 @@ class EASE:
         self.weights_ = np.ascontiguousarray(weights, dtype=np.float32)  # inv returns Fortran order
         return self
 
-    def _index_columns(self) -> None:
+    def _derive(self) -> None:
+        """State derived from ``items_``: the column map, and no remembered scores."""
         self._last: tuple[sp.csr_matrix, np.ndarray] | None = None
         self.column_ = np.full(self.n_artists_, -1, np.int64)
         self.column_[self.items_] = np.arange(len(self.items_))
@@ -106,5 +107,5 @@ class EASE:
         self.items_ = np.asarray(arrays["items"], np.int64)
         self.weights_ = np.ascontiguousarray(arrays["weights"], dtype=np.float32)
         self.n_artists_ = int(arrays["n_artists"][0])
-        self._index_columns()
+        self._derive()
         return self
