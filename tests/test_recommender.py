@@ -142,6 +142,15 @@ def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
     assert len(list(path.glob("arrays-*.npz"))) == 1
 
 
+@pytest.mark.parametrize("index", ["ivf", "hnsw"])
+def test_approximate_index_round_trip(synth, small_config, tmp_path, index):
+    model = Recommender(small_config, index=index).fit(synth)
+    tags = model.stages_.sources_[0]
+    assert tags.name == "tags" and tags.index_.d == model.stages_.embedder_.vectors_.shape[1]  # not cut
+    loaded = Recommender.load(model.save(tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.recommend_all(n=10), model.recommend_all(n=10))
+
+
 def test_load_refuses_corrupt_or_newer_artifacts(fitted, tmp_path):
     path = fitted.save(tmp_path / "model")
     with pytest.raises(ArtifactError, match="does not exist"):
