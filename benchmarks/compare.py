@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from funnel import Recommender, load_lastfm, split
+from funnel import FunnelConfig, Recommender, load_lastfm, split
 from funnel.baselines import ALSRecommender, BPRRecommender, EASERecommender, PopularityRecommender
 from funnel.candidates import ArtistEmbedder, TagSource
 from funnel.evaluation import candidate_recall, novelty, ranking_metrics
@@ -30,13 +30,15 @@ RECALL_KS = (25, 50, 100, 200, 400)
 
 
 class StageOneOnly:
-    """Stage one alone: the tag-embedding index's candidates in retrieval order."""
+    """Stage one alone: the tag-embedding index's candidates in retrieval order (as configured
+    in the funnel, searching the ``tag_search_dim`` strongest tag components)."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
     def fit(self, dataset):
-        self.source_ = TagSource(max(KS), ArtistEmbedder(seed=self.seed), seed=self.seed).fit(dataset)
+        self.source_ = TagSource(max(KS), ArtistEmbedder(seed=self.seed), seed=self.seed,
+                                 search_dim=FunnelConfig().tag_search_dim).fit(dataset)
         self.dataset_ = dataset
         return self
 
