@@ -500,12 +500,10 @@ def _sample_negatives(rows: np.ndarray, positive: np.ndarray, per_row: int, rng:
     if per_row == 0:
         return np.ones(len(rows), dtype=bool)
     random = rng.random(len(rows))
-    order = np.lexsort((random, positive, rows))  # per row: negatives first, shuffled
-    sorted_rows = rows[order]
-    starts = np.searchsorted(sorted_rows, sorted_rows)
-    position = np.arange(len(rows)) - starts
-    keep = np.empty(len(rows), dtype=bool)
-    keep[order] = (position < per_row) | positive[order]
+    negative = np.flatnonzero(~positive)
+    chosen, _ = top_n_per_row(rows[negative], -random[negative], negative, per_row)
+    keep = positive.copy()
+    keep[negative[chosen]] = True
     return keep
 
 

@@ -293,13 +293,13 @@ class Stages:
                 source.friends_ = self.friends_
             else:
                 source = self._tag_source() if name == "tags" else self._als_source()
+                kind = resolve_kind(config.index, self.n_artists_, config.ann_threshold)
                 if name == "tags":
                     source.embedder_ = self.embedder_
-                    kind = resolve_kind(config.index, self.n_artists_, config.ann_threshold)
                     source.search_vectors_ = self.embedder_.search_vectors(source.searched_dims(kind))
                 else:
                     source.als_ = self.als_
                 source.index_ = indexes[name]
-                source.index_kind_ = resolve_kind(config.index, self.n_artists_, config.ann_threshold)
+                source.index_kind_ = kind
             self.sources_.append(source)
         return self

@@ -16,6 +16,9 @@ from funnel.sparse import weighted
 
 logger = logging.getLogger("funnel")
 
+# history_weighting names -> the play-count weighting of funnel.sparse.weighted
+_HISTORY_WEIGHTING = {"none": "binary", "log": "log", "plays": "raw"}
+
 _WORD = re.compile(r"[a-z0-9]+")
 MIN_ARTISTS_PER_TOKEN = 2
 
@@ -178,11 +181,7 @@ class ArtistEmbedder:
         """
         if not hasattr(self, "vectors_"):
             raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
-        weights = sp.csr_matrix(history, dtype=np.float32, copy=True)
-        if weighting == "none":
-            weights.data[:] = 1.0
-        elif weighting == "log":
-            weights.data = np.log1p(weights.data)
-        elif weighting != "plays":
-            raise ConfigError(f"history_weighting={weighting!r} is not one of ['none', 'log', 'plays']")
+        if weighting not in _HISTORY_WEIGHTING:
+            raise ConfigError(f"history_weighting={weighting!r} is not one of {list(_HISTORY_WEIGHTING)}")
+        weights = weighted(history, _HISTORY_WEIGHTING[weighting])
         return row_normalize(np.asarray(weights @ (self.vectors_ if vectors is None else vectors)))
