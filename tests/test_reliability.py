@@ -156,3 +156,12 @@ def test_bad_calls_raise_only_funnel_errors(fitted, user, n, history):
             call()
         except FunnelError:
             pass
+
+
+def test_fingerprint_does_not_depend_on_row_order_of_summed_duplicates():
+    rng = np.random.default_rng(0)  # three duplicates of one pair: float sums differ by order
+    frame = pd.DataFrame({"user_id": [1, 1, 1, 2], "artist_id": [3, 3, 3, 3],
+                          "weight": rng.uniform(0.5, 1e6, 4)})
+    fingerprints = {Dataset.from_frames(frame.iloc[order]).fingerprint()
+                    for order in ([0, 1, 2, 3], [2, 0, 1, 3], [1, 2, 0, 3], [3, 2, 1, 0])}
+    assert len(fingerprints) == 1

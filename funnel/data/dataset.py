@@ -187,6 +187,9 @@ class Dataset:
         weights = _check_weights(inter, src)
         inter = (
             pd.DataFrame({"user_id": users, "artist_id": items, "weight": weights})
+            # duplicates are added in one fixed order, so row order cannot change their sum's
+            # last bits (and with it the data fingerprint)
+            .sort_values(["user_id", "artist_id", "weight"], kind="stable")
             .groupby(["user_id", "artist_id"], as_index=False, sort=True)["weight"]
             .sum()
         )
