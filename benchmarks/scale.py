@@ -1,6 +1,8 @@
 """How the funnel's cost grows: fit time per stage, throughput, latency and memory by size.
 
 Each size runs in its own subprocess per method so peak memory (max RSS) is the method's own.
+A size that does not fit (its process fails or is killed, e.g. out of memory) is recorded as
+such and the larger sizes are skipped; the index comparison runs at the largest size that fitted.
 
     python benchmarks/scale.py                       # Last.fm size, 20k and 100k users
     python benchmarks/scale.py --sizes lastfm 20k    # a subset
@@ -187,23 +189,37 @@ def main() -> None:
         print(json.dumps(index_comparison(args.index)))
         return
     args.output.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for size in args.sizes:
+    rows, failed, fitted = [], [], []
+    for size in sorted(args.sizes, key=lambda name: SIZES[name][0]):
+        if failed:
+            break
         for method in ("als", "funnel"):
+            started = time.perf_counter()
             done = subprocess.run([sys.executable, __file__, "--one", size, method], capture_output=True,
-                                  text=True, check=True)
+                                  text=True)
+            if done.returncode != 0:
+                reason = f"exit code {done.returncode}" + (" (killed: out of memory?)" if done.returncode < 0 else "")
+                tail = done.stderr.strip().splitlines()[-1:] or [""]
+                failed.append({"size": size, "method": method, "error": f"{reason} {tail[0]}".strip(),
+                               "seconds_before_failure": time.perf_counter() - started})
+                print(f"{size} {method}: did not complete: {failed[-1]['error']}; larger sizes skipped", flush=True)
+                break
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{size} {method}: fit {r['fit_seconds']:.1f}s, {r['batch_users_per_second']:.0f} users/s, "
                   f"p99 {r['latency_ms_p99']:.1f} ms, peak {r['peak_rss_mb']:.0f} MB", flush=True)
-    done = subprocess.run([sys.executable, __file__, "--index", args.sizes[-1]], capture_output=True, text=True,
+        else:
+            fitted.append(size)
+    if not fitted:
+        raise SystemExit(f"no size completed: {failed}")
+    done = subprocess.run([sys.executable, __file__, "--index", fitted[-1]], capture_output=True, text=True,
                           check=True)
     indexes = json.loads(done.stdout.strip().splitlines()[-1])
     print("index comparison:", json.dumps(indexes), flush=True)
     result = {"command": "python benchmarks/scale.py --sizes " + " ".join(args.sizes),
               "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python "
                          f"{platform.python_version()}",
-              "runs": rows, "index_comparison": indexes}
+              "runs": rows, "did_not_fit": failed, "index_comparison": indexes}
     (args.output / "scale.json").write_text(json.dumps(result, indent=2))
     plot(rows, args.output)
 
