@@ -104,11 +104,13 @@ class ALSRecommender(_FullCatalogue):
     alpha, regularization : float
     confidence : {"binary", "log", "raw"}
     seed, n_threads : int
+    n_models : int
+        ALS models from different seeds whose scores are averaged (1: plain ALS).
     """
 
     def __init__(self, factors: int = 32, iterations: int = 30, alpha: float = 10.0,
                  regularization: float = 0.01, confidence: str = "binary", seed: int = 0,
-                 n_threads: int = 0) -> None:
+                 n_threads: int = 0, n_models: int = 1) -> None:
         self.factors = factors
         self.iterations = iterations
         self.alpha = alpha
@@ -116,12 +118,13 @@ class ALSRecommender(_FullCatalogue):
         self.confidence = confidence
         self.seed = seed
         self.n_threads = n_threads
+        self.n_models = n_models
 
     def fit(self, dataset: Dataset) -> "ALSRecommender":
         """Fit ALS on ``dataset``'s play counts; returns ``self``."""
         self._remember(dataset)
         self.als_ = ALSFactors(self.factors, self.iterations, self.alpha, self.regularization,
-                               self.confidence, self.seed, self.n_threads).fit(dataset.matrix)
+                               self.confidence, self.seed, self.n_threads, self.n_models).fit(dataset.matrix)
         return self
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:

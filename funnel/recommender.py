@@ -37,6 +37,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SVD_SETTINGS = ("svd_factors", "svd_epochs", "svd_lr", "svd_reg", "seed")
 BATCH_USERS = 512
+# Settings added after models were first saved, with the value that reproduces those models:
+# they searched the whole tag block and fitted a single ALS.
+SETTINGS_BEFORE_THEY_EXISTED = {"tag_search_dim": 0, "als_models": 1}
 
 
 def check_n(n: Any, n_artists: int) -> int:
@@ -464,8 +467,7 @@ class Recommender:
             arrays = load_npz(blobs.pop("arrays"))
             indexes = {role.split("/", 1)[1]: load_faiss(blob) for role, blob in blobs.items()
                        if role.startswith("index/")}
-            # models saved before tag_search_dim existed searched the whole tag block
-            config = FunnelConfig.from_dict({"tag_search_dim": 0, **manifest["config"]}).validate()
+            config = FunnelConfig.from_dict({**SETTINGS_BEFORE_THEY_EXISTED, **manifest["config"]}).validate()
             self = cls(config)
             self.config_ = config
             self.stages_ = Stages.from_arrays(config, arrays, indexes, list(manifest["sources"]))

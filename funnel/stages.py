@@ -66,9 +66,7 @@ class Stages:
             self.embedder_ = ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight,
                                             cfg.seed).fit(dataset)
         with self._timed("ALS"):
-            self.als_ = ALSFactors(cfg.als_factors, cfg.als_iterations, cfg.als_alpha,
-                                   cfg.als_regularization, cfg.als_confidence, cfg.seed,
-                                   cfg.n_threads).fit(dataset.matrix)
+            self.als_ = self.make_als().fit(dataset.matrix)
         if svd is None:
             with self._timed("BiasedSVD"):
                 svd = self.make_svd().fit(dataset.matrix)
@@ -111,6 +109,12 @@ class Stages:
         started = time.perf_counter()
         yield
         self.fit_seconds_[step] = time.perf_counter() - started
+
+    def make_als(self) -> ALSFactors:
+        """An unfitted ALS (average of ``als_models``) with this configuration."""
+        cfg = self.config
+        return ALSFactors(cfg.als_factors, cfg.als_iterations, cfg.als_alpha, cfg.als_regularization,
+                          cfg.als_confidence, cfg.seed, cfg.n_threads, cfg.als_models)
 
     def make_svd(self) -> BiasedSVDFactors:
         """An unfitted BiasedSVD with this configuration."""
@@ -264,9 +268,7 @@ class Stages:
         self.embedder_.tag_dim_ = int(arrays["embedder/tag_dim"][0])
         self.embedder_.stats_ = group("embedder/stats/")
         self.n_artists_ = len(self.embedder_.vectors_)
-        self.als_ = ALSFactors(config.als_factors, config.als_iterations, config.als_alpha,
-                               config.als_regularization, config.als_confidence, config.seed,
-                               config.n_threads).set_arrays(group("als/"))
+        self.als_ = self.make_als().set_arrays(group("als/"))
         self.svd_ = self.make_svd().set_arrays(group("svd/"))
         self.ease_ = EASE(config.ease_l2, max_artists=config.ease_max_artists).set_arrays(group("ease/"))
         self.friends_ = FriendListening().set_arrays(group("friends/"))

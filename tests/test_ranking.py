@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from funnel import DataError, NotFittedError
+from funnel import ConfigError, DataError, NotFittedError
 from funnel.factors import ALSFactors, BiasedSVDFactors, plays_to_ratings
 from funnel.ranking import LogisticRanker
 
@@ -75,3 +75,25 @@ def test_factor_models_fold_in_new_users(synth):
     a_fold = als.user_vectors(np.array([-1, -1, -1]), history)
     a_cos = (a_known * a_fold).sum(1) / np.linalg.norm(a_known, axis=1) / np.linalg.norm(a_fold, axis=1)
     assert a_cos.min() > 0.95
+
+
+def test_als_average_scores_are_the_mean_of_its_models(synth):
+    history = synth.matrix[:4]
+    single = [ALSFactors(factors=8, iterations=5, seed=s).fit(synth.matrix) for s in (3, 4)]
+    both = ALSFactors(factors=8, iterations=5, seed=3, n_models=2).fit(synth.matrix)
+    assert both.item_factors_.shape == (synth.n_artists, 16)
+    users = np.arange(4)
+    mean = sum(m.user_vectors(users, history) @ m.item_factors_.T for m in single) / 2
+    np.testing.assert_allclose(both.user_vectors(users, history) @ both.item_factors_.T, mean, atol=1e-4)
+    # new users are folded into each model separately, also after a save and load
+    new = np.full(4, -1)
+    folded_mean = sum(m.user_vectors(new, history) @ m.item_factors_.T for m in single) / 2
+    loaded = ALSFactors(factors=8, iterations=5, seed=3, n_models=2).set_arrays(both.to_arrays())
+    for model in (both, loaded):
+        np.testing.assert_allclose(model.user_vectors(new, history) @ model.item_factors_.T, folded_mean, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_models", [0, 1.5, True])
+def test_als_rejects_a_bad_number_of_models(synth, n_models):
+    with pytest.raises(ConfigError, match="n_models"):
+        ALSFactors(factors=4, iterations=2, n_models=n_models).fit(synth.matrix)

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.errors import ConfigError, NotFittedError
+from funnel.errors import ArtifactError, ConfigError, NotFittedError
 from funnel.sparse import WEIGHTINGS, weighted
 
 logger = logging.getLogger("funnel")
@@ -37,7 +37,12 @@ def confidence(plays: sp.csr_matrix, kind: str) -> sp.csr_matrix:
 
 
 class ALSFactors:
-    """Weighted-regularised ALS on a users x artists play matrix.
+    """Weighted-regularised ALS on a users x artists play matrix, optionally an average of several.
+
+    With ``n_models`` > 1, that many ALS models are fitted from seeds ``seed``, ``seed + 1``,
+    ... and their factors placed side by side (user factors divided by ``n_models``), so one
+    inner product gives the mean of the models' scores. The average is steadier than any one
+    random start.
 
     Parameters
     ----------
@@ -48,16 +53,18 @@ class ALSFactors:
     seed : int
     n_threads : int
         0 means all cores.
+    n_models : int
+        ALS models averaged.
 
     Attributes
     ----------
     user_factors_, item_factors_ : numpy.ndarray
-        float32 factors by internal user and artist index.
+        float32 factors by internal user and artist index, ``n_models * factors`` columns.
     """
 
     def __init__(self, factors: int = 64, iterations: int = 15, alpha: float = 10.0,
                  regularization: float = 0.1, confidence: str = "log", seed: int = 0,
-                 n_threads: int = 0) -> None:
+                 n_threads: int = 0, n_models: int = 1) -> None:
         self.factors = factors
         self.iterations = iterations
         self.alpha = alpha
@@ -65,25 +72,32 @@ class ALSFactors:
         self.confidence = confidence
         self.seed = seed
         self.n_threads = n_threads
+        self.n_models = n_models
 
-    def _model(self):
+    def _model(self, seed: int):
         from implicit.cpu.als import AlternatingLeastSquares
 
         return AlternatingLeastSquares(
             factors=self.factors, regularization=self.regularization, alpha=self.alpha,
-            iterations=self.iterations, random_state=self.seed, num_threads=self.n_threads,
+            iterations=self.iterations, random_state=seed, num_threads=self.n_threads,
         )
 
     def fit(self, plays: sp.csr_matrix) -> "ALSFactors":
         """Fit on a users x artists CSR matrix of play counts; returns ``self``."""
         if self.factors <= 0 or self.iterations <= 0:
             raise ConfigError(f"ALS needs factors > 0 and iterations > 0, got {self.factors}, {self.iterations}")
+        if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
+            raise ConfigError(f"ALS n_models={self.n_models!r} must be an integer >= 1")
+        weights = confidence(plays, self.confidence)
+        models = []
         with single_threaded_blas():  # nested BLAS threads inside implicit's slow it down
-            model = self._model()
-            model.fit(confidence(plays, self.confidence), show_progress=False)
-        self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
-        self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
-        self._implicit = model
+            for i in range(self.n_models):
+                models.append(self._model(self.seed + i))
+                models[-1].fit(weights, show_progress=False)
+        self.user_factors_ = np.ascontiguousarray(
+            np.hstack([m.user_factors for m in models]) / self.n_models, dtype=np.float32)
+        self.item_factors_ = np.ascontiguousarray(np.hstack([m.item_factors for m in models]), dtype=np.float32)
+        self._implicit = models
         return self
 
     def _check(self) -> None:
@@ -103,18 +117,30 @@ class ALSFactors:
         out[known] = self.user_factors_[users[known]]
         if (~known).any():
             new = np.flatnonzero(~known)
-            model = getattr(self, "_implicit", None)
-            if model is None:
-                with single_threaded_blas():
-                    model = self._model()
-                model.user_factors = self.user_factors_
-                model.item_factors = self.item_factors_
-                self._implicit = model
             rows = confidence(history[new], self.confidence)
-            model.num_threads = 1 if len(new) < SMALL_FOLD_IN else self.n_threads
+            width = self.item_factors_.shape[1] // self.n_models
             with single_threaded_blas():
-                out[new] = model.recalculate_user(np.arange(len(new)), rows)
+                for i, model in enumerate(self._fold_in_models()):
+                    model.num_threads = 1 if len(new) < SMALL_FOLD_IN else self.n_threads
+                    part = slice(i * width, (i + 1) * width)
+                    out[new, part] = model.recalculate_user(np.arange(len(new)), rows) / self.n_models
         return out
+
+    def _fold_in_models(self) -> list:
+        """implicit models holding each averaged model's factors (made once after loading)."""
+        models = getattr(self, "_implicit", None)
+        if models is None:
+            width = self.item_factors_.shape[1] // self.n_models
+            models = []
+            with single_threaded_blas():
+                for i in range(self.n_models):
+                    model = self._model(self.seed + i)
+                    part = slice(i * width, (i + 1) * width)
+                    model.user_factors = np.ascontiguousarray(self.user_factors_[:, part] * self.n_models)
+                    model.item_factors = np.ascontiguousarray(self.item_factors_[:, part])
+                    models.append(model)
+            self._implicit = models
+        return models
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
@@ -125,5 +151,8 @@ class ALSFactors:
         """Restore the state written by :meth:`to_arrays`."""
         self.user_factors_ = np.ascontiguousarray(arrays["user_factors"], dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
+        if self.item_factors_.shape[1] % self.n_models:
+            raise ArtifactError(f"saved ALS factors have {self.item_factors_.shape[1]} columns, which "
+                                f"cannot be {self.n_models} models (n_models) of equal size")
         self._implicit = None
         return self
