@@ -118,29 +118,26 @@ class ALSFactors:
         if (~known).any():
             new = np.flatnonzero(~known)
             rows = confidence(history[new], self.confidence)
-            width = self.item_factors_.shape[1] // self.n_models
             with single_threaded_blas():
-                for i, model in enumerate(self._fold_in_models()):
+                for part, model in zip(self._parts(), self._fold_in_models()):
                     model.num_threads = 1 if len(new) < SMALL_FOLD_IN else self.n_threads
-                    part = slice(i * width, (i + 1) * width)
                     out[new, part] = model.recalculate_user(np.arange(len(new)), rows) / self.n_models
         return out
 
+    def _parts(self) -> list[slice]:
+        """The factor columns of each averaged model."""
+        width = self.item_factors_.shape[1] // self.n_models
+        return [slice(i * width, (i + 1) * width) for i in range(self.n_models)]
+
     def _fold_in_models(self) -> list:
         """implicit models holding each averaged model's factors (made once after loading)."""
-        models = getattr(self, "_implicit", None)
-        if models is None:
-            width = self.item_factors_.shape[1] // self.n_models
-            models = []
+        if getattr(self, "_implicit", None) is None:
             with single_threaded_blas():
-                for i in range(self.n_models):
-                    model = self._model(self.seed + i)
-                    part = slice(i * width, (i + 1) * width)
-                    model.user_factors = np.ascontiguousarray(self.user_factors_[:, part] * self.n_models)
-                    model.item_factors = np.ascontiguousarray(self.item_factors_[:, part])
-                    models.append(model)
-            self._implicit = models
-        return models
+                self._implicit = [self._model(self.seed + i) for i in range(self.n_models)]
+            for part, model in zip(self._parts(), self._implicit):
+                model.user_factors = np.ascontiguousarray(self.user_factors_[:, part] * self.n_models)
+                model.item_factors = np.ascontiguousarray(self.item_factors_[:, part])
+        return self._implicit
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
