@@ -15,12 +15,21 @@ def weighted(plays: sp.spmatrix, kind: str = "binary", dtype: type = np.float32)
     """A CSR copy of ``plays`` with each stored count as 1 (binary), ``log1p`` of it (log) or as is (raw)."""
     if kind not in WEIGHTINGS:
         raise ConfigError(f"weighting {kind!r} is not one of {list(WEIGHTINGS)}")
-    out = sp.csr_matrix(plays, dtype=dtype, copy=True)
+    if not (sp.issparse(plays) and plays.format == "csr"):
+        plays = sp.csr_matrix(plays)
     if kind == "binary":
-        out.data[:] = 1.0
+        data = np.ones(len(plays.data), dtype)
     elif kind == "log":
-        out.data = np.log1p(np.maximum(out.data, 0.0)).astype(dtype)
-    return out
+        data = np.log1p(np.maximum(plays.data, 0.0)).astype(dtype)
+    else:
+        data = plays.data.astype(dtype)
+    # built from arrays: scipy's converting copy costs several times more on one-row batches
+    return sp.csr_matrix((data, plays.indices.copy(), plays.indptr.copy()), shape=plays.shape)
+
+
+def row_of_entries(matrix: sp.csr_matrix) -> np.ndarray:
+    """The row of each stored entry of a CSR matrix, in storage order (int64)."""
+    return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
 
 
 def select_columns(matrix: sp.csr_matrix, position: np.ndarray, n_selected: int) -> sp.csr_matrix:
@@ -29,10 +38,11 @@ def select_columns(matrix: sp.csr_matrix, position: np.ndarray, n_selected: int)
     ``position`` maps every column of ``matrix`` to its column in the result (-1: dropped);
     the same as ``matrix[:, selected]`` without scipy's general fancy indexing.
     """
-    matrix = sp.csr_matrix(matrix)
+    if not (sp.issparse(matrix) and matrix.format == "csr"):
+        matrix = sp.csr_matrix(matrix)
     new_col = position[matrix.indices]
     keep = new_col >= 0
-    row_of = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    row_of = row_of_entries(matrix)
     indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of[keep], minlength=matrix.shape[0]))])
     return sp.csr_matrix((matrix.data[keep], new_col[keep], indptr), shape=(matrix.shape[0], n_selected))
 
@@ -120,5 +130,4 @@ def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndar
 
 def _entry_keys(matrix: sp.csr_matrix) -> np.ndarray:
     """``row * n_cols + col`` of each stored entry, in storage order."""
-    rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
-    return rows * np.int64(matrix.shape[1]) + matrix.indices.astype(np.int64)
+    return row_of_entries(matrix) * np.int64(matrix.shape[1]) + matrix.indices.astype(np.int64)

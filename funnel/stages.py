@@ -216,8 +216,9 @@ class Stages:
         log_artists, log_plays = activity(history)
         known = users >= 0
         safe = np.where(known, users, 0)
-        last_tag = np.where(known, self.user_stats_["years_since_last_tag"][safe],
-                            np.median(self.user_stats_["years_since_last_tag"]))
+        last_tag = self.user_stats_["years_since_last_tag"][safe]
+        if not known.all():
+            last_tag = np.where(known, last_tag, np.median(self.user_stats_["years_since_last_tag"]))
         tagged = np.where(known, self.user_stats_["has_tagged"][safe], 0.0)
         user_block = np.column_stack([log_artists, log_plays, last_tag, tagged])[rows]
         cross = user_block[:, 0] * stats["log_listeners"][items]

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.data import Dataset
-from funnel.sparse import lookup, top_n_per_row
+from funnel.sparse import lookup, row_of_entries, top_n_per_row
 
 
 @runtime_checkable
@@ -42,21 +42,25 @@ def drop_seen(ids: np.ndarray, scores: np.ndarray, history: sp.csr_matrix, k: in
     ``ids`` must be ordered best first per row; rows with fewer than ``k`` survivors are
     padded with -1 ids and -inf scores.
     """
-    n_rows = ids.shape[0]
-    rows = np.broadcast_to(np.arange(n_rows)[:, None], ids.shape)
-    seen = lookup(history, rows.ravel(), np.maximum(ids, 0).ravel()).reshape(ids.shape) != 0
-    bad = seen | (ids < 0)
+    n_rows, width = ids.shape
+    seen = lookup(history, np.repeat(np.arange(n_rows), width), np.maximum(ids, 0).ravel()) != 0
+    bad = seen.reshape(ids.shape) | (ids < 0)
     order = np.argsort(bad, axis=1, kind="stable")[:, :k]
-    out_ids = np.take_along_axis(ids, order, axis=1).astype(np.int64)
-    out_scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
-    out_bad = np.take_along_axis(bad, order, axis=1)
+    row = np.arange(n_rows)[:, None]
+    out_ids = ids[row, order].astype(np.int64)
+    out_scores = scores[row, order].astype(np.float32)
+    out_bad = bad[row, order]
     out_ids[out_bad] = -1
     out_scores[out_bad] = -np.inf
-    if out_ids.shape[1] < k:
-        pad = k - out_ids.shape[1]
-        out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
-        out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return out_ids, out_scores
+    return _pad(out_ids, out_scores, k)
+
+
+def _pad(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows widened to ``k`` columns with -1 ids and -inf scores."""
+    if ids.shape[1] >= k:
+        return ids, scores
+    pad = ((0, 0), (0, k - ids.shape[1]))
+    return np.pad(ids, pad, constant_values=-1), np.pad(scores, pad, constant_values=-np.inf)
 
 
 def row_normalize(matrix: np.ndarray) -> np.ndarray:
@@ -75,20 +79,20 @@ def top_k_unseen(scores: np.ndarray, item_ids: np.ndarray, history: sp.csr_matri
     n_rows, n_cols = scores.shape
     column = np.full(history.shape[1], -1, np.int64)
     column[item_ids] = np.arange(n_cols)
-    seen = sp.csr_matrix(history).tocoo()
-    hit = column[seen.col] >= 0
+    seen_rows, seen_cols = row_of_entries(history), column[history.indices]
+    hit = seen_cols >= 0
     masked = np.array(scores, dtype=np.float32)
-    masked[seen.row[hit], column[seen.col[hit]]] = -np.inf
+    masked[seen_rows[hit], seen_cols[hit]] = -np.inf
     width = min(k, n_cols)
     if width == 0:
-        return drop_seen(np.full((n_rows, 0), -1), np.zeros((n_rows, 0), np.float32), history, k)
+        return _pad(np.full((n_rows, 0), -1, np.int64), np.zeros((n_rows, 0), np.float32), k)
     top = np.argpartition(-masked, width - 1, axis=1)[:, :width]
-    top_scores = np.take_along_axis(masked, top, axis=1)
-    order = np.argsort(-top_scores, axis=1, kind="stable")
-    top, top_scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    row = np.arange(n_rows)[:, None]
+    top = top[row, np.argsort(-masked[row, top], axis=1, kind="stable")]
+    top_scores = masked[row, top]
+    # seen artists were masked to -inf, so they sort last and become padding
     ids = np.where(np.isfinite(top_scores), item_ids[top], -1)
-    return drop_seen(ids, top_scores, history, k)
-
+    return _pad(ids, top_scores, k)
 
 def top_k_sparse(scores: sp.spmatrix, history: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` unseen artists per row of a sparse ``(n_rows, n_artists)`` score matrix.
@@ -96,12 +100,13 @@ def top_k_sparse(scores: sp.spmatrix, history: sp.csr_matrix, k: int) -> tuple[n
     Only stored entries are candidates; rows are ranked without densifying. Returns
     ``(ids, scores)`` as a candidate source does (best first, -1 / -inf padding).
     """
-    scores = sp.coo_matrix(scores)
+    scores = sp.csr_matrix(scores) if not (sp.issparse(scores) and scores.format == "csr") else scores
+    rows, cols, data = row_of_entries(scores), scores.indices, scores.data
     width = k + max_history(history)
     n_rows = history.shape[0]
-    best, rank = top_n_per_row(scores.row, scores.data, scores.col, width)
+    best, rank = top_n_per_row(rows, data, cols, width)
     ids = np.full((n_rows, width), -1, np.int64)
     out = np.full((n_rows, width), -np.inf, np.float32)
-    ids[scores.row[best], rank - 1] = scores.col[best]
-    out[scores.row[best], rank - 1] = scores.data[best]
+    ids[rows[best], rank - 1] = cols[best]
+    out[rows[best], rank - 1] = data[best]
     return drop_seen(ids, out, history, k)

@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ArtifactError, ConfigError, NotFittedError
+from funnel.factors.memo import LastCall
 from funnel.sparse import WEIGHTINGS, weighted
 
 logger = logging.getLogger("funnel")
@@ -98,6 +99,7 @@ class ALSFactors:
             np.hstack([m.user_factors for m in models]) / self.n_models, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(np.hstack([m.item_factors for m in models]), dtype=np.float32)
         self._implicit = models
+        self._last = LastCall()
         return self
 
     def _check(self) -> None:
@@ -111,7 +113,9 @@ class ALSFactors:
         artist factors, the same step ALS takes for every user during training.
         """
         self._check()
-        users = np.asarray(users)
+        return self._last.get((users, history), lambda: self._user_vectors(np.asarray(users), history))
+
+    def _user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         out = np.empty((len(users), self.item_factors_.shape[1]), dtype=np.float32)
         known = users >= 0
         out[known] = self.user_factors_[users[known]]
@@ -152,4 +156,5 @@ class ALSFactors:
             raise ArtifactError(f"saved ALS factors have {self.item_factors_.shape[1]} columns, which "
                                 f"cannot be {self.n_models} models (n_models) of equal size")
         self._implicit = None
+        self._last = LastCall()
         return self

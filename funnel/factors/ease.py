@@ -7,6 +7,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
+from funnel.factors.memo import LastCall
 from funnel.sparse import select_columns, weighted
 
 
@@ -72,7 +73,7 @@ class EASE:
 
     def _derive(self) -> None:
         """State derived from ``items_``: the column map, and no remembered scores."""
-        self._last: tuple[sp.csr_matrix, np.ndarray] | None = None
+        self._last = LastCall()
         self.column_ = np.full(self.n_artists_, -1, np.int64)
         self.column_[self.items_] = np.arange(len(self.items_))
 
@@ -84,13 +85,11 @@ class EASE:
         """
         if not hasattr(self, "weights_"):
             raise NotFittedError("EASE is not fitted; call fit() first")
-        last = self._last
-        if last is not None and last[0] is history:
-            return last[1]
+        return self._last.get((history,), lambda: self._scores(history))
+
+    def _scores(self, history: sp.csr_matrix) -> np.ndarray:
         rows = select_columns(history, self.column_, len(self.items_))
-        out = np.asarray(weighted(rows, self.weighting) @ self.weights_)
-        self._last = (history, out)
-        return out
+        return np.asarray(weighted(rows, self.weighting) @ self.weights_)
 
     def position(self, items: np.ndarray) -> np.ndarray:
         """Column of each internal artist index in :meth:`scores` (-1 when not modelled)."""

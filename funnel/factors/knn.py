@@ -6,7 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row, weighted
+from funnel.sparse import csr_from_arrays, csr_to_arrays, row_of_entries, top_n_per_row, weighted
 
 _WEIGHTINGS = ("binary", "log")
 
@@ -16,7 +16,7 @@ def _weighted_rows(plays: sp.spmatrix, weighting: str) -> sp.csr_matrix:
     rows = weighted(plays, weighting)
     rows.eliminate_zeros()
     per_row = np.diff(rows.indptr)
-    norms = np.sqrt(np.bincount(np.repeat(np.arange(rows.shape[0]), per_row), weights=rows.data ** 2,
+    norms = np.sqrt(np.bincount(row_of_entries(rows), weights=rows.data ** 2,
                                 minlength=rows.shape[0]))
     rows.data /= np.repeat(np.maximum(norms, 1e-12), per_row).astype(np.float32)
     return rows
@@ -71,12 +71,14 @@ class UserKNN:
             raise NotFittedError("UserKNN is not fitted; call fit() first")
         n_rows, n_train = history.shape[0], self.rows_.shape[0]
         # similarities stay sparse: a user shares artists with a few percent of the others
-        sims = sp.coo_matrix(_weighted_rows(history, self.weighting) @ self.columns_)
-        keep = (sims.data > 0) & (sims.col != np.where(users >= 0, users, -1)[sims.row])
-        row, col, sim = sims.row[keep], sims.col[keep], sims.data[keep]
-        top, _ = top_n_per_row(row, sim, col, self.n_neighbors)
-        neighbours = sp.csr_matrix((sim[top], (row[top], col[top])), shape=(n_rows, n_train))
-        return sp.csr_matrix(neighbours @ self.listens_)
+        sims = _weighted_rows(history, self.weighting) @ self.columns_
+        row = row_of_entries(sims)
+        keep = (sims.data > 0) & (sims.indices != np.where(users >= 0, users, -1)[row])
+        row, col, sim = row[keep], sims.indices[keep], sims.data[keep]
+        top, _ = top_n_per_row(row, sim, col, self.n_neighbors)  # grouped by row, as CSR wants
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(row[top], minlength=n_rows))])
+        neighbours = sp.csr_matrix((sim[top], col[top], indptr), shape=(n_rows, n_train))
+        return neighbours @ self.listens_
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""

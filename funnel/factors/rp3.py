@@ -83,7 +83,7 @@ class RP3beta:
         """Sparse ``(n_rows, n_artists)`` scores of every artist for each history row."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("RP3beta is not fitted; call fit() first")
-        return sp.csr_matrix(weighted(history, "binary") @ self.weights_)
+        return weighted(history, "binary") @ self.weights_
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
+from funnel.factors.memo import LastCall
 from funnel.sparse import csr_from_arrays, csr_to_arrays, weighted
 
 
@@ -34,13 +35,16 @@ class FriendListening:
         self.counts_ = sp.csr_matrix(friends @ weighted(dataset.matrix, "binary"))
         self.counts_.sort_indices()
         self.n_friends_ = np.diff(friends.indptr).astype(np.float32)
+        self._last = LastCall()
         return self
 
     def rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         """Friend counts and number of friends for ``users``; new users (-1) have none."""
         if not hasattr(self, "counts_"):
             raise NotFittedError("FriendListening is not fitted; call fit() first")
-        users = np.asarray(users)
+        return self._last.get((users,), lambda: self._rows(np.asarray(users)))
+
+    def _rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         known = users >= 0
         picked = self.counts_[np.where(known, users, 0)]
         if not known.all():
@@ -55,4 +59,5 @@ class FriendListening:
         """Restore the state written by :meth:`to_arrays`."""
         self.counts_ = csr_from_arrays(arrays)
         self.n_friends_ = np.asarray(arrays["n_friends"], np.float32)
+        self._last = LastCall()
         return self
