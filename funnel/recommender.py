@@ -288,7 +288,8 @@ class Recommender:
         if isinstance(user_id, bool) or not isinstance(user_id, (int, np.integer)):
             raise UnknownUserError(f"user id {user_id!r} must be an integer")
         rows = self._user_rows(np.array([user_id], dtype=np.int64))
-        return self._rank(rows, self.history_[rows], n, explain)[1]
+        row = int(rows[0])
+        return self._rank(rows, self.history_[row:row + 1], n, explain)[1]
 
     def recommend_all(self, n: int = 20, users: Iterable[int] | None = None, explain: bool = False
                       ) -> pd.DataFrame:

@@ -45,25 +45,24 @@ def merge_candidates(
 
     Every array is ``(n_rows, k)`` with -1 padding, as returned by a candidate source.
     """
-    n_rows = retrieved[0][1].shape[0] if retrieved else extra[0].shape[0]
-    row_of = lambda ids: np.broadcast_to(np.arange(n_rows, dtype=np.int64)[:, None], ids.shape)  # noqa: E731
-    keys = []
-    for ids in [r[1] for r in retrieved] + list(extra):
-        valid = ids >= 0
-        keys.append(row_of(ids)[valid] * n_items + ids[valid])
-    unique = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+    lists = [ids for _, ids, _ in retrieved] + list(extra)
+    ids = np.hstack(lists) if lists else np.empty((0, 0), np.int64)
+    valid = ids >= 0
+    keys = (np.arange(len(ids), dtype=np.int64)[:, None] * n_items + ids)[valid]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    position = np.full(ids.shape, -1, np.int64)
+    position[valid] = inverse  # each listed pair's index among the unique pairs
     out = CandidateSet(rows=unique // n_items, items=unique % n_items)
-    for name, ids, scores in retrieved:
-        k = ids.shape[1]
-        valid = ids >= 0
-        pos = np.searchsorted(unique, row_of(ids)[valid] * n_items + ids[valid])
+    start = 0
+    for name, source_ids, scores in retrieved:
+        k = source_ids.shape[1]
+        listed, found = position[:, start:start + k], valid[:, start:start + k]
+        start += k
         rank = np.full(len(unique), k + 1, np.float32)
-        rank[pos] = np.broadcast_to(np.arange(1, k + 1, dtype=np.float32), ids.shape)[valid]
-        finite = np.where(valid, scores, np.inf)
-        floor = finite.min(axis=1)
-        floor = np.where(np.isfinite(floor), floor, 0.0).astype(np.float32)
-        score = floor[out.rows]
-        score[pos] = scores[valid]
+        rank[listed[found]] = np.nonzero(found)[1] + 1
+        floor = np.where(found, scores, np.inf).min(axis=1, initial=np.inf)
+        score = np.where(np.isfinite(floor), floor, 0.0).astype(np.float32)[out.rows]
+        score[listed[found]] = scores[found]
         out.ranks[name] = rank
         out.scores[name] = score
     return out
