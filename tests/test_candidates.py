@@ -125,6 +125,29 @@ def test_drop_seen_pads_and_merge_keeps_source_ranks():
     assert merged.scores["a"][2] == 1.0  # missing pair gets the row's lowest score
 
 
+
+def test_merge_of_several_sources_matches_a_pair_by_pair_reference():
+    rng = np.random.default_rng(3)
+    n_rows, n_items = 6, 40
+    retrieved = []
+    for name, k in [("a", 5), ("b", 8), ("c", 3)]:
+        ids = np.stack([rng.permutation(n_items)[:k] for _ in range(n_rows)])
+        ids[rng.random(ids.shape) < 0.2] = -1  # padding
+        ids = np.stack([np.concatenate([row[row >= 0], row[row < 0]]) for row in ids])
+        scores = np.where(ids >= 0, -np.arange(k, dtype=np.float32), -np.inf).astype(np.float32)
+        retrieved.append((name, ids, scores))
+    merged = merge_candidates(retrieved, n_items)
+    pairs = sorted({(r, int(i)) for _, ids, _ in retrieved for r in range(n_rows) for i in ids[r] if i >= 0})
+    assert list(zip(merged.rows.tolist(), merged.items.tolist())) == pairs
+    for name, ids, scores in retrieved:
+        k = ids.shape[1]
+        for at, (r, item) in enumerate(pairs):
+            listed = np.flatnonzero(ids[r] == item)
+            finite = scores[r][np.isfinite(scores[r])]
+            rank = listed[0] + 1 if len(listed) else k + 1
+            score = scores[r, listed[0]] if len(listed) else (finite.min() if len(finite) else 0.0)
+            assert merged.ranks[name][at] == rank and merged.scores[name][at] == score
+
 def test_auto_index_is_exact_below_the_threshold_then_ivf():
     from funnel.candidates.index import build_index, resolve_kind
 

@@ -72,6 +72,16 @@ def test_not_fitted_errors_say_what_to_do():
         Recommender().save("x")
 
 
+def test_a_new_listener_is_folded_into_als_once_per_request(fitted, monkeypatch):
+    als = fitted.stages_.als_
+    calls = []
+    original = als._user_vectors
+    monkeypatch.setattr(als, "_user_vectors", lambda *a: calls.append(1) or original(*a))
+    fitted.recommend_for_history([1, 2, 3], n=5)
+    fitted.recommend_for_history([1, 2, 3], n=5)
+    assert len(calls) == 2  # stage one's query and stage two's feature share one fold-in
+
+
 def test_recommend_for_history(fitted, synth, caplog):
     cluster_zero = [1, 5, 9, 13, 17, 21]  # artist ids (i - 1) % 4 == 0
     recs = fitted.recommend_for_history(cluster_zero, n=10)

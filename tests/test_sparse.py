@@ -5,7 +5,8 @@ import pytest
 import scipy.sparse as sp
 
 from funnel.ranking.features import pair_scores, stack_columns
-from funnel.sparse import lookup, top_n_per_row
+from funnel.factors.memo import LastCall
+from funnel.sparse import lookup, row_of_entries, top_n_per_row, weighted
 
 
 def _unsorted(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -76,3 +77,34 @@ def test_top_n_per_row_matches_a_full_sort(seed: int) -> None:
     expected = [(int(i), int(w) + 1) for i, w in zip(order, within) if w < n]
     positions, ranks = top_n_per_row(rows, scores, cols, n)
     assert list(zip(positions.tolist(), ranks.tolist())) == expected
+
+
+@pytest.mark.parametrize("kind, expected", [("binary", lambda d: (d > 0) * 1.0), ("log", np.log1p),
+                                             ("raw", lambda d: d)])
+def test_weighted_matches_dense_and_leaves_the_input_alone(kind, expected) -> None:
+    plays = sp.random(20, 30, density=0.2, random_state=1, format="csr", dtype=np.float64) * 50
+    before = plays.copy()
+    out = weighted(plays, kind)
+    assert out.dtype == np.float32 and out.format == "csr"
+    np.testing.assert_allclose(out.toarray(), expected(plays.toarray()), rtol=1e-6)
+    out.data[:] = -1.0
+    out.indices[:] = 0
+    assert (plays != before).nnz == 0  # the result shares no arrays with the input
+
+
+def test_row_of_entries_names_each_stored_entry_row() -> None:
+    matrix = sp.random(15, 10, density=0.3, random_state=2, format="csr")
+    coo = matrix.tocoo()
+    np.testing.assert_array_equal(row_of_entries(matrix), coo.row)
+
+
+def test_last_call_recomputes_only_for_other_objects() -> None:
+    calls = []
+    memo = LastCall()
+    a, b = np.arange(3), np.arange(3)
+    compute = lambda x: (lambda: calls.append(x) or len(calls))  # noqa: E731
+    assert memo.get((a,), compute(a)) == 1
+    assert memo.get((a,), compute(a)) == 1  # same object: remembered
+    assert memo.get((b,), compute(b)) == 2  # equal values, other object: computed again
+    assert memo.get((b, a), compute(b)) == 3  # another key length
+    assert memo.get((a,), compute(a)) == 4  # only the last call is remembered
