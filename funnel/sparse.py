@@ -11,12 +11,16 @@ from funnel.errors import ConfigError
 WEIGHTINGS = ("binary", "log", "raw")
 
 
+def as_csr(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
+    """``matrix`` itself when it is already CSR, else a CSR conversion of it."""
+    return matrix if sp.issparse(matrix) and matrix.format == "csr" else sp.csr_matrix(matrix)
+
+
 def weighted(plays: sp.spmatrix, kind: str = "binary", dtype: type = np.float32) -> sp.csr_matrix:
     """A CSR copy of ``plays`` with each stored count as 1 (binary), ``log1p`` of it (log) or as is (raw)."""
     if kind not in WEIGHTINGS:
         raise ConfigError(f"weighting {kind!r} is not one of {list(WEIGHTINGS)}")
-    if not (sp.issparse(plays) and plays.format == "csr"):
-        plays = sp.csr_matrix(plays)
+    plays = as_csr(plays)
     if kind == "binary":
         data = np.ones(len(plays.data), dtype)
     elif kind == "log":
@@ -38,8 +42,7 @@ def select_columns(matrix: sp.csr_matrix, position: np.ndarray, n_selected: int)
     ``position`` maps every column of ``matrix`` to its column in the result (-1: dropped);
     the same as ``matrix[:, selected]`` without scipy's general fancy indexing.
     """
-    if not (sp.issparse(matrix) and matrix.format == "csr"):
-        matrix = sp.csr_matrix(matrix)
+    matrix = as_csr(matrix)
     new_col = position[matrix.indices]
     keep = new_col >= 0
     row_of = row_of_entries(matrix)
@@ -108,8 +111,7 @@ def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndar
     searching the matrix entries among them, so the matrix need not be sorted; other pairs
     are searched among the sorted matrix entries.
     """
-    if not (sp.issparse(matrix) and matrix.format == "csr"):
-        matrix = sp.csr_matrix(matrix)
+    matrix = as_csr(matrix)
     n_cols = np.int64(matrix.shape[1])
     wanted = rows.astype(np.int64) * n_cols + cols.astype(np.int64)
     out = np.zeros(len(wanted), np.float32)

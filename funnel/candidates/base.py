@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.data import Dataset
-from funnel.sparse import lookup, row_of_entries, top_n_per_row
+from funnel.sparse import as_csr, lookup, row_of_entries, top_n_per_row
 
 
 @runtime_checkable
@@ -94,13 +94,14 @@ def top_k_unseen(scores: np.ndarray, item_ids: np.ndarray, history: sp.csr_matri
     ids = np.where(np.isfinite(top_scores), item_ids[top], -1)
     return _pad(ids, top_scores, k)
 
+
 def top_k_sparse(scores: sp.spmatrix, history: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Best ``k`` unseen artists per row of a sparse ``(n_rows, n_artists)`` score matrix.
 
     Only stored entries are candidates; rows are ranked without densifying. Returns
     ``(ids, scores)`` as a candidate source does (best first, -1 / -inf padding).
     """
-    scores = sp.csr_matrix(scores) if not (sp.issparse(scores) and scores.format == "csr") else scores
+    scores = as_csr(scores)
     rows, cols, data = row_of_entries(scores), scores.indices, scores.data
     width = k + max_history(history)
     n_rows = history.shape[0]
