@@ -15,10 +15,9 @@ def _weighted_rows(plays: sp.spmatrix, weighting: str) -> sp.csr_matrix:
     """Rows of ``plays`` as binary or ``log1p(plays)`` weights, scaled to unit L2 norm."""
     rows = weighted(plays, weighting)
     rows.eliminate_zeros()
-    per_row = np.diff(rows.indptr)
-    norms = np.sqrt(np.bincount(row_of_entries(rows), weights=rows.data ** 2,
-                                minlength=rows.shape[0]))
-    rows.data /= np.repeat(np.maximum(norms, 1e-12), per_row).astype(np.float32)
+    row = row_of_entries(rows)
+    norms = np.sqrt(np.bincount(row, weights=rows.data ** 2, minlength=rows.shape[0]))
+    rows.data /= np.maximum(norms, 1e-12).astype(np.float32)[row]
     return rows
 
 
