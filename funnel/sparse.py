@@ -104,14 +104,25 @@ def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "",
                           arrays[f"{prefix}indptr"]), shape=shape)
 
 
+# A matrix of at most this many cells, at least 1 in DENSE_LOOKUP_FILL of them stored, is
+# expanded to dense for a lookup: on a batch of 512 Last.fm users the RP3beta and kNN score
+# matrices (0.4-1.1M entries) are read 3-7x faster that way than by searching their entries.
+DENSE_LOOKUP_CELLS = 1 << 25
+DENSE_LOOKUP_FILL = 64
+
+
 def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """Values ``matrix[rows[i], cols[i]]`` for many pairs at once (0 where absent).
 
+    Small, well-filled matrices are read through a dense copy (duplicate entries summed).
     Pairs already sorted by row then column (as a :class:`CandidateSet` is) are found by
     searching the matrix entries among them, so the matrix need not be sorted; other pairs
     are searched among the sorted matrix entries.
     """
     matrix = as_csr(matrix)
+    cells = matrix.shape[0] * matrix.shape[1]
+    if matrix.nnz and len(rows) and cells <= DENSE_LOOKUP_CELLS and cells <= DENSE_LOOKUP_FILL * matrix.nnz:
+        return matrix.toarray()[rows, cols].astype(np.float32, copy=False)
     n_cols = np.int64(matrix.shape[1])
     wanted = rows.astype(np.int64) * n_cols + cols.astype(np.int64)
     out = np.zeros(len(wanted), np.float32)

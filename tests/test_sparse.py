@@ -22,7 +22,10 @@ def _unsorted(matrix: sp.csr_matrix) -> sp.csr_matrix:
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("pairs", ["random", "sorted unique"])
-def test_lookup_matches_dense(seed: int, pairs: str) -> None:
+@pytest.mark.parametrize("via", ["dense copy", "entry search"])
+def test_lookup_matches_dense(seed: int, pairs: str, via: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if via == "entry search":
+        monkeypatch.setattr("funnel.sparse.DENSE_LOOKUP_CELLS", 0)
     rng = np.random.default_rng(seed)
     matrix = sp.random(30, 40, density=0.3, random_state=seed, format="csr", dtype=np.float32)
     rows, cols = rng.integers(0, 30, 500), rng.integers(0, 40, 500)

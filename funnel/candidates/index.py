@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -58,20 +60,35 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
 SINGLE_THREAD_QUERIES = 16  # below this many queries, FAISS's thread start-up costs more than it saves
 
 
-def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` inner-product search; returns ``(ids, scores)`` with -1 / -inf padding."""
+@contextmanager
+def _faiss_settings(threads: int | None = None, blas_threshold: int | None = None) -> Iterator[None]:
+    """Temporarily change FAISS's OpenMP thread count and its BLAS threshold, then restore them."""
     import faiss
 
+    saved = faiss.omp_get_max_threads(), faiss.cvar.distance_compute_blas_threshold
+    try:
+        if threads is not None:
+            faiss.omp_set_num_threads(threads)
+        if blas_threshold is not None:
+            faiss.cvar.distance_compute_blas_threshold = blas_threshold
+        yield
+    finally:
+        faiss.omp_set_num_threads(saved[0])
+        faiss.cvar.distance_compute_blas_threshold = saved[1]
+
+
+def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner-product search; returns ``(ids, scores)`` with -1 / -inf padding.
+
+    Fewer than ``SINGLE_THREAD_QUERIES`` queries run on one thread. More always take FAISS's
+    BLAS path: with its default ``distance_compute_blas_threshold`` (128,000 in FAISS 1.15)
+    an exact search scanned query by query up to about 1,330 queries of 96 dimensions, 2.5x
+    slower per query on this machine for a batch of 512 users.
+    """
     k = max(1, min(k, index.ntotal))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    if len(queries) < SINGLE_THREAD_QUERIES:
-        threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-        try:
-            scores, ids = index.search(queries, k)
-        finally:
-            faiss.omp_set_num_threads(threads)
-    else:
+    few = len(queries) < SINGLE_THREAD_QUERIES
+    with _faiss_settings(threads=1) if few else _faiss_settings(blas_threshold=0):
         scores, ids = index.search(queries, k)
     scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
     return ids.astype(np.int64), scores
