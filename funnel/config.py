@@ -107,7 +107,8 @@ class FunnelConfig:
     show_progress : bool
         Show tqdm progress bars on long steps.
     n_threads : int
-        Threads for implicit's ALS (0 means all cores).
+        Threads for implicit's ALS and for the user batches of ``recommend_all`` (0 means all
+        cores).
     cache_dir : str or None
         Where trained BiasedSVD embeddings and rankers are cached between runs.
     reuse_svd, reuse_ranker : bool

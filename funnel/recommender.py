@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,8 @@ class Recommender:
                       ) -> pd.DataFrame:
         """Top-``n`` unseen artists for every user (or ``users``), batched and vectorised.
 
+        Batches of users are ranked on ``n_threads`` threads (all cores by default).
+
         Parameters
         ----------
         n : int
@@ -323,13 +326,16 @@ class Recommender:
             if ids.size and not np.issubdtype(ids.dtype, np.integer):
                 raise UnknownUserError(f"user ids must be integers, got {ids[:3].tolist()}")
             rows = self._user_rows(ids.astype(np.int64))
-        parts = []
-        for start in tqdm(range(0, len(rows), BATCH_USERS), desc="recommending",
-                          disable=not self.config_.show_progress):
-            batch = rows[start:start + BATCH_USERS]
+        def rank_batch(batch: np.ndarray) -> pd.DataFrame:
             r, frame = self._rank(batch, self.history_[batch], n, explain)
             frame.insert(0, "user_id", self.user_ids_[batch[r]])
-            parts.append(frame)
+            return frame
+
+        batches = [rows[start:start + BATCH_USERS] for start in range(0, len(rows), BATCH_USERS)]
+        workers = min(len(batches), self.config_.n_threads or os.cpu_count() or 1)
+        with ThreadPoolExecutor(max(workers, 1)) as pool:
+            parts = list(tqdm(pool.map(rank_batch, batches), total=len(batches), desc="recommending",
+                              disable=not self.config_.show_progress))
         if not parts:
             return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
         return pd.concat(parts, ignore_index=True)

@@ -33,6 +33,19 @@ def test_recommend_all_invariants(fitted, synth):
     assert recs["artist_name"].str.startswith("Artist ").all()
 
 
+def test_recommend_all_in_parallel_batches_matches_one_thread(fitted, monkeypatch):
+    import faiss
+
+    monkeypatch.setattr(recommender_module, "BATCH_USERS", 16)  # ten batches of 16+ queries each
+    threshold = faiss.cvar.distance_compute_blas_threshold
+    monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=1))
+    serial = fitted.recommend_all(n=10)
+    monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=4))
+    parallel = fitted.recommend_all(n=10)
+    pd.testing.assert_frame_equal(parallel, serial)
+    assert faiss.cvar.distance_compute_blas_threshold == threshold  # FAISS's global setting restored
+
+
 def test_recommend_matches_recommend_all(fitted, synth):
     user = int(synth.user_ids[7])
     one = fitted.recommend(user, n=10)

@@ -1,5 +1,7 @@
 """The sparse helpers against dense numpy on random matrices."""
 
+import threading
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -111,3 +113,15 @@ def test_last_call_recomputes_only_for_other_objects() -> None:
     assert memo.get((b,), compute(b)) == 2  # equal values, other object: computed again
     assert memo.get((b, a), compute(b)) == 3  # another key length
     assert memo.get((a,), compute(a)) == 4  # only the last call is remembered
+
+
+def test_last_call_is_remembered_per_thread() -> None:
+    memo = LastCall()
+    key = (np.arange(3),)
+    assert memo.get(key, lambda: "main") == "main"
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(memo.get(key, lambda: "worker")))
+    worker.start()
+    worker.join()
+    assert seen == ["worker"]  # another thread computes its own result
+    assert memo.get(key, lambda: "again") == "main"  # and does not evict this thread's

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -58,23 +59,28 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
 
 
 SINGLE_THREAD_QUERIES = 16  # below this many queries, FAISS's thread start-up costs more than it saves
+# FAISS's BLAS threshold is process-wide (its thread count is per calling thread): batch
+# searches that change it take turns, each using every core through FAISS's own threads.
+_BATCH_SEARCH = threading.Lock()
 
 
 @contextmanager
 def _faiss_settings(threads: int | None = None, blas_threshold: int | None = None) -> Iterator[None]:
-    """Temporarily change FAISS's OpenMP thread count and its BLAS threshold, then restore them."""
+    """Temporarily change FAISS's OpenMP thread count or its BLAS threshold, then restore it."""
     import faiss
 
-    saved = faiss.omp_get_max_threads(), faiss.cvar.distance_compute_blas_threshold
+    saved_threads, saved_threshold = faiss.omp_get_max_threads(), faiss.cvar.distance_compute_blas_threshold
     try:
         if threads is not None:
             faiss.omp_set_num_threads(threads)
         if blas_threshold is not None:
             faiss.cvar.distance_compute_blas_threshold = blas_threshold
         yield
-    finally:
-        faiss.omp_set_num_threads(saved[0])
-        faiss.cvar.distance_compute_blas_threshold = saved[1]
+    finally:  # only what was changed: another thread's batch search may hold the threshold
+        if threads is not None:
+            faiss.omp_set_num_threads(saved_threads)
+        if blas_threshold is not None:
+            faiss.cvar.distance_compute_blas_threshold = saved_threshold
 
 
 def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +93,11 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """
     k = max(1, min(k, index.ntotal))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    few = len(queries) < SINGLE_THREAD_QUERIES
-    with _faiss_settings(threads=1) if few else _faiss_settings(blas_threshold=0):
-        scores, ids = index.search(queries, k)
+    if len(queries) < SINGLE_THREAD_QUERIES:
+        with _faiss_settings(threads=1):
+            scores, ids = index.search(queries, k)
+    else:
+        with _BATCH_SEARCH, _faiss_settings(blas_threshold=0):
+            scores, ids = index.search(queries, k)
     scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
     return ids.astype(np.int64), scores
