@@ -108,7 +108,8 @@ class FunnelConfig:
         Show tqdm progress bars on long steps.
     n_threads : int
         Threads for implicit's ALS and for the user batches of ``recommend_all`` (0 means all
-        cores).
+        cores); 1 also fits the ranker's models and the serving ones one after the other
+        instead of side by side.
     cache_dir : str or None
         Where trained BiasedSVD embeddings and rankers are cached between runs.
     reuse_svd, reuse_ranker : bool

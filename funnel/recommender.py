@@ -140,19 +140,31 @@ class Recommender:
             if arrays is not None:
                 ranker = LogisticRanker(cfg.ranker_C).set_arrays(arrays)
                 self.ranker_candidate_recall_ = float(arrays["candidate_recall"][0])
-        if ranker is None:
+
+        def trained_ranker() -> LogisticRanker:
             ranker_started = time.perf_counter()
-            ranker = self._train_ranker(dataset, cfg, cache)
+            trained = self._train_ranker(dataset, cfg, cache)
             self.ranker_seconds_ = time.perf_counter() - ranker_started
             if cache is not None:
                 cache.save("ranker", dataset.fingerprint(), ranker_settings,
-                           {**ranker.to_arrays(),
-                            "candidate_recall": np.array([self.ranker_candidate_recall_])})
-        logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
-        svd_started = time.perf_counter()
-        svd = self._svd(dataset, cfg, cache, "svd")
-        self.svd_seconds_ = time.perf_counter() - svd_started
-        self.stages_ = Stages(cfg).fit(dataset, svd=svd)
+                           {**trained.to_arrays(), "candidate_recall": np.array([self.ranker_candidate_recall_])})
+            return trained
+
+        def serving_stages() -> Stages:
+            logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
+            svd_started = time.perf_counter()
+            svd = self._svd(dataset, cfg, cache, "svd")
+            self.svd_seconds_ = time.perf_counter() - svd_started
+            return Stages(cfg).fit(dataset, svd=svd)
+
+        if ranker is None:
+            # the ranker's models and the serving ones are fitted on different data, independently:
+            # side by side they keep both cores busy where one fit alone leaves one idle
+            with ThreadPoolExecutor(1 if cfg.n_threads == 1 else 2) as pool:
+                ranker_job, stages_job = pool.submit(trained_ranker), pool.submit(serving_stages)
+                ranker, self.stages_ = ranker_job.result(), stages_job.result()
+        else:
+            self.stages_ = serving_stages()
         self.feature_names_ = self.stages_.feature_names()
         if len(ranker.coef_) != len(self.feature_names_):
             raise ArtifactError("the saved ranker does not match the features of these settings; "

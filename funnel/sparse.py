@@ -80,7 +80,7 @@ def _at_least_nth_best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarr
     if width <= n or len(counts) * width > 4 * len(rows) + (1 << 20):
         return everything
     position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    padded = np.full((len(counts), width), -np.inf, np.float64)
+    padded = np.full((len(counts), width), -np.inf, np.float32 if scores.dtype == np.float32 else np.float64)
     padded[rows, position] = scores
     threshold = -np.partition(-padded, n - 1, axis=1)[:, n - 1]
     return scores >= threshold[rows]

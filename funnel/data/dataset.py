@@ -318,11 +318,12 @@ class Dataset:
         if self._matrix is None:
             rows = self.user_index(self.interactions["user_id"].to_numpy())
             cols = self.artist_index(self.interactions["artist_id"].to_numpy())
-            self._matrix = sp.csr_matrix(
+            matrix = sp.csr_matrix(
                 (self.interactions["weight"].to_numpy(dtype=np.float32), (rows, cols)),
                 shape=(self.n_users, self.n_artists),
             )
-            self._matrix.sort_indices()
+            matrix.sort_indices()
+            self._matrix = matrix  # published complete: fits in other threads may read it
         return self._matrix
 
     def fingerprint(self) -> str:
