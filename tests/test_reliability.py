@@ -165,3 +165,28 @@ def test_fingerprint_does_not_depend_on_row_order_of_summed_duplicates():
     fingerprints = {Dataset.from_frames(frame.iloc[order]).fingerprint()
                     for order in ([0, 1, 2, 3], [2, 0, 1, 3], [1, 2, 0, 3], [3, 2, 1, 0])}
     assert len(fingerprints) == 1
+
+
+
+def test_single_threaded_blas_from_many_threads_restores_the_limits():
+    import threading
+
+    from funnel.factors.als import _blas_controller, single_threaded_blas
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in _blas_controller().info() if lib["user_api"] == "blas"]
+
+    before, inside = blas_threads(), []
+
+    def work():
+        for _ in range(30):
+            with single_threaded_blas():
+                inside.append(blas_threads())
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert inside == [[1] * len(before)] * 120  # every user saw the limit in force
+    assert blas_threads() == before  # and the original limits are back

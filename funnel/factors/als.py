@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -25,9 +28,19 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def single_threaded_blas():
-    """Context manager limiting BLAS to one thread (implicit runs its own threads)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+_BLAS_LIMIT = threading.RLock()
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS limited to one thread while inside (implicit runs its own threads).
+
+    The limit is process-wide, so threads take turns: two of them limiting and restoring it
+    at once (ranker and serving fits side by side, concurrent fold-ins) could otherwise leave
+    BLAS on one thread for good, or run implicit beside unlimited BLAS threads.
+    """
+    with _BLAS_LIMIT, _blas_controller().limit(limits=1, user_api="blas"):
+        yield
 
 
 def confidence(plays: sp.csr_matrix, kind: str) -> sp.csr_matrix:
