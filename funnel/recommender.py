@@ -338,14 +338,15 @@ class Recommender:
             if ids.size and not np.issubdtype(ids.dtype, np.integer):
                 raise UnknownUserError(f"user ids must be integers, got {ids[:3].tolist()}")
             rows = self._user_rows(ids.astype(np.int64))
+
         def rank_batch(batch: np.ndarray) -> pd.DataFrame:
             r, frame = self._rank(batch, self.history_[batch], n, explain)
             frame.insert(0, "user_id", self.user_ids_[batch[r]])
             return frame
 
         batches = [rows[start:start + BATCH_USERS] for start in range(0, len(rows), BATCH_USERS)]
-        workers = min(len(batches), self.config_.n_threads or os.cpu_count() or 1)
-        with ThreadPoolExecutor(max(workers, 1)) as pool:
+        workers = max(1, min(len(batches), self.config_.n_threads or os.cpu_count() or 1))
+        with ThreadPoolExecutor(workers) as pool:
             parts = list(tqdm(pool.map(rank_batch, batches), total=len(batches), desc="recommending",
                               disable=not self.config_.show_progress))
         if not parts:

@@ -148,6 +148,21 @@ def test_merge_of_several_sources_matches_a_pair_by_pair_reference():
             score = scores[r, listed[0]] if len(listed) else (finite.min() if len(finite) else 0.0)
             assert merged.ranks[name][at] == rank and merged.scores[name][at] == score
 
+
+@pytest.mark.parametrize("n_queries", [3, 40])  # on one thread / on FAISS's BLAS path
+def test_exact_search_matches_numpy(n_queries):
+    from funnel.candidates.index import build_index, search
+
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(500, 24)).astype(np.float32)
+    queries = rng.normal(size=(n_queries, 24)).astype(np.float32)
+    ids, scores = search(build_index(vectors), queries, 10)
+    every = queries @ vectors.T
+    best = np.argsort(-every, axis=1)[:, :10]
+    np.testing.assert_array_equal(ids, best)
+    np.testing.assert_allclose(scores, np.take_along_axis(every, best, axis=1), rtol=1e-5)
+
+
 def test_auto_index_is_exact_below_the_threshold_then_ivf():
     from funnel.candidates.index import build_index, resolve_kind
 

@@ -36,7 +36,7 @@ def test_recommend_all_invariants(fitted, synth):
 def test_recommend_all_in_parallel_batches_matches_one_thread(fitted, monkeypatch):
     import faiss
 
-    monkeypatch.setattr(recommender_module, "BATCH_USERS", 16)  # ten batches of 16+ queries each
+    monkeypatch.setattr(recommender_module, "BATCH_USERS", 16)  # ten batches, nine of them FAISS batch searches
     threshold = faiss.cvar.distance_compute_blas_threshold
     monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=1))
     serial = fitted.recommend_all(n=10)

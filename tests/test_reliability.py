@@ -167,7 +167,6 @@ def test_fingerprint_does_not_depend_on_row_order_of_summed_duplicates():
     assert len(fingerprints) == 1
 
 
-
 def test_single_threaded_blas_from_many_threads_restores_the_limits():
     import threading
 
