@@ -17,12 +17,13 @@ from funnel.data.history import History, parse_history
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import EASE, ALSFactors, confidence
 from funnel.factors.als import single_threaded_blas
-from funnel.recommender import check_n
+from funnel.recommender import check_n, in_batches
 from funnel.sparse import top_n_per_row
 
 
 class _FullCatalogue:
-    """Shared ``fit`` bookkeeping and batched, vectorised ``recommend_all``."""
+    """Shared ``fit`` bookkeeping and batched, vectorised ``recommend_all`` (batches on every core,
+    or on ``n_threads`` for a baseline that has it, as the funnel does)."""
 
     batch_users = 1024
 
@@ -76,13 +77,13 @@ class _FullCatalogue:
             rows = lookup_ids(self.user_ids_, ids)
             if (rows < 0).any():
                 raise UnknownUserError(f"unknown user id(s) {ids[rows < 0][:5].tolist()}")
-        parts = []
-        for start in range(0, len(rows), self.batch_users):
-            batch = rows[start:start + self.batch_users]
+
+        def rank_batch(batch: np.ndarray) -> pd.DataFrame:
             r, frame = self._top(self._scores(batch), self.history_[batch], n)
             frame.insert(0, "user_id", self.user_ids_[batch[r]])
-            parts.append(frame)
-        return pd.concat(parts, ignore_index=True)
+            return frame
+
+        return in_batches(rank_batch, rows, self.batch_users, getattr(self, "n_threads", 0))
 
     def recommend_for_history(self, history: History, n: int = 20) -> pd.DataFrame:
         """``rank, artist_id, artist_name, score`` for a new listener's history (ids or id -> plays)."""
@@ -103,7 +104,9 @@ class ALSRecommender(_FullCatalogue):
     factors, iterations : int
     alpha, regularization : float
     confidence : {"binary", "log", "raw"}
-    seed, n_threads : int
+    seed : int
+    n_threads : int
+        Threads for implicit's ALS and for the batches of ``recommend_all`` (0: all cores).
     n_models : int
         ALS models from different seeds whose scores are averaged (1: plain ALS).
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,20 @@ def check_n(n: Any, n_artists: int) -> int:
     if not 1 <= n <= n_artists:
         raise ConfigError(f"n={n} is out of range; it must be between 1 and {n_artists} (the catalogue size)")
     return int(n)
+
+
+def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarray, batch_size: int,
+               n_threads: int = 0, show_progress: bool = False) -> pd.DataFrame:
+    """``rank_batch`` over consecutive batches of ``rows`` on ``n_threads`` threads (0: all cores).
+
+    Returns the batches' frames concatenated in order (an empty recommendation frame for no rows).
+    """
+    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    if not batches:
+        return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
+    with ThreadPoolExecutor(max(1, min(len(batches), n_threads or os.cpu_count() or 1))) as pool:
+        return pd.concat(tqdm(pool.map(rank_batch, batches), total=len(batches), desc="recommending",
+                              disable=not show_progress), ignore_index=True)
 
 
 class Recommender:
@@ -344,14 +358,7 @@ class Recommender:
             frame.insert(0, "user_id", self.user_ids_[batch[r]])
             return frame
 
-        batches = [rows[start:start + BATCH_USERS] for start in range(0, len(rows), BATCH_USERS)]
-        workers = max(1, min(len(batches), self.config_.n_threads or os.cpu_count() or 1))
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(tqdm(pool.map(rank_batch, batches), total=len(batches), desc="recommending",
-                              disable=not self.config_.show_progress))
-        if not parts:
-            return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
-        return pd.concat(parts, ignore_index=True)
+        return in_batches(rank_batch, rows, BATCH_USERS, self.config_.n_threads, self.config_.show_progress)
 
     def history_matrix(self, history: History) -> sp.csr_matrix:
         """One CSR row over the catalogue from a history of artist ids (or id -> plays).
