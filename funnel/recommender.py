@@ -61,7 +61,12 @@ def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarra
     batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
     if not batches:
         return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
-    with ThreadPoolExecutor(max(1, min(len(batches), n_threads or os.cpu_count() or 1))) as pool:
+    workers = min(len(batches), n_threads or os.cpu_count() or 1)
+    if workers <= 1:  # no thread to start for one batch (a single user, a small batch)
+        frames = map(rank_batch, batches)
+        return pd.concat(tqdm(frames, total=len(batches), desc="recommending", disable=not show_progress),
+                         ignore_index=True)
+    with ThreadPoolExecutor(workers) as pool:
         return pd.concat(tqdm(pool.map(rank_batch, batches), total=len(batches), desc="recommending",
                               disable=not show_progress), ignore_index=True)
 

@@ -2,8 +2,8 @@
 
 Measured with ``python benchmarks/scale.py --sizes lastfm 20k 100k 500k`` (200,000 synthetic
 artists, all tag components, 2,000 queries, K = 100): IVF probing 44 of its 1,788 lists found
-1.00 of the exact top 100 at 11.2x the speed of exact search (16 lists: 1.00 at 19x); HNSW
-reached at most 0.71 (0.64 at 7.7x with efSearch 256; 0.94 at 100,000 artists), since inner
+1.00 of the exact top 100 at 12.6x the speed of exact search (16 lists: 1.00 at 21x); HNSW
+reached at most 0.71 (0.64 at 7.0x with efSearch 256; 0.94 at 100,000 artists once), since inner
 product on vectors of unequal norm suits it less. On Last.fm's own vectors (17,632 artists,
 less clustered) IVF needed 6% of its lists for 0.97 recall at only 3x, so exact search stays
 the default below ``ann_threshold`` (100,000) artists.
