@@ -22,8 +22,10 @@ from funnel.sparse import top_n_per_row
 
 
 class _FullCatalogue:
-    """Shared ``fit`` bookkeeping and batched, vectorised ``recommend_all`` (batches on every core,
-    or on ``n_threads`` for a baseline that has it, as the funnel does)."""
+    """Shared ``fit`` bookkeeping and batched, vectorised ``recommend_all`` on all cores.
+
+    Batches run on ``n_threads`` threads for a baseline that has that setting, as in the funnel.
+    """
 
     batch_users = 1024
 

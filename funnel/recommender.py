@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,9 @@ def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarra
     if not batches:
         return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
     workers = min(len(batches), n_threads or os.cpu_count() or 1)
-    if workers <= 1:  # no thread to start for one batch (a single user, a small batch)
-        frames = map(rank_batch, batches)
-        return pd.concat(tqdm(frames, total=len(batches), desc="recommending", disable=not show_progress),
-                         ignore_index=True)
-    with ThreadPoolExecutor(workers) as pool:
-        return pd.concat(tqdm(pool.map(rank_batch, batches), total=len(batches), desc="recommending",
+    with ExitStack() as stack:  # no thread to start for one batch (a single user, a small batch)
+        mapper = stack.enter_context(ThreadPoolExecutor(workers)).map if workers > 1 else map
+        return pd.concat(tqdm(mapper(rank_batch, batches), total=len(batches), desc="recommending",
                               disable=not show_progress), ignore_index=True)
 
 
