@@ -45,9 +45,15 @@ def select_columns(matrix: sp.csr_matrix, position: np.ndarray, n_selected: int)
     matrix = as_csr(matrix)
     new_col = position[matrix.indices]
     keep = new_col >= 0
-    row_of = row_of_entries(matrix)
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(row_of[keep], minlength=matrix.shape[0]))])
-    return sp.csr_matrix((matrix.data[keep], new_col[keep], indptr), shape=(matrix.shape[0], n_selected))
+    return csr_from_grouped(matrix.data[keep], row_of_entries(matrix)[keep], new_col[keep],
+                            (matrix.shape[0], n_selected))
+
+
+def csr_from_grouped(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]
+                     ) -> sp.csr_matrix:
+    """A CSR matrix of entries already grouped by row (``rows`` non-decreasing), without sorting."""
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=shape[0]))])
+    return sp.csr_matrix((data, cols, indptr), shape=shape)
 
 
 def top_n_per_row(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray, n: int

@@ -96,6 +96,10 @@ class ALSFactors:
             iterations=self.iterations, random_state=seed, num_threads=self.n_threads,
         )
 
+    def _new_models(self) -> list:
+        """One unfitted implicit model per averaged model, seeded ``seed``, ``seed + 1``, ..."""
+        return [self._model(self.seed + i) for i in range(self.n_models)]
+
     def fit(self, plays: sp.csr_matrix) -> "ALSFactors":
         """Fit on a users x artists CSR matrix of play counts; returns ``self``."""
         if self.factors <= 0 or self.iterations <= 0:
@@ -103,11 +107,10 @@ class ALSFactors:
         if isinstance(self.n_models, bool) or not isinstance(self.n_models, int) or self.n_models < 1:
             raise ConfigError(f"ALS n_models={self.n_models!r} must be an integer >= 1")
         weights = confidence(plays, self.confidence)
-        models = []
         with single_threaded_blas():  # nested BLAS threads inside implicit's slow it down
-            for i in range(self.n_models):
-                models.append(self._model(self.seed + i))
-                models[-1].fit(weights, show_progress=False)
+            models = self._new_models()
+            for model in models:
+                model.fit(weights, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(
             np.hstack([m.user_factors for m in models]) / self.n_models, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(np.hstack([m.item_factors for m in models]), dtype=np.float32)
@@ -148,9 +151,8 @@ class ALSFactors:
 
     def _fold_in_models(self) -> list:
         """implicit models holding each averaged model's factors (made once after loading)."""
-        if getattr(self, "_implicit", None) is None:
-            with single_threaded_blas():
-                self._implicit = [self._model(self.seed + i) for i in range(self.n_models)]
+        if getattr(self, "_implicit", None) is None:  # called with BLAS already single-threaded
+            self._implicit = self._new_models()
             for part, model in zip(self._parts(), self._implicit):
                 model.user_factors = np.ascontiguousarray(self.user_factors_[:, part] * self.n_models)
                 model.item_factors = np.ascontiguousarray(self.item_factors_[:, part])

@@ -6,7 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays, row_of_entries, top_n_per_row, weighted
+from funnel.sparse import (csr_from_arrays, csr_from_grouped, csr_to_arrays, row_of_entries, top_n_per_row,
+                           weighted)
 
 _WEIGHTINGS = ("binary", "log")
 
@@ -75,8 +76,7 @@ class UserKNN:
         keep = (sims.data > 0) & (sims.indices != np.where(users >= 0, users, -1)[row])
         row, col, sim = row[keep], sims.indices[keep], sims.data[keep]
         top, _ = top_n_per_row(row, sim, col, self.n_neighbors)  # grouped by row, as CSR wants
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(row[top], minlength=n_rows))])
-        neighbours = sp.csr_matrix((sim[top], col[top], indptr), shape=(n_rows, n_train))
+        neighbours = csr_from_grouped(sim[top], row[top], col[top], (n_rows, n_train))
         return neighbours @ self.listens_
 
     def to_arrays(self) -> dict[str, np.ndarray]:
