@@ -164,8 +164,10 @@ class Stages:
         f = self.config.svd_factors
         names = []
         if self.config.use_svd_features:
-            names += [f"svd_user_{i}" for i in range(f)] + [f"svd_artist_{i}" for i in range(f)]
-            names += [f"svd_product_{i}" for i in range(f)] + ["svd_prediction"]
+            if self.config.svd_features == "factors":
+                names += [f"svd_user_{i}" for i in range(f)] + [f"svd_artist_{i}" for i in range(f)]
+                names += [f"svd_product_{i}" for i in range(f)]
+            names += ["svd_prediction"]
         if self.config.use_als_features:
             names += ["als_score"]
         names += ["tag_similarity", "ease_score", "friends_log_count", "friends_share"]
@@ -187,11 +189,15 @@ class Stages:
         columns: list[np.ndarray] = []
         if self.config.use_svd_features:
             svd_user, svd_bias = self.svd_.user_vectors(users, history)
-            pu, qi = svd_user[rows], self.svd_.item_factors_[items]
-            prod = pu * qi
-            svd_pred = (self.svd_.global_mean_ + svd_bias[rows] + self.svd_.item_bias_[items]
-                        + prod.sum(axis=1))
-            columns += [pu, qi, prod, svd_pred[:, None]]
+            if self.config.svd_features == "factors":
+                pu, qi = svd_user[rows], self.svd_.item_factors_[items]
+                prod = pu * qi
+                columns += [pu, qi, prod]
+                dot = prod.sum(axis=1)
+            else:
+                dot = pair_scores(svd_user, self.svd_.item_factors_, rows, items)
+            svd_pred = self.svd_.global_mean_ + svd_bias[rows] + self.svd_.item_bias_[items] + dot
+            columns.append(svd_pred[:, None])
         if self.config.use_als_features:
             als_user = self.als_.user_vectors(users, history)
             columns.append(pair_scores(als_user, self.als_.item_factors_, rows, items)[:, None])

@@ -166,7 +166,7 @@ def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
 
 
 def test_models_saved_before_newer_settings_load_as_they_were(synth, small_config, tmp_path):
-    old = Recommender(small_config, tag_search_dim=0, als_models=1).fit(synth)
+    old = Recommender(small_config, tag_search_dim=0, als_models=1, svd_features="factors").fit(synth)
     path = old.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
     for name in recommender_module.SETTINGS_BEFORE_THEY_EXISTED:
@@ -174,6 +174,7 @@ def test_models_saved_before_newer_settings_load_as_they_were(synth, small_confi
     (path / "manifest.json").write_text(json.dumps(manifest))
     loaded = Recommender.load(path)
     assert loaded.config_.als_models == 1 and loaded.config_.tag_search_dim == 0
+    assert loaded.config_.svd_features == "factors"
     pd.testing.assert_frame_equal(loaded.recommend_all(n=10), old.recommend_all(n=10))
     pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
                                   old.recommend_for_history([1, 5, 9], n=10))
@@ -272,6 +273,21 @@ def test_users_with_one_artist_each_cannot_train_a_ranker(small_config):
                                              "weight": 1.0}))
     with pytest.raises(DataError, match="at least 2 artists"):
         Recommender(small_config).fit(data)
+
+
+@pytest.mark.parametrize("svd_features", ["prediction", "factors"])
+def test_svd_feature_sets(synth, small_config, svd_features):
+    model = Recommender(small_config, svd_features=svd_features).fit(synth)
+    svd_columns = [name for name in model.feature_names_ if name.startswith("svd_")]
+    assert len(svd_columns) == (1 if svd_features == "prediction" else 3 * small_config.svd_factors + 1)
+    assert len(model.ranker_.coef_) == len(model.feature_names_)
+    users, history, svd = np.arange(5), model.history_[:5], model.stages_.svd_
+    cands = model.stages_.candidates(users, history)
+    X = model.stages_.features(users, history, cands)
+    user_factors, user_bias = svd.user_vectors(users, history)
+    expected = (svd.global_mean_ + user_bias[cands.rows] + svd.item_bias_[cands.items]
+                + (user_factors[cands.rows] * svd.item_factors_[cands.items]).sum(axis=1))
+    np.testing.assert_allclose(X[:, model.feature_names_.index("svd_prediction")], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_neighbourhood_features_round_trip(synth, small_config, tmp_path):
