@@ -17,6 +17,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "knn_weighting": ("binary", "log"),
     "ranker": ("logistic",),
     "svd_features": ("prediction", "factors"),
+    "friends_score": ("log", "count"),
 }
 
 # Settings that change how a run behaves but not what a model learns.
@@ -52,6 +53,9 @@ class FunnelConfig:
         How each history artist is weighted in a user's stage-one query.
     tag_candidates, als_candidates, ease_candidates, friends_candidates, popularity_candidates : int
         Candidates each stage-one source returns per user (0 disables the source).
+    friends_score : {"log", "count"}
+        Score of a friends' candidate (a ranker feature): ``log1p`` of the number of friends
+        listening, or the number itself (see :class:`funnel.candidates.FriendsSource`).
     ease_l2 : float
         L2 penalty of the EASE co-listening model.
     ease_max_artists : int
@@ -135,6 +139,7 @@ class FunnelConfig:
     ease_candidates: int = 100
     friends_candidates: int = 50
     popularity_candidates: int = 50
+    friends_score: str = "log"
     ease_l2: float = 200.0
     ease_max_artists: int = 3000
     rp3_alpha: float = 1.0

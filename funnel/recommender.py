@@ -40,8 +40,10 @@ MANIFEST = "manifest.json"
 SVD_SETTINGS = ("svd_factors", "svd_epochs", "svd_lr", "svd_reg", "seed")
 BATCH_USERS = 512
 # Settings added after models were first saved, with the value that reproduces those models:
-# they searched the whole tag block, fitted a single ALS and fed every BiasedSVD factor to the ranker.
-SETTINGS_BEFORE_THEY_EXISTED = {"tag_search_dim": 0, "als_models": 1, "svd_features": "factors"}
+# they searched the whole tag block, fitted a single ALS, fed every BiasedSVD factor to the ranker
+# and scored friends' candidates by their count.
+SETTINGS_BEFORE_THEY_EXISTED = {"tag_search_dim": 0, "als_models": 1, "svd_features": "factors",
+                                "friends_score": "count"}
 
 
 def check_n(n: Any, n_artists: int) -> int:

@@ -98,7 +98,8 @@ class Stages:
             if cfg.ease_candidates:
                 self.sources_.append(EASESource(cfg.ease_candidates, self.ease_).fit(dataset))
             if cfg.friends_candidates:
-                self.sources_.append(FriendsSource(cfg.friends_candidates, self.friends_).fit(dataset))
+                self.sources_.append(FriendsSource(cfg.friends_candidates, self.friends_,
+                                                   cfg.friends_score).fit(dataset))
             if cfg.popularity_candidates:
                 self.sources_.append(self.popularity_)
         logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in self.sources_))
@@ -298,7 +299,7 @@ class Stages:
                 source = EASESource(config.ease_candidates, self.ease_)
                 source.ease_ = self.ease_
             elif name == "friends":
-                source = FriendsSource(config.friends_candidates, self.friends_)
+                source = FriendsSource(config.friends_candidates, self.friends_, config.friends_score)
                 source.friends_ = self.friends_
             else:
                 source = self._tag_source() if name == "tags" else self._als_source()

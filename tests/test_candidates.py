@@ -1,6 +1,7 @@
 """Stage one: one contract every candidate source passes, plus embedding behaviour."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -20,6 +21,7 @@ SOURCES = {
     "popularity": lambda: PopularitySource(K),
     "ease": lambda: EASESource(K),
     "friends": lambda: FriendsSource(K),
+    "friends-count": lambda: FriendsSource(K, score="count"),
 }
 
 
@@ -52,6 +54,21 @@ def test_source_needs_fit():
     for make in SOURCES.values():
         with pytest.raises(NotFittedError):
             make().retrieve(np.array([0]), sp.csr_matrix((1, 3)))
+
+
+@pytest.mark.parametrize("score, expected", [("count", [2.0, 1.0]), ("log", np.log1p([2.0, 1.0]))])
+def test_friends_source_ranks_by_listening_friends(score, expected):
+    plays = pd.DataFrame({"user_id": [1, 2, 2, 3, 3], "artist_id": [30, 10, 20, 10, 30], "weight": 5.0})
+    friends = pd.DataFrame({"user_id": [1, 1, 2, 3], "friend_id": [2, 3, 1, 1]})
+    data = Dataset.from_frames(plays, friends=friends)
+    source = FriendsSource(5, score=score).fit(data)
+    users = data.user_index(np.array([1]))
+    ids, scores = source.retrieve(users, data.matrix[users])
+    # user 1's two friends both play artist 10 and one plays 20; 30 is in user 1's history
+    assert data.artist_ids[ids[0, :2]].tolist() == [10, 20] and (ids[0, 2:] == -1).all()
+    np.testing.assert_allclose(scores[0, :2], expected, rtol=1e-6)
+    with pytest.raises(ConfigError, match="friends score"):
+        FriendsSource(5, score="raw").fit(data)
 
 
 def test_tag_search_finds_the_users_cluster(synth):

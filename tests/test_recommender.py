@@ -166,7 +166,8 @@ def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
 
 
 def test_models_saved_before_newer_settings_load_as_they_were(synth, small_config, tmp_path):
-    old = Recommender(small_config, tag_search_dim=0, als_models=1, svd_features="factors").fit(synth)
+    old = Recommender(small_config, tag_search_dim=0, als_models=1, svd_features="factors",
+                      friends_score="count").fit(synth)
     path = old.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
     for name in recommender_module.SETTINGS_BEFORE_THEY_EXISTED:
@@ -174,7 +175,7 @@ def test_models_saved_before_newer_settings_load_as_they_were(synth, small_confi
     (path / "manifest.json").write_text(json.dumps(manifest))
     loaded = Recommender.load(path)
     assert loaded.config_.als_models == 1 and loaded.config_.tag_search_dim == 0
-    assert loaded.config_.svd_features == "factors"
+    assert loaded.config_.svd_features == "factors" and loaded.config_.friends_score == "count"
     pd.testing.assert_frame_equal(loaded.recommend_all(n=10), old.recommend_all(n=10))
     pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
                                   old.recommend_for_history([1, 5, 9], n=10))
