@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from funnel import ConfigError, Dataset, NotFittedError
 from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource,
                                TagSource, drop_seen, merge_candidates)
-from funnel.candidates.embeddings import artist_statistics
+from funnel.candidates.embeddings import artist_statistics, projection
 from funnel.factors import ALSFactors
 
 K = 25
@@ -99,6 +99,14 @@ def test_search_vectors_keep_the_strongest_tag_components(synth):
         assert source.index_.d == embedder.vectors_.shape[1]
     with pytest.raises(ConfigError, match="search_dim"):
         TagSource(K, embedder=embedder, search_dim=-1).fit(synth)
+
+
+def test_projection_matches_scikit_learn_truncated_svd():
+    from sklearn.decomposition import TruncatedSVD
+
+    matrix = sp.random(600, 300, density=0.03, format="csr", random_state=1, dtype=np.float32)
+    expected = TruncatedSVD(40, algorithm="randomized", n_iter=2, random_state=3).fit_transform(matrix)
+    np.testing.assert_allclose(projection(matrix, 40, seed=3), expected, atol=1e-4)
 
 
 def test_artists_without_tags_still_have_usable_vectors(synth):

@@ -31,6 +31,29 @@ def tag_tokens(tag: str) -> list[str]:
     return words + ([whole] if len(words) > 1 else [])
 
 
+def projection(matrix: sp.csr_matrix, dim: int, seed: int, n_iter: int = 2, oversamples: int = 10) -> np.ndarray:
+    """The rows of ``matrix`` projected on its ``dim`` strongest right singular vectors.
+
+    The randomized truncated SVD of scikit-learn's ``TruncatedSVD`` (Halko et al. 2011; same
+    seed, power iterations and oversampling, and like it ``matrix @ V``), except that the
+    small projected matrix ``B`` (``dim + oversamples`` rows) is decomposed through the
+    eigenvectors of ``B B^T`` instead of a full SVD of ``B``. On Last.fm's 12,084 tagged
+    artists x 6,265 tokens at 500 components that step takes about a tenth of the time.
+    Each direction's sign makes its largest entry positive, as ``TruncatedSVD`` does.
+    """
+    from sklearn.utils.extmath import randomized_range_finder
+
+    basis = randomized_range_finder(matrix, size=dim + oversamples, n_iter=n_iter, random_state=seed)
+    # basis^T @ matrix in float64: forming small @ small.T squares its rounding errors
+    small = np.asarray((matrix.T @ basis.astype(np.float64)).T)
+    values, vectors = np.linalg.eigh(small @ small.T)
+    strongest = np.argsort(values)[::-1][:dim]
+    singular = np.sqrt(np.maximum(values[strongest], 0.0))
+    directions = small.T @ vectors[:, strongest] / np.maximum(singular, np.finfo(np.float64).tiny)
+    directions *= np.sign(directions[np.abs(directions).argmax(axis=0), np.arange(dim)])
+    return np.asarray(matrix @ directions.astype(np.float32), dtype=np.float32)
+
+
 def artist_statistics(dataset: Dataset) -> dict[str, np.ndarray]:
     """Raw per-artist features, in training-data terms (no scaling).
 
@@ -116,7 +139,6 @@ class ArtistEmbedder:
         return self
 
     def _tag_block(self, dataset: Dataset) -> np.ndarray:
-        from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfTransformer
 
         assign = dataset.tag_assignments
@@ -140,8 +162,7 @@ class ArtistEmbedder:
         if dim < 1:
             logger.info("too little tag data for a tag projection; stage one skips the tag block")
             return block
-        svd = TruncatedSVD(n_components=dim, algorithm="randomized", n_iter=2, random_state=self.seed)
-        block[tagged] = svd.fit_transform(tfidf[tagged])
+        block[tagged] = projection(tfidf[tagged], dim, self.seed)
         return row_normalize(block)
 
     @staticmethod
