@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from funnel import ConfigError, Dataset, NotFittedError
 from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource,
                                TagSource, drop_seen, merge_candidates)
-from funnel.candidates.embeddings import artist_statistics, projection
+from funnel.candidates.embeddings import artist_statistics, projection, tfidf
 from funnel.factors import ALSFactors
 
 K = 25
@@ -99,6 +99,15 @@ def test_search_vectors_keep_the_strongest_tag_components(synth):
         assert source.index_.d == embedder.vectors_.shape[1]
     with pytest.raises(ConfigError, match="search_dim"):
         TagSource(K, embedder=embedder, search_dim=-1).fit(synth)
+
+
+def test_tfidf_matches_scikit_learn():
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    counts = sp.random(200, 80, density=0.05, format="csr", random_state=2, dtype=np.float32)
+    counts.data = np.ceil(counts.data * 5)
+    expected = TfidfTransformer(sublinear_tf=True).fit_transform(counts).toarray()
+    np.testing.assert_allclose(tfidf(counts).toarray(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_projection_matches_scikit_learn_truncated_svd():

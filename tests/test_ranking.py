@@ -47,6 +47,19 @@ def test_ranker_errors(ranker):
         ranker.predict_proba(np.zeros((1, 3)))
 
 
+@pytest.mark.parametrize("C", [0.01, 1.0])
+def test_logistic_matches_scikit_learn(C):
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = separable(n=3000)
+    X = np.column_stack([X, X[:, 0] * 3 + 1])  # collinear and unscaled columns
+    ranker = LogisticRanker(C=C).fit(X, y)
+    Xs = (X - X.mean(axis=0)) / X.std(axis=0)
+    expected = LogisticRegression(C=C, solver="newton-cholesky", tol=1e-10, max_iter=200).fit(Xs, y)
+    np.testing.assert_allclose(ranker.coef_, expected.coef_.ravel(), atol=1e-5)
+    assert abs(ranker.intercept_ - expected.intercept_[0]) < 1e-5
+
+
 def test_logistic_contributions_sum_to_log_odds():
     X, y = separable()
     ranker = LogisticRanker().fit(X, y)

@@ -2,18 +2,65 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+import scipy.linalg
+from scipy.special import expit
 
 from funnel.errors import ConfigError, DataError, NotFittedError
+
+logger = logging.getLogger("funnel")
+
+
+def fit_logistic(X: np.ndarray, y: np.ndarray, C: float, max_iter: int = 100, tol: float = 1e-10
+                 ) -> np.ndarray:
+    """Weights (then the intercept) minimising ``C * log-loss + |coef|^2 / 2``, by Newton's method.
+
+    The objective of scikit-learn's ``LogisticRegression(C=C)``. Each step solves the
+    penalised Hessian by Cholesky and halves until the objective falls (Armijo); iteration
+    stops when the Newton decrement falls below ``tol`` per sample, or after ``max_iter`` steps
+    with a warning.
+    """
+    design = np.hstack([X, np.ones((len(X), 1))])
+    target = y.astype(np.float64)
+    penalty = np.full(design.shape[1], 1.0 / C)
+    penalty[-1] = 0.0
+
+    def objective(w: np.ndarray) -> float:
+        z = design @ w
+        return float(np.sum(np.logaddexp(0.0, z) - target * z) + 0.5 * penalty @ (w * w))
+
+    w = np.zeros(design.shape[1])
+    current = objective(w)
+    for _ in range(max_iter):
+        p = expit(design @ w)
+        gradient = design.T @ (p - target) + penalty * w
+        hessian = (design.T * (p * (1.0 - p))) @ design
+        hessian[np.diag_indices_from(hessian)] += penalty + 1e-12
+        step = scipy.linalg.solve(hessian, gradient, assume_a="pos", check_finite=False)
+        decrement = float(gradient @ step)
+        if decrement / 2 <= tol * len(design):
+            return w
+        rate = 1.0
+        while rate > 1e-8:
+            trial = objective(w - rate * step)
+            if trial <= current - 1e-4 * rate * decrement:
+                break
+            rate /= 2
+        w, current = w - rate * step, trial
+    logger.warning("the logistic ranker did not converge in %d Newton steps", max_iter)
+    return w
 
 
 class LogisticRanker:
     """Probability that a user listens to a candidate artist.
 
-    Features are standardised with the training mean and standard deviation, then
-    scikit-learn's ``LogisticRegression`` (L2) is fitted to convergence by its Newton-Cholesky
-    solver: about six Newton steps on a few dozen features, where lbfgs stopped short of the
-    optimum at its tolerance in twice the time. Prediction is plain numpy
+    Features are standardised with the training mean and standard deviation, then the
+    L2-regularised logistic regression of scikit-learn's ``LogisticRegression(C=C)`` (the
+    intercept not penalised) is fitted by Newton's method in numpy: a few steps on a few dozen
+    features, each one Cholesky solve, reach the optimum that scikit-learn's lbfgs stopped
+    short of, in a fraction of a second and without importing scikit-learn. Prediction is plain numpy
     on the stored arrays, so a saved and reloaded ranker scores bit-for-bit the same.
 
     Parameters
@@ -38,8 +85,6 @@ class LogisticRanker:
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> "LogisticRanker":
         """Fit on features ``X`` and binary labels ``y``; returns ``self``."""
-        from sklearn.linear_model import LogisticRegression
-
         if not (isinstance(self.C, (int, float)) and self.C > 0):
             raise ConfigError(f"LogisticRanker C={self.C!r} must be a number > 0")
         X = np.asarray(X, dtype=np.float64)
@@ -57,10 +102,8 @@ class LogisticRanker:
         self.mean_ = X.mean(axis=0)
         std = X.std(axis=0)
         self.scale_ = np.where(std > 0, std, 1.0)
-        model = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="newton-cholesky")
-        model.fit((X - self.mean_) / self.scale_, y.astype(np.int8))
-        self.coef_ = model.coef_.ravel().astype(np.float64)
-        self.intercept_ = float(model.intercept_[0])
+        weights = fit_logistic((X - self.mean_) / self.scale_, y == classes[1], self.C, self.max_iter)
+        self.coef_, self.intercept_ = weights[:-1], float(weights[-1])
         return self
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
