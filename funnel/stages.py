@@ -192,11 +192,8 @@ class Stages:
             svd_user, svd_bias = self.svd_.user_vectors(users, history)
             if self.config.svd_features == "factors":
                 pu, qi = svd_user[rows], self.svd_.item_factors_[items]
-                prod = pu * qi
-                columns += [pu, qi, prod]
-                dot = prod.sum(axis=1)
-            else:
-                dot = pair_scores(svd_user, self.svd_.item_factors_, rows, items)
+                columns += [pu, qi, pu * qi]
+            dot = pair_scores(svd_user, self.svd_.item_factors_, rows, items)
             svd_pred = self.svd_.global_mean_ + svd_bias[rows] + self.svd_.item_bias_[items] + dot
             columns.append(svd_pred[:, None])
         if self.config.use_als_features:

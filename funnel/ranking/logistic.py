@@ -58,10 +58,11 @@ class LogisticRanker:
 
     Features are standardised with the training mean and standard deviation, then the
     L2-regularised logistic regression of scikit-learn's ``LogisticRegression(C=C)`` (the
-    intercept not penalised) is fitted by Newton's method in numpy: a few steps on a few dozen
-    features, each one Cholesky solve, reach the optimum that scikit-learn's lbfgs stopped
-    short of, in a fraction of a second and without importing scikit-learn. Prediction is plain numpy
-    on the stored arrays, so a saved and reloaded ranker scores bit-for-bit the same.
+    intercept not penalised) is fitted by Newton's method in numpy (:func:`fit_logistic`): a
+    few steps on a few dozen features, each one Cholesky solve, reach the optimum that
+    scikit-learn's lbfgs stopped short of, in a fraction of a second and without importing
+    scikit-learn. Prediction is plain numpy on the stored arrays, so a saved and reloaded
+    ranker scores bit-for-bit the same.
 
     Parameters
     ----------
