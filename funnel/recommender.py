@@ -26,6 +26,7 @@ from funnel.data.history import History, parse_history
 from funnel.data.split import per_user
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import BiasedSVDFactors
+from funnel.factors.als import side_by_side_fits
 from funnel.persistence import (ArtifactCache, faiss_bytes, load_faiss, load_json, load_npz, npz_bytes,
                                 read_verified, save_json, sha256_file)
 from funnel.persistence.files import atomic_write
@@ -178,8 +179,11 @@ class Recommender:
 
         if ranker is None:
             # the ranker's models and the serving ones are fitted on different data, independently:
-            # side by side they keep both cores busy where one fit alone leaves one idle
-            with ThreadPoolExecutor(1 if cfg.n_threads == 1 else 2) as pool:
+            # side by side, one core each, they keep both cores busy without oversubscribing them
+            with ExitStack() as stack:
+                if cfg.n_threads != 1:
+                    stack.enter_context(side_by_side_fits())
+                pool = stack.enter_context(ThreadPoolExecutor(1 if cfg.n_threads == 1 else 2))
                 ranker_job, stages_job = pool.submit(trained_ranker), pool.submit(serving_stages)
                 ranker, self.stages_ = ranker_job.result(), stages_job.result()
         else:

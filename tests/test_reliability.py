@@ -189,3 +189,36 @@ def test_single_threaded_blas_from_many_threads_restores_the_limits():
         thread.join()
     assert inside == [[1] * len(before)] * 120  # every user saw the limit in force
     assert blas_threads() == before  # and the original limits are back
+
+
+def test_side_by_side_fits_give_each_thread_one_core_without_waiting():
+    import threading
+
+    import scipy.sparse as sp
+
+    from funnel.factors.als import ALSFactors, _blas_controller, side_by_side_fits, single_threaded_blas
+
+    def pthreads_blas():  # numpy's and scipy's OpenBLAS: one process-wide thread count
+        return [lib["num_threads"] for lib in _blas_controller().info()
+                if lib["user_api"] == "blas" and lib.get("threading_layer") == "pthreads"]
+
+    before = pthreads_blas()
+    plays = sp.random(60, 40, density=0.2, format="csr", random_state=0)
+    seen = {}
+
+    def fit(seed):
+        with single_threaded_blas():  # outside side_by_side_fits this waits for the other thread's turn
+            blas = pthreads_blas()
+        model = ALSFactors(factors=4, iterations=2, seed=seed, n_threads=2).fit(plays)
+        seen[seed] = blas, [implicit_model.num_threads for implicit_model in model._implicit]
+
+    with side_by_side_fits():
+        threads = [threading.Thread(target=fit, args=(seed,), daemon=True) for seed in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads)
+    assert seen == {seed: ([1] * len(before), [1]) for seed in (0, 1)}
+    assert pthreads_blas() == before
+    assert ALSFactors(factors=4, iterations=2, n_threads=2).fit(plays)._implicit[0].num_threads == 2
