@@ -75,20 +75,29 @@ def _at_least_nth_best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarr
     """Mask of the entries scoring at least their row's ``n``-th best score (all on a tie).
 
     Only an O(size) pre-selection, so that the exact sort runs on about ``n`` entries per row;
-    all entries pass when there are few, rows are unsorted or padding them into a matrix would
-    be large.
+    all entries pass when there are few or rows are unsorted. Rows longer than ``n`` are
+    padded into matrices by length class (lengths within a factor of 2 share one), so a few
+    long rows among many short ones cost no more than their own entries.
     """
     everything = np.ones(len(rows), dtype=bool)
     if len(rows) < 4096 or n < 1 or np.any(rows[1:] < rows[:-1]):
         return everything
     counts = np.bincount(rows)
-    width = int(counts.max())
-    if width <= n or len(counts) * width > 4 * len(rows) + (1 << 20):
+    if counts.max() <= n:
         return everything
-    position = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    padded = np.full((len(counts), width), -np.inf, np.float32 if scores.dtype == np.float32 else np.float64)
-    padded[rows, position] = scores
-    threshold = -np.partition(-padded, n - 1, axis=1)[:, n - 1]
+    starts = np.cumsum(counts) - counts
+    threshold = np.full(len(counts), -np.inf, np.float32 if scores.dtype == np.float32 else np.float64)
+    long_rows = np.flatnonzero(counts > n)
+    length_class = np.ceil(np.log2(counts[long_rows])).astype(np.int64)
+    for cls in np.unique(length_class):  # at most ~log2(longest row) classes
+        group = long_rows[length_class == cls]
+        lengths = counts[group]
+        width = int(lengths.max())
+        local_row = np.repeat(np.arange(len(group)), lengths)
+        position = np.arange(len(local_row)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        padded = np.full((len(group), width), -np.inf, threshold.dtype)
+        padded[local_row, position] = scores[np.repeat(starts[group], lengths) + position]
+        threshold[group] = -np.partition(-padded, n - 1, axis=1)[:, n - 1]
     return scores >= threshold[rows]
 
 
