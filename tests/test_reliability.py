@@ -4,6 +4,7 @@ and property-based checks of the data and recommend APIs."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -83,6 +84,20 @@ def test_a_failed_csv_write_keeps_the_previous_csv(tmp_path, monkeypatch, capsys
     assert (tmp_path / "recs.csv").read_bytes() == before
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".") and p.is_file()]  # no temp files
     Recommender.load(tmp_path / "art" / "model")  # the previous model is still whole
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="no file modes to set here")
+def test_written_files_get_the_umask_mode_and_replaced_ones_keep_theirs(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        files_module.atomic_write(tmp_path / "new.csv", lambda handle: handle.write(b"a"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0o600
+    (tmp_path / "new.csv").chmod(0o604)
+    files_module.atomic_write(tmp_path / "new.csv", lambda handle: handle.write(b"b"))
+    assert (tmp_path / "new.csv").stat().st_mode & 0o777 == 0o604
+    assert (tmp_path / "new.csv").read_bytes() == b"b"
 
 
 def test_unwritable_artifacts_directory_is_one_line(tmp_path, capsys):

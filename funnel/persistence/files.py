@@ -19,7 +19,9 @@ from funnel.errors import ArtifactError
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Write ``path`` through ``write(file)`` into a temp file beside it, fsync, then rename.
 
-    A failure at any point leaves the previous ``path`` untouched.
+    A failure at any point leaves the previous ``path`` untouched. A new file gets the
+    permissions ``open`` would give it (``0o666`` less the umask; a temp file alone would be
+    readable by its owner only), a replaced one keeps its own.
     """
     path = Path(path)
     try:
@@ -30,6 +32,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
                             "choose a writable directory") from exc
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+            if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+                os.fchmod(handle.fileno(), _mode_for(path))
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -41,6 +45,28 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """Permissions of the existing ``path``, else those ``open`` would give a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux shows it."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it and put it back
+    os.umask(mask)
+    return mask
 
 
 def _remove(path: str) -> None:
