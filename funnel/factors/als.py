@@ -55,7 +55,7 @@ def side_by_side_fits() -> Iterator[None]:
     For fits that run at once on their own threads and all finish inside, as the ranker's
     and the serving models do in ``Recommender.fit``. Left to their own threads, two such
     fits oversubscribe the cores (OpenBLAS and implicit each start one per core) and wait
-    for each other's BLAS limit; on Last.fm one core each fits about 7% faster. The BLAS
+    for each other's BLAS limit; on Last.fm one core each fits 5-9% faster. The BLAS
     limit is process-wide (an OpenMP BLAS, such as FAISS's, keeps its per-thread setting).
     """
     with single_threaded_blas():
