@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -180,10 +180,9 @@ class Recommender:
         if ranker is None:
             # the ranker's models and the serving ones are fitted on different data, independently:
             # side by side, one core each, they keep both cores busy without oversubscribing them
-            with ExitStack() as stack:
-                if cfg.n_threads != 1:
-                    stack.enter_context(side_by_side_fits())
-                pool = stack.enter_context(ThreadPoolExecutor(1 if cfg.n_threads == 1 else 2))
+            side_by_side = cfg.n_threads != 1
+            with (side_by_side_fits() if side_by_side else nullcontext(),
+                  ThreadPoolExecutor(2 if side_by_side else 1) as pool):
                 ranker_job, stages_job = pool.submit(trained_ranker), pool.submit(serving_stages)
                 ranker, self.stages_ = ranker_job.result(), stages_job.result()
         else:

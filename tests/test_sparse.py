@@ -73,7 +73,7 @@ def test_top_n_per_row_matches_a_full_sort(seed: int) -> None:
     rng = np.random.default_rng(seed)
     size = int(rng.integers(0, 300)) if seed < 4 else int(rng.integers(4096, 6000))  # below / above the pre-selection
     rows = np.sort(rng.integers(0, 40, size)) if seed % 2 else rng.integers(0, 40, size)
-    if seed % 4 == 3:  # row lengths from 1 to thousands: several length classes, many rows below n
+    if seed % 4 == 3:  # row lengths from 1 to about 140: several length classes, many rows below n
         rows = np.sort(np.minimum(rng.geometric(0.02, size), 400) - 1)
     scores = rng.integers(0, 5, size).astype(np.float32)  # many ties
     cols = rng.permutation(size)
