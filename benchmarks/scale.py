@@ -1,6 +1,7 @@
 """How the funnel's cost grows: fit time per stage, throughput, latency and memory by size.
 
-Each size runs in its own subprocess per method so peak memory (max RSS) is the method's own.
+Each size runs in its own subprocess per method so peak memory (max RSS) is the method's own
+(with the funnel, its process's peak plus that of the child process that trains its ranker).
 A size that does not fit (its process fails or is killed, e.g. out of memory) is recorded as
 such and the larger sizes are skipped; the index comparison runs at the largest size that fitted.
 
@@ -75,7 +76,11 @@ def measure(size: str, method: str) -> dict:
         latencies.append(time.perf_counter() - started)
     out["latency_ms_p50"] = float(np.percentile(latencies, 50) * 1e3)
     out["latency_ms_p99"] = float(np.percentile(latencies, 99) * 1e3)
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # the funnel trains its ranker in a forked child process (funnel.beside): its peak counts too,
+    # added to this process's (an upper bound: pages the fork shares are counted twice)
+    own, child = (resource.getrusage(who).ru_maxrss / 1024
+                  for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    out["peak_rss_mb"], out["peak_rss_parent_mb"], out["peak_rss_child_mb"] = own + child, own, child
     return out
 
 

@@ -7,7 +7,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from funnel import explain as explain_
+from funnel.beside import beside
 from funnel.candidates import CandidateSet
 from funnel.candidates.index import search
 from funnel.config import FunnelConfig
@@ -161,14 +162,10 @@ class Recommender:
                 ranker = LogisticRanker(cfg.ranker_C).set_arrays(arrays)
                 self.ranker_candidate_recall_ = float(arrays["candidate_recall"][0])
 
-        def trained_ranker() -> LogisticRanker:
+        def trained_ranker() -> tuple[LogisticRanker, float, float]:
             ranker_started = time.perf_counter()
-            trained = self._train_ranker(dataset, cfg, cache)
-            self.ranker_seconds_ = time.perf_counter() - ranker_started
-            if cache is not None:
-                cache.save("ranker", dataset.fingerprint(), ranker_settings,
-                           {**trained.to_arrays(), "candidate_recall": np.array([self.ranker_candidate_recall_])})
-            return trained
+            trained, recall = self._train_ranker(dataset, cfg, cache)
+            return trained, recall, time.perf_counter() - ranker_started
 
         def serving_stages() -> Stages:
             logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
@@ -177,16 +174,21 @@ class Recommender:
             self.svd_seconds_ = time.perf_counter() - svd_started
             return Stages(cfg).fit(dataset, svd=svd)
 
-        if ranker is None:
-            # the ranker's models and the serving ones are fitted on different data, independently:
-            # side by side, one core each, they keep both cores busy without oversubscribing them
-            side_by_side = cfg.n_threads != 1
-            with (side_by_side_fits() if side_by_side else nullcontext(),
-                  ThreadPoolExecutor(2 if side_by_side else 1) as pool):
-                ranker_job, stages_job = pool.submit(trained_ranker), pool.submit(serving_stages)
-                ranker, self.stages_ = ranker_job.result(), stages_job.result()
-        else:
+        reused = ranker is not None
+        if reused:
             self.stages_ = serving_stages()
+        elif cfg.n_threads == 1:
+            ranker, self.ranker_candidate_recall_, self.ranker_seconds_ = trained_ranker()
+            self.stages_ = serving_stages()
+        else:
+            # the ranker's models and the serving ones are fitted on different data, independently:
+            # beside each other, one core each (a forked process on Linux, see funnel.beside)
+            with side_by_side_fits(), beside(trained_ranker, "the ranker's training") as ranker_job:
+                self.stages_ = serving_stages()
+                ranker, self.ranker_candidate_recall_, self.ranker_seconds_ = ranker_job.result()
+        if not reused and cache is not None:
+            cache.save("ranker", dataset.fingerprint(), ranker_settings,
+                       {**ranker.to_arrays(), "candidate_recall": np.array([self.ranker_candidate_recall_])})
         self.feature_names_ = self.stages_.feature_names()
         if len(ranker.coef_) != len(self.feature_names_):
             raise ArtifactError("the saved ranker does not match the features of these settings; "
@@ -215,7 +217,9 @@ class Recommender:
             cache.save(kind, dataset.fingerprint(), settings, svd.to_arrays())
         return svd
 
-    def _train_ranker(self, dataset: Dataset, cfg: FunnelConfig, cache: ArtifactCache | None) -> LogisticRanker:
+    def _train_ranker(self, dataset: Dataset, cfg: FunnelConfig, cache: ArtifactCache | None
+                      ) -> tuple[LogisticRanker, float]:
+        """The ranker trained without leakage, and the share of its label artists stage one found."""
         history_part, labels = per_user(dataset, cfg.ranker_holdout, min_artists=2, seed=cfg.seed)
         logger.info("ranker: fitting stage one and factor models on %d history interactions, "
                     "%d held out as labels", len(history_part.interactions), len(labels))
@@ -244,11 +248,11 @@ class Recommender:
             sub = _subset(cands, keep)
             features.append(stages.features(batch, history, sub))
             targets.append(y[keep])
-        self.ranker_candidate_recall_ = found / max(len(labels), 1)
+        recall = found / max(len(labels), 1)
         X, y = np.vstack(features), np.concatenate(targets)
         logger.info("ranker: stage-one recall of label artists %.3f; training on %d pairs (%d positive)",
-                    self.ranker_candidate_recall_, len(y), int(y.sum()))
-        return LogisticRanker(cfg.ranker_C).fit(X, y)
+                    recall, len(y), int(y.sum()))
+        return LogisticRanker(cfg.ranker_C).fit(X, y), recall
 
     # recommending -----------------------------------------------------------------------
     def check_fitted(self) -> None:

@@ -6,10 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import funnel.beside as beside_module
 import funnel.recommender as recommender_module
 from funnel import (ArtifactError, ConfigError, DataError, Dataset, NotFittedError, Recommender,
                     UnknownUserError)
 from funnel.baselines import ALSRecommender
+from funnel.beside import can_fork
 from funnel.evaluation import evaluate
 from funnel.stages import Stages
 from funnel import split
@@ -132,10 +134,10 @@ def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, mon
 
     monkeypatch.setattr(Stages, "fit", spy_fit)
     monkeypatch.setattr(recommender_module, "per_user", spy_split)
-    Recommender(small_config).fit(synth)
+    Recommender(small_config, n_threads=1).fit(synth)  # in this process, where the spies see it
     (history_part, labels), = splits
     label_pairs = set(zip(labels["user_id"], labels["artist_id"]))
-    assert len(fits) == 2  # fitted side by side, so in either order
+    assert len(fits) == 2
     ranker_data, ranker_svd = next(fit for fit in fits if fit[0] is history_part)
     assert not label_pairs & set(zip(ranker_data.interactions["user_id"], ranker_data.interactions["artist_id"]))
     assert not label_pairs & set(zip(ranker_data.tag_assignments["user_id"], ranker_data.tag_assignments["artist_id"]))
@@ -150,6 +152,16 @@ def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, mon
 def test_fitting_is_deterministic(synth, small_config, fitted):
     again = Recommender(small_config).fit(synth)
     pd.testing.assert_frame_equal(again.recommend_all(n=10), fitted.recommend_all(n=10))
+
+
+@pytest.mark.skipif(not can_fork(), reason="the ranker is trained in a forked child only where fork is safe")
+def test_ranker_trained_in_a_child_process_equals_one_trained_on_a_thread(synth, small_config, fitted,
+                                                                          monkeypatch):
+    monkeypatch.setattr(beside_module, "can_fork", lambda: False)
+    on_thread = Recommender(small_config).fit(synth)
+    np.testing.assert_array_equal(on_thread.ranker_.coef_, fitted.ranker_.coef_)
+    assert on_thread.ranker_candidate_recall_ == fitted.ranker_candidate_recall_ > 0
+    assert on_thread.ranker_seconds_ > 0 and fitted.ranker_seconds_ > 0
 
 
 def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):

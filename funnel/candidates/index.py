@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,6 +63,15 @@ SINGLE_THREAD_QUERIES = 16  # below this many queries, FAISS's thread start-up c
 # FAISS's BLAS threshold is process-wide (its thread count is per calling thread): batch
 # searches that change it take turns, each using every core through FAISS's own threads.
 _BATCH_SEARCH = threading.Lock()
+
+
+def _new_search_lock() -> None:
+    """A forked child gets an unheld lock, whatever another thread of its parent was doing."""
+    global _BATCH_SEARCH
+    _BATCH_SEARCH = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_search_lock)
 
 
 @contextmanager

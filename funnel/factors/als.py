@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,16 @@ def _blas_controller():
 
 
 _BLAS_LIMIT = threading.RLock()
+
+
+def _new_blas_lock() -> None:
+    """A forked child gets an unheld lock, whatever another thread of its parent was doing."""
+    global _BLAS_LIMIT
+    _BLAS_LIMIT = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_blas_lock)
+
 _SIDE_BY_SIDE = threading.Event()
 
 

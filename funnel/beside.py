@@ -1,0 +1,154 @@
+"""Run one fitting job on the other core while the caller works: a forked child process on Linux.
+
+``Recommender.fit`` trains its ranker (a whole second set of stages, fitted on the history
+part) beside the serving fit. On two threads of one process the two fits held each other up
+on the GIL (scikit-surprise's SGD and parts of implicit's ALS hold it): fitting the Last.fm
+stages twice took 10.6 s on two threads against 6.0 s per fit in two processes. A forked
+child shares the parent's data without copying it and sends back only its result.
+
+A forked child may not start OpenMP threads: GNU OpenMP keeps the parent's thread pool in
+its state, and a multi-threaded region in the child waits for threads that do not exist
+(seen here with FAISS and implicit). The child therefore runs everything on one thread:
+FAISS's OpenMP threads are set to one, and the caller holds
+:func:`funnel.factors.als.side_by_side_fits` while forking, so BLAS and ALS use one thread
+too. Elsewhere (macOS, Windows, inside a daemonic process) the job runs on a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import sys
+import threading
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from logging.handlers import QueueHandler
+from typing import Any, TypeVar
+
+from funnel.errors import FunnelError
+
+logger = logging.getLogger("funnel")
+
+T = TypeVar("T")
+
+
+def can_fork() -> bool:
+    """Whether :func:`beside` runs its job in a forked child process here."""
+    return (sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+            and not multiprocessing.current_process().daemon)
+
+
+@contextmanager
+def beside(job: Callable[[], T], name: str, fork: bool | None = None) -> Iterator[Future]:
+    """Start ``job()`` on the other core; yields a future of its result.
+
+    Parameters
+    ----------
+    job : callable
+        Takes no argument; what it returns must pickle when it runs in a child process.
+    name : str
+        What the job does, for error messages ("the ranker's training").
+    fork : bool, optional
+        Run it in a forked child process (default: where :func:`can_fork`) or on a thread.
+
+    On leaving the block, a job still running is stopped (a child process is terminated; a
+    thread is waited for), so an error in the caller's own work does not leave it behind.
+    """
+    if fork is None:
+        fork = can_fork()
+    if not fork:
+        with ThreadPoolExecutor(1, thread_name_prefix="funnel") as pool:
+            yield pool.submit(job)
+        return
+    child = _Child(job, name)
+    try:
+        yield child.future
+    finally:
+        child.stop()
+
+
+class _PipeQueue:
+    """Where the child's :class:`QueueHandler` puts log records: up the pipe to the parent."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        self.connection.send(("log", record))
+
+
+def _run_in_child(job: Callable[[], Any], connection: Any) -> None:
+    import faiss
+
+    faiss.omp_set_num_threads(1)  # see the module docstring: no OpenMP threads in a forked child
+    funnel_logger = logging.getLogger("funnel")  # its records go to the parent's handlers
+    funnel_logger.handlers = [QueueHandler(_PipeQueue(connection))]
+    funnel_logger.propagate = False
+    try:
+        message = ("result", job())
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
+        message = ("error", exc, traceback.format_exc())
+    try:
+        connection.send(message)
+    except Exception:  # noqa: BLE001 - a result or exception that does not pickle
+        connection.send(("error", None, traceback.format_exc()))
+    connection.close()
+
+
+class _Child:
+    """A forked child process running one job; its log records and result come back on a pipe."""
+
+    def __init__(self, job: Callable[[], Any], name: str) -> None:
+        self.name = name
+        self.future: Future = Future()
+        context = multiprocessing.get_context("fork")
+        receiving, sending = context.Pipe(duplex=False)
+        with warnings.catch_warnings():  # Python 3.12+ warns on any fork of a threaded process
+            warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
+                                    category=DeprecationWarning)
+            self.process = context.Process(target=_run_in_child, args=(job, sending), daemon=True,
+                                           name=f"funnel: {name}")
+            self.process.start()
+        sending.close()
+        self.relay = threading.Thread(target=self._relay, args=(receiving,), daemon=True,
+                                      name="funnel-relay")
+        self.relay.start()
+
+    def _relay(self, connection: Any) -> None:
+        try:
+            while True:
+                message = connection.recv()
+                if message[0] == "log":
+                    record = message[1]
+                    logging.getLogger(record.name).handle(record)
+                elif message[0] == "result":
+                    self.future.set_result(message[1])
+                    return
+                else:
+                    self.future.set_exception(self._error(*message[1:]))
+                    return
+        except (EOFError, OSError):
+            self.process.join()
+            self.future.set_exception(FunnelError(
+                f"{self.name} ended in its child process without an answer (exit code "
+                f"{self.process.exitcode}; a negative code is the signal that stopped it, e.g. -9 when "
+                "the system ran out of memory); set n_threads=1 to fit in this process instead"))
+        finally:
+            connection.close()
+
+    def _error(self, exc: BaseException | None, trace: str) -> BaseException:
+        if exc is None:
+            return FunnelError(f"{self.name} failed in its child process:\n{trace}")
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"raised in the child process of {self.name}:\n{trace}")
+        return exc
+
+    def stop(self) -> None:
+        """Terminate the child if it is still running, and wait for it and the relay."""
+        if self.process.is_alive() and not self.future.done():
+            self.process.terminate()
+        self.process.join()
+        self.relay.join()
