@@ -1,6 +1,8 @@
 """Stage two: one contract every ranker passes, and the factor models."""
 
 import numpy as np
+import pandas as pd
+import scipy.sparse as sp
 import pytest
 
 from funnel import ConfigError, DataError, NotFittedError
@@ -72,6 +74,26 @@ def test_ratings_are_per_user_ranks(synth):
     row = synth.matrix[0]
     r = ratings[0]
     assert r.data[np.argmax(row.data)] == 5 and r.data[np.argmin(row.data)] == 1
+
+
+def test_surprise_trainset_is_the_one_surprise_builds_from_a_frame(synth):
+    from surprise import Dataset as SurpriseDataset, Reader
+
+    from funnel.factors.svd import RATING_SCALE, surprise_trainset
+
+    ratings = plays_to_ratings(synth.matrix)
+    ratings = sp.diags((np.arange(ratings.shape[0]) % 10 != 3).astype(float)) @ ratings
+    ratings.eliminate_zeros()  # users without ratings in between
+    ratings.data[::7] = 3.25
+    ours = surprise_trainset(ratings)
+    coo = ratings.tocoo()
+    frame = pd.DataFrame({"u": coo.row, "i": coo.col, "r": coo.data})
+    theirs = SurpriseDataset.load_from_df(frame, Reader(rating_scale=RATING_SCALE)).build_full_trainset()
+    assert list(ours.ur.items()) == list(theirs.ur.items()) and list(ours.ir.items()) == list(theirs.ir.items())
+    assert ours._raw2inner_id_users == theirs._raw2inner_id_users
+    assert ours._raw2inner_id_items == theirs._raw2inner_id_items
+    assert (ours.n_users, ours.n_items, ours.n_ratings, ours.global_mean) == \
+        (theirs.n_users, theirs.n_items, theirs.n_ratings, theirs.global_mean)
 
 
 def test_factor_models_fold_in_new_users(synth):

