@@ -121,7 +121,7 @@ class FunnelConfig:
     n_threads : int
         Threads for implicit's ALS and for the user batches of ``recommend_all`` (0 means all
         cores); 1 also fits the ranker's models and the serving ones one after the other
-        instead of side by side.
+        instead of side by side (in a forked child process on Linux, see ``funnel.beside``).
     cache_dir : str or None
         Where trained BiasedSVD embeddings and rankers are cached between runs.
     reuse_svd, reuse_ranker : bool

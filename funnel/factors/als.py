@@ -63,11 +63,12 @@ def single_threaded_blas() -> Iterator[None]:
 def side_by_side_fits() -> Iterator[None]:
     """One core per fit while inside: numpy's and scipy's BLAS on one thread, ALS fits too.
 
-    For fits that run at once on their own threads and all finish inside, as the ranker's
-    and the serving models do in ``Recommender.fit``. Left to their own threads, two such
-    fits oversubscribe the cores (OpenBLAS and implicit each start one per core) and wait
-    for each other's BLAS limit; on Last.fm one core each fits 5-9% faster. The BLAS
-    limit is process-wide (an OpenMP BLAS, such as FAISS's, keeps its per-thread setting).
+    For fits that run at once and all finish inside, as the ranker's and the serving models
+    do in ``Recommender.fit`` (on two threads, or in this process and a child forked inside,
+    which inherits the limits). Left to their own threads, two such fits oversubscribe the
+    cores (OpenBLAS and implicit each start one per core) and wait for each other's BLAS
+    limit; on Last.fm one core each fits 5-9% faster. The BLAS limit is process-wide (an
+    OpenMP BLAS, such as FAISS's, keeps its per-thread setting).
     """
     with single_threaded_blas():
         _SIDE_BY_SIDE.set()
