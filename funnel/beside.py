@@ -8,16 +8,17 @@ child shares the parent's data without copying it and sends back only its result
 
 A forked child may not start OpenMP threads: GNU OpenMP keeps the parent's thread pool in
 its state, and a multi-threaded region in the child waits for threads that do not exist
-(seen here with FAISS and implicit). The child therefore runs everything on one thread:
-FAISS's OpenMP threads are set to one, and the caller holds
-:func:`funnel.factors.als.side_by_side_fits` while forking, so BLAS and ALS use one thread
-too. Elsewhere (macOS, Windows, inside a daemonic process) the job runs on a thread.
+(seen here with FAISS and implicit). The child therefore runs everything on one thread,
+whatever its parent set: every OpenMP runtime and BLAS is limited to one thread, and ALS fits
+and folds in on one (:func:`in_forked_child`). Elsewhere (macOS, Windows, inside a daemonic
+process) the job runs on a thread.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import sys
 import threading
 import traceback
@@ -41,6 +42,14 @@ def can_fork() -> bool:
             and not multiprocessing.current_process().daemon)
 
 
+_IN_CHILD = False
+
+
+def in_forked_child() -> bool:
+    """True inside the child process of :func:`beside`: everything there runs on one thread."""
+    return _IN_CHILD
+
+
 @contextmanager
 def beside(job: Callable[[], T], name: str, fork: bool | None = None) -> Iterator[Future]:
     """Start ``job()`` on the other core; yields a future of its result.
@@ -50,20 +59,24 @@ def beside(job: Callable[[], T], name: str, fork: bool | None = None) -> Iterato
     job : callable
         Takes no argument; what it returns must pickle when it runs in a child process.
     name : str
-        What the job does, for error messages ("the ranker's training").
+        What the job does, for messages ("the ranker's training").
     fork : bool, optional
         Run it in a forked child process (default: where :func:`can_fork`) or on a thread.
+        When the system refuses to fork (out of memory), it runs on a thread, with a warning.
 
-    On leaving the block, a job still running is stopped (a child process is terminated; a
+    On leaving the block, a job still running is stopped (a child process is killed; a
     thread is waited for), so an error in the caller's own work does not leave it behind.
     """
-    if fork is None:
-        fork = can_fork()
-    if not fork:
+    child = None
+    if can_fork() if fork is None else fork:
+        try:
+            child = _Child(job, name)
+        except OSError as exc:
+            logger.warning("could not start a process for %s (%s); running it on a thread", name, exc)
+    if child is None:
         with ThreadPoolExecutor(1, thread_name_prefix="funnel") as pool:
             yield pool.submit(job)
         return
-    child = _Child(job, name)
     try:
         yield child.future
     finally:
@@ -80,14 +93,28 @@ class _PipeQueue:
         self.connection.send(("log", record))
 
 
-def _run_in_child(job: Callable[[], Any], connection: Any) -> None:
+def _one_thread_everywhere() -> None:
+    """No OpenMP or BLAS threads in this (forked) process, and tqdm's thread lock made anew."""
+    global _IN_CHILD
+    _IN_CHILD = True  # funnel.factors.als fits and folds in on one thread
     import faiss
+    from threadpoolctl import threadpool_limits
+    from tqdm import tqdm
+    from tqdm.std import TqdmDefaultWriteLock, TRLock
 
-    faiss.omp_set_num_threads(1)  # see the module docstring: no OpenMP threads in a forked child
+    faiss.omp_set_num_threads(1)
+    threadpool_limits(1)  # every OpenMP runtime (implicit's, FAISS's) and BLAS, for this thread
+    TqdmDefaultWriteLock.th_lock = TRLock()  # another thread of the parent may have held it
+    tqdm.set_lock(TqdmDefaultWriteLock())
+
+
+def _run_in_child(job: Callable[[], Any], connection: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops the child
     funnel_logger = logging.getLogger("funnel")  # its records go to the parent's handlers
     funnel_logger.handlers = [QueueHandler(_PipeQueue(connection))]
     funnel_logger.propagate = False
     try:
+        _one_thread_everywhere()
         message = ("result", job())
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent
         message = ("error", exc, traceback.format_exc())
@@ -106,18 +133,29 @@ class _Child:
         self.future: Future = Future()
         context = multiprocessing.get_context("fork")
         receiving, sending = context.Pipe(duplex=False)
-        with warnings.catch_warnings():  # Python 3.12+ warns on any fork of a threaded process
-            warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
-                                    category=DeprecationWarning)
-            self.process = context.Process(target=_run_in_child, args=(job, sending), daemon=True,
-                                           name=f"funnel: {name}")
-            self.process.start()
-        sending.close()
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns on any fork of a threaded process
+                warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
+                                        category=DeprecationWarning)
+                self.process = context.Process(target=_run_in_child, args=(job, sending), daemon=True,
+                                               name=f"funnel: {name}")
+                self.process.start()
+        except BaseException:
+            receiving.close()
+            raise
+        finally:
+            sending.close()
         self.relay = threading.Thread(target=self._relay, args=(receiving,), daemon=True,
                                       name="funnel-relay")
-        self.relay.start()
+        try:
+            self.relay.start()
+        except BaseException:
+            self.process.kill()
+            self.process.join()
+            raise
 
     def _relay(self, connection: Any) -> None:
+        """Pass the child's log records on until its answer comes; resolve the future with it."""
         try:
             while True:
                 message = connection.recv()
@@ -136,6 +174,11 @@ class _Child:
                 f"{self.name} ended in its child process without an answer (exit code "
                 f"{self.process.exitcode}; a negative code is the signal that stopped it, e.g. -9 when "
                 "the system ran out of memory); set n_threads=1 to fit in this process instead"))
+        except BaseException as exc:  # noqa: BLE001 - e.g. an answer that does not unpickle here
+            self.process.kill()  # it could otherwise block on a full pipe
+            self.future.set_exception(FunnelError(
+                f"the answer of {self.name} from its child process could not be read: "
+                f"{type(exc).__name__}: {exc}"))
         finally:
             connection.close()
 
@@ -147,8 +190,8 @@ class _Child:
         return exc
 
     def stop(self) -> None:
-        """Terminate the child if it is still running, and wait for it and the relay."""
-        if self.process.is_alive() and not self.future.done():
-            self.process.terminate()
+        """Kill the child if it is still working, and wait for it and the relay."""
+        if not self.future.done():
+            self.process.kill()  # SIGKILL: no handler it inherited can ignore it
         self.process.join()
         self.relay.join()

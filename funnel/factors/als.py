@@ -12,6 +12,7 @@ from functools import lru_cache
 import numpy as np
 import scipy.sparse as sp
 
+from funnel.beside import in_forked_child
 from funnel.errors import ArtifactError, ConfigError, NotFittedError
 from funnel.factors.memo import LastCall
 from funnel.sparse import WEIGHTINGS, weighted
@@ -145,7 +146,7 @@ class ALSFactors:
         with single_threaded_blas():  # nested BLAS threads inside implicit's slow it down
             models = self._new_models()
             for model in models:
-                if _SIDE_BY_SIDE.is_set():
+                if _SIDE_BY_SIDE.is_set() or in_forked_child():
                     model.num_threads = 1
                 model.fit(weights, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(
@@ -177,7 +178,7 @@ class ALSFactors:
             rows = confidence(history[new], self.confidence)
             with single_threaded_blas():
                 for part, model in zip(self._parts(), self._fold_in_models()):
-                    model.num_threads = 1 if len(new) < SMALL_FOLD_IN else self.n_threads
+                    model.num_threads = 1 if len(new) < SMALL_FOLD_IN or in_forked_child() else self.n_threads
                     out[new, part] = model.recalculate_user(np.arange(len(new)), rows) / self.n_models
         return out
 
