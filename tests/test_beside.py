@@ -123,3 +123,16 @@ def test_the_child_fits_als_on_one_thread_whatever_the_parent_set():
 def test_on_a_thread_when_asked():
     with beside(lambda: os.getpid(), "a test job", fork=False) as future:
         assert future.result(timeout=60) == os.getpid()
+
+
+def test_a_refused_fork_runs_the_job_on_a_thread(monkeypatch, caplog):
+    import funnel.beside as beside_module
+
+    def refuse(*_):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(beside_module, "_Child", refuse)
+    with caplog.at_level(logging.WARNING, logger="funnel"):
+        with beside(lambda: os.getpid(), "a test job") as future:
+            assert future.result(timeout=60) == os.getpid()
+    assert "could not start a process for a test job" in caplog.text
