@@ -58,7 +58,6 @@ def measure(size: str, method: str) -> dict:
     out["fit_seconds"] = time.perf_counter() - started
     if method == "funnel":
         out["fit_seconds_by_stage"] = {"ranker (history fit + training)": model.ranker_seconds_,
-                                       "serving BiasedSVD": model.svd_seconds_,
                                        **{f"serving {k}": v for k, v in model.stages_.fit_seconds_.items()}}
         out["index"] = [getattr(s, "index_kind_", "-") for s in model.stages_.sources_]
     rng = np.random.default_rng(0)

@@ -4,7 +4,10 @@
 part) beside the serving fit. On two threads of one process the two fits held each other up
 on the GIL (scikit-surprise's SGD and parts of implicit's ALS hold it): fitting the Last.fm
 stages twice took 10.6 s on two threads against 6.0 s per fit in two processes. A forked
-child shares the parent's data without copying it and sends back only its result.
+child shares the parent's data without copying it and sends back only its result. The
+ranker's fit, the longer of the two, forks once more to fit its artist embeddings and
+BiasedSVD meanwhile (``Stages.fit(split=True)``), so that the three processes keep both
+cores busy until the end.
 
 A forked child may not start OpenMP threads: GNU OpenMP keeps the parent's thread pool in
 its state, and a multi-threaded region in the child waits for threads that do not exist
@@ -83,6 +86,14 @@ def beside(job: Callable[[], T], name: str, fork: bool | None = None) -> Iterato
         child.stop()
 
 
+@contextmanager
+def now(job: Callable[[], T]) -> Iterator[Future]:
+    """Run ``job()`` here and now and yield its done future: :func:`beside`'s serial twin."""
+    future: Future = Future()
+    future.set_result(job())
+    yield future
+
+
 class _PipeQueue:
     """Where the child's :class:`QueueHandler` puts log records: up the pipe to the parent."""
 
@@ -137,7 +148,9 @@ class _Child:
             with warnings.catch_warnings():  # Python 3.12+ warns on any fork of a threaded process
                 warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks",
                                         category=DeprecationWarning)
-                self.process = context.Process(target=_run_in_child, args=(job, sending), daemon=True,
+                # not a daemon, so that it may fork a child of its own (Stages.fit(split=True));
+                # stop() ends it whatever happens to the caller
+                self.process = context.Process(target=_run_in_child, args=(job, sending),
                                                name=f"funnel: {name}")
                 self.process.start()
         except BaseException:

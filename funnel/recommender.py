@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from funnel import explain as explain_
-from funnel.beside import beside
+from funnel.beside import beside, in_forked_child
 from funnel.candidates import CandidateSet
 from funnel.candidates.index import search
 from funnel.config import FunnelConfig
@@ -169,10 +169,9 @@ class Recommender:
 
         def serving_stages() -> Stages:
             logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
-            svd_started = time.perf_counter()
-            svd = self._svd(dataset, cfg, cache, "svd")
-            self.svd_seconds_ = time.perf_counter() - svd_started
-            return Stages(cfg).fit(dataset, svd=svd)
+            stages = Stages(cfg).fit(dataset, svd=lambda: self._svd(dataset, cfg, cache, "svd"))
+            self.svd_seconds_ = stages.fit_seconds_["BiasedSVD"]
+            return stages
 
         reused = ranker is not None
         if reused:
@@ -223,7 +222,9 @@ class Recommender:
         history_part, labels = per_user(dataset, cfg.ranker_holdout, min_artists=2, seed=cfg.seed)
         logger.info("ranker: fitting stage one and factor models on %d history interactions, "
                     "%d held out as labels", len(history_part.interactions), len(labels))
-        stages = Stages(cfg).fit(history_part, svd=self._svd(history_part, cfg, cache, "svd_history"))
+        # in a forked child (see fit), a third process takes some of the longer fit's work
+        stages = Stages(cfg).fit(history_part, svd=lambda: self._svd(history_part, cfg, cache, "svd_history"),
+                                 split=in_forked_child())
         users = np.unique(history_part.user_index(labels["user_id"].to_numpy()))
         if len(users) == 0:
             raise DataError("the ranker needs users with at least 2 artists to hold some out as labels; "

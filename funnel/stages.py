@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import scipy.sparse as sp
 
+from funnel.beside import beside, now
 from funnel.candidates import (ALSSource, ArtistEmbedder, CandidateSet, EASESource, FriendsSource,
                                PopularitySource, TagSource, merge_candidates)
 from funnel.candidates.index import resolve_kind
@@ -57,35 +58,56 @@ class Stages:
         self.config = config
 
     # fitting ----------------------------------------------------------------------------
-    def fit(self, dataset: Dataset, svd: BiasedSVDFactors | None = None) -> "Stages":
-        """Fit every component on ``dataset``; ``svd`` is a ready BiasedSVD to reuse."""
+    def fit(self, dataset: Dataset, svd: Callable[[], BiasedSVDFactors] | None = None,
+            split: bool = False) -> "Stages":
+        """Fit every component on ``dataset``; returns ``self``.
+
+        Parameters
+        ----------
+        dataset : Dataset
+        svd : callable, optional
+            Returns the BiasedSVD to use (trained or reused from a cache); by default one is
+            trained here with this configuration.
+        split : bool
+            Fit the artist embeddings and the BiasedSVD in a forked child process (see
+            :mod:`funnel.beside`) while this process fits the other models: the ranker's
+            fit, the longer of the two that ``Recommender.fit`` runs at once, then shares the
+            two cores with the serving fit instead of finishing alone.
+        """
         cfg = self.config
         self.n_artists_ = dataset.n_artists
         self.fit_seconds_: dict[str, float] = {}
-        with self._timed("artist embeddings"):
-            self.embedder_ = ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight,
-                                            cfg.seed).fit(dataset)
-        with self._timed("ALS"):
-            self.als_ = self.make_als().fit(dataset.matrix)
-        if svd is None:
+
+        def embeddings_and_svd() -> tuple[ArtistEmbedder, BiasedSVDFactors, dict[str, float]]:
+            with self._timed("artist embeddings"):
+                embedder = ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight,
+                                          cfg.seed).fit(dataset)
             with self._timed("BiasedSVD"):
-                svd = self.make_svd().fit(dataset.matrix)
-        self.svd_ = svd
-        with self._timed("EASE"):
-            self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
-        if self.config.use_rp3_features:
-            with self._timed("RP3beta"):
-                self.rp3_ = self.make_rp3().fit(dataset.matrix)
-        if cfg.use_knn_features:
-            with self._timed("user kNN"):
-                self.knn_ = self.make_knn().fit(dataset.matrix)
-        if cfg.use_log_ease_features:
-            with self._timed("log EASE"):
-                self.log_ease_ = self.make_log_ease().fit(dataset.matrix)
-        with self._timed("friends and statistics"):
-            self.friends_ = FriendListening().fit(dataset)
-            self.popularity_ = PopularitySource(max(cfg.popularity_candidates, 1)).fit(dataset)
-            self.user_stats_ = user_statistics(dataset)
+                fitted = svd() if svd is not None else self.make_svd().fit(dataset.matrix)
+            return embedder, fitted, self.fit_seconds_
+
+        parts = beside(embeddings_and_svd, "the artist embeddings and BiasedSVD") if split else now(embeddings_and_svd)
+        with parts as first:
+            with self._timed("ALS"):
+                self.als_ = self.make_als().fit(dataset.matrix)
+            with self._timed("EASE"):
+                self.ease_ = EASE(cfg.ease_l2, max_artists=cfg.ease_max_artists).fit(dataset.matrix)
+            if self.config.use_rp3_features:
+                with self._timed("RP3beta"):
+                    self.rp3_ = self.make_rp3().fit(dataset.matrix)
+            if cfg.use_knn_features:
+                with self._timed("user kNN"):
+                    self.knn_ = self.make_knn().fit(dataset.matrix)
+            if cfg.use_log_ease_features:
+                with self._timed("log EASE"):
+                    self.log_ease_ = self.make_log_ease().fit(dataset.matrix)
+            with self._timed("friends and statistics"):
+                self.friends_ = FriendListening().fit(dataset)
+                self.popularity_ = PopularitySource(max(cfg.popularity_candidates, 1)).fit(dataset)
+                self.user_stats_ = user_statistics(dataset)
+            with self._timed("waiting for the embeddings and BiasedSVD"):
+                self.embedder_, self.svd_, seconds = first.result()
+        self.fit_seconds_.update(seconds)
         with self._timed("candidate indexes"):
             self.sources_ = []
             if cfg.tag_candidates:

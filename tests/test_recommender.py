@@ -124,9 +124,9 @@ def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, mon
     fits, splits = [], []
     real_fit, real_split = Stages.fit, recommender_module.per_user
 
-    def spy_fit(self, dataset, svd=None):
-        fits.append((dataset, svd))
-        return real_fit(self, dataset, svd)
+    def spy_fit(self, dataset, svd=None, split=False):
+        fits.append((dataset, self))
+        return real_fit(self, dataset, svd, split)
 
     def spy_split(*args, **kwargs):
         splits.append(real_split(*args, **kwargs))
@@ -138,20 +138,34 @@ def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, mon
     (history_part, labels), = splits
     label_pairs = set(zip(labels["user_id"], labels["artist_id"]))
     assert len(fits) == 2
-    ranker_data, ranker_svd = next(fit for fit in fits if fit[0] is history_part)
+    ranker_data, ranker_stages = next(fit for fit in fits if fit[0] is history_part)
     assert not label_pairs & set(zip(ranker_data.interactions["user_id"], ranker_data.interactions["artist_id"]))
     assert not label_pairs & set(zip(ranker_data.tag_assignments["user_id"], ranker_data.tag_assignments["artist_id"]))
-    svd_matrix = ranker_svd  # the SVD handed to the ranker's stages was fitted on the same history part
     rows = history_part.user_index(labels["user_id"].to_numpy())
     cols = history_part.artist_index(labels["artist_id"].to_numpy())
     assert (history_part.matrix[rows, cols] == 0).all()
-    assert svd_matrix.user_factors_.shape[0] == history_part.n_users
+    assert ranker_stages.svd_.user_factors_.shape[0] == history_part.n_users  # its SVD saw the same part
     assert any(data is synth for data, _ in fits)  # and the serving stages see all training data
 
 
 def test_fitting_is_deterministic(synth, small_config, fitted):
     again = Recommender(small_config).fit(synth)
     pd.testing.assert_frame_equal(again.recommend_all(n=10), fitted.recommend_all(n=10))
+
+
+@pytest.mark.skipif(not can_fork(), reason="a split fit forks a child process only where fork is safe")
+def test_stages_fitted_split_over_two_processes_equal_stages_fitted_in_one(synth, small_config):
+    config = small_config.validate()
+    together = Stages(config).fit(synth)
+    split_fit = Stages(config).fit(synth, split=True)
+    np.testing.assert_array_equal(split_fit.embedder_.vectors_, together.embedder_.vectors_)
+    np.testing.assert_array_equal(split_fit.svd_.item_factors_, together.svd_.item_factors_)
+    np.testing.assert_array_equal(split_fit.als_.item_factors_, together.als_.item_factors_)
+    assert split_fit.fit_seconds_.keys() == together.fit_seconds_.keys()
+    users = np.arange(20)
+    history = synth.matrix[users]
+    cands = together.candidates(users, history)
+    np.testing.assert_array_equal(split_fit.features(users, history, cands), together.features(users, history, cands))
 
 
 @pytest.mark.skipif(not can_fork(), reason="the ranker is trained in a forked child only where fork is safe")
