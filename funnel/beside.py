@@ -2,12 +2,12 @@
 
 ``Recommender.fit`` trains its ranker (a whole second set of stages, fitted on the history
 part) beside the serving fit. On two threads of one process the two fits held each other up
-on the GIL (scikit-surprise's SGD and parts of implicit's ALS hold it): fitting the Last.fm
-stages twice took 10.6 s on two threads against 6.0 s per fit in two processes. A forked
-child shares the parent's data without copying it and sends back only its result. The
-ranker's fit, the longer of the two, forks once more to fit its artist embeddings and
-BiasedSVD meanwhile (``Stages.fit(split=True)``), so that the three processes keep both
-cores busy until the end.
+on the GIL (scikit-surprise's SGD and parts of implicit's ALS hold it): ``python main.py
+--runsvd True --judge True`` logged "fitted in 10.5s" with threads, 8.3-9.0 s with the
+ranker in a forked child and 7.0-7.8 s with the split below. A forked child shares the
+parent's data without copying it and sends back only its result. The ranker's fit, the
+longer of the two, forks once more to fit its artist embeddings and BiasedSVD meanwhile
+(``Stages.fit(split=True)``), so that the three processes keep both cores busy to the end.
 
 A forked child may not start OpenMP threads: GNU OpenMP keeps the parent's thread pool in
 its state, and a multi-threaded region in the child waits for threads that do not exist
