@@ -8,6 +8,8 @@ such and the larger sizes are skipped; the index comparison runs at the largest 
     python benchmarks/scale.py                       # Last.fm size, 20k and 100k users
     python benchmarks/scale.py --sizes lastfm 20k    # a subset
     python benchmarks/scale.py --sizes 500k          # the largest this machine holds
+    python benchmarks/scale.py --only-index 500k     # redo only the index comparison
+    python benchmarks/scale.py --index 100k          # print one, scale.json untouched
 
 Writes benchmarks/results/scale.json and scale.png (log-log cost against users).
 """
@@ -183,7 +185,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["lastfm", "20k", "100k"])
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
-    parser.add_argument("--index", metavar="SIZE", help=argparse.SUPPRESS)
+    parser.add_argument("--index", metavar="SIZE", choices=list(SIZES),
+                        help="print only the index comparison at SIZE, as JSON")
+    parser.add_argument("--only-index", metavar="SIZE", choices=list(SIZES),
+                        help="only the index comparison at SIZE, written into the index_comparison of an "
+                             "existing scale.json (its runs are kept)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.one:
@@ -191,6 +197,14 @@ def main() -> None:
         return
     if args.index:
         print(json.dumps(index_comparison(args.index)))
+        return
+    if args.only_index:
+        path = args.output / "scale.json"
+        result = json.loads(path.read_text())
+        result["index_comparison"] = index_comparison(args.only_index)
+        result["index_command"] = f"python benchmarks/scale.py --only-index {args.only_index}"
+        path.write_text(json.dumps(result, indent=2))
+        print("index comparison:", json.dumps(result["index_comparison"]), flush=True)
         return
     args.output.mkdir(parents=True, exist_ok=True)
     rows, failed, fitted = [], [], []

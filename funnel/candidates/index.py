@@ -1,12 +1,14 @@
 """FAISS inner-product indexes: exact by default, IVF (or HNSW on request) for large catalogues.
 
-Measured with ``python benchmarks/scale.py --sizes lastfm 20k 100k 500k`` (200,000 synthetic
-artists, all tag components, 2,000 queries, K = 100): IVF probing 44 of its 1,788 lists found
-1.00 of the exact top 100 at 12.6x the speed of exact search (16 lists: 1.00 at 21x); HNSW
-reached at most 0.71 (0.64 at 7.0x with efSearch 256; 0.94 at 100,000 artists once), since inner
-product on vectors of unequal norm suits it less. On Last.fm's own vectors (17,632 artists,
-less clustered) IVF needed 6% of its lists for 0.97 recall at only 3x, so exact search stays
-the default below ``ann_threshold`` (100,000) artists.
+Measured with ``python benchmarks/scale.py --only-index 500k`` (200,000 synthetic artists,
+all tag components, 2,000 queries, K = 100): IVF probing 17 of its 1,788 lists (1%, the
+default) found 1.00 of the exact top 100 at about 6x the speed of exact search (8 lists: 0.95
+at 8x; 44 lists, the default until then, 1.00 at only 4.8x in an earlier run of the same
+day, and at 11-13x in runs of earlier days, when exact search ran 2.8x slower); at 100,000
+artists 16 lists gave 0.999 at 3.9x (``--index 100k``). HNSW reached at most 0.71
+(efSearch 600), since inner product on vectors of unequal norm suits it less. On Last.fm's
+own vectors (17,632 artists, less clustered) IVF needed 6% of its lists for 0.97 recall at
+only 3x, so exact search stays the default below ``ann_threshold`` (100,000) artists.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         index.cp.seed = seed
         index.train(vectors)
-        index.nprobe = min(nlist, max(16, nlist // 40))
+        index.nprobe = min(nlist, max(16, nlist // 100))
     else:
         raise ConfigError(f"index kind {kind!r} is not one of ['flat', 'ivf', 'hnsw']")
     index.add(vectors)
