@@ -43,7 +43,7 @@ def surprise_trainset(ratings: sp.csr_matrix):
 
     The trainset ``Dataset.load_from_df(...).build_full_trainset()`` builds from the matrix's
     entries in storage order, with the same inner ids and rating order (so ``SVD`` learns the
-    same factors), without its Python loop over every rating: on Last.fm 0.05 s instead of 0.35.
+    same factors), without a DataFrame and surprise's Python loop over every rating.
     """
     from surprise import Trainset
 
