@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -24,6 +22,7 @@ from funnel import FunnelConfig, Recommender, load_lastfm, split
 from funnel.baselines import ALSRecommender, BPRRecommender, EASERecommender, PopularityRecommender
 from funnel.candidates import ArtistEmbedder, TagSource
 from funnel.evaluation import candidate_recall, novelty, ranking_metrics
+from memory import PeakMemory
 
 RESULTS = Path(__file__).parent / "results"
 KS = (10, 20)
@@ -51,67 +50,6 @@ class StageOneOnly:
         r, c = np.nonzero(ids >= 0)
         return pd.DataFrame({"user_id": d.user_ids[rows[r]], "rank": c + 1,
                              "artist_id": d.artist_ids[ids[r, c]], "score": scores[r, c]})
-
-
-def pss_bytes(pid: int | str) -> int:
-    """Proportional set size of a process (its private pages plus its share of shared ones)."""
-    with open(f"/proc/{pid}/smaps_rollup") as rollup:
-        for line in rollup:
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def children(pid: int) -> list[int]:
-    """Ids of the live child processes of ``pid`` (the funnel forks one to train its ranker)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                with open(f"/proc/{entry.name}/stat") as stat:
-                    if int(stat.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        found.append(int(entry.name))
-            except (OSError, ValueError, IndexError):
-                continue  # it ended while we looked
-    return found
-
-
-class PeakMemory:
-    """Peak memory of this process and its children above what it held on entry, in MB.
-
-    Sampled every ``interval`` seconds as the summed proportional set size, so that pages a
-    forked child shares with its parent count once. Unlike tracemalloc it sees memory held
-    by native code (FAISS, implicit) and by child processes, and it does not slow Python
-    down. Linux only.
-    """
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-
-    def _total(self) -> int:
-        total = pss_bytes("self")
-        for child in children(os.getpid()):
-            try:
-                total += pss_bytes(child)
-            except OSError:
-                pass  # it ended between the two reads
-        return total
-
-    def _sample(self) -> None:
-        while not self._done.wait(self.interval):
-            self._peak = max(self._peak, self._total())
-
-    def __enter__(self) -> "PeakMemory":
-        self._start = self._peak = self._total()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._done.set()
-        self._thread.join()
-        self.mb = (max(self._peak, self._total()) - self._start) / 2**20
 
 
 def methods(seed: int, quick: bool) -> dict[str, Callable[[], object]]:

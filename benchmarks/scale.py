@@ -1,7 +1,8 @@
 """How the funnel's cost grows: fit time per stage, throughput, latency and memory by size.
 
-Each size runs in its own subprocess per method so peak memory (max RSS) is the method's own
-(with the funnel, its process's peak plus that of the child process that trains its ranker).
+Each size runs in its own subprocess per method so peak memory is the method's own: the
+summed proportional set size of that process and the child processes the funnel forks,
+sampled every 0.1 s from data generation to the end of the batch recommendations.
 A size that does not fit (its process fails or is killed, e.g. out of memory) is recorded as
 such and the larger sizes are skipped; the index comparison runs at the largest size that fitted.
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -51,22 +51,26 @@ def measure(size: str, method: str) -> dict:
     from funnel import Recommender
     from funnel.baselines import ALSRecommender
 
-    started = time.perf_counter()
-    data = dataset(size)
-    out = {"size": size, "method": method, "users": data.n_users, "artists": data.n_artists,
-           "interactions": len(data.interactions), "generate_seconds": time.perf_counter() - started}
-    started = time.perf_counter()
-    model = (Recommender() if method == "funnel" else ALSRecommender()).fit(data)
-    out["fit_seconds"] = time.perf_counter() - started
-    if method == "funnel":
-        out["fit_seconds_by_stage"] = {"ranker (history fit + training)": model.ranker_seconds_,
-                                       **{f"serving {k}": v for k, v in model.stages_.fit_seconds_.items()}}
-        out["index"] = [getattr(s, "index_kind_", "-") for s in model.stages_.sources_]
-    rng = np.random.default_rng(0)
-    users = np.sort(rng.choice(data.user_ids, min(BATCH_USERS, data.n_users), replace=False))
-    started = time.perf_counter()
-    model.recommend_all(n=20, users=users)
-    out["batch_users_per_second"] = len(users) / (time.perf_counter() - started)
+    from memory import PeakMemory
+
+    with PeakMemory(interval=0.1) as memory:  # the funnel's child processes included
+        started = time.perf_counter()
+        data = dataset(size)
+        out = {"size": size, "method": method, "users": data.n_users, "artists": data.n_artists,
+               "interactions": len(data.interactions), "generate_seconds": time.perf_counter() - started}
+        started = time.perf_counter()
+        model = (Recommender() if method == "funnel" else ALSRecommender()).fit(data)
+        out["fit_seconds"] = time.perf_counter() - started
+        if method == "funnel":
+            out["fit_seconds_by_stage"] = {"ranker (history fit + training)": model.ranker_seconds_,
+                                           **{f"serving {k}": v for k, v in model.stages_.fit_seconds_.items()}}
+            out["index"] = [getattr(s, "index_kind_", "-") for s in model.stages_.sources_]
+        rng = np.random.default_rng(0)
+        users = np.sort(rng.choice(data.user_ids, min(BATCH_USERS, data.n_users), replace=False))
+        started = time.perf_counter()
+        model.recommend_all(n=20, users=users)
+        out["batch_users_per_second"] = len(users) / (time.perf_counter() - started)
+    out["peak_memory_mb"] = memory.peak_mb  # single calls below add nothing; unsampled, they are not disturbed
     latencies = []
     for user in rng.choice(data.user_ids, LATENCY_CALLS):
         started = time.perf_counter()
@@ -77,11 +81,6 @@ def measure(size: str, method: str) -> dict:
         latencies.append(time.perf_counter() - started)
     out["latency_ms_p50"] = float(np.percentile(latencies, 50) * 1e3)
     out["latency_ms_p99"] = float(np.percentile(latencies, 99) * 1e3)
-    # the funnel trains its ranker in a forked child process (funnel.beside): its peak counts too,
-    # added to this process's (an upper bound: pages the fork shares are counted twice)
-    own, child = (resource.getrusage(who).ru_maxrss / 1024
-                  for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-    out["peak_rss_mb"], out["peak_rss_parent_mb"], out["peak_rss_child_mb"] = own + child, own, child
     return out
 
 
@@ -169,8 +168,8 @@ def plot(rows: list[dict], out: Path) -> None:
         users = [r["users"] for r in mine]
         axes[0].plot(users, [r["fit_seconds"] for r in mine], style, label=method)
         axes[1].plot(users, [r["batch_users_per_second"] for r in mine], style, label=method)
-        axes[2].plot(users, [r["peak_rss_mb"] for r in mine], style, label=method)
-    for ax, label in zip(axes, ("fit seconds", "batch users / second", "peak RSS (MB)")):
+        axes[2].plot(users, [r["peak_memory_mb"] for r in mine], style, label=method)
+    for ax, label in zip(axes, ("fit seconds", "batch users / second", "peak memory (MB, PSS)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("users")
@@ -225,7 +224,7 @@ def main() -> None:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             r = rows[-1]
             print(f"{size} {method}: fit {r['fit_seconds']:.1f}s, {r['batch_users_per_second']:.0f} users/s, "
-                  f"p99 {r['latency_ms_p99']:.1f} ms, peak {r['peak_rss_mb']:.0f} MB", flush=True)
+                  f"p99 {r['latency_ms_p99']:.1f} ms, peak {r['peak_memory_mb']:.0f} MB", flush=True)
         else:
             fitted.append(size)
     if not fitted:
