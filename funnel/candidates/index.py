@@ -1,9 +1,9 @@
 """FAISS inner-product indexes: exact by default, IVF (or HNSW on request) for large catalogues.
 
-Measured with ``python benchmarks/scale.py --only-index 500k`` (200,000 synthetic artists,
-all tag components, 2,000 queries, K = 100): IVF probing 17 of its 1,788 lists (1%, the
-default) found 1.00 of the exact top 100 at about 6x the speed of exact search (8 lists: 0.95
-at 8x; 44 lists, the default until then, 1.00 at only 4.8x in an earlier run of the same
+Measured with ``python benchmarks/scale.py`` (200,000 synthetic artists, all tag components,
+2,000 queries, K = 100): IVF probing 17 of its 1,788 lists (1%, the default) found 1.00 of
+the exact top 100 at 5.9-8.5x the speed of exact search in two runs (8 lists: 0.95 at
+9-12x; 44 lists, the default until then, 1.00 at only 4.8x in an earlier run of the same
 day, and at 11-13x in runs of earlier days, when exact search ran 2.8x slower); at 100,000
 artists 16 lists gave 0.999 at 3.9x (``--index 100k``). HNSW reached at most 0.71
 (efSearch 600), since inner product on vectors of unequal norm suits it less. On Last.fm's
