@@ -4,7 +4,7 @@
 part) beside the serving fit. On two threads of one process the two fits held each other up
 on the GIL (scikit-surprise's SGD and parts of implicit's ALS hold it): ``python main.py
 --runsvd True --judge True`` logged "fitted in 10.5s" with threads, 8.3-9.0 s with the
-ranker in a forked child and 7.0-7.8 s with the split below. A forked child shares the
+ranker in a forked child and 7.2-7.8 s with the split below. A forked child shares the
 parent's data without copying it and sends back only its result. The ranker's fit, the
 longer of the two, forks once more to fit its artist embeddings and BiasedSVD meanwhile
 (``Stages.fit(split=True)``), so that the three processes keep both cores busy to the end.
