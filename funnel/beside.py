@@ -108,12 +108,11 @@ def _one_thread_everywhere() -> None:
     """No OpenMP or BLAS threads in this (forked) process, and tqdm's thread lock made anew."""
     global _IN_CHILD
     _IN_CHILD = True  # funnel.factors.als fits and folds in on one thread
-    import faiss
+    import faiss  # noqa: F401 - loads FAISS's own OpenMP runtime, so that the limit below reaches it
     from threadpoolctl import threadpool_limits
     from tqdm import tqdm
     from tqdm.std import TqdmDefaultWriteLock, TRLock
 
-    faiss.omp_set_num_threads(1)
     threadpool_limits(1)  # every OpenMP runtime (implicit's, FAISS's) and BLAS, for this thread
     TqdmDefaultWriteLock.th_lock = TRLock()  # another thread of the parent may have held it
     tqdm.set_lock(TqdmDefaultWriteLock())
