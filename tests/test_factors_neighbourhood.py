@@ -45,6 +45,24 @@ def test_user_knn_excludes_self_and_matches_reference(plays):
     np.testing.assert_allclose(restored.scores(users, plays).toarray(), model.scores(users, plays).toarray())
 
 
+def test_user_knn_neighbours_found_in_fit_serve_known_users(plays):
+    model = UserKNN(n_neighbors=5, block_size=7).fit(plays)
+    assert (np.diff(model.neighbours_.indptr) <= 5).all()
+    assert (model.neighbours_.diagonal() == 0).all()
+    users = np.arange(plays.shape[0])
+    on_request = UserKNN(n_neighbors=5)._derive(model.rows_)._neighbours(users, model.rows_)
+    assert abs(on_request - model.neighbours_).max() < 1e-6
+    # a mixed batch: known users use their fitted neighbours, the new row its own history
+    mixed = model.scores(np.array([3, -1, 8]), plays[[3, 5, 8]]).toarray()
+    np.testing.assert_allclose(mixed[[0, 2]], model.scores(np.array([3, 8]), plays[[3, 8]]).toarray())
+    np.testing.assert_allclose(mixed[1], model.scores(np.array([-1]), plays[5]).toarray()[0])
+    assert not np.allclose(mixed[1], model.scores(np.array([5]), plays[5]).toarray()[0])
+    # saves made before the neighbours were kept get them found again on load
+    old_save = {k: v for k, v in model.to_arrays().items() if not k.startswith("neighbours/")}
+    restored = UserKNN(n_neighbors=5).set_arrays(old_save)
+    assert abs(restored.neighbours_ - model.neighbours_).max() < 1e-6
+
+
 def test_log_ease_uses_log_plays(plays):
     binary = EASE(l2=10.0, min_listeners=1).fit(plays)
     logged = EASE(l2=10.0, min_listeners=1, weighting="log").fit(plays)
@@ -58,6 +76,8 @@ def test_bad_settings_and_unfitted():
         RP3beta(beta=-1.0).fit(sp.csr_matrix(np.eye(3)))
     with pytest.raises(ConfigError):
         UserKNN(weighting="raw").fit(sp.csr_matrix(np.eye(3)))
+    with pytest.raises(ConfigError):
+        UserKNN(block_size=0).fit(sp.csr_matrix(np.eye(3)))
     with pytest.raises(ConfigError):
         EASE(weighting="raw").fit(sp.csr_matrix(np.eye(3)))
     with pytest.raises(NotFittedError):
