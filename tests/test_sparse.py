@@ -53,10 +53,13 @@ def test_top_n_per_row_orders_by_score_then_column() -> None:
     assert list(zip(rows[positions], cols[positions], ranks)) == [(0, 4, 1), (0, 1, 2), (1, 2, 1), (1, 7, 2)]
 
 
-def test_pair_scores_match_a_dense_product() -> None:
+@pytest.mark.parametrize("n_users, n_items", [(7, 50), (400, 2000)])
+def test_pair_scores_match_a_dense_product(n_users: int, n_items: int) -> None:
+    # 7 x 50 is covered densely by the pairs (one product); 400 x 2000 is not (gathered in chunks)
     rng = np.random.default_rng(0)
-    users, items = rng.normal(size=(7, 600)).astype(np.float32), rng.normal(size=(50, 600)).astype(np.float32)
-    rows, cols = rng.integers(0, 7, 3000), rng.integers(0, 50, 3000)  # several chunks
+    users = rng.normal(size=(n_users, 600)).astype(np.float32)
+    items = rng.normal(size=(n_items, 600)).astype(np.float32)
+    rows, cols = rng.integers(0, n_users, 3000), rng.integers(0, n_items, 3000)
     np.testing.assert_allclose(pair_scores(users, items, rows, cols), (users @ items.T)[rows, cols], rtol=1e-4,
                                atol=1e-3)
 
