@@ -56,6 +56,38 @@ def csr_from_grouped(data: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape
     return sp.csr_matrix((data, cols, indptr), shape=shape)
 
 
+def most_first(matrix: sp.csr_matrix) -> sp.csr_matrix:
+    """``matrix`` with each row's entries stored by value, largest first (ties by column).
+
+    Returns ``matrix`` itself when its rows are already in that order.
+    """
+    row = row_of_entries(matrix)
+    same_row = row[1:] == row[:-1]
+    later = (matrix.data[1:] < matrix.data[:-1]) | (
+        (matrix.data[1:] == matrix.data[:-1]) & (matrix.indices[1:] > matrix.indices[:-1]))
+    if np.all(later | ~same_row):
+        return matrix
+    order = np.lexsort((matrix.indices, -matrix.data, row))
+    return sp.csr_matrix((matrix.data[order], matrix.indices[order], matrix.indptr.copy()), shape=matrix.shape)
+
+
+def leading_entries(matrix: sp.csr_matrix, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``width`` stored columns and values of each row, as two ``(n_rows, width)`` arrays.
+
+    Short rows are padded with -1 columns and -inf values.
+    """
+    starts = matrix.indptr[:-1]
+    lengths = np.minimum(np.diff(matrix.indptr), width)
+    offset = np.arange(width)
+    present = offset[None, :] < lengths[:, None]
+    at = np.where(present, starts[:, None] + offset[None, :], 0)
+    if matrix.nnz == 0:
+        return np.full(present.shape, -1, np.int64), np.full(present.shape, -np.inf, np.float32)
+    cols = np.where(present, matrix.indices[at], -1).astype(np.int64)
+    values = np.where(present, matrix.data[at], -np.inf).astype(np.float32)
+    return cols, values
+
+
 def top_n_per_row(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray, n: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the best ``n`` entries of each row by score (ties by column), and their ranks.

@@ -8,7 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.data import Dataset
-from funnel.sparse import as_csr, lookup, row_of_entries, top_n_per_row
+from funnel.sparse import leading_entries, lookup, row_of_entries
 
 
 @runtime_checkable
@@ -95,19 +95,11 @@ def top_k_unseen(scores: np.ndarray, item_ids: np.ndarray, history: sp.csr_matri
     return _pad(ids, top_scores, k)
 
 
-def top_k_sparse(scores: sp.spmatrix, history: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``k`` unseen artists per row of a sparse ``(n_rows, n_artists)`` score matrix.
+def top_k_ordered(scores: sp.csr_matrix, history: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` unseen artists per row of a sparse score matrix whose rows store their best first.
 
-    Only stored entries are candidates; rows are ranked without densifying. Returns
+    Only stored entries are candidates (see :func:`funnel.sparse.most_first`). Returns
     ``(ids, scores)`` as a candidate source does (best first, -1 / -inf padding).
     """
-    scores = as_csr(scores)
-    rows, cols, data = row_of_entries(scores), scores.indices, scores.data
-    width = k + max_history(history)
-    n_rows = history.shape[0]
-    best, rank = top_n_per_row(rows, data, cols, width)
-    ids = np.full((n_rows, width), -1, np.int64)
-    out = np.full((n_rows, width), -np.inf, np.float32)
-    ids[rows[best], rank - 1] = cols[best]
-    out[rows[best], rank - 1] = data[best]
-    return drop_seen(ids, out, history, k)
+    ids, values = leading_entries(scores, k + max_history(history))
+    return drop_seen(ids, values, history, k)

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.candidates.base import drop_seen, max_history, top_k_sparse, top_k_unseen
+from funnel.candidates.base import drop_seen, max_history, top_k_ordered, top_k_unseen
 from funnel.candidates.embeddings import ArtistEmbedder
 from funnel.candidates.index import build_index, resolve_kind, search
 from funnel.data import Dataset
@@ -245,7 +245,7 @@ class FriendsSource:
         if not hasattr(self, "friends_"):
             raise NotFittedError("FriendsSource is not fitted; call fit() first")
         counts, _ = self.friends_.rows(users)
-        ids, scores = top_k_sparse(counts, history, self.n_candidates)
+        ids, scores = top_k_ordered(counts, history, self.n_candidates)  # rows most listened first
         if self.score == "log":
             scores = np.where(ids >= 0, np.log1p(np.maximum(scores, 0.0)), -np.inf).astype(np.float32)
         return ids, scores

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
 from funnel.factors.memo import LastCall
-from funnel.sparse import csr_from_arrays, csr_to_arrays, weighted
+from funnel.sparse import csr_from_arrays, csr_to_arrays, most_first, weighted
 
 
 class FriendListening:
@@ -18,6 +18,8 @@ class FriendListening:
     ----------
     counts_ : scipy.sparse.csr_matrix
         users x artists: number of the user's friends (in the training data) who listen.
+        Each row stores its entries most listened first (ties by artist index), so that a
+        user's top friends' artists are the start of their row.
     n_friends_ : numpy.ndarray
         Friends of each user that are in the training data.
     """
@@ -32,8 +34,7 @@ class FriendListening:
             ok = (a >= 0) & (b >= 0) & (a != b)
             friends = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (a[ok], b[ok])), shape=(n_users, n_users))
             friends.data[:] = 1.0  # duplicate pairs count once
-        self.counts_ = sp.csr_matrix(friends @ weighted(dataset.matrix, "binary"))
-        self.counts_.sort_indices()
+        self.counts_ = most_first(sp.csr_matrix(friends @ weighted(dataset.matrix, "binary")))
         self.n_friends_ = np.diff(friends.indptr).astype(np.float32)
         self._last = LastCall()
         return self
@@ -46,9 +47,10 @@ class FriendListening:
 
     def _rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         known = users >= 0
-        picked = self.counts_[np.where(known, users, 0)]
+        picked = self.counts_[np.where(known, users, 0)]  # rows keep their order
         if not known.all():
-            picked = sp.csr_matrix(sp.diags(known.astype(np.float32)) @ picked)
+            picked.data[np.repeat(~known, np.diff(picked.indptr))] = 0.0
+            picked.eliminate_zeros()
         return picked, np.where(known, self.n_friends_[np.where(known, users, 0)], 0.0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -57,7 +59,7 @@ class FriendListening:
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> "FriendListening":
         """Restore the state written by :meth:`to_arrays`."""
-        self.counts_ = csr_from_arrays(arrays)
+        self.counts_ = most_first(csr_from_arrays(arrays))  # saves made before rows were ordered
         self.n_friends_ = np.asarray(arrays["n_friends"], np.float32)
         self._last = LastCall()
         return self
