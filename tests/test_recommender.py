@@ -38,14 +38,19 @@ def test_recommend_all_invariants(fitted, synth):
 def test_recommend_all_in_parallel_batches_matches_one_thread(fitted, monkeypatch):
     import faiss
 
+    from threadpoolctl import threadpool_info
+
     monkeypatch.setattr(recommender_module, "BATCH_USERS", 16)  # ten batches, nine of them FAISS batch searches
     threshold = faiss.cvar.distance_compute_blas_threshold
+    threads = [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
     monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=1))
     serial = fitted.recommend_all(n=10)
     monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=4))
     parallel = fitted.recommend_all(n=10)
     pd.testing.assert_frame_equal(parallel, serial)
     assert faiss.cvar.distance_compute_blas_threshold == threshold  # FAISS's global setting restored
+    # the batch threads ran BLAS and OpenMP on one thread each; this thread's limits are as before
+    assert [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()] == threads
 
 
 def test_recommend_matches_recommend_all(fitted, synth):

@@ -62,37 +62,52 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
 
 
 SINGLE_THREAD_QUERIES = 16  # below this many queries, FAISS's thread start-up costs more than it saves
-# FAISS's BLAS threshold is process-wide (its thread count is per calling thread): batch
-# searches that change it take turns, each using every core through FAISS's own threads.
-_BATCH_SEARCH = threading.Lock()
+# FAISS's BLAS threshold is process-wide: it stays at 0 while any batch search runs.
+_BATCH_SEARCHES = 0
+_SAVED_THRESHOLD = 0
+_THRESHOLD_LOCK = threading.Lock()
 
 
-def _new_search_lock() -> None:
+def _new_threshold_lock() -> None:
     """A forked child gets an unheld lock, whatever another thread of its parent was doing."""
-    global _BATCH_SEARCH
-    _BATCH_SEARCH = threading.Lock()
+    global _THRESHOLD_LOCK
+    _THRESHOLD_LOCK = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_new_search_lock)
+os.register_at_fork(after_in_child=_new_threshold_lock)
 
 
 @contextmanager
-def _faiss_settings(threads: int | None = None, blas_threshold: int | None = None) -> Iterator[None]:
-    """Temporarily change FAISS's OpenMP thread count or its BLAS threshold, then restore it."""
+def _blas_path() -> Iterator[None]:
+    """FAISS's BLAS path for every search while inside; concurrent batch searches share it."""
     import faiss
 
-    saved_threads, saved_threshold = faiss.omp_get_max_threads(), faiss.cvar.distance_compute_blas_threshold
+    global _BATCH_SEARCHES, _SAVED_THRESHOLD
+    with _THRESHOLD_LOCK:
+        if _BATCH_SEARCHES == 0:
+            _SAVED_THRESHOLD = faiss.cvar.distance_compute_blas_threshold
+            faiss.cvar.distance_compute_blas_threshold = 0
+        _BATCH_SEARCHES += 1
     try:
-        if threads is not None:
-            faiss.omp_set_num_threads(threads)
-        if blas_threshold is not None:
-            faiss.cvar.distance_compute_blas_threshold = blas_threshold
         yield
-    finally:  # only what was changed: another thread's batch search may hold the threshold
-        if threads is not None:
-            faiss.omp_set_num_threads(saved_threads)
-        if blas_threshold is not None:
-            faiss.cvar.distance_compute_blas_threshold = saved_threshold
+    finally:
+        with _THRESHOLD_LOCK:
+            _BATCH_SEARCHES -= 1
+            if _BATCH_SEARCHES == 0:
+                faiss.cvar.distance_compute_blas_threshold = _SAVED_THRESHOLD
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """FAISS on one thread for the calling thread while inside (OpenMP's count is per thread)."""
+    import faiss
+
+    saved = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(saved)
 
 
 def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -106,10 +121,10 @@ def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     k = max(1, min(k, index.ntotal))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if len(queries) < SINGLE_THREAD_QUERIES:
-        with _faiss_settings(threads=1):
+        with _one_thread():
             scores, ids = index.search(queries, k)
     else:
-        with _BATCH_SEARCH, _faiss_settings(blas_threshold=0):
+        with _blas_path():
             scores, ids = index.search(queries, k)
     scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
     return ids.astype(np.int64), scores

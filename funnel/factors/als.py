@@ -60,6 +60,15 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+def one_openmp_thread() -> None:
+    """OpenMP regions started from the calling thread (FAISS's searches and BLAS) use one thread.
+
+    OpenMP keeps its thread count per calling thread, so this is for a worker thread of a
+    pool whose threads each take one core; the setting ends with the thread.
+    """
+    _blas_controller().limit(limits=1, user_api="openmp")
+
+
 @contextmanager
 def side_by_side_fits() -> Iterator[None]:
     """One core per fit while inside: numpy's and scipy's BLAS on one thread, ALS fits too.

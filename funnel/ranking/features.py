@@ -60,10 +60,13 @@ def pair_scores(user_vectors: np.ndarray, item_vectors: np.ndarray, rows: np.nda
     """
     if len(rows) == 0:
         return np.empty(0, np.float32)
-    distinct, position = np.unique(items, return_inverse=True)
+    present = np.zeros(len(item_vectors), bool)
+    present[items] = True
+    distinct = np.flatnonzero(present)
     if len(user_vectors) * len(distinct) <= DENSE_PAIR_CELLS * len(rows):
         product = np.asarray(user_vectors, np.float32) @ np.asarray(item_vectors[distinct], np.float32).T
-        return product[rows, position]
+        column = np.cumsum(present) - 1  # artist -> its column of the product
+        return product[rows, column[items]]
     out = np.empty(len(rows), np.float32)
     step = max(1, CHUNK_BYTES // (4 * max(item_vectors.shape[1], 1)))
     for start in range(0, len(rows), step):
