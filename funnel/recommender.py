@@ -59,7 +59,8 @@ def check_n(n: Any, n_artists: int) -> int:
 
 def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarray, batch_size: int,
                n_threads: int = 0, show_progress: bool = False) -> pd.DataFrame:
-    """``rank_batch`` over consecutive batches of ``rows`` on ``n_threads`` threads (0: all cores).
+    """``rank_batch`` over consecutive batches of ``rows`` (equal, at most ``batch_size`` rows each)
+    on ``n_threads`` threads (0: all cores).
 
     With several batch threads, each takes one core: BLAS and OpenMP (FAISS) run on one thread
     inside a batch. Left to start one thread per core in every batch thread, they
@@ -68,7 +69,8 @@ def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarra
     list) runs here, where they may use every core. Returns the batches' frames concatenated
     in order (an empty recommendation frame for no rows).
     """
-    batches = [rows[start:start + batch_size] for start in range(0, len(rows), batch_size)]
+    # equal batches of at most batch_size rows, so that the threads finish together
+    batches = np.array_split(rows, -(-len(rows) // batch_size)) if len(rows) else []
     if not batches:
         return pd.DataFrame({"user_id": [], "rank": [], "artist_id": [], "artist_name": [], "score": []})
     workers = min(len(batches), n_threads or os.cpu_count() or 1)

@@ -28,7 +28,7 @@ def test_replace_and_fingerprint_ignore_runtime_settings():
     base = FunnelConfig()
     assert base.replace(show_progress=True, cache_dir="x").fingerprint() == base.fingerprint()
     assert base.replace(svd_factors=8).fingerprint() != base.fingerprint()
-    assert base.replace(tag_dim=7).tag_dim == 7 and base.tag_dim == 500
+    assert base.replace(tag_dim=7).tag_dim == 7 and base.tag_dim == 250
 
 
 def test_recommender_stores_arguments_unchanged_and_validates_in_fit(synth):
