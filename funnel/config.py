@@ -58,6 +58,11 @@ class FunnelConfig:
         Candidates each stage-one source returns per user (0 disables the source). 20
         popularity candidates scored as 50 (0.1978 against 0.1974); 50 ALS candidates
         (0.1966) or no tag source (0.1961) scored lower.
+    als_min_listeners : int
+        Only artists with at least this many listeners are searched by the ALS source (see
+        :class:`funnel.candidates.ALSSource`). 2 searches 6,953 of Last.fm's 17,632 artists,
+        with the same candidate recall on validation and NDCG@10 0.1968 against 0.1972 for 1
+        (global protocol 0.1970 against 0.1972).
     friends_score : {"log", "count"}
         Score of a friends' candidate (a ranker feature): ``log1p`` of the number of friends
         listening, or the number itself (see :class:`funnel.candidates.FriendsSource`).
@@ -151,6 +156,7 @@ class FunnelConfig:
     ease_candidates: int = 100
     friends_candidates: int = 50
     popularity_candidates: int = 20
+    als_min_listeners: int = 2
     friends_score: str = "log"
     ease_l2: float = 200.0
     ease_max_artists: int = 2000
@@ -241,7 +247,8 @@ class FunnelConfig:
                     raise ConfigError(f"setting {f.name}={value!r} must be a number")
         positive = ("tag_dim", "svd_factors", "svd_epochs", "als_factors", "als_iterations",
                     "als_models", "ann_threshold", "svd_lr", "ranker_C", "als_alpha", "ease_l2", "ranker_users",
-                    "ease_max_artists", "rp3_alpha", "rp3_top_k", "knn_neighbors", "log_ease_l2")
+                    "ease_max_artists", "rp3_alpha", "rp3_top_k", "knn_neighbors", "log_ease_l2",
+                    "als_min_listeners")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name}={getattr(self, name)!r} must be > 0")

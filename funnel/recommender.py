@@ -45,7 +45,7 @@ BATCH_USERS = 512
 # they searched the whole tag block, fitted a single ALS, fed every BiasedSVD factor to the ranker
 # and scored friends' candidates by their count.
 SETTINGS_BEFORE_THEY_EXISTED = {"tag_search_dim": 0, "als_models": 1, "svd_features": "factors",
-                                "friends_score": "count"}
+                                "friends_score": "count", "als_min_listeners": 1}
 
 
 def check_n(n: Any, n_artists: int) -> int:

@@ -165,7 +165,8 @@ class Stages:
 
     def _als_source(self) -> ALSSource:
         cfg = self.config
-        return ALSSource(cfg.als_candidates, self.als_, cfg.index, cfg.ann_threshold, cfg.seed)
+        return ALSSource(cfg.als_candidates, self.als_, cfg.index, cfg.ann_threshold, cfg.seed,
+                         cfg.als_min_listeners)
 
     # stage one --------------------------------------------------------------------------
     def candidates(self, users: np.ndarray, history: sp.csr_matrix, fallback: int = 0) -> CandidateSet:

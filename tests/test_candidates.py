@@ -18,6 +18,8 @@ SOURCES = {
     "tags-ivf": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="ivf"),
     "tags-cut": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), search_dim=4),
     "als": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5)),
+    "als-min3": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5), min_listeners=3),
+    "als-min3-hnsw": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5), index="hnsw", min_listeners=3),
     "popularity": lambda: PopularitySource(K),
     "ease": lambda: EASESource(K),
     "friends": lambda: FriendsSource(K),
@@ -54,6 +56,27 @@ def test_source_needs_fit():
     for make in SOURCES.values():
         with pytest.raises(NotFittedError):
             make().retrieve(np.array([0]), sp.csr_matrix((1, 3)))
+
+
+@pytest.mark.parametrize("index", ["flat", "ivf", "hnsw"])
+def test_als_source_searches_only_artists_with_enough_listeners(synth, index, caplog):
+    listeners = np.bincount(synth.matrix.indices, minlength=synth.n_artists)
+    als = ALSFactors(factors=8, iterations=5).fit(synth.matrix)
+    every = ALSSource(K, als=als, index=index).fit(synth)
+    source = ALSSource(K, als=als, index=index, min_listeners=3).fit(synth)
+    assert source.index_.ntotal == (listeners >= 3).sum() < synth.n_artists == every.index_.ntotal
+    users = np.arange(synth.n_users)
+    ids, scores = source.retrieve(users, synth.matrix)
+    assert (listeners[ids[ids >= 0]] >= 3).all() and (ids >= 0).sum() > 0.9 * ids.size
+    # scores are the inner products of the artists that were found
+    user_vectors = als.user_vectors(users, synth.matrix)
+    row, col = np.nonzero(ids >= 0)
+    exact = np.einsum("ij,ij->i", user_vectors[row], als.item_factors_[ids[row, col]])
+    np.testing.assert_allclose(scores[row, col], exact, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ConfigError, match="min_listeners"):
+        ALSSource(K, als=als, min_listeners=0).fit(synth)
+    assert ALSSource(K, als=als, min_listeners=10**6).fit(synth).index_.ntotal == synth.n_artists
+    assert "searches every artist" in caplog.text
 
 
 @pytest.mark.parametrize("score, expected", [("count", [2.0, 1.0]), ("log", np.log1p([2.0, 1.0]))])

@@ -36,11 +36,14 @@ def resolve_kind(kind: str, n_vectors: int, ann_threshold: int) -> str:
     return kind
 
 
-def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
-    """Build a FAISS inner-product index over ``vectors`` (float32, one row per artist)."""
+def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0, ids: np.ndarray | None = None):
+    """Build a FAISS inner-product index over ``vectors`` (float32, one row per artist).
+
+    With ``ids``, only those rows are indexed, and searches return their row numbers.
+    """
     import faiss
 
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    vectors = np.ascontiguousarray(vectors if ids is None else vectors[ids], dtype=np.float32)
     n, dim = vectors.shape
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
@@ -57,7 +60,12 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0):
         index.nprobe = min(nlist, max(16, nlist // 100))
     else:
         raise ConfigError(f"index kind {kind!r} is not one of ['flat', 'ivf', 'hnsw']")
-    index.add(vectors)
+    if ids is None:
+        index.add(vectors)
+        return index
+    if kind != "ivf":  # IVF stores ids itself; flat and HNSW indexes need a map around them
+        index = faiss.IndexIDMap(index)
+    index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
     return index
 
 

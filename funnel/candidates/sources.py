@@ -29,9 +29,10 @@ class _IndexSource:
 
     name = "index"
 
-    def _build(self, vectors: np.ndarray, index: str, ann_threshold: int, seed: int) -> None:
+    def _build(self, vectors: np.ndarray, index: str, ann_threshold: int, seed: int,
+               ids: np.ndarray | None = None) -> None:
         self.index_kind_ = resolve_kind(index, len(vectors), ann_threshold)
-        self.index_ = build_index(vectors, self.index_kind_, seed)
+        self.index_ = build_index(vectors, self.index_kind_, seed, ids)
 
     def _queries(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
         raise NotImplementedError
@@ -118,25 +119,43 @@ class ALSSource(_IndexSource):
         A fitted model to reuse; a default one is fitted on the dataset otherwise.
     index, ann_threshold, seed
         As for :class:`TagSource`.
+    min_listeners : int
+        Only artists with at least this many listeners in the training data are searched.
+        Most Last.fm artists have one (10,679 of 17,632): their factors rest on a single
+        user, and the tag source still reaches them.
     """
 
     name = "als"
 
     def __init__(self, n_candidates: int = 200, als: ALSFactors | None = None,
-                 index: str = "auto", ann_threshold: int = 100_000, seed: int = 0) -> None:
+                 index: str = "auto", ann_threshold: int = 100_000, seed: int = 0,
+                 min_listeners: int = 1) -> None:
         self.n_candidates = n_candidates
         self.als = als
         self.index = index
         self.ann_threshold = ann_threshold
         self.seed = seed
+        self.min_listeners = min_listeners
 
     def fit(self, dataset: Dataset) -> "ALSSource":
         _check_k(self.name, self.n_candidates)
+        if isinstance(self.min_listeners, bool) or not isinstance(self.min_listeners, (int, np.integer)) \
+                or self.min_listeners < 1:
+            raise ConfigError(f"als min_listeners={self.min_listeners!r} must be an integer >= 1")
         als = self.als if self.als is not None else ALSFactors(seed=self.seed)
         if not hasattr(als, "item_factors_"):
             als.fit(dataset.matrix)
         self.als_ = als
-        self._build(als.item_factors_, self.index, self.ann_threshold, self.seed)
+        searched = None
+        if self.min_listeners > 1:
+            plays = dataset.matrix
+            listeners = np.bincount(plays.indices[plays.data > 0], minlength=plays.shape[1])
+            searched = np.flatnonzero(listeners >= self.min_listeners)
+            if len(searched) == 0:
+                logger.warning("no artist has %d or more listeners (the most is %d): the ALS source "
+                               "searches every artist", self.min_listeners, listeners.max(initial=0))
+                searched = None
+        self._build(als.item_factors_, self.index, self.ann_threshold, self.seed, searched)
         return self
 
     def _queries(self, users: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
