@@ -8,6 +8,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from funnel.data import Dataset
+from funnel.factors.memo import LastCall
 from funnel.sparse import leading_entries, lookup, row_of_entries
 
 
@@ -59,13 +60,21 @@ def drop_seen(ids: np.ndarray, scores: np.ndarray, history: sp.csr_matrix, k: in
 SEEN_MASK_CELLS = 1 << 25
 
 
+_SEEN = LastCall()  # the sources of one batch test against the same history
+
+
+def _seen_mask(history: sp.csr_matrix) -> np.ndarray:
+    seen = np.zeros(history.shape, bool)
+    seen[row_of_entries(history), history.indices] = True
+    return seen
+
+
 def in_history(history: sp.csr_matrix, ids: np.ndarray) -> np.ndarray:
     """Whether each ``ids[r, j]`` is in history row ``r`` (False for negative ids)."""
     n_rows, n_items = history.shape
     valid = np.maximum(ids, 0)
     if n_rows * n_items <= SEEN_MASK_CELLS:
-        seen = np.zeros((n_rows, n_items), bool)
-        seen[row_of_entries(history), history.indices] = True
+        seen = _SEEN.get((history,), lambda: _seen_mask(history))
         found = seen[np.arange(n_rows)[:, None], valid]
     else:
         found = (lookup(history, np.repeat(np.arange(n_rows), ids.shape[1]), valid.ravel()) != 0
