@@ -37,8 +37,9 @@ class StageOneOnly:
         self.seed = seed
 
     def fit(self, dataset):
-        self.source_ = TagSource(max(KS), ArtistEmbedder(seed=self.seed), seed=self.seed,
-                                 search_dim=FunnelConfig().tag_search_dim).fit(dataset)
+        config = FunnelConfig()
+        self.source_ = TagSource(max(KS), ArtistEmbedder(config.tag_dim, seed=self.seed), seed=self.seed,
+                                 search_dim=config.tag_search_dim).fit(dataset)
         self.dataset_ = dataset
         return self
 
