@@ -98,7 +98,8 @@ def index_comparison(size: str, n_queries: int = 2000) -> dict:
 
     config = FunnelConfig()
     data = dataset(size)
-    embedder = ArtistEmbedder().fit(data)
+    embedder = ArtistEmbedder(config.tag_dim, config.popularity_weight, config.freshness_weight,
+                              config.seed).fit(data)  # the funnel's own artist vectors
     rng = np.random.default_rng(0)
     rows = rng.choice(data.n_users, min(n_queries, data.n_users), replace=False)
     history = data.matrix[rows]

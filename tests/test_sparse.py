@@ -132,15 +132,17 @@ def test_last_call_is_remembered_per_thread() -> None:
     assert memo.get(key, lambda: "again") == "main"  # and does not evict this thread's
 
 
-def test_most_first_orders_each_row_by_value_then_column() -> None:
-    matrix = sp.csr_matrix(np.array([[0, 2, 5, 2, 0], [0, 0, 0, 0, 0], [1, 0, 3, 0, 7]], np.float32))
+@pytest.mark.parametrize("shift", [0.0, 0.5])  # whole counts (one sort key) and fractions (lexsort)
+def test_most_first_orders_each_row_by_value_then_column(shift: float) -> None:
+    values = np.array([[0, 2, 5, 2, 0], [0, 0, 0, 0, 0], [1, 0, 3, 0, 7]], np.float32)
+    matrix = sp.csr_matrix(np.where(values > 0, values + shift, 0.0).astype(np.float32))
     ordered = most_first(matrix)
     assert ordered.indices.tolist() == [2, 1, 3, 4, 2, 0]
-    assert ordered.data.tolist() == [5, 2, 2, 7, 3, 1]
+    assert ordered.data.tolist() == [v + shift for v in [5, 2, 2, 7, 3, 1]]
     assert (ordered != matrix).nnz == 0  # the same matrix, stored in another order
     assert most_first(ordered) is ordered
     cols, values = leading_entries(ordered, 2)
     assert cols.tolist() == [[2, 1], [-1, -1], [4, 2]]
-    assert values[1].tolist() == [-np.inf, -np.inf] and values[2].tolist() == [7, 3]
+    assert values[1].tolist() == [-np.inf, -np.inf] and values[2].tolist() == [7 + shift, 3 + shift]
     empty_cols, _ = leading_entries(sp.csr_matrix((2, 4), dtype=np.float32), 3)
     assert (empty_cols == -1).all()
