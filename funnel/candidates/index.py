@@ -1,14 +1,15 @@
 """FAISS inner-product indexes: exact by default, IVF (or HNSW on request) for large catalogues.
 
-Measured with ``python benchmarks/scale.py`` (200,000 synthetic artists, all tag components,
-2,000 queries, K = 100): IVF probing 17 of its 1,788 lists (1%, the default) found 1.00 of
-the exact top 100 at 5.9-8.5x the speed of exact search in two runs (8 lists: 0.95 at
-9-12x; 44 lists, the default until then, 1.00 at only 4.8x in an earlier run of the same
-day, and at 11-13x in runs of earlier days, when exact search ran 2.8x slower); at 100,000
-artists 16 lists gave 0.999 at 3.9x (``--index 100k``). HNSW reached at most 0.71
-(efSearch 600), since inner product on vectors of unequal norm suits it less. On Last.fm's
-own vectors (17,632 artists, less clustered) IVF needed 6% of its lists for 0.97 recall at
-only 3x, so exact search stays the default below ``ann_threshold`` (100,000) artists.
+Measured with ``python benchmarks/scale.py`` (200,000 synthetic artists, the funnel's
+254-dimension vectors: 250 tag components, popularity and freshness; 2,000 queries,
+K = 100): IVF probing 17 of its 1,788 lists (1%, the default) found 1.00 of the exact top
+100 at 6.1-7.5x the speed of exact search in two runs (8 lists: 0.92 at 8x); on the
+504-dimension vectors of ``tag_dim=500`` the same probes gave 1.00 at 5.9-8.5x. At 100,000
+artists 16 lists gave 0.995 at 3.2x (``--index 100k``; 0.999 at 3.9x on 504 dimensions).
+HNSW reached at most 0.64-0.71 (efSearch 600), since inner product on vectors of unequal
+norm suits it less. On Last.fm's own vectors (17,632 artists, less clustered) IVF needed 6%
+of its lists for 0.97 recall at only 3x, so exact search stays the default below
+``ann_threshold`` (100,000) artists.
 """
 
 from __future__ import annotations
