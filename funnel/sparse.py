@@ -67,12 +67,13 @@ def most_first(matrix: sp.csr_matrix) -> sp.csr_matrix:
         (matrix.data[1:] == matrix.data[:-1]) & (matrix.indices[1:] > matrix.indices[:-1]))
     if np.all(later | ~same_row):
         return matrix
-    data = matrix.data
-    levels = int(data.max(initial=0)) + 1 if len(data) else 1
-    whole = len(data) and data.min() >= 0 and np.all(data == np.round(data))
-    if whole and matrix.shape[0] * levels * max(matrix.shape[1], 1) < 2**62:
+    data = matrix.data  # not empty: an empty matrix is already in order
+    levels = int(data.max()) + 1
+    whole = data.min() >= 0 and np.all(data == np.round(data))
+    if whole and matrix.shape[0] * levels * matrix.shape[1] < 2**62:
         # small counts (friends listening): one int64 key sorts 8x faster than a 3-key lexsort
-        key = (row * levels + (levels - 1 - data.astype(np.int64))) * np.int64(matrix.shape[1]) + matrix.indices
+        rank = row * levels + (levels - 1 - data.astype(np.int64))
+        key = rank * np.int64(matrix.shape[1]) + matrix.indices
         order = np.argsort(key)
     else:
         order = np.lexsort((matrix.indices, -data, row))
@@ -84,13 +85,12 @@ def leading_entries(matrix: sp.csr_matrix, width: int) -> tuple[np.ndarray, np.n
 
     Short rows are padded with -1 columns and -inf values.
     """
-    starts = matrix.indptr[:-1]
-    lengths = np.minimum(np.diff(matrix.indptr), width)
-    offset = np.arange(width)
-    present = offset[None, :] < lengths[:, None]
-    at = np.where(present, starts[:, None] + offset[None, :], 0)
+    shape = (matrix.shape[0], width)
     if matrix.nnz == 0:
-        return np.full(present.shape, -1, np.int64), np.full(present.shape, -np.inf, np.float32)
+        return np.full(shape, -1, np.int64), np.full(shape, -np.inf, np.float32)
+    offset = np.arange(width)
+    present = offset[None, :] < np.minimum(np.diff(matrix.indptr), width)[:, None]
+    at = np.where(present, matrix.indptr[:-1, None] + offset[None, :], 0)
     cols = np.where(present, matrix.indices[at], -1).astype(np.int64)
     values = np.where(present, matrix.data[at], -np.inf).astype(np.float32)
     return cols, values

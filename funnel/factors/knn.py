@@ -78,7 +78,9 @@ class UserKNN:
         blocks = [self._neighbours(np.arange(start, min(start + self.block_size, n_train)),
                                    self.rows_[start:start + self.block_size])
                   for start in range(0, n_train, self.block_size)]
-        return sp.csr_matrix(sp.vstack(blocks, format="csr")) if blocks else sp.csr_matrix((0, 0), dtype=np.float32)
+        if not blocks:
+            return sp.csr_matrix((0, 0), dtype=np.float32)
+        return sp.csr_matrix(sp.vstack(blocks, format="csr"))
 
     def _neighbours(self, users: np.ndarray, unit_rows: sp.csr_matrix) -> sp.csr_matrix:
         """The ``n_neighbors`` most similar training users of each unit-norm row (not itself)."""
