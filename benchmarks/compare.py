@@ -20,8 +20,9 @@ import pandas as pd
 
 from funnel import FunnelConfig, Recommender, load_lastfm, split
 from funnel.baselines import ALSRecommender, BPRRecommender, EASERecommender, PopularityRecommender
-from funnel.candidates import ArtistEmbedder, TagSource
+from funnel.candidates import TagSource
 from funnel.evaluation import candidate_recall, novelty, ranking_metrics
+from funnel.stages import Stages
 from memory import PeakMemory
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,9 +38,9 @@ class StageOneOnly:
         self.seed = seed
 
     def fit(self, dataset):
-        config = FunnelConfig()
-        self.source_ = TagSource(max(KS), ArtistEmbedder(config.tag_dim, seed=self.seed), seed=self.seed,
-                                 search_dim=config.tag_search_dim).fit(dataset)
+        stages = Stages(FunnelConfig(seed=self.seed))
+        self.source_ = TagSource(max(KS), stages.make_embedder(), seed=self.seed,
+                                 search_dim=stages.config.tag_search_dim).fit(dataset)
         self.dataset_ = dataset
         return self
 

@@ -94,12 +94,11 @@ def index_comparison(size: str, n_queries: int = 2000) -> dict:
     ``nprobe`` and HNSW ``efSearch``.
     """
     from funnel import FunnelConfig
-    from funnel.candidates import ArtistEmbedder
+    from funnel.stages import Stages
 
     config = FunnelConfig()
     data = dataset(size)
-    embedder = ArtistEmbedder(config.tag_dim, config.popularity_weight, config.freshness_weight,
-                              config.seed).fit(data)  # the funnel's own artist vectors
+    embedder = Stages(config).make_embedder().fit(data)  # the funnel's own artist vectors
     rng = np.random.default_rng(0)
     rows = rng.choice(data.n_users, min(n_queries, data.n_users), replace=False)
     history = data.matrix[rows]

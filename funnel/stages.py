@@ -80,8 +80,7 @@ class Stages:
 
         def embeddings_and_svd() -> tuple[ArtistEmbedder, BiasedSVDFactors, dict[str, float]]:
             with self._timed("artist embeddings"):
-                embedder = ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight,
-                                          cfg.seed).fit(dataset)
+                embedder = self.make_embedder().fit(dataset)
             with self._timed("BiasedSVD"):
                 fitted = svd() if svd is not None else self.make_svd().fit(dataset.matrix)
             return embedder, fitted, self.fit_seconds_
@@ -132,6 +131,11 @@ class Stages:
         started = time.perf_counter()
         yield
         self.fit_seconds_[step] = time.perf_counter() - started
+
+    def make_embedder(self) -> ArtistEmbedder:
+        """An unfitted artist embedder (stage one's tag, popularity and freshness vectors)."""
+        cfg = self.config
+        return ArtistEmbedder(cfg.tag_dim, cfg.popularity_weight, cfg.freshness_weight, cfg.seed)
 
     def make_als(self) -> ALSFactors:
         """An unfitted ALS (average of ``als_models``) with this configuration."""
@@ -290,8 +294,7 @@ class Stages:
         self = cls(config)
         def group(prefix: str) -> dict[str, np.ndarray]:
             return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-        self.embedder_ = ArtistEmbedder(config.tag_dim, config.popularity_weight,
-                                        config.freshness_weight, config.seed)
+        self.embedder_ = self.make_embedder()
         self.embedder_.vectors_ = arrays["embedder/vectors"]
         self.embedder_.tag_dim_ = int(arrays["embedder/tag_dim"][0])
         self.embedder_.stats_ = group("embedder/stats/")
