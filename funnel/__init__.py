@@ -1,13 +1,12 @@
 """funnel: a two-stage (candidate generation + ranking) music artist recommender."""
 
-from funnel.config import FunnelConfig
-from funnel.data import Dataset, load_lastfm
-from funnel.data import split
-from funnel.errors import (ArtifactError, ConfigError, DataError, FunnelError, NotFittedError,
-                           UnknownUserError)
-from funnel.recommender import Recommender
+__version__ = "0.2.0"
 
-__version__ = "0.1.0"
+from funnel.config import FunnelConfig  # noqa: E402 - the version first: saved models record it
+from funnel.data import Dataset, load_lastfm, split  # noqa: E402
+from funnel.errors import (ArtifactError, ConfigError, DataError, FunnelError, NotFittedError,  # noqa: E402
+                           UnknownUserError)
+from funnel.recommender import Recommender  # noqa: E402
 
 __all__ = ["ArtifactError", "ConfigError", "DataError", "Dataset", "FunnelConfig", "FunnelError",
            "NotFittedError", "Recommender", "UnknownUserError", "load_lastfm", "split"]

@@ -15,9 +15,11 @@ from funnel.data import Dataset
 from funnel.data.dataset import lookup_ids
 from funnel.data.history import History, parse_history
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
-from funnel.factors import EASE, ALSFactors, confidence
-from funnel.factors.als import single_threaded_blas
-from funnel.recommender import check_n, in_batches
+from threadpoolctl import threadpool_limits
+
+from funnel.batching import in_batches
+from funnel.factors import EASE, confidence
+from funnel.recommender import check_n
 from funnel.sparse import top_n_per_row
 
 
@@ -68,17 +70,21 @@ class _FullCatalogue:
                                       "artist_name": self.artist_names_[items].astype(object),
                                       "score": s[best]})
 
+    def _rows(self, users: Iterable[int] | None) -> np.ndarray:
+        """Internal rows of ``users`` (all by default)."""
+        if users is None:
+            return np.arange(len(self.user_ids_))
+        ids = np.asarray(list(users), dtype=object)
+        rows = lookup_ids(self.user_ids_, ids)
+        if (rows < 0).any():
+            raise UnknownUserError(f"unknown user id(s) {ids[rows < 0][:5].tolist()}")
+        return rows
+
     def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
         """``user_id, rank, artist_id, artist_name, score`` for every (or each given) user."""
         self._check_fitted()
         n = check_n(n, len(self.artist_ids_))
-        if users is None:
-            rows = np.arange(len(self.user_ids_))
-        else:
-            ids = np.asarray(list(users), dtype=np.int64)
-            rows = lookup_ids(self.user_ids_, ids)
-            if (rows < 0).any():
-                raise UnknownUserError(f"unknown user id(s) {ids[rows < 0][:5].tolist()}")
+        rows = self._rows(users)
 
         def rank_batch(batch: np.ndarray) -> pd.DataFrame:
             r, frame = self._top(self._scores(batch), self.history_[batch], n)
@@ -96,26 +102,27 @@ class _FullCatalogue:
 
 
 class ALSRecommender(_FullCatalogue):
-    """The ALS-only baseline: implicit ALS scores over the full catalogue, history excluded.
+    """The ALS-only baseline: implicit's ALS and its own batch ``recommend``, history excluded.
 
     Defaults were tuned on a validation split cut from the per-user training data
-    (``python benchmarks/tune_als.py``), never on a test split.
+    (``python benchmarks/tune_als.py``), never on a test split. Recommendations come from
+    implicit's ``recommend(users, user_items, N, filter_already_liked_items=True)`` over all
+    requested users at once, so the speed compared is implicit's as its users run it.
 
     Parameters
     ----------
     factors, iterations : int
     alpha, regularization : float
     confidence : {"binary", "log", "raw"}
+        Transform of play counts before ``alpha``.
     seed : int
     n_threads : int
-        Threads for implicit's ALS and for the batches of ``recommend_all`` (0: all cores).
-    n_models : int
-        ALS models from different seeds whose scores are averaged (1: plain ALS).
+        implicit's threads (0: all cores).
     """
 
     def __init__(self, factors: int = 32, iterations: int = 30, alpha: float = 10.0,
                  regularization: float = 0.01, confidence: str = "binary", seed: int = 0,
-                 n_threads: int = 0, n_models: int = 1) -> None:
+                 n_threads: int = 0) -> None:
         self.factors = factors
         self.iterations = iterations
         self.alpha = alpha
@@ -123,22 +130,48 @@ class ALSRecommender(_FullCatalogue):
         self.confidence = confidence
         self.seed = seed
         self.n_threads = n_threads
-        self.n_models = n_models
 
-    def fit(self, dataset: Dataset) -> "ALSRecommender":
-        """Fit ALS on ``dataset``'s play counts; returns ``self``."""
+    def fit(self, dataset: Dataset) -> ALSRecommender:
+        """Fit implicit's ALS on ``dataset``'s play counts; returns ``self``."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
         self._remember(dataset)
-        self.als_ = ALSFactors(self.factors, self.iterations, self.alpha, self.regularization,
-                               self.confidence, self.seed, self.n_threads, self.n_models).fit(dataset.matrix)
+        self.user_items_ = confidence(dataset.matrix, self.confidence)
+        with threadpool_limits(1, user_api="blas"):  # implicit's advice: its threads, not BLAS's
+            self.model_ = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                                  alpha=self.alpha, iterations=self.iterations,
+                                                  random_state=self.seed, num_threads=self.n_threads)
+            self.model_.fit(self.user_items_, show_progress=False)
         return self
 
-    def _scores(self, rows: np.ndarray) -> np.ndarray:
-        return self.als_.user_factors_[rows] @ self.als_.item_factors_.T
+    def _recommend(self, rows: np.ndarray, user_items: sp.csr_matrix, n: int, recalculate: bool
+                   ) -> tuple[np.ndarray, pd.DataFrame]:
+        n = min(n, len(self.artist_ids_))
+        ids, scores = self.model_.recommend(rows, user_items, N=n, filter_already_liked_items=True,
+                                            recalculate_user=recalculate)
+        ok = (ids >= 0) & np.isfinite(scores) & (scores > -np.finfo(np.float32).max)
+        batch_rows = np.repeat(np.arange(len(rows)), ok.sum(axis=1))
+        rank = np.arange(ok.size).reshape(ok.shape) % n + 1
+        items = ids[ok]
+        return batch_rows, pd.DataFrame({"rank": rank[ok], "artist_id": self.artist_ids_[items],
+                                         "artist_name": self.artist_names_[items].astype(object),
+                                         "score": scores[ok].astype(np.float64)})
 
-    def _scores_for_history(self, history: sp.csr_matrix) -> np.ndarray:
-        # implicit's recalculate_user: the same least-squares step ALS takes for every user
-        users = np.full(history.shape[0], -1)
-        return self.als_.user_vectors(users, history) @ self.als_.item_factors_.T
+    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None) -> pd.DataFrame:
+        """``user_id, rank, artist_id, artist_name, score`` for every (or each given) user."""
+        self._check_fitted()
+        n = check_n(n, len(self.artist_ids_))
+        rows = self._rows(users)
+        batch_rows, frame = self._recommend(rows, self.user_items_[rows], n, recalculate=False)
+        frame.insert(0, "user_id", self.user_ids_[rows[batch_rows]])
+        return frame
+
+    def recommend_for_history(self, history: History, n: int = 20) -> pd.DataFrame:
+        """``rank, artist_id, artist_name, score`` for a new listener (implicit's ``recalculate_user``)."""
+        self._check_fitted()
+        n = check_n(n, len(self.artist_ids_))
+        row, _ = parse_history(history, self.artist_ids_)
+        return self._recommend(np.array([0]), confidence(row, self.confidence), n, recalculate=True)[1]
 
 
 class PopularityRecommender(_FullCatalogue):
@@ -180,7 +213,7 @@ class BPRRecommender(_FullCatalogue):
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         self._remember(dataset)
-        with single_threaded_blas():
+        with threadpool_limits(1, user_api="blas"):
             model = BayesianPersonalizedRanking(factors=self.factors, learning_rate=self.learning_rate,
                                                 regularization=self.regularization,
                                                 iterations=self.iterations, random_state=self.seed)
@@ -211,7 +244,7 @@ class EASERecommender(_FullCatalogue):
     def fit(self, dataset: Dataset) -> "EASERecommender":
         """Fit EASE; returns ``self``."""
         self._remember(dataset)
-        self.ease_ = EASE(self.l2, self.min_listeners, self.max_artists).fit(dataset.matrix)
+        self.ease_ = EASE(self.l2, self.min_listeners, self.max_artists).fit(dataset)
         return self
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:

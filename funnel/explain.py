@@ -8,8 +8,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from typing import TYPE_CHECKING
+
+from funnel.batch import Batch
+from funnel.candidates import CandidateSet
 from funnel.ranking.features import rowwise_dot
 from funnel.sparse import top_n_per_row
+
+if TYPE_CHECKING:
+    from funnel.recommender import Recommender
 
 TRIPLES_PER_CHUNK = 1 << 15
 _INDEXED = re.compile(r"_\d+$")
@@ -97,3 +104,24 @@ def explanation_columns(sources: list[dict[str, int]], because_pairs: tuple[np.n
         "contributions": contributions,
         "reason": [reason(s, b, c) for s, b, c in zip(sources, because, contributions)],
     })
+
+
+def explanations(model: Recommender, batch: Batch, cands: CandidateSet, X: np.ndarray, best: np.ndarray
+                 ) -> pd.DataFrame:
+    """The explanation columns of the chosen candidate pairs ``best`` of a batch."""
+    stages = model.stages_
+    sources = found_by({k: v[best] for k, v in cands.ranks.items()},
+                       {s.name: s.n_candidates for s in stages.sources_})
+    # co-listening closeness from the ALS artist factors; the artist embedding without ALS
+    vectors = stages.models_["als"].item_factors_ if "als" in stages.models_ \
+        else stages.models_["embedder"].vectors_ if "embedder" in stages.models_ else None
+    pair = artist = np.empty(0, np.int64)
+    if vectors is not None:
+        pair, artist, _ = closest_history(vectors, batch.history, cands.rows[best], cands.items[best])
+    contributions: list[dict[str, float]] = [{} for _ in range(len(best))]
+    if hasattr(model.ranker_, "contributions"):
+        ranking = stages.ranking_columns_
+        names = [f for f, r in zip(model.feature_names_, ranking) if r]
+        contributions = top_contributions(model.ranker_.contributions(X[best])[:, ranking], names)
+    return explanation_columns(sources, (pair, artist), len(best), model.artist_ids_, model.artist_names_,
+                               contributions)

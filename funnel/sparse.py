@@ -31,6 +31,12 @@ def weighted(plays: sp.spmatrix, kind: str = "binary", dtype: type = np.float32)
     return sp.csr_matrix((data, plays.indices.copy(), plays.indptr.copy()), shape=plays.shape)
 
 
+def row_normalize(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), float32."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
 def row_of_entries(matrix: sp.csr_matrix) -> np.ndarray:
     """The row of each stored entry of a CSR matrix, in storage order (int64)."""
     return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
@@ -147,14 +153,9 @@ def csr_to_arrays(matrix: sp.csr_matrix, prefix: str = "") -> dict[str, np.ndarr
             f"{prefix}indptr": matrix.indptr, f"{prefix}shape": np.array(matrix.shape)}
 
 
-def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "",
-                    shape: tuple[int, int] | None = None) -> sp.csr_matrix:
-    """The CSR matrix written by :func:`csr_to_arrays` (float32 values).
-
-    ``shape`` is used when the arrays do not record one (saves made before they did).
-    """
-    if f"{prefix}shape" in arrays or shape is None:
-        shape = tuple(int(n) for n in arrays[f"{prefix}shape"])
+def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> sp.csr_matrix:
+    """The CSR matrix written by :func:`csr_to_arrays` (float32 values)."""
+    shape = tuple(int(n) for n in arrays[f"{prefix}shape"])
     return sp.csr_matrix((np.asarray(arrays[f"{prefix}data"], np.float32), arrays[f"{prefix}indices"],
                           arrays[f"{prefix}indptr"]), shape=shape)
 

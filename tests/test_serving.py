@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -14,11 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 ROOT = Path(__file__).resolve().parents[1]
+PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+INT64_EDGES = [2**63 - 1, 2**63, -2**63 - 1, -2**63, 2**70]  # the last fits in no int64 either
 
 
 def free_port() -> int:
@@ -38,6 +43,41 @@ def call(base: str, path: str, body: object | bytes | None = None, timeout: floa
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def conforms(value: object, schema: dict, spec: dict) -> bool:
+    """Whether ``value`` fits ``schema`` (the subset of JSON Schema FastAPI writes for responses)."""
+    if "$ref" in schema:
+        return conforms(value, spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]], spec)
+    if "anyOf" in schema:
+        return any(conforms(value, option, spec) for option in schema["anyOf"])
+    kind = schema.get("type")
+    if kind == "object":
+        if not isinstance(value, dict) or not set(schema.get("required", ())) <= set(value):
+            return False
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties", True)
+        for key, item in value.items():
+            inner = properties.get(key, extra)
+            if inner is False or (inner is not True and not conforms(item, inner, spec)):
+                return False
+        return True
+    if kind == "array":
+        return isinstance(value, list) and all(conforms(item, schema.get("items", {}), spec) for item in value)
+    types = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
+    if kind in types:
+        return isinstance(value, types[kind]) and (kind == "boolean" or not isinstance(value, bool))
+    return True
+
+
+def assert_documented(spec: dict, method: str, path: str, status: int, body: object) -> None:
+    """The answer ``status, body`` to ``method path`` is documented, and its body fits its schema."""
+    path = path.split("?")[0]
+    routes = [route for route in spec["paths"] if re.fullmatch(re.sub(r"\{\w+\}", "[^/]+", route), path)]
+    assert len(routes) == 1, f"no route for {path}"
+    responses = spec["paths"][routes[0]][method]["responses"]
+    assert str(status) in responses, f"{status} is not documented for {method.upper()} {routes[0]}"
+    schema = responses[str(status)]["content"]["application/json"]["schema"]
+    assert conforms(body, schema, spec), f"{method.upper()} {path} -> {status} {body} does not fit {schema}"
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +104,27 @@ def server(fitted, tmp_path_factory):
     assert "Traceback" not in output, output
 
 
-def test_health_describes_the_model(server, fitted):
+@pytest.fixture(scope="module")
+def openapi(server):
+    status, spec = call(server, "/openapi.json")
+    assert status == 200
+    return spec
+
+
+def test_health_describes_the_model(server, openapi, fitted):
     status, body = call(server, "/health")
     assert status == 200
+    assert_documented(openapi, "get", "/health", status, body)
     assert body["data_fingerprint"] == fitted.fingerprint_
     assert body["n_users"] == len(fitted.user_ids_) and body["n_artists"] == len(fitted.artist_ids_)
     assert body["format_version"] >= 1 and body["max_n"] == 50
 
 
-def test_recommend_known_user_with_explanations(server, fitted, synth):
+def test_recommend_known_user_with_explanations(server, openapi, fitted, synth):
     user = int(synth.user_ids[2])
     status, body = call(server, "/recommend", {"user_id": user, "n": 7})
     assert status == 200
+    assert_documented(openapi, "post", "/recommend", status, body)
     recs = body["recommendations"]
     expected = fitted.recommend(user, n=7)
     assert [r["artist_id"] for r in recs] == expected["artist_id"].tolist()
@@ -87,47 +136,98 @@ def test_recommend_known_user_with_explanations(server, fitted, synth):
     assert {b["artist_id"] for b in explanation["because"]} <= seen
 
 
-def test_recommend_for_a_new_listener(server):
+def test_recommend_for_a_new_listener(server, openapi):
     status, body = call(server, "/recommend/history", {"artists": [1, 5, 9, 999999], "n": 5})
     assert status == 200 and body["unknown_artists"] == [999999]
     assert len(body["recommendations"]) == 5
-    status, body = call(server, "/recommend/history", {"artists": {"1": 30, "5": 2}, "n": 3, "explain": False})
+    assert_documented(openapi, "post", "/recommend/history", status, body)
+    status, body = call(server, "/recommend/history", {"artists": {"1": 30, "5": 2.5}, "n": 3, "explain": False})
     assert status == 200 and "explanation" not in body["recommendations"][0]
+    assert_documented(openapi, "post", "/recommend/history", status, body)
 
 
-def test_similar_artists(server):
+def test_similar_artists(server, openapi):
     status, body = call(server, "/artists/1/similar?n=4")
     assert status == 200 and len(body["similar"]) == 4
+    assert_documented(openapi, "get", "/artists/1/similar", status, body)
     assert 1 not in {a["artist_id"] for a in body["similar"]}
 
 
 @pytest.mark.parametrize("path, body, status, message", [
     ("/recommend", {"user_id": 999999, "n": 5}, 404, "unknown user"),
     ("/recommend", {"user_id": 1, "n": 0}, 422, "greater than or equal to 1"),
-    ("/recommend", {"user_id": 1, "n": 51}, 422, "between 1 and 50"),
+    ("/recommend", {"user_id": 1, "n": 51}, 422, "less than or equal to 50"),
     ("/recommend", {"user_id": 1, "n": 2.5}, 422, "valid integer"),
     ("/recommend", {"user_id": "one"}, 422, "valid integer"),
     ("/recommend", b'{"user_id": 1,', 422, "JSON decode error"),
+    ("/recommend", b"[1]", 422, "Content-Type: application/json"),
+    ("/recommend", b'{"user_id": ' + b"9" * 5000 + b"}", 400, "error parsing the body"),
     ("/recommend/history", {"artists": [999998, 999999]}, 422, "none of the history"),
-    ("/recommend/history", {"artists": []}, 422, "empty"),
-    ("/recommend/history", {"artists": {"x": 3}}, 422, "must be integers"),
-    ("/recommend/history", {"artists": {"1": -3}}, 422, "> 0"),
+    ("/recommend/history", {"artists": []}, 422, "at least 1 item"),
+    ("/recommend/history", {"artists": {}}, 422, "at least 1 item"),
+    ("/recommend/history", {"artists": {"x": 3}}, 422, "should match pattern"),
+    ("/recommend/history", {"artists": {"--1": 3}}, 422, "should match pattern"),
+    ("/recommend/history", {"artists": {"\u00b2": 3}}, 422, "should match pattern"),
+    ("/recommend/history", {"artists": {"9" * 5000: 3}}, 422, "too many digits"),
+    ("/recommend/history", {"artists": {"1": -3}}, 422, "greater than 0"),
+    ("/recommend/history", {"artists": {"1": "3"}}, 422, "valid number"),
+    ("/recommend/history", {"artists": [2**70]}, 422, "64 bits"),
+    ("/recommend/history", {"artists": [1], "n": 51}, 422, "less than or equal to 50"),
     ("/recommend/history", b'{"artists": [' + b"1," * 600_000 + b'1]}', 413, "too large"),
     ("/artists/999999/similar", None, 404, "unknown artist"),
-    ("/artists/1/similar?n=0", None, 422, "between 1 and 50"),
+    ("/artists/1/similar?n=0", None, 422, "greater than or equal to 1"),
+    ("/artists/1/similar?n=51", None, 422, "less than or equal to 50"),
+    ("/artists/one/similar", None, 422, "valid integer"),
     ("/nowhere", None, 404, "Not Found"),
 ])
-def test_bad_requests_get_json_errors(server, path, body, status, message):
+def test_bad_requests_get_json_errors(server, openapi, path, body, status, message):
     got, payload = call(server, path, body)
     assert got == status
     assert message in json.dumps(payload)
+    if path != "/nowhere":  # every error of a route is documented, and fits its documented schema
+        assert_documented(openapi, "get" if body is None else "post", path, got, payload)
+    if got == 422:  # where and what only, the input is not echoed back
+        assert all(set(error) == {"loc", "msg", "type"} for error in payload["detail"])
     assert call(server, "/health")[0] == 200  # and it keeps serving
 
 
-def test_openapi_docs(server):
-    status, schema = call(server, "/openapi.json")
-    assert status == 200
-    assert {"/health", "/recommend", "/recommend/history", "/artists/{artist_id}/similar"} <= set(schema["paths"])
+@pytest.mark.parametrize("unknown", INT64_EDGES)
+def test_ids_at_and_past_the_int64_edges_are_unknown_not_errors(server, openapi, unknown):
+    status, body = call(server, "/recommend", {"user_id": unknown, "n": 5})
+    assert status == 404 and "unknown user" in body["detail"]
+    assert_documented(openapi, "post", "/recommend", status, body)
+    status, body = call(server, f"/artists/{unknown}/similar?n=5")
+    assert status == 404 and "unknown artist" in body["detail"]
+    assert_documented(openapi, "get", f"/artists/{unknown}/similar", status, body)
+
+
+@PROPERTY
+@given(some_id=st.one_of(st.integers(-3, 250), st.integers()))
+@example(some_id=INT64_EDGES[0])
+@example(some_id=INT64_EDGES[1])
+@example(some_id=INT64_EDGES[2])
+@example(some_id=INT64_EDGES[3])
+@example(some_id=INT64_EDGES[4])
+def test_any_integer_id_is_known_or_a_404(server, fitted, some_id):
+    status, _ = call(server, "/recommend", {"user_id": some_id, "n": 3, "explain": False})
+    assert status == (200 if some_id in set(fitted.user_ids_.tolist()) else 404)
+    status, _ = call(server, f"/artists/{some_id}/similar?n=3")
+    assert status == (200 if some_id in set(fitted.artist_ids_.tolist()) else 404)
+
+
+def test_openapi_docs(server, openapi):
+    assert {"/health", "/recommend", "/recommend/history", "/artists/{artist_id}/similar"} <= set(openapi["paths"])
+    for path, method in [("/recommend", "post"), ("/recommend/history", "post"),
+                         ("/artists/{artist_id}/similar", "get")]:
+        responses = openapi["paths"][path][method]["responses"]
+        assert {"200", "404", "413", "422", "500"} <= set(responses), path
+        schema = {status: responses[status]["content"]["application/json"]["schema"] for status in responses}
+        assert schema["422"] == {"$ref": "#/components/schemas/HTTPValidationError"}
+        assert schema["404"] == schema["413"] == schema["500"] == {"$ref": "#/components/schemas/ErrorMessage"}
+    schemas = openapi["components"]["schemas"]
+    assert schemas["ErrorMessage"]["required"] == ["detail"]
+    assert schemas["HTTPValidationError"]["properties"]["detail"]["type"] == "array"
+    assert {"loc", "msg", "type"} <= set(schemas["ValidationError"]["required"])
     with urllib.request.urlopen(server + "/docs", timeout=10) as response:
         assert response.status == 200
 

@@ -1,10 +1,23 @@
-"""Stage one, candidate generation: artist embeddings, FAISS indexes, candidate sources."""
+"""Stage one, candidate generation: sources of scored artists per user, merged into one set.
 
-from funnel.candidates.base import CandidateSource, drop_seen
-from funnel.candidates.embeddings import ArtistEmbedder, artist_statistics
+``SOURCES`` maps the names the ``candidates`` setting uses to source classes; registering
+another class there makes it available to every configuration (``docs/extending.md``).
+"""
+
+from funnel.candidates.base import drop_seen, top_k_ordered, top_k_unseen
 from funnel.candidates.merge import CandidateSet, merge_candidates
-from funnel.candidates.sources import (ALSSource, EASESource, FriendsSource, PopularitySource,
-                                      TagSource)
+from funnel.candidates.sources import (ALSSource, EASESource, FriendsSource, IndexSource, PopularitySource,
+                                       TagSource)
+from funnel.protocols import CandidateSource
+from funnel.registry import Registry
 
-__all__ = ["ALSSource", "EASESource", "FriendsSource", "ArtistEmbedder", "CandidateSet", "CandidateSource", "PopularitySource",
-           "TagSource", "artist_statistics", "drop_seen", "merge_candidates"]
+SOURCES: Registry[CandidateSource] = Registry("candidate source", "candidates")
+SOURCES.add("tags", TagSource)
+SOURCES.add("als", ALSSource)
+SOURCES.add("ease", EASESource)
+SOURCES.add("friends", FriendsSource)
+SOURCES.add("popularity", PopularitySource)
+
+__all__ = ["ALSSource", "CandidateSet", "CandidateSource", "EASESource", "FriendsSource", "IndexSource",
+           "PopularitySource", "SOURCES", "TagSource", "drop_seen", "merge_candidates", "top_k_ordered",
+           "top_k_unseen"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,12 @@ class CandidateSet:
     def __len__(self) -> int:
         return len(self.rows)
 
+    def subset(self, keep: np.ndarray) -> CandidateSet:
+        """The pairs where boolean mask ``keep`` is set."""
+        return CandidateSet(rows=self.rows[keep], items=self.items[keep],
+                            ranks={k: v[keep] for k, v in self.ranks.items()},
+                            scores={k: v[keep] for k, v in self.scores.items()})
+
     def counts(self, n_rows: int) -> np.ndarray:
         """Number of candidates of each batch row."""
         return np.bincount(self.rows, minlength=n_rows)
@@ -39,7 +46,7 @@ class CandidateSet:
 def merge_candidates(
     retrieved: list[tuple[str, np.ndarray, np.ndarray]],
     n_items: int,
-    extra: list[np.ndarray] = (),
+    extra: Sequence[np.ndarray] = (),
 ) -> CandidateSet:
     """Union the sources' ``(name, ids, scores)`` lists; ``extra`` id arrays add pairs only.
 

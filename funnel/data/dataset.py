@@ -357,9 +357,45 @@ class Dataset:
 
 
 def lookup_ids(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Positions of ``ids`` in the sorted array ``sorted_ids``; -1 for ids not in it."""
-    ids = np.asarray(ids, dtype=np.int64)
-    pos = np.searchsorted(sorted_ids, ids)
-    pos = np.clip(pos, 0, max(len(sorted_ids) - 1, 0))
-    found = (len(sorted_ids) > 0) & (sorted_ids[pos] == ids) if len(sorted_ids) else np.zeros(ids.shape, bool)
+    """Positions of ``ids`` in the sorted int64 array ``sorted_ids``; -1 for ids not in it.
+
+    An id that cannot be an int64 is in no catalogue and gets -1 without raising: an integer
+    beyond the 64-bit range, a non-integral or non-finite float, a string, None, a bool array
+    (a list numpy types as int64, ``[True, 2]``, counts True as 1).
+    Integer and float arrays are checked vectorised; only object arrays (Python ints beyond
+    64 bits, mixed types) and lists numpy cannot type as integers go element by element.
+    """
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    values = np.asarray(ids)
+    if not hasattr(ids, "dtype") and values.dtype.kind not in "iu":
+        # numpy types a list by promotion: ints past int64 next to negative ones become float64
+        # (losing digits), ints next to strings become strings; so look at each element instead
+        values = np.array(ids, dtype=object)
+    kind = values.dtype.kind
+    valid: np.ndarray | bool = True
+    if kind == "i":
+        wanted = values.astype(np.int64, copy=False)
+    elif kind == "u":
+        valid = values <= hi
+        wanted = np.where(valid, values, 0).astype(np.int64)
+    elif kind == "f":
+        valid = np.isfinite(values) & (values == np.floor(values)) & (values >= lo) & (values < 2.0 ** 63)
+        wanted = np.where(valid, values, 0).astype(np.int64)
+    elif kind == "O":
+        flat = values.ravel()
+        wanted, valid = np.zeros(flat.shape, np.int64), np.zeros(flat.shape, bool)
+        for i, value in enumerate(flat):
+            if isinstance(value, (bool, np.bool_)):
+                continue
+            if isinstance(value, (float, np.floating)) and float(value).is_integer():
+                value = int(value)
+            if isinstance(value, (int, np.integer)) and lo <= value <= hi:
+                wanted[i], valid[i] = value, True
+        wanted, valid = wanted.reshape(values.shape), valid.reshape(values.shape)
+    else:  # bools, strings, dates, ...: not ids
+        wanted, valid = np.zeros(values.shape, np.int64), np.zeros(values.shape, bool)
+    if len(sorted_ids) == 0:
+        return np.full(values.shape, -1, np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
+    found = valid & (sorted_ids[pos] == wanted)
     return np.where(found, pos, -1).astype(np.int64)

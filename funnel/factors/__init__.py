@@ -1,9 +1,24 @@
-"""Interaction embeddings shared by both stages: ALS (implicit) and BiasedSVD (surprise)."""
+"""The models both stages share, fitted once per dataset: factor models, item-item models,
+artist embeddings, friends' listening and statistics.
+
+A model has ``name``, ``from_config(config)``, ``fit(dataset)`` and ``to_arrays`` /
+``set_arrays``; candidate sources and feature groups name the models they read in their
+``requires``, and :class:`funnel.stages.Stages` fits each needed model once.
+"""
 
 from funnel.factors.als import ALSFactors, confidence
-from funnel.factors.ease import EASE
-from funnel.factors.knn import UserKNN
+from funnel.factors.ease import EASE, LogEASE
+from funnel.factors.embeddings import ArtistEmbedder, artist_statistics
 from funnel.factors.rp3 import RP3beta
+from funnel.factors.social import FriendListening
+from funnel.factors.statistics import PopularityChart, UserStatistics
 from funnel.factors.svd import BiasedSVDFactors, plays_to_ratings
+from funnel.registry import Registry
 
-__all__ = ["ALSFactors", "EASE", "RP3beta", "UserKNN", "BiasedSVDFactors", "confidence", "plays_to_ratings"]
+MODELS: Registry = Registry("model", "requires")
+for _model in (ArtistEmbedder, ALSFactors, BiasedSVDFactors, EASE, LogEASE, RP3beta, FriendListening,
+               PopularityChart, UserStatistics):
+    MODELS.add(_model.name, _model)
+
+__all__ = ["ALSFactors", "ArtistEmbedder", "BiasedSVDFactors", "EASE", "FriendListening", "LogEASE", "MODELS",
+           "PopularityChart", "RP3beta", "UserStatistics", "artist_statistics", "confidence", "plays_to_ratings"]

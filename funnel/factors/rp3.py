@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row, weighted
+from funnel.batch import Batch
+from funnel.data import Dataset
+from funnel.errors import NotFittedError
+from funnel.sparse import csr_from_arrays, csr_to_arrays, lookup, top_n_per_row, weighted
+
+if TYPE_CHECKING:
+    from funnel.config import FunnelConfig
 
 
 def _row_stochastic(matrix: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
@@ -43,6 +50,8 @@ class RP3beta:
         ``(n_artists, n_artists)`` float32 artist-artist weights.
     """
 
+    name = "rp3"
+
     def __init__(self, alpha: float = 1.0, beta: float = 0.25, top_k: int = 200,
                  block_size: int = 1024) -> None:
         self.alpha = alpha
@@ -50,11 +59,13 @@ class RP3beta:
         self.top_k = top_k
         self.block_size = block_size
 
-    def fit(self, plays: sp.csr_matrix) -> "RP3beta":
-        """Fit on a users x artists play matrix (only presence matters); returns ``self``."""
-        if self.alpha <= 0 or self.beta < 0 or self.top_k < 1 or self.block_size < 1:
-            raise ConfigError(f"RP3beta needs alpha > 0, beta >= 0, top_k >= 1 and block_size >= 1, "
-                              f"got {self.alpha}, {self.beta}, {self.top_k}, {self.block_size}")
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> RP3beta:
+        return cls(config.rp3_alpha, config.rp3_beta, config.rp3_top_k)
+
+    def fit(self, dataset: Dataset | sp.csr_matrix) -> RP3beta:
+        """Fit on a dataset's (or a matrix of) play counts; only presence matters. Returns ``self``."""
+        plays = dataset.matrix if isinstance(dataset, Dataset) else sp.csr_matrix(dataset)
         binary = weighted(plays, "binary")
         n_artists = binary.shape[1]
         user_to_item = _row_stochastic(binary, self.alpha)
@@ -83,7 +94,11 @@ class RP3beta:
         """Sparse ``(n_rows, n_artists)`` scores of every artist for each history row."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("RP3beta is not fitted; call fit() first")
-        return weighted(history, "binary") @ self.weights_
+        return sp.csr_matrix(weighted(history, "binary") @ self.weights_)
+
+    def pair_scores(self, batch: Batch, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Score of each (batch row, artist) pair."""
+        return lookup(self.scores(batch.history), rows, items)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""

@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from typing import TYPE_CHECKING
+
+from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.factors.memo import LastCall
 from funnel.sparse import csr_from_arrays, csr_to_arrays, most_first, weighted
+
+
+if TYPE_CHECKING:
+    from funnel.config import FunnelConfig
 
 
 class FriendListening:
@@ -24,7 +30,13 @@ class FriendListening:
         Friends of each user that are in the training data.
     """
 
-    def fit(self, dataset: Dataset) -> "FriendListening":
+    name = "friends"
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> FriendListening:
+        return cls()
+
+    def fit(self, dataset: Dataset) -> FriendListening:
         """Build the counts from ``dataset.friends`` (none when it has no friendships)."""
         n_users = dataset.n_users
         friends = sp.csr_matrix((n_users, n_users), dtype=np.float32)
@@ -36,14 +48,13 @@ class FriendListening:
             friends.data[:] = 1.0  # duplicate pairs count once
         self.counts_ = most_first(sp.csr_matrix(friends @ weighted(dataset.matrix, "binary")))
         self.n_friends_ = np.diff(friends.indptr).astype(np.float32)
-        self._last = LastCall()
         return self
 
-    def rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
-        """Friend counts and number of friends for ``users``; new users (-1) have none."""
+    def rows(self, batch: Batch) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Friend counts and number of friends of the batch's users; new listeners (-1) have none."""
         if not hasattr(self, "counts_"):
             raise NotFittedError("FriendListening is not fitted; call fit() first")
-        return self._last.get((users,), lambda: self._rows(np.asarray(users)))
+        return batch.memo(self, "rows", lambda: self._rows(batch.users))
 
     def _rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         known = users >= 0
@@ -57,9 +68,8 @@ class FriendListening:
         """Fitted state as arrays for persistence."""
         return {**csr_to_arrays(self.counts_), "n_friends": self.n_friends_}
 
-    def set_arrays(self, arrays: dict[str, np.ndarray]) -> "FriendListening":
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> FriendListening:
         """Restore the state written by :meth:`to_arrays`."""
-        self.counts_ = most_first(csr_from_arrays(arrays))  # saves made before rows were ordered
+        self.counts_ = csr_from_arrays(arrays)
         self.n_friends_ = np.asarray(arrays["n_friends"], np.float32)
-        self._last = LastCall()
         return self

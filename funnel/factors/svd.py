@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel.errors import ConfigError, NotFittedError
-from funnel.sparse import as_csr, row_of_entries
+from funnel.batch import Batch
+from funnel.data import Dataset
+from funnel.errors import NotFittedError
+from funnel.sparse import as_csr, csr_from_arrays, csr_to_arrays, row_of_entries
 
-logger = logging.getLogger("funnel")
+if TYPE_CHECKING:
+    from funnel.config import FunnelConfig
 
 RATING_SCALE = (1.0, 5.0)
 
@@ -72,11 +76,46 @@ def _grouped(keys: np.ndarray, other: np.ndarray, values: np.ndarray, n_keys: in
     return defaultdict(list, {key: pairs[start:end] for key, (start, end) in enumerate(zip(starts, ends))})
 
 
+def fit_svd_arrays(ratings: dict[str, np.ndarray], factors: int, epochs: int, lr: float, reg: float,
+                   seed: int) -> dict[str, np.ndarray]:
+    """Fit scikit-surprise's biased ``SVD`` on a ratings matrix given as CSR arrays.
+
+    A pure function of arrays, so that it can run in a worker process
+    (``concurrent.futures.ProcessPoolExecutor``) beside the other fits: surprise's SGD holds
+    the GIL for its whole run. Returns the arrays of :meth:`BiasedSVDFactors.to_arrays`.
+    """
+    from surprise import SVD
+
+    matrix = csr_from_arrays(ratings)
+    trainset = surprise_trainset(matrix)
+    algo = SVD(n_factors=factors, n_epochs=epochs, biased=True, lr_all=lr, reg_all=reg, random_state=seed)
+    algo.fit(trainset)
+    n_users, n_items = matrix.shape
+    uid = _inner_order(trainset._raw2inner_id_users)
+    iid = _inner_order(trainset._raw2inner_id_items)
+    out = {"user_factors": np.zeros((n_users, factors), np.float32),
+           "item_factors": np.zeros((n_items, factors), np.float32),
+           "user_bias": np.zeros(n_users, np.float32), "item_bias": np.zeros(n_items, np.float32),
+           "global_mean": np.array([trainset.global_mean])}
+    out["user_factors"][uid] = algo.pu
+    out["item_factors"][iid] = algo.qi
+    out["user_bias"][uid] = algo.bu
+    out["item_bias"][iid] = algo.bi
+    return out
+
+
 class BiasedSVDFactors:
     """Biased matrix factorisation of ratings with scikit-surprise's ``SVD``.
 
     Ratings come from :func:`plays_to_ratings`. Artists and users surprise never saw get
     zero factors and biases.
+
+    Parameters
+    ----------
+    factors, epochs : int
+    lr, reg : float
+        Learning rate and regularisation of surprise's SGD.
+    seed : int
 
     Attributes
     ----------
@@ -84,6 +123,8 @@ class BiasedSVDFactors:
     user_bias_, item_bias_ : numpy.ndarray
     global_mean_ : float
     """
+
+    name = "svd"
 
     def __init__(self, factors: int = 32, epochs: int = 20, lr: float = 0.005,
                  reg: float = 0.05, seed: int = 0) -> None:
@@ -93,59 +134,55 @@ class BiasedSVDFactors:
         self.reg = reg
         self.seed = seed
 
-    def fit(self, plays: sp.csr_matrix) -> "BiasedSVDFactors":
-        """Fit on a users x artists CSR matrix of play counts; returns ``self``."""
-        from surprise import SVD
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> BiasedSVDFactors:
+        return cls(config.svd_factors, config.svd_epochs, config.svd_lr, config.svd_reg, config.seed)
 
-        if self.factors <= 0 or self.epochs <= 0:
-            raise ConfigError(f"BiasedSVD needs factors > 0 and epochs > 0, got {self.factors}, {self.epochs}")
-        trainset = surprise_trainset(plays_to_ratings(plays))
-        algo = SVD(n_factors=self.factors, n_epochs=self.epochs, biased=True, lr_all=self.lr,
-                   reg_all=self.reg, random_state=self.seed)
-        algo.fit(trainset)
-        n_users, n_items = plays.shape
-        uid = _inner_order(trainset._raw2inner_id_users)
-        iid = _inner_order(trainset._raw2inner_id_items)
-        self.user_factors_ = np.zeros((n_users, self.factors), np.float32)
-        self.item_factors_ = np.zeros((n_items, self.factors), np.float32)
-        self.user_bias_ = np.zeros(n_users, np.float32)
-        self.item_bias_ = np.zeros(n_items, np.float32)
-        self.user_factors_[uid] = algo.pu
-        self.item_factors_[iid] = algo.qi
-        self.user_bias_[uid] = algo.bu
-        self.item_bias_[iid] = algo.bi
-        self.global_mean_ = float(trainset.global_mean)
-        return self
+    def fit_job(self, dataset: Dataset) -> tuple[Callable[..., dict[str, np.ndarray]], tuple[Any, ...]]:
+        """The pure function and arguments that fit this model (see :func:`fit_svd_arrays`)."""
+        ratings = csr_to_arrays(plays_to_ratings(dataset.matrix))
+        return fit_svd_arrays, (ratings, self.factors, self.epochs, self.lr, self.reg, self.seed)
+
+    def fit(self, dataset: Dataset) -> BiasedSVDFactors:
+        """Fit on the dataset's play counts (as ratings); returns ``self``."""
+        function, args = self.fit_job(dataset)
+        return self.set_arrays(function(*args))
 
     def _check(self) -> None:
         if not hasattr(self, "item_factors_"):
             raise NotFittedError("BiasedSVDFactors is not fitted; call fit() first")
 
-    def user_vectors(self, users: np.ndarray, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """Factors and biases of ``users``; rows with -1 are solved from ``history``.
+    def user_vectors(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """Factors and biases of the batch's users; new listeners (-1) are solved from their history.
 
-        A new user's factors and bias are the ridge least-squares fit of their ratings
-        against the fixed artist factors and biases (penalty ``reg`` per rating, as in SGD).
+        A new listener's factors and bias are the ridge least-squares fit of their ratings
+        against the fixed artist factors and biases (penalty ``reg`` per rating, as in SGD),
+        solved for every new listener of the batch at once. Computed once per batch.
         """
         self._check()
-        users = np.asarray(users)
+        return batch.memo(self, "user_vectors", lambda: self._user_vectors(batch))
+
+    def _user_vectors(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        users = batch.users
         vec = np.zeros((len(users), self.factors), np.float32)
         bias = np.zeros(len(users), np.float32)
         known = users >= 0
         vec[known] = self.user_factors_[users[known]]
         bias[known] = self.user_bias_[users[known]]
-        if (~known).any():
-            ratings = plays_to_ratings(history)
-            for row in np.flatnonzero(~known):  # only new users; usually one
-                start, end = ratings.indptr[row], ratings.indptr[row + 1]
-                items = ratings.indices[start:end]
-                if len(items) == 0:
-                    continue
-                target = ratings.data[start:end] - self.global_mean_ - self.item_bias_[items]
-                design = np.hstack([self.item_factors_[items], np.ones((len(items), 1), np.float32)])
-                penalty = self.reg * len(items) * np.eye(self.factors + 1)
-                solution = np.linalg.solve(design.T @ design + penalty, design.T @ target)
-                vec[row], bias[row] = solution[:-1], solution[-1]
+        new = np.flatnonzero(~known & (np.diff(batch.history.indptr) > 0))
+        if len(new):
+            ratings = plays_to_ratings(batch.history[new])
+            row, items = row_of_entries(ratings), ratings.indices
+            target = ratings.data - self.global_mean_ - self.item_bias_[items]
+            design = np.hstack([self.item_factors_[items], np.ones((len(items), 1), np.float32)]).astype(np.float64)
+            width = self.factors + 1
+            gram = np.zeros((len(new), width, width))
+            np.add.at(gram, row, design[:, :, None] * design[:, None, :])
+            gram += (self.reg * np.diff(ratings.indptr))[:, None, None] * np.eye(width)
+            moment = np.zeros((len(new), width))
+            np.add.at(moment, row, design * target[:, None])
+            solution = np.linalg.solve(gram, moment[:, :, None])[:, :, 0]
+            vec[new], bias[new] = solution[:, :-1], solution[:, -1]
         return vec, bias
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -155,7 +192,7 @@ class BiasedSVDFactors:
                 "user_bias": self.user_bias_, "item_bias": self.item_bias_,
                 "global_mean": np.array([self.global_mean_])}
 
-    def set_arrays(self, arrays: dict[str, np.ndarray]) -> "BiasedSVDFactors":
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> BiasedSVDFactors:
         """Restore the state written by :meth:`to_arrays`."""
         self.user_factors_ = np.asarray(arrays["user_factors"], np.float32)
         self.item_factors_ = np.asarray(arrays["item_factors"], np.float32)

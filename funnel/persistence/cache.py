@@ -10,17 +10,20 @@ import numpy as np
 
 from funnel.errors import ArtifactError
 from funnel.persistence.files import load_json, load_npz, read_verified, save_json, save_npz
+from funnel.protocols import PartState
 
 logger = logging.getLogger("funnel")
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+_FILE = "file/"  # a part's files are kept in the cache's npz as uint8 arrays of their bytes
 
 
 class ArtifactCache:
     """Stores arrays under ``<directory>/cache/<kind>.npz`` with a JSON manifest beside them.
 
     One entry per kind is kept: the latest. :meth:`load` returns it only when the data
-    fingerprint and settings recorded with it match, and logs which differs otherwise.
+    fingerprint and settings (which include the feature code version) recorded with it
+    match, and logs which differs otherwise.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -29,8 +32,8 @@ class ArtifactCache:
     def _paths(self, kind: str) -> tuple[Path, Path]:
         return self.directory / f"{kind}.npz", self.directory / f"{kind}.json"
 
-    def load(self, kind: str, data_fingerprint: str, settings: dict[str, Any]) -> dict[str, np.ndarray] | None:
-        """The cached arrays of ``kind`` when they match data and settings, else ``None``."""
+    def load(self, kind: str, data_fingerprint: str, settings: dict[str, Any]) -> PartState | None:
+        """The cached state of ``kind`` when it matches data and settings, else ``None``."""
         arrays_path, meta_path = self._paths(kind)
         if not meta_path.exists():
             logger.info("no saved %s in %s; training it", kind, self.directory)
@@ -57,11 +60,13 @@ class ArtifactCache:
             logger.warning("cannot reuse saved %s (%s); retraining", kind, exc)
             return None
         logger.info("reusing saved %s from %s", kind, arrays_path)
-        return arrays
+        files = {k[len(_FILE):]: v.tobytes() for k, v in arrays.items() if k.startswith(_FILE)}
+        return PartState({k: v for k, v in arrays.items() if not k.startswith(_FILE)}, files)
 
-    def save(self, kind: str, data_fingerprint: str, settings: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        """Store ``arrays`` as the entry of ``kind`` (arrays first, then the manifest)."""
+    def save(self, kind: str, data_fingerprint: str, settings: dict[str, Any], state: PartState) -> None:
+        """Store ``state`` as the entry of ``kind`` (arrays first, then the manifest)."""
         arrays_path, meta_path = self._paths(kind)
+        arrays = {**state.arrays, **{_FILE + k: np.frombuffer(v, np.uint8) for k, v in state.files.items()}}
         digest = save_npz(arrays_path, arrays)
         save_json(meta_path, {"format": CACHE_FORMAT, "kind": kind, "data_fingerprint": data_fingerprint,
                               "settings": settings, "sha256": digest})

@@ -38,6 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        _fsync_directory(path.parent)
     except OSError as exc:
         _remove(tmp)
         raise ArtifactError(f"writing {path} failed: {exc.strerror or exc}; the previous file, if any, "
@@ -45,6 +46,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; Windows has no directory handles to sync)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _mode_for(path: Path) -> int:
@@ -150,24 +162,3 @@ def load_json(path: str | os.PathLike) -> dict:
     if not isinstance(payload, dict):
         raise ArtifactError(f"{path} does not hold a JSON object")
     return payload
-
-
-def faiss_bytes(index) -> bytes:
-    """A FAISS index in its native serialised format."""
-    import faiss
-
-    return faiss.serialize_index(index).tobytes()
-
-
-def load_faiss(source: str | os.PathLike | bytes):
-    """Read a FAISS index written as :func:`faiss_bytes` (a path or its bytes; native reader only)."""
-    import faiss
-
-    name = "FAISS data" if isinstance(source, bytes) else source
-    try:
-        raw = np.frombuffer(source, dtype=np.uint8) if isinstance(source, bytes) else np.fromfile(source, np.uint8)
-        return faiss.deserialize_index(raw)
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{name} is missing") from exc
-    except RuntimeError as exc:
-        raise ArtifactError(f"{name} is not a readable FAISS index ({exc})") from exc

@@ -1,6 +1,23 @@
-"""Stage two, ranking: per-pair features and the logistic ranker."""
+"""Stage two, ranking: feature groups over (user, candidate) pairs and the rankers that score them.
 
-from funnel.ranking.features import user_statistics
+``FEATURES`` and ``RANKERS`` map the names the ``features`` and ``ranker`` settings use to
+classes; registering another class makes it available to every configuration
+(``docs/extending.md``).
+"""
+
+from funnel.protocols import FeatureGroup, Ranker
+from funnel.ranking.features import (ALSFeature, ArtistFeature, EASEFeature, FriendsFeature, LogEASEFeature,
+                                     ModelFeature, RP3Feature, SourceFeature, SVDFeature, TagFeature, UserFeature,
+                                     pair_scores)
 from funnel.ranking.logistic import LogisticRanker
+from funnel.registry import Registry
 
-__all__ = ["LogisticRanker", "user_statistics"]
+FEATURES: Registry[FeatureGroup] = Registry("feature group", "features")
+for _group in (SVDFeature, ALSFeature, TagFeature, EASEFeature, FriendsFeature, RP3Feature, LogEASEFeature,
+               SourceFeature, ArtistFeature, UserFeature):
+    FEATURES.add(_group.name, _group)
+
+RANKERS: Registry[Ranker] = Registry("ranker", "ranker")
+RANKERS.add("logistic", LogisticRanker)
+
+__all__ = ["FEATURES", "FeatureGroup", "LogisticRanker", "ModelFeature", "RANKERS", "Ranker", "pair_scores"]

@@ -1,39 +1,27 @@
-"""Per-user statistics and the per-(user, candidate) feature matrix of stage two."""
+"""The built-in stage-two feature groups: one class per group of columns.
+
+Each group computes its columns for every (user, candidate) pair of a batch from the shared
+fitted models (``requires``). :func:`pair_scores` and :func:`stack_columns` are the
+vectorised helpers they share.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
-from funnel.data import Dataset
-from funnel.data.freshness import robust_years
+from funnel.batch import Batch
+from funnel.candidates.merge import CandidateSet
+from funnel.protocols import Stateless
+from funnel.sparse import lookup
 
+if TYPE_CHECKING:
+    from funnel.config import FunnelConfig
 
-def user_statistics(dataset: Dataset) -> dict[str, np.ndarray]:
-    """Years since each user last tagged anything (as of the data), and whether they did.
-
-    Dates are clipped into their plausible range like artist freshness.
-    Users who never tagged get the median and a 0 flag.
-    """
-    last = np.full(dataset.n_users, np.nan)
-    assign = dataset.tag_assignments
-    if assign is not None and len(assign):
-        years, latest = robust_years(assign["timestamp"].to_numpy())
-        users = dataset.user_index(assign["user_id"].to_numpy())
-        ok = np.isfinite(years) & (users >= 0)
-        np.fmax.at(last, users[ok], years[ok])
-        last = latest - last
-    tagged = np.isfinite(last)
-    fill = np.nanmedian(last) if tagged.any() else 0.0
-    return {"years_since_last_tag": np.where(tagged, last, fill).astype(np.float32),
-            "has_tagged": tagged.astype(np.float32)}
-
-
-def activity(history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """log(1 + number of artists) and log(1 + total plays) of each history row."""
-    n = np.diff(history.indptr)
-    plays = np.asarray(history.sum(axis=1)).ravel()
-    return np.log1p(n).astype(np.float32), np.log1p(plays).astype(np.float32)
+ARTIST_STATISTICS = ("log_listeners", "log_plays", "years_since_first_tag", "years_since_last_tag", "has_tags")
 
 
 def rowwise_dot(left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -43,9 +31,7 @@ def rowwise_dot(left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 CHUNK_BYTES = 1 << 21  # rows gathered per step stay in cache (about 2 MB per side)
 # A batch whose users x distinct candidate artists is at most this many times its number of
-# pairs gets one matrix product: on Last.fm (512 users, ~5,400 distinct artists among
-# ~103,000 pairs, 27 times as many cells) it scored the tag similarity of 504-dimension
-# vectors (tag_dim 500) 2x faster than gathering both vectors of every pair (~2 KB each).
+# pairs gets one matrix product instead of gathering both vectors of every pair.
 DENSE_PAIR_CELLS = 48
 
 
@@ -54,9 +40,8 @@ def pair_scores(user_vectors: np.ndarray, item_vectors: np.ndarray, rows: np.nda
     """Inner products ``user_vectors[rows] . item_vectors[items]`` for every pair.
 
     When the pairs cover the batch's users x distinct artists densely enough, one BLAS
-    product of the user vectors with the distinct artists' vectors computes them all.
-    Otherwise both vectors of each pair are gathered in cache-sized chunks, which reads far
-    less than a users x artists product would compute.
+    product of the user vectors with the distinct artists' vectors computes them all;
+    otherwise both vectors of each pair are gathered in cache-sized chunks.
     """
     if len(rows) == 0:
         return np.empty(0, np.float32)
@@ -80,10 +65,180 @@ def stack_columns(blocks: list[np.ndarray], n_rows: int) -> np.ndarray:
 
     Column-major, so each block is written contiguously instead of in strided pieces.
     """
-    blocks = [np.asarray(b).reshape(n_rows, -1) for b in blocks]
-    out = np.empty((n_rows, sum(b.shape[1] for b in blocks)), np.float32, order="F")
+    shaped = [np.asarray(b).reshape(n_rows, -1) for b in blocks]
+    out = np.empty((n_rows, sum(b.shape[1] for b in shaped)), np.float32, order="F")
     at = 0
-    for block in blocks:
+    for block in shaped:
         out[:, at:at + block.shape[1]] = block
         at += block.shape[1]
     return out
+
+
+def activity(history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """log(1 + number of artists) and log(1 + total plays) of each history row."""
+    n = np.diff(history.indptr)
+    plays = np.asarray(history.sum(axis=1)).ravel()
+    return np.log1p(n).astype(np.float32), np.log1p(plays).astype(np.float32)
+
+
+class ModelFeature(Stateless):
+    """A group of fixed columns computed from one shared model (``requires[0]``)."""
+
+    name: ClassVar[str] = "model"
+    requires: ClassVar[tuple[str, ...]] = ()
+    names: ClassVar[tuple[str, ...]] = ()
+    constant_per_user: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> Any:
+        return cls(models[cls.requires[0]])
+
+    def columns(self, sources: Sequence[str]) -> list[str]:
+        return list(self.names)
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        raise NotImplementedError
+
+
+class SVDFeature(ModelFeature):
+    """BiasedSVD's predicted rating ``mu + b_u + b_i + p_u . q_i``."""
+
+    name = "svd"
+    requires = ("svd",)
+    names = ("svd_prediction",)
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        svd = self.model
+        user, bias = svd.user_vectors(batch)
+        dot = pair_scores(user, svd.item_factors_, cands.rows, cands.items)
+        return svd.global_mean_ + bias[cands.rows] + svd.item_bias_[cands.items] + dot
+
+
+class ALSFeature(ModelFeature):
+    """ALS's score ``x_u . y_i`` (the mean over the averaged models)."""
+
+    name = "als"
+    requires = ("als",)
+    names = ("als_score",)
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        return pair_scores(self.model.user_vectors(batch), self.model.item_factors_, cands.rows, cands.items)
+
+
+class TagFeature(ModelFeature):
+    """Inner product of the user's stage-one query (all tag dimensions) with the artist's vector."""
+
+    name = "tags"
+    requires = ("embedder",)
+    names = ("tag_similarity",)
+
+    def __init__(self, model: Any, history_weighting: str = "log") -> None:
+        super().__init__(model)
+        self.history_weighting = history_weighting
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> TagFeature:
+        return cls(models["embedder"], config.history_weighting)
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        query = self.model.query(batch.history, self.history_weighting)
+        return pair_scores(query, self.model.vectors_, cands.rows, cands.items)
+
+
+class EASEFeature(ModelFeature):
+    """EASE's co-listening score on presence (0 for artists EASE does not model)."""
+
+    name = "ease"
+    requires = ("ease",)
+    names = ("ease_score",)
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        return self.model.pair_scores(batch, cands.rows, cands.items)
+
+
+class LogEASEFeature(EASEFeature):
+    """EASE's co-listening score on ``log1p(plays)``."""
+
+    name = "log_ease"
+    requires = ("log_ease",)
+    names = ("log_ease_score",)
+
+
+class RP3Feature(EASEFeature):
+    """RP3beta's random-walk score."""
+
+    name = "rp3"
+    requires = ("rp3",)
+    names = ("rp3_score",)
+
+
+class FriendsFeature(ModelFeature):
+    """``log1p`` of the friends listening to the artist, and their share of the user's friends."""
+
+    name = "friends"
+    requires = ("friends",)
+    names = ("friends_log_count", "friends_share")
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        counts, n_friends = self.model.rows(batch)
+        count = lookup(counts, cands.rows, cands.items)
+        return np.column_stack([np.log1p(count), count / np.maximum(n_friends[cands.rows], 1.0)])
+
+
+class ArtistFeature(ModelFeature):
+    """The artist's popularity and freshness: log listeners and plays, years since first and last tagged."""
+
+    name = "artist"
+    requires = ("embedder",)
+    names = tuple(f"artist_{s}" for s in ARTIST_STATISTICS)
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        stats = self.model.stats_
+        return np.column_stack([stats[s][cands.items] for s in ARTIST_STATISTICS])
+
+
+class UserFeature(ModelFeature):
+    """The user's activity and tagging, and activity x the artist's popularity."""
+
+    name = "user"
+    requires = ("users", "embedder")
+    names = ("user_log_artists", "user_log_plays", "user_years_since_last_tag", "user_has_tagged",
+             "user_log_artists_x_artist_log_listeners")
+    constant_per_user = frozenset(names[:4])
+
+    def __init__(self, model: Any, embedder: Any) -> None:
+        super().__init__(model)
+        self.embedder = embedder
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> UserFeature:
+        return cls(models["users"], models["embedder"])
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        log_artists, log_plays = activity(batch.history)
+        years, tagged = self.model.of(batch)
+        user = np.column_stack([log_artists, log_plays, years, tagged])[cands.rows]
+        cross = user[:, 0] * self.embedder.stats_["log_listeners"][cands.items]
+        return np.column_stack([user, cross])
+
+
+class SourceFeature(Stateless):
+    """Every source's log rank and score of the pair (its worst when it did not return it)."""
+
+    name: ClassVar[str] = "sources"
+    requires: ClassVar[tuple[str, ...]] = ()
+    constant_per_user: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> SourceFeature:
+        return cls()
+
+    def columns(self, sources: Sequence[str]) -> list[str]:
+        return [f"{s}_{what}" for s in sources for what in ("log_rank", "source_score")]
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        return stack_columns([block for s in cands.ranks for block in (np.log(cands.ranks[s]), cands.scores[s])],
+                             len(cands))

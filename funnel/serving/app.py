@@ -7,11 +7,11 @@ keeps a helper object), so concurrency comes from request parsing, not from the 
 # no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
 import logging
 import threading
-from typing import Any, Union
+from typing import Annotated, Any, Union
 
-import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, StrictBool, StrictInt
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StringConstraints, create_model
+from pydantic.json_schema import SkipJsonSchema
 
 from funnel import __version__
 from funnel.data.dataset import lookup_ids
@@ -25,22 +25,111 @@ MAX_N = 100
 MAX_BODY_BYTES = 1 << 20
 MAX_HISTORY = 50_000
 DRAIN_BYTES = 64 << 20
+DEFAULT_N = 10
+
+ArtistKey = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+$")]
+Plays = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
 
 
 class RecommendRequest(BaseModel):
     """Body of ``POST /recommend``."""
 
     user_id: StrictInt
-    n: StrictInt = Field(10, ge=1, description="number of artists (1..max_n)")
+    n: StrictInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
     explain: StrictBool = True
 
 
 class HistoryRequest(BaseModel):
     """Body of ``POST /recommend/history``: artist ids, or artist id -> plays."""
 
-    artists: Union[list[StrictInt], dict[str, float]] = Field(..., max_length=MAX_HISTORY)
-    n: StrictInt = Field(10, ge=1, description="number of artists (1..max_n)")
+    artists: Union[
+        Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_HISTORY)],
+        Annotated[dict[ArtistKey, Plays], Field(min_length=1, max_length=MAX_HISTORY,
+                                                json_schema_extra={"additionalProperties": False})],
+    ] = Field(..., description="artist ids (a repeated id counts once more), or artist id -> plays (> 0)")
+    n: StrictInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
     explain: StrictBool = True
+
+
+class ErrorMessage(BaseModel):
+    """Every error but a validation error (422): what went wrong, in words."""
+
+    detail: str
+
+
+class Because(BaseModel):
+    artist_id: int
+    name: str
+
+
+class Explanation(BaseModel):
+    sources: dict[str, int] = Field(description="candidate source -> the artist's rank in it")
+    because: list[Because] = Field(description="the listener's artists closest to this one")
+    contributions: dict[str, float] = Field(description="the ranker's largest feature contributions")
+    reason: str
+
+
+class Recommendation(BaseModel):
+    rank: int
+    artist_id: int
+    name: str
+    score: float
+    explanation: Union[Explanation, SkipJsonSchema[None]] = Field(None, description="when explain is true")
+
+
+class Recommendations(BaseModel):
+    """Answer of ``POST /recommend``."""
+
+    user_id: int
+    recommendations: list[Recommendation]
+
+
+class HistoryRecommendations(BaseModel):
+    """Answer of ``POST /recommend/history``."""
+
+    unknown_artists: list[int] = Field(description="history artist ids not in the catalogue (ignored)")
+    recommendations: list[Recommendation]
+
+
+class SimilarArtist(BaseModel):
+    rank: int
+    artist_id: int
+    name: str
+    similarity: float
+
+
+class SimilarArtists(BaseModel):
+    """Answer of ``GET /artists/{artist_id}/similar``."""
+
+    artist_id: int
+    name: str
+    similar: list[SimilarArtist]
+
+
+class Health(BaseModel):
+    """Answer of ``GET /health``."""
+
+    status: str
+    funnel_version: str
+    format_version: int
+    data_fingerprint: str
+    n_users: int
+    n_artists: int
+    sources: list[str]
+    max_n: int
+
+
+def _errors(descriptions: dict[int, str]) -> dict[Union[int, str], dict[str, Any]]:
+    """``responses=`` of a route: its error statuses (and 413, 500) with ``ErrorMessage`` bodies."""
+    common = {413: "The request body is over the size limit", 500: "Unexpected error; details in the server log"}
+    return {code: {"model": ErrorMessage, "description": text}
+            for code, text in sorted({**descriptions, **common}.items())}
+
+
+def _bounded(model: type[BaseModel], max_n: int) -> type[BaseModel]:
+    """``model`` with ``n`` documented and checked as 1..max_n (max_n is known per app only)."""
+    n = Field(min(DEFAULT_N, max_n), ge=1, le=max_n, description=f"number of artists (1..{max_n})")
+    return create_model(model.__name__, __base__=model, __doc__=model.__doc__, n=(StrictInt, n))
 
 
 class BodyLimit:
@@ -123,7 +212,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         With ``GET /health``, ``POST /recommend``, ``POST /recommend/history`` and
         ``GET /artists/{artist_id}/similar``; OpenAPI docs at ``/docs``.
     """
-    from fastapi import FastAPI, HTTPException, Request
+    from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
@@ -133,11 +222,20 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     app = FastAPI(title="funnel", version=__version__,
                   description="Two-stage music-artist recommendations from a saved funnel model.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    recommend_request, history_request = _bounded(RecommendRequest, max_n), _bounded(HistoryRequest, max_n)
+
+    def unprocessable(loc: tuple, message: str) -> JSONResponse:
+        """A 422 shaped like FastAPI's (the documented ``HTTPValidationError``)."""
+        return JSONResponse(status_code=422,
+                            content={"detail": [{"loc": list(loc), "msg": message, "type": "value_error"}]})
+
+    def invalid_input(loc: tuple, message: str) -> RequestValidationError:
+        return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         # FastAPI's default echoes the whole input back; report where and what only
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
                   for e in exc.errors()[:20]]
         if any(e["loc"] == ["body"] for e in errors):
             errors.append({"loc": ["body"], "type": "hint",
@@ -150,19 +248,18 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
     @app.exception_handler(FunnelError)
     async def bad_input(request: Request, exc: FunnelError) -> JSONResponse:
-        status = 422 if isinstance(exc, (DataError, ConfigError)) else 500
-        return JSONResponse(status_code=status, content={"detail": str(exc)})
+        if isinstance(exc, (DataError, ConfigError)):
+            return unprocessable(("body",) if request.method == "POST" else ("query",), str(exc))
+        return JSONResponse(status_code=500, content={"detail": str(exc)})
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
 
-    def check_n(n: int) -> None:
-        if not 1 <= n <= max_n:
-            raise HTTPException(status_code=422, detail=f"n={n} is out of range; it must be between 1 and {max_n}")
+    unparsable = "The body is not JSON that FastAPI can parse (not UTF-8, or a number too long to convert)"
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, responses=_errors({}))
     def health() -> dict[str, Any]:
         """Model format version, training-data fingerprint and sizes."""
         return {"status": "ok", "funnel_version": __version__, "format_version": FORMAT_VERSION,
@@ -170,34 +267,44 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
                 "n_artists": len(model.artist_ids_), "sources": [s.name for s in model.stages_.sources_],
                 "max_n": max_n}
 
-    @app.post("/recommend")
-    def recommend(body: RecommendRequest) -> dict[str, Any]:
+    @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
+              responses=_errors({400: unparsable, 404: "Unknown user id: not in the training data"}))
+    def recommend(body: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a known user; 404 for an unknown one."""
-        check_n(body.n)
+        # looked up here too: an id past 64 bits is unknown as well, not an error
+        if lookup_ids(model.user_ids_, [body.user_id])[0] < 0:
+            raise HTTPException(status_code=404, detail=f"unknown user id {body.user_id}: not in the training "
+                                "data; use POST /recommend/history for new listeners")
         with lock:
             frame = model.recommend(body.user_id, n=body.n, explain=body.explain)
         return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
 
-    @app.post("/recommend/history")
-    def recommend_history(body: HistoryRequest) -> dict[str, Any]:
+    @app.post("/recommend/history", response_model=HistoryRecommendations, response_model_exclude_unset=True,
+              responses=_errors({400: unparsable, 404: "Not sent by this route: unknown artists are listed in "
+                                "unknown_artists, and a history without a known one is a 422"}))
+    def recommend_history(body: history_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a new listener from a history of artist ids or id -> plays."""
-        check_n(body.n)
         history: Any = body.artists
-        if isinstance(history, dict):
-            bad = [key for key in history if not key.strip().lstrip("-").isdigit()]
-            if bad:
-                raise HTTPException(status_code=422, detail=f"artist ids must be integers, got {bad[:5]}")
-            history = {int(key): value for key, value in history.items()}
-        _, unknown = parse_history(history, model.artist_ids_)  # the model ignores these, with a warning
+        if isinstance(history, dict):  # the keys match -?[0-9]+
+            try:
+                history = {int(key): value for key, value in history.items()}
+            except ValueError:  # over sys.get_int_max_str_digits() digits
+                raise invalid_input(("body", "artists"), "an artist id has too many digits") from None
+        try:
+            _, unknown = parse_history(history, model.artist_ids_)  # the model ignores these, with a warning
+        except DataError as exc:
+            raise invalid_input(("body", "artists"), str(exc)) from None
         with lock:
             frame = model.recommend_for_history(history, n=body.n, explain=body.explain)
         return {"unknown_artists": unknown.tolist(), "recommendations": _records(frame, body.explain)}
 
-    @app.get("/artists/{artist_id}/similar")
-    def similar(artist_id: int, n: int = 10) -> dict[str, Any]:
+    @app.get("/artists/{artist_id}/similar", response_model=SimilarArtists,
+             responses=_errors({404: "Unknown artist id: not in the catalogue"}))
+    def similar(artist_id: int,
+                n: Annotated[int, Query(ge=1, le=max_n, description=f"number of artists (1..{max_n})")
+                             ] = min(DEFAULT_N, max_n)) -> dict[str, Any]:
         """Nearest artists in the stage-one embedding; 404 for an unknown artist."""
-        check_n(n)
-        column = int(lookup_ids(model.artist_ids_, np.array([artist_id]))[0])
+        column = int(lookup_ids(model.artist_ids_, [artist_id])[0])
         if column < 0:
             raise HTTPException(status_code=404, detail=f"unknown artist id {artist_id}: not in the catalogue")
         with lock:

@@ -1,0 +1,75 @@
+"""A batch of users being recommended for: their rows, their history, and what is computed once for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from funnel.sparse import row_of_entries
+
+T = TypeVar("T")
+
+# A batch of at most this many users x artists marks its history in a dense boolean matrix
+# to test candidates against it instead of searching the history's entries.
+SEEN_MASK_CELLS = 1 << 25
+
+
+class Batch:
+    """The users of one scoring call and everything the stages compute once for them.
+
+    Several parts read the same per-batch results (the ALS user vectors feed the ALS source,
+    the ALS feature and the explanations; EASE scores feed a source and a feature). Each part
+    asks the batch through :meth:`memo`, so a result is computed once per batch and lives as
+    long as the batch: there is no cache shared between calls or threads.
+
+    Parameters
+    ----------
+    users : numpy.ndarray
+        Internal user indices; -1 for a listener unknown to the fit (a new listener).
+    history : scipy.sparse.csr_matrix
+        One row of play counts over the catalogue per user.
+    """
+
+    def __init__(self, users: np.ndarray, history: sp.csr_matrix) -> None:
+        self.users = np.asarray(users, dtype=np.int64)
+        self.history = sp.csr_matrix(history)
+        if self.history.shape[0] != len(self.users):
+            raise ValueError(f"a batch of {len(self.users)} users needs as many history rows, "
+                             f"got {self.history.shape[0]}")
+        self._memo: dict[tuple[int, str], Any] = {}
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def memo(self, owner: object, what: str, compute: Callable[[], T]) -> T:
+        """``compute()`` the first time ``owner`` asks for ``what`` on this batch, then its result."""
+        key = (id(owner), what)
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def in_history(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each ``ids[r, j]`` is in history row ``r`` (False for negative ids)."""
+        n_rows, n_items = self.history.shape
+        valid = np.maximum(ids, 0)
+        if n_rows * n_items <= SEEN_MASK_CELLS:
+            seen = self.memo(self, "seen", self._seen_mask)
+            found = seen[np.arange(n_rows)[:, None], valid]
+        else:
+            from funnel.sparse import lookup
+
+            rows = np.repeat(np.arange(n_rows), ids.shape[1])
+            found = (lookup(self.history, rows, valid.ravel()) != 0).reshape(ids.shape)
+        return found & (ids >= 0)
+
+    def _seen_mask(self) -> np.ndarray:
+        seen = np.zeros(self.history.shape, bool)
+        seen[row_of_entries(self.history), self.history.indices] = True
+        return seen
+
+    def max_history(self) -> int:
+        """Length of the longest history row."""
+        return int(np.diff(self.history.indptr).max(initial=0))

@@ -1,0 +1,112 @@
+"""Per-artist popularity and per-user statistics, fitted on a dataset like any other model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from funnel.batch import Batch
+from funnel.data import Dataset
+from funnel.data.freshness import robust_years
+from funnel.errors import NotFittedError
+from funnel.sparse import weighted
+
+if TYPE_CHECKING:
+    from funnel.config import FunnelConfig
+
+
+class PopularityChart:
+    """Artists by number of listeners (ties by plays): the chart everyone shares.
+
+    Attributes
+    ----------
+    order_ : numpy.ndarray
+        Internal artist indices, most listened first.
+    scores_ : numpy.ndarray
+        ``log1p(listeners)`` of every artist.
+    """
+
+    name = "popularity"
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> PopularityChart:
+        return cls()
+
+    def fit(self, dataset: Dataset) -> PopularityChart:
+        """Count listeners and plays; returns ``self``."""
+        binary = weighted(dataset.matrix, "binary", dataset.matrix.dtype)
+        listeners = np.asarray(binary.sum(axis=0)).ravel()
+        plays = np.asarray(dataset.matrix.sum(axis=0)).ravel()
+        self.order_ = np.lexsort((-plays, -listeners)).astype(np.int64)
+        self.scores_ = np.log1p(listeners).astype(np.float32)
+        return self
+
+    def top_unseen(self, batch: Batch, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` most listened artists each user has not heard (ids, scores; -1/-inf padding)."""
+        if not hasattr(self, "order_"):
+            raise NotFittedError("PopularityChart is not fitted; call fit() first")
+        from funnel.candidates.base import drop_seen
+
+        top = self.order_[: k + batch.max_history()]
+        ids = np.broadcast_to(top, (len(batch), len(top)))
+        return drop_seen(ids, self.scores_[ids], batch, k)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"order": self.order_, "scores": self.scores_}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> PopularityChart:
+        self.order_ = np.asarray(arrays["order"], np.int64)
+        self.scores_ = np.asarray(arrays["scores"], np.float32)
+        return self
+
+
+class UserStatistics:
+    """Years since each user last tagged anything (as of the data), and whether they did.
+
+    Dates are clipped into their plausible range like artist freshness. Users who never
+    tagged, and new listeners, get the median and a 0 flag.
+
+    Attributes
+    ----------
+    years_since_last_tag_, has_tagged_ : numpy.ndarray
+        float32, by internal user index.
+    """
+
+    name = "users"
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> UserStatistics:
+        return cls()
+
+    def fit(self, dataset: Dataset) -> UserStatistics:
+        """Compute the statistics of ``dataset``'s users; returns ``self``."""
+        last = np.full(dataset.n_users, np.nan)
+        assign = dataset.tag_assignments
+        if assign is not None and len(assign):
+            years, latest = robust_years(assign["timestamp"].to_numpy())
+            users = dataset.user_index(assign["user_id"].to_numpy())
+            ok = np.isfinite(years) & (users >= 0)
+            np.fmax.at(last, users[ok], years[ok])
+            last = latest - last
+        tagged = np.isfinite(last)
+        fill = np.nanmedian(last) if tagged.any() else 0.0
+        self.years_since_last_tag_ = np.where(tagged, last, fill).astype(np.float32)
+        self.has_tagged_ = tagged.astype(np.float32)
+        return self
+
+    def of(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """``(years_since_last_tag, has_tagged)`` of the batch's users."""
+        known = batch.users >= 0
+        safe = np.where(known, batch.users, 0)
+        fill = np.median(self.years_since_last_tag_) if len(self.years_since_last_tag_) else 0.0
+        years = np.where(known, self.years_since_last_tag_[safe], fill).astype(np.float32)
+        return years, np.where(known, self.has_tagged_[safe], 0.0).astype(np.float32)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"years_since_last_tag": self.years_since_last_tag_, "has_tagged": self.has_tagged_}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> UserStatistics:
+        self.years_since_last_tag_ = np.asarray(arrays["years_since_last_tag"], np.float32)
+        self.has_tagged_ = np.asarray(arrays["has_tagged"], np.float32)
+        return self

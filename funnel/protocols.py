@@ -1,0 +1,116 @@
+"""The three small protocols of the funnel's parts: candidate sources, feature groups, rankers.
+
+Each part is one class, registered by name (``funnel.candidates.SOURCES``,
+``funnel.ranking.FEATURES``, ``funnel.ranking.RANKERS``) and built from the configuration
+that names it; ``docs/extending.md`` shows one of each. Fitted state leaves a part as
+:class:`PartState`: named numpy arrays plus named files in a native format (a FAISS index,
+a LightGBM model text), never a pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from funnel.batch import Batch
+    from funnel.candidates.merge import CandidateSet
+    from funnel.config import FunnelConfig
+    from funnel.data import Dataset
+
+
+@dataclass
+class PartState:
+    """A fitted part's state: arrays (saved in the model's ``.npz``) and files (saved as they are)."""
+
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@runtime_checkable
+class CandidateSource(Protocol):
+    """A stage-one source: scored artists per user, none from the user's history.
+
+    ``retrieve`` returns ``(ids, scores)``: two ``(len(batch), n_candidates)`` arrays, best
+    first, of internal artist indices (-1 pads a short row) and float32 scores (-inf pads).
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]]  # the shared models it reads (``funnel.factors.MODELS``)
+    n_candidates: int
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> CandidateSource: ...
+
+    def fit(self, dataset: Dataset) -> CandidateSource: ...
+
+    def retrieve(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def get_state(self) -> PartState: ...
+
+    def set_state(self, state: PartState) -> CandidateSource: ...
+
+
+@runtime_checkable
+class FeatureGroup(Protocol):
+    """Stage-two feature columns for every (user, candidate) pair of a batch.
+
+    ``compute`` returns a ``(len(cands), len(columns(sources)))`` array.
+    ``constant_per_user`` names the columns equal for every candidate of a user (they shift
+    a user's scores without ranking them, so explanations leave them out).
+    """
+
+    name: ClassVar[str]
+    requires: ClassVar[tuple[str, ...]]
+    constant_per_user: ClassVar[frozenset[str]]
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> FeatureGroup: ...
+
+    def fit(self, dataset: Dataset) -> FeatureGroup: ...
+
+    def columns(self, sources: Sequence[str]) -> list[str]: ...
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray: ...
+
+    def get_state(self) -> PartState: ...
+
+    def set_state(self, state: PartState) -> FeatureGroup: ...
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    """The stage-two model: a score per pair, higher is better, learned from labelled pairs.
+
+    ``groups`` gives each row's query (its user), for learning-to-rank models; a pointwise
+    model may ignore it.
+    """
+
+    name: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> Ranker: ...
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Ranker: ...
+
+    def score(self, X: np.ndarray) -> np.ndarray: ...
+
+    def get_state(self) -> PartState: ...
+
+    def set_state(self, state: PartState) -> Ranker: ...
+
+
+class Stateless:
+    """Defaults for a part whose state lives in the shared models: fitting and saving do nothing."""
+
+    def fit(self, dataset: Dataset) -> Any:
+        return self
+
+    def get_state(self) -> PartState:
+        return PartState()
+
+    def set_state(self, state: PartState) -> Any:
+        return self
