@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "data and settings (default: False)")
     parser.add_argument("--topn", type=int, default=20, help="artists per user in the CSV (default: 20)")
     parser.add_argument("--candidates", type=int, default=None,
-                        help="candidates per stage-one source, tag and ALS (default: %d)"
-                             % FunnelConfig().tag_candidates)
+                        help="candidates of the tag and ALS sources per user (default: %d)"
+                             % FunnelConfig().candidates["tags"])
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--evaluate", type=boolean, default=False, metavar="True/False",
                         help="also fit on a per-user 20%% holdout and print metrics for the funnel and "
@@ -91,5 +91,7 @@ def to_config(args: argparse.Namespace) -> FunnelConfig:
     changes = {"seed": args.seed, "show_progress": args.progress, "cache_dir": args.artifacts,
                "reuse_svd": not args.runsvd, "reuse_ranker": not args.judge}
     if args.candidates is not None:
-        changes.update(tag_candidates=args.candidates, als_candidates=args.candidates)
+        candidates = dict(FunnelConfig().candidates)
+        candidates.update({name: args.candidates for name in ("tags", "als")})
+        changes["candidates"] = candidates
     return FunnelConfig().replace(**changes)

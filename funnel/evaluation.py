@@ -7,6 +7,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import pandas as pd
 
+from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import DataError
 
@@ -102,7 +103,7 @@ def candidate_recall(model, train: Dataset, test: pd.DataFrame) -> float:
     rows = train.user_index(users)
     for start in range(0, len(rows), 512):
         batch = rows[start:start + 512]
-        cands = model.stages_.candidates(batch, model.history_[batch])
+        cands = model.stages_.candidates(Batch(batch, model.history_[batch]))
         found += int(np.isin(batch[cands.rows] * n_items + cands.items, test_keys).sum())
     return found / max(len(test), 1)
 

@@ -9,9 +9,11 @@ from funnel.data.lastfm import DATA_ENV, resolve_data_path
 from funnel.datasets import synthetic
 from funnel.errors import DataError
 
+# n_threads=1 fits BiasedSVD in the test process: a worker process's start-up would dominate
+# the fit of such small data (tests/test_recommender.py fits once through the worker)
 SMALL = dict(tag_dim=16, tag_search_dim=8, svd_factors=8, svd_epochs=10, als_factors=8, als_iterations=8,
-             tag_candidates=40, als_candidates=40, ease_candidates=20, friends_candidates=10,
-             popularity_candidates=10, ranker_negatives=30)
+             candidates={"tags": 40, "als": 40, "ease": 20, "friends": 10, "popularity": 10},
+             ranker_negatives=30, n_threads=1)
 
 
 @pytest.fixture(scope="session")

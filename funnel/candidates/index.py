@@ -16,6 +16,19 @@ from threadpoolctl import ThreadpoolController
 from funnel.errors import ArtifactError
 
 SINGLE_THREAD_QUERIES = 16  # below this many queries, OpenMP's start-up costs more than it saves
+# FAISS's exact search takes one BLAS product per batch from this many queries on (its
+# process-wide ``distance_compute_blas_threshold``, 128,000 in FAISS 1.15). funnel's batches
+# are smaller and ran query by query at 0.67 s against 0.46 s for ``recommend_all`` on Last.fm
+# (docs/performance.md), so funnel lowers the threshold, once, when it builds or loads an index.
+BLAS_QUERIES = SINGLE_THREAD_QUERIES
+
+
+def use_blas_for_batches() -> None:
+    """Lower FAISS's process-wide BLAS threshold to :data:`BLAS_QUERIES` (never raise it)."""
+    import faiss
+
+    if faiss.cvar.distance_compute_blas_threshold > BLAS_QUERIES:
+        faiss.cvar.distance_compute_blas_threshold = BLAS_QUERIES
 
 
 @lru_cache(maxsize=1)
@@ -40,6 +53,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0, ids: np.
     """
     import faiss
 
+    use_blas_for_batches()
     vectors = np.ascontiguousarray(vectors if ids is None else vectors[ids], dtype=np.float32)
     n, dim = vectors.shape
     if kind == "flat":
@@ -91,6 +105,7 @@ def index_from_bytes(data: bytes, what: str = "FAISS index"):
     """The index written by :func:`index_bytes` (FAISS's own reader)."""
     import faiss
 
+    use_blas_for_batches()
     try:
         return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as exc:
