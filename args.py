@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from funnel import FunnelConfig
 
@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "data and settings (default: False)")
     parser.add_argument("--topn", type=int, default=20, help="artists per user in the CSV (default: 20)")
     parser.add_argument("--candidates", type=int, default=None,
-                        help="candidates of the tag and ALS sources per user (default: %d)"
-                             % FunnelConfig().candidates["tags"])
+                        help="candidates of the tag and ALS sources per user "
+                             f"(default: {FunnelConfig().candidates['tags']})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--evaluate", type=boolean, default=False, metavar="True/False",
                         help="also fit on a per-user 20%% holdout and print metrics for the funnel and "

@@ -11,8 +11,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from args import parse_args, to_config
 
@@ -60,8 +60,8 @@ def evaluate_holdout(dataset, config, topn: int) -> None:
     for name in names + ["coverage"]:
         f, b = funnel_metrics[name], baseline_metrics[name]
         print(f"{name:<14}{f:>10.4f}{b:>10.4f}{(f / b if b else float('nan')):>8.2f}")
-    print(f"{'cand. recall':<14}{recall:>10.4f}{'':>10}   ({sum(s.n_candidates for s in funnel_model.stages_.sources_)} "
-          "candidates/user before merging)")
+    per_user = sum(s.n_candidates for s in funnel_model.stages_.sources_)
+    print(f"{'cand. recall':<14}{recall:>10.4f}{'':>10}   ({per_user} candidates/user before merging)")
     print(f"{'fit seconds':<14}{funnel_fit:>10.1f}{baseline_fit:>10.1f}\n")
 
 

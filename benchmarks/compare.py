@@ -12,18 +12,19 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
+from memory import PeakMemory
 
 from funnel import FunnelConfig, Recommender, load_lastfm, split
 from funnel.baselines import ALSRecommender, BPRRecommender, EASERecommender, PopularityRecommender
+from funnel.batch import Batch
 from funnel.candidates import TagSource
 from funnel.evaluation import candidate_recall, novelty, ranking_metrics
-from funnel.stages import Stages
-from memory import PeakMemory
+from funnel.factors import ArtistEmbedder
 
 RESULTS = Path(__file__).parent / "results"
 KS = (10, 20)
@@ -38,20 +39,28 @@ class StageOneOnly:
         self.seed = seed
 
     def fit(self, dataset):
-        stages = Stages(FunnelConfig(seed=self.seed))
-        self.source_ = TagSource(max(KS), stages.make_embedder(), seed=self.seed,
-                                 search_dim=stages.config.tag_search_dim).fit(dataset)
+        config = FunnelConfig(seed=self.seed, candidates={"tags": max(KS)})
+        embedder = ArtistEmbedder.from_config(config).fit(dataset)
+        self.source_ = TagSource.from_config(config, {"embedder": embedder}).fit(dataset)
         self.dataset_ = dataset
         return self
 
     def recommend_all(self, n=20, users=None):
         d = self.dataset_
         rows = d.user_index(np.asarray(users))
-        ids, scores = self.source_.retrieve(rows, d.matrix[rows])
+        ids, scores = self.source_.retrieve(Batch(rows, d.matrix[rows]))
         ids, scores = ids[:, :n], scores[:, :n]
         r, c = np.nonzero(ids >= 0)
         return pd.DataFrame({"user_id": d.user_ids[rows[r]], "rank": c + 1,
                              "artist_id": d.artist_ids[ids[r, c]], "score": scores[r, c]})
+
+
+DEFAULTS = FunnelConfig()
+
+
+def without(group: str) -> tuple[str, ...]:
+    """The default feature groups but ``group``."""
+    return tuple(name for name in DEFAULTS.features if name != group)
 
 
 def methods(seed: int, quick: bool) -> dict[str, Callable[[], object]]:
@@ -65,10 +74,9 @@ def methods(seed: int, quick: bool) -> dict[str, Callable[[], object]]:
         return table
     table.update({
         "stage one only (tag index)": lambda: StageOneOnly(seed),
-        "funnel without SVD features": lambda: Recommender(seed=seed, use_svd_features=False),
-        "funnel without ALS features": lambda: Recommender(seed=seed, use_als_features=False),
-        "funnel, tag index only": lambda: Recommender(seed=seed, als_candidates=0, ease_candidates=0,
-                                                      friends_candidates=0, popularity_candidates=0),
+        "funnel without SVD features": lambda: Recommender(seed=seed, features=without("svd")),
+        "funnel without ALS features": lambda: Recommender(seed=seed, features=without("als")),
+        "funnel, tag index only": lambda: Recommender(seed=seed, candidates={"tags": DEFAULTS.candidates["tags"]}),
         "ALS (seed analysis config)": lambda: ALSRecommender(factors=100, alpha=0.51, regularization=0.168,
                                                              confidence="raw", iterations=15, seed=seed),
         "BPR": lambda: BPRRecommender(seed=seed),

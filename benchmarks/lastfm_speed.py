@@ -74,7 +74,8 @@ def latencies_ms(call, users: np.ndarray) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=None, help="hetrec2011-lastfm-2k directory (default: FUNNEL_DATA or ../shared)")
+    parser.add_argument("--data", default=None,
+                        help="hetrec2011-lastfm-2k directory (default: FUNNEL_DATA or ../shared)")
     parser.add_argument("--calls", type=int, default=500, help="single-user calls timed per method")
     parser.add_argument("--als-only-job", metavar="CSV", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -60,7 +60,7 @@ class PeakMemory:
         while not self._done.wait(self.interval):
             self._peak = max(self._peak, self._total())
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._start = self._peak = self._total()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)

@@ -48,10 +48,10 @@ def dataset(size: str):
 
 def measure(size: str, method: str) -> dict:
     """Fit and time one method on one size (run inside a fresh process)."""
+    from memory import PeakMemory
+
     from funnel import Recommender
     from funnel.baselines import ALSRecommender
-
-    from memory import PeakMemory
 
     with PeakMemory(interval=0.1) as memory:  # the funnel's child processes included
         started = time.perf_counter()
@@ -62,9 +62,9 @@ def measure(size: str, method: str) -> dict:
         model = (Recommender() if method == "funnel" else ALSRecommender()).fit(data)
         out["fit_seconds"] = time.perf_counter() - started
         if method == "funnel":
-            out["fit_seconds_by_stage"] = {"ranker (history fit + training)": model.ranker_seconds_,
+            out["fit_seconds_by_stage"] = {"ranker (history fit + training)": model.fit_seconds_["ranker"],
                                            **{f"serving {k}": v for k, v in model.stages_.fit_seconds_.items()}}
-            out["index"] = [getattr(s, "index_kind_", "-") for s in model.stages_.sources_]
+            out["index"] = [getattr(s, "index_kind", "-") for s in model.stages_.sources_]
         rng = np.random.default_rng(0)
         users = np.sort(rng.choice(data.user_ids, min(BATCH_USERS, data.n_users), replace=False))
         started = time.perf_counter()
@@ -94,20 +94,20 @@ def index_comparison(size: str, n_queries: int = 2000) -> dict:
     ``nprobe`` and HNSW ``efSearch``.
     """
     from funnel import FunnelConfig
-    from funnel.stages import Stages
+    from funnel.factors import ArtistEmbedder
 
     config = FunnelConfig()
     data = dataset(size)
-    embedder = Stages(config).make_embedder().fit(data)  # the funnel's own artist vectors
+    embedder = ArtistEmbedder.from_config(config).fit(data)  # the funnel's own artist vectors
     rng = np.random.default_rng(0)
     rows = rng.choice(data.n_users, min(n_queries, data.n_users), replace=False)
     history = data.matrix[rows]
-    out = {"size": size, "artists": data.n_artists, "k": config.tag_candidates, "queries": len(rows)}
+    out = {"size": size, "artists": data.n_artists, "k": config.candidates["tags"], "queries": len(rows)}
     out.update(compare_indexes(embedder.vectors_, embedder.query(history, config.history_weighting),
-                               config.tag_candidates))
+                               config.candidates["tags"]))
     cut = embedder.search_vectors(config.tag_search_dim)
     out["cut_to_search_dim"] = compare_indexes(cut, embedder.query(history, config.history_weighting, cut),
-                                               config.tag_candidates)
+                                               config.candidates["tags"])
     return out
 
 

@@ -10,14 +10,13 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
+from funnel.batching import in_batches
 from funnel.data import Dataset
 from funnel.data.dataset import lookup_ids
 from funnel.data.history import History, parse_history
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
-from threadpoolctl import threadpool_limits
-
-from funnel.batching import in_batches
 from funnel.factors import EASE, confidence
 from funnel.recommender import check_n
 from funnel.sparse import top_n_per_row
@@ -177,7 +176,7 @@ class ALSRecommender(_FullCatalogue):
 class PopularityRecommender(_FullCatalogue):
     """The most listened-to unseen artists, the same chart for everyone."""
 
-    def fit(self, dataset: Dataset) -> "PopularityRecommender":
+    def fit(self, dataset: Dataset) -> PopularityRecommender:
         """Count listeners per artist; returns ``self``."""
         self._remember(dataset)
         self.listeners_ = np.diff(sp.csc_matrix(dataset.matrix).indptr).astype(np.float64)
@@ -208,7 +207,7 @@ class BPRRecommender(_FullCatalogue):
         self.regularization = regularization
         self.seed = seed
 
-    def fit(self, dataset: Dataset) -> "BPRRecommender":
+    def fit(self, dataset: Dataset) -> BPRRecommender:
         """Fit BPR; returns ``self``."""
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
@@ -241,7 +240,7 @@ class EASERecommender(_FullCatalogue):
         self.min_listeners = min_listeners
         self.max_artists = max_artists
 
-    def fit(self, dataset: Dataset) -> "EASERecommender":
+    def fit(self, dataset: Dataset) -> EASERecommender:
         """Fit EASE; returns ``self``."""
         self._remember(dataset)
         self.ease_ = EASE(self.l2, self.min_listeners, self.max_artists).fit(dataset)

@@ -138,6 +138,10 @@ class FunnelConfig(BaseModel):
         except ValidationError as exc:
             raise ConfigError(describe(exc)) from None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ConfigError(f"a FunnelConfig cannot be changed; build a changed copy with "
+                          f"config.replace({name}=...)")
+
     @field_validator("candidates")
     @classmethod
     def _known_sources(cls, value: dict[str, int]) -> dict[str, int]:

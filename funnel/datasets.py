@@ -60,15 +60,16 @@ def synthetic(n_users: int = 200, n_artists: int = 300, n_clusters: int = 5, art
     bogus = rng.random(n_rows) < 0.005
     seconds[bogus] = np.datetime64("1956-06-01", "s").astype(np.int64)
     assignments = pd.DataFrame({"user_id": rng.integers(1, n_users + 1, n_rows), "artist_id": tag_artist + 1,
-                                "tag_id": tag_id, "timestamp": seconds.astype("datetime64[s]").astype("datetime64[ns]")})
+                                "tag_id": tag_id,
+                                "timestamp": seconds.astype("datetime64[s]").astype("datetime64[ns]")})
     artist_frame = pd.DataFrame({"artist_id": np.arange(n_artists) + 1,
                                  "name": [f"Artist {i + 1}" for i in range(n_artists)]})
     left = rng.integers(0, n_users, n_users * 3)
     by_user_cluster = np.argsort(user_cluster, kind="stable")
     counts = np.bincount(user_cluster, minlength=n_clusters)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    c = user_cluster[left]
-    right = by_user_cluster[starts[c] + (rng.random(len(left)) * counts[c]).astype(np.int64)]
+    cluster_of = user_cluster[left]
+    right = by_user_cluster[starts[cluster_of] + (rng.random(len(left)) * counts[cluster_of]).astype(np.int64)]
     friends = pd.DataFrame({"user_id": left + 1, "friend_id": right + 1})
     friends = friends[friends.user_id != friends.friend_id]
     return Dataset.from_frames(interactions, artists=artist_frame, tags=tags, tag_assignments=assignments,

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-
-from typing import TYPE_CHECKING
 
 from funnel.batch import Batch
 from funnel.candidates import CandidateSet

@@ -78,9 +78,12 @@ def svd_provider(dataset: Dataset, config: FunnelConfig, cache: ArtifactCache | 
             try:
                 model.set_arrays(future.result())
             except BrokenProcessPool as exc:
-                raise FunnelError(f"the worker process fitting BiasedSVD ended without an answer ({exc}); "
-                                  "the system may have run out of memory; set n_threads=1 to fit it in this "
-                                  "process") from exc
+                # e.g. a script without an ``if __name__ == "__main__":`` guard, which a spawned
+                # worker runs again on start, or a worker killed for memory
+                logger.warning("the worker process fitting BiasedSVD ended without an answer (%s); fitting it "
+                               "here instead. Scripts that fit a funnel should guard their top level with "
+                               "`if __name__ == \"__main__\":`; n_threads=1 never starts a worker", exc)
+                model.fit(dataset)
         if cache is not None:
             cache.save(kind, dataset.fingerprint(), settings, PartState(arrays=model.to_arrays()))
         return model

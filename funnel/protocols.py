@@ -58,7 +58,8 @@ class CandidateSource(Protocol):
 class FeatureGroup(Protocol):
     """Stage-two feature columns for every (user, candidate) pair of a batch.
 
-    ``compute`` returns a ``(len(cands), len(columns(sources)))`` array.
+    ``compute`` returns a ``(len(cands), len(columns(sources)))`` array (a 1-D array of
+    ``len(cands)`` for a single column).
     ``constant_per_user`` names the columns equal for every candidate of a user (they shift
     a user's scores without ranking them, so explanations leave them out).
     """

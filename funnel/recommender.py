@@ -296,6 +296,8 @@ class Recommender:
         ------
         DataError
             ``artist_id`` is not in the catalogue.
+        ConfigError
+            The model was configured without the artist embedding.
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_) - 1)
@@ -307,13 +309,17 @@ class Recommender:
                             f"artists, ids {self.artist_ids_[0]}..{self.artist_ids_[-1]})")
         tags = [s for s in self.stages_.sources_ if s.name == "tags"]
         if tags:
-            ids, scores = tags[0].similar(column, n)  # type: ignore[attr-defined]
-        else:
+            ids, scores = tags[0].similar(column, n)
+        elif "embedder" in self.stages_.models_:
             vectors = self.stages_.models_["embedder"].vectors_
             similarity = vectors @ vectors[column]
             similarity[column] = -np.inf
             ids = np.argsort(-similarity, kind="stable")[:n]
             scores = similarity[ids]
+        else:
+            raise ConfigError("this model has no artist embedding to compare artists in: neither its candidate "
+                              "sources nor its feature groups use one; add the 'tags' source (or the 'tags', "
+                              "'artist' or 'user' feature group) and retrain")
         return pd.DataFrame({"rank": np.arange(1, len(ids) + 1), "artist_id": self.artist_ids_[ids],
                              "artist_name": self.artist_names_[ids].astype(object),
                              "similarity": scores.astype(np.float64)})

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Any
 
 from funnel.errors import ConfigError
 
-T = TypeVar("T")
 
-
-class Registry(Generic[T]):
+class Registry:
     """Classes by name, for building the parts a :class:`funnel.FunnelConfig` names.
 
     Parameters
@@ -24,9 +22,9 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, setting: str) -> None:
         self.kind = kind
         self.setting = setting
-        self._classes: dict[str, type[T]] = {}
+        self._classes: dict[str, Any] = {}
 
-    def add(self, name: str, cls: type[T]) -> type[T]:
+    def add(self, name: str, cls: Any) -> Any:
         """Register ``cls`` under ``name`` (which it must also carry as ``cls.name``)."""
         if getattr(cls, "name", name) != name:
             raise ConfigError(f"{self.kind} {cls.__name__} has name {cls.name!r}, registered as {name!r}")
@@ -42,7 +40,7 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} {name!r} in setting {self.setting!r}; "
                              f"registered: {sorted(self._classes)}")
 
-    def get(self, name: str) -> type[T]:
+    def get(self, name: str) -> Any:
         """The class registered under ``name``."""
         try:
             return self._classes[name]

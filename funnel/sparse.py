@@ -113,8 +113,8 @@ def top_n_per_row(rows: np.ndarray, scores: np.ndarray, cols: np.ndarray, n: int
     order = keep[np.lexsort((cols[keep], -scores[keep], rows[keep]))]
     sorted_rows = rows[order]
     rank = np.arange(len(order)) - np.searchsorted(sorted_rows, sorted_rows)
-    keep = rank < n
-    return order[keep], rank[keep] + 1
+    within = rank < n
+    return order[within], rank[within] + 1
 
 
 def _at_least_nth_best(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:

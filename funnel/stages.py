@@ -83,7 +83,7 @@ class Stages:
             self.fit_seconds_[name] = time.perf_counter() - started
         self.models_ = models
         started = time.perf_counter()
-        self.sources_ = []
+        self.sources_: list[CandidateSource] = []
         for name in cfg.candidates:
             source = SOURCES.get(name).from_config(cfg, models)
             if not getattr(source, "available", lambda: True)():
@@ -91,7 +91,8 @@ class Stages:
                 continue
             self.sources_.append(source.fit(dataset))
         self.fit_seconds_["sources"] = time.perf_counter() - started
-        self.features_ = [FEATURES.get(name).from_config(cfg, models).fit(dataset) for name in cfg.features]
+        self.features_: list[FeatureGroup] = [FEATURES.get(name).from_config(cfg, models).fit(dataset)
+                                              for name in cfg.features]
         self._finish()
         logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in self.sources_))
         return self
@@ -145,10 +146,10 @@ class Stages:
                 name = key[len("models/"):]
                 models[name] = MODELS.get(name).from_config(config).set_arrays(state.arrays)
         self.models_ = models
-        self.sources_: list[CandidateSource] = [
+        self.sources_ = [
             SOURCES.get(name).from_config(config, models).set_state(states.get(f"sources/{name}", PartState()))
             for name in source_names]
-        self.features_: list[FeatureGroup] = [
+        self.features_ = [
             FEATURES.get(name).from_config(config, models).set_state(states.get(f"features/{name}", PartState()))
             for name in config.features]
         self._finish()

@@ -13,7 +13,6 @@ import pytest
 
 from funnel import DataError, Dataset, Recommender, load_lastfm
 from funnel.datasets import synthetic
-
 from tests.conftest import SMALL
 
 UA_HEADER = "userID\tartistID\tweight\r\n"

@@ -1,102 +1,163 @@
-"""Stage one: one contract every candidate source passes, plus embedding behaviour."""
+"""Stage one: the built-in sources in their variants, the artist embedding, and the shared helpers.
+
+The contract every registered source passes (shapes, order, padding, saved state) is in
+tests/test_contracts.py; this file checks the variants of the built-in sources and known answers.
+"""
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from funnel import ConfigError, Dataset, NotFittedError
-from funnel.candidates import (ALSSource, ArtistEmbedder, EASESource, FriendsSource, PopularitySource,
-                               TagSource, drop_seen, merge_candidates)
-from funnel.candidates.embeddings import artist_statistics, projection, tfidf
-from funnel.factors import ALSFactors
+from funnel import ArtifactError, ConfigError, Dataset, FunnelConfig, NotFittedError
+from funnel.batch import Batch
+from funnel.candidates import (
+    ALSSource,
+    EASESource,
+    FriendsSource,
+    PopularitySource,
+    TagSource,
+    drop_seen,
+    merge_candidates,
+    top_k_ordered,
+    top_k_unseen,
+)
+from funnel.factors import EASE, ALSFactors, ArtistEmbedder, FriendListening, PopularityChart, artist_statistics
 
 K = 25
 SOURCES = {
-    "tags": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16)),
-    "tags-hnsw": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="hnsw"),
-    "tags-ivf": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), index="ivf"),
-    "tags-cut": lambda: TagSource(K, embedder=ArtistEmbedder(tag_dim=16), search_dim=4),
-    "als": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5)),
-    "als-min3": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5), min_listeners=3),
-    "als-min3-hnsw": lambda: ALSSource(K, als=ALSFactors(factors=8, iterations=5), index="hnsw", min_listeners=3),
-    "popularity": lambda: PopularitySource(K),
-    "ease": lambda: EASESource(K),
-    "friends": lambda: FriendsSource(K),
-    "friends-count": lambda: FriendsSource(K, score="count"),
+    "tags": lambda m: TagSource(K, m["embedder"]),
+    "tags-hnsw": lambda m: TagSource(K, m["embedder"], index="hnsw"),
+    "tags-ivf": lambda m: TagSource(K, m["embedder"], index="ivf"),
+    "tags-cut": lambda m: TagSource(K, m["embedder"], search_dim=4),
+    "als": lambda m: ALSSource(K, m["als"]),
+    "als-min3": lambda m: ALSSource(K, m["als"], min_listeners=3),
+    "als-min3-hnsw": lambda m: ALSSource(K, m["als"], index="hnsw", min_listeners=3),
+    "popularity": lambda m: PopularitySource(K, m["popularity"]),
+    "ease": lambda m: EASESource(K, m["ease"]),
+    "friends": lambda m: FriendsSource(K, m["friends"]),
 }
 
 
+@pytest.fixture(scope="module")
+def models(synth):
+    return {"embedder": ArtistEmbedder(tag_dim=16).fit(synth), "als": ALSFactors(factors=8, iterations=5).fit(synth),
+            "popularity": PopularityChart().fit(synth), "ease": EASE().fit(synth),
+            "friends": FriendListening().fit(synth)}
+
+
 @pytest.fixture(params=sorted(SOURCES))
-def source(request, synth):
-    return SOURCES[request.param]().fit(synth)
+def source(request, synth, models):
+    return SOURCES[request.param](models).fit(synth)
 
 
-def test_source_contract(source, synth):
-    users = np.arange(synth.n_users)
+def every_user(dataset: Dataset) -> Batch:
+    return Batch(np.arange(dataset.n_users), dataset.matrix)
+
+
+def test_source_variants_keep_the_contract(source, synth):
     history = synth.matrix
-    ids, scores = source.retrieve(users, history)
+    ids, scores = source.retrieve(every_user(synth))
     assert ids.shape == scores.shape == (synth.n_users, K)
     assert ids.dtype == np.int64 and scores.dtype == np.float32
     seen = history.toarray() > 0
     valid = ids >= 0
+    assert valid.mean() > 0.5, "the source found hardly anything"
     assert not seen[np.nonzero(valid)[0], ids[valid]].any(), "returned an artist from the history"
     for row_ids in ids:  # no repeats within a user
         real = row_ids[row_ids >= 0]
         assert len(np.unique(real)) == len(real)
     steps = np.diff(np.where(valid, scores, np.nan), axis=1)  # padding (-inf - -inf) left out below
     assert (steps[valid[:, 1:]] <= 1e-5).all(), "not best first"
-    assert np.isneginf(scores[~valid]).all()
-    # a new user (-1) with a history row is served through the same call
-    new_ids, _ = source.retrieve(np.array([-1]), history[:1])
+    assert np.isneginf(scores[~valid]).all() and np.isfinite(scores[valid]).all()
+    # a new listener (-1) with a history row is served through the same call
+    new_ids, _ = source.retrieve(Batch(np.array([-1]), history[:1]))
     assert new_ids.shape == (1, K) and not np.isin(new_ids, history[:1].indices).any()
+    assert (new_ids >= 0).any() == (source.name != "friends")  # a new listener has no friends in the data
 
 
-def test_source_needs_fit():
-    for make in SOURCES.values():
+def test_sources_need_fitting(synth, models):
+    batch = Batch(np.array([0]), synth.matrix[:1])
+    for name in ("tags", "tags-cut", "als", "als-min3"):  # their index is built by fit
         with pytest.raises(NotFittedError):
-            make().retrieve(np.array([0]), sp.csr_matrix((1, 3)))
+            SOURCES[name](models).retrieve(batch)
+    # the other sources read the shared models, which must be fitted
+    for source in (EASESource(K, EASE()), FriendsSource(K, FriendListening()), PopularitySource(K, PopularityChart()),
+                   ALSSource(K, ALSFactors())):
+        with pytest.raises(NotFittedError):
+            source.fit(synth).retrieve(batch)
+    with pytest.raises(NotFittedError):
+        TagSource(K, ArtistEmbedder()).fit(synth)
 
 
 @pytest.mark.parametrize("index", ["flat", "ivf", "hnsw"])
-def test_als_source_searches_only_artists_with_enough_listeners(synth, index, caplog):
+def test_als_source_searches_only_artists_with_enough_listeners(synth, models, index, caplog):
     listeners = np.bincount(synth.matrix.indices, minlength=synth.n_artists)
-    als = ALSFactors(factors=8, iterations=5).fit(synth.matrix)
-    every = ALSSource(K, als=als, index=index).fit(synth)
-    source = ALSSource(K, als=als, index=index, min_listeners=3).fit(synth)
+    als = models["als"]
+    every = ALSSource(K, als, index=index).fit(synth)
+    source = ALSSource(K, als, index=index, min_listeners=3).fit(synth)
     assert source.index_.ntotal == (listeners >= 3).sum() < synth.n_artists == every.index_.ntotal
-    users = np.arange(synth.n_users)
-    ids, scores = source.retrieve(users, synth.matrix)
+    batch = every_user(synth)
+    ids, scores = source.retrieve(batch)
     assert (listeners[ids[ids >= 0]] >= 3).all() and (ids >= 0).sum() > 0.9 * ids.size
     # scores are the inner products of the artists that were found
-    user_vectors = als.user_vectors(users, synth.matrix)
+    user_vectors = als.user_vectors(batch)
     row, col = np.nonzero(ids >= 0)
     exact = np.einsum("ij,ij->i", user_vectors[row], als.item_factors_[ids[row, col]])
     np.testing.assert_allclose(scores[row, col], exact, rtol=1e-3, atol=1e-3)
-    with pytest.raises(ConfigError, match="min_listeners"):
-        ALSSource(K, als=als, min_listeners=0).fit(synth)
-    assert ALSSource(K, als=als, min_listeners=10**6).fit(synth).index_.ntotal == synth.n_artists
+    assert ALSSource(K, als, min_listeners=10**6).fit(synth).index_.ntotal == synth.n_artists
     assert "searches every artist" in caplog.text
 
 
-@pytest.mark.parametrize("score, expected", [("count", [2.0, 1.0]), ("log", np.log1p([2.0, 1.0]))])
-def test_friends_source_ranks_by_listening_friends(score, expected):
+def test_source_settings_are_checked_by_the_config():
+    with pytest.raises(ConfigError, match="als_min_listeners"):
+        FunnelConfig(als_min_listeners=0)
+    with pytest.raises(ConfigError, match="tag_search_dim"):
+        FunnelConfig(tag_search_dim=-1)
+    with pytest.raises(ConfigError, match="at least 1 candidate"):
+        FunnelConfig(candidates={"tags": 0})
+
+
+def test_sources_are_built_from_the_config(synth, models):
+    config = FunnelConfig(candidates={"tags": 7, "als": 8}, als_min_listeners=3, tag_search_dim=4, index="flat")
+    tags = TagSource.from_config(config, models)
+    als = ALSSource.from_config(config, models)
+    assert (tags.n_candidates, tags.search_dim, tags.index, tags.embedder) == (7, 4, "flat", models["embedder"])
+    assert (als.n_candidates, als.min_listeners, als.als) == (8, 3, models["als"])
+
+
+def test_friends_source_ranks_by_listening_friends():
     plays = pd.DataFrame({"user_id": [1, 2, 2, 3, 3], "artist_id": [30, 10, 20, 10, 30], "weight": 5.0})
     friends = pd.DataFrame({"user_id": [1, 1, 2, 3], "friend_id": [2, 3, 1, 1]})
     data = Dataset.from_frames(plays, friends=friends)
-    source = FriendsSource(5, score=score).fit(data)
+    source = FriendsSource(5, FriendListening().fit(data)).fit(data)
     users = data.user_index(np.array([1]))
-    ids, scores = source.retrieve(users, data.matrix[users])
+    ids, scores = source.retrieve(Batch(users, data.matrix[users]))
     # user 1's two friends both play artist 10 and one plays 20; 30 is in user 1's history
     assert data.artist_ids[ids[0, :2]].tolist() == [10, 20] and (ids[0, 2:] == -1).all()
-    np.testing.assert_allclose(scores[0, :2], expected, rtol=1e-6)
-    with pytest.raises(ConfigError, match="friends score"):
-        FriendsSource(5, score="raw").fit(data)
+    np.testing.assert_allclose(scores[0, :2], np.log1p([2.0, 1.0]), rtol=1e-6)
+    assert np.isneginf(scores[0, 2:]).all()
+    # a new listener has no friends in the data, so nothing
+    new_ids, _ = source.retrieve(Batch(np.array([-1]), data.matrix[users]))
+    assert (new_ids == -1).all()
 
 
-def test_tag_search_finds_the_users_cluster(synth):
-    source = TagSource(K, embedder=ArtistEmbedder(tag_dim=16)).fit(synth)
-    ids, _ = source.retrieve(np.arange(synth.n_users), synth.matrix)
+def test_popularity_source_is_the_chart_without_the_history():
+    plays = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3, 4], "artist_id": [10, 20, 10, 30, 10, 20, 40],
+                          "weight": [1.0, 1.0, 1.0, 1.0, 1.0, 9.0, 1.0]})
+    data = Dataset.from_frames(plays)
+    source = PopularitySource(3, PopularityChart().fit(data)).fit(data)
+    users = data.user_index(np.array([1, 4]))
+    ids, scores = source.retrieve(Batch(users, data.matrix[users]))
+    # listeners: 10 three, 20 two, 30 and 40 one each (30 first: the tie goes by plays, then index)
+    assert data.artist_ids[ids[0, :2]].tolist() == [30, 40] and ids[0, 2] == -1
+    assert data.artist_ids[ids[1]].tolist() == [10, 20, 30]
+    np.testing.assert_allclose(scores[1], np.log1p([3.0, 2.0, 1.0]), rtol=1e-6)
+
+
+def test_tag_search_finds_the_users_cluster(synth, models):
+    source = TagSource(K, models["embedder"]).fit(synth)
+    ids, _ = source.retrieve(every_user(synth))
     cluster = (synth.artist_ids - 1) % 4
     user_cluster = np.array([np.bincount(cluster[row.indices], minlength=4).argmax()
                              for row in synth.matrix])  # test-only loop
@@ -104,8 +165,17 @@ def test_tag_search_finds_the_users_cluster(synth):
     assert share > 0.9
 
 
-def test_search_vectors_keep_the_strongest_tag_components(synth):
-    embedder = ArtistEmbedder(tag_dim=16).fit(synth)
+def test_similar_excludes_the_artist_itself(synth, models):
+    source = TagSource(K, models["embedder"]).fit(synth)
+    ids, scores = source.similar(0, 10)
+    assert len(ids) == 10 and 0 not in ids.tolist()
+    vectors = source.search_vectors
+    np.testing.assert_allclose(scores, vectors[ids] @ vectors[0], rtol=1e-4, atol=1e-5)
+    assert np.all(np.diff(scores) <= 1e-6)
+
+
+def test_search_vectors_keep_the_strongest_tag_components(synth, models):
+    embedder = models["embedder"]
     cut = embedder.search_vectors(4)
     extra = embedder.vectors_.shape[1] - embedder.tag_dim_
     assert cut.shape == (synth.n_artists, 4 + extra) and cut.flags.c_contiguous
@@ -115,39 +185,39 @@ def test_search_vectors_keep_the_strongest_tag_components(synth):
     first = embedder.vectors_[:, :4]  # the same directions, only rescaled
     np.testing.assert_allclose(cut[:, :4] * np.linalg.norm(first, axis=1, keepdims=True), first, atol=1e-6)
     assert embedder.search_vectors(0) is embedder.vectors_ and embedder.search_vectors(99) is embedder.vectors_
-    source = TagSource(K, embedder=embedder, search_dim=4).fit(synth)
+    source = TagSource(K, embedder, search_dim=4).fit(synth)
     assert source.index_.d == cut.shape[1]
     for approximate in ("ivf", "hnsw"):  # their lists need the whole tag block
-        source = TagSource(K, embedder=embedder, search_dim=4, index=approximate).fit(synth)
+        source = TagSource(K, embedder, search_dim=4, index=approximate).fit(synth)
         assert source.index_.d == embedder.vectors_.shape[1]
-    with pytest.raises(ConfigError, match="search_dim"):
-        TagSource(K, embedder=embedder, search_dim=-1).fit(synth)
 
 
-def test_tfidf_matches_scikit_learn():
-    from sklearn.feature_extraction.text import TfidfTransformer
-
-    counts = sp.random(200, 80, density=0.05, format="csr", random_state=2, dtype=np.float32)
-    counts.data = np.ceil(counts.data * 5)
-    expected = TfidfTransformer(sublinear_tf=True).fit_transform(counts).toarray()
-    np.testing.assert_allclose(tfidf(counts).toarray(), expected, rtol=1e-5, atol=1e-6)
-
-
-def test_projection_matches_scikit_learn_truncated_svd():
-    from sklearn.decomposition import TruncatedSVD
-
-    matrix = sp.random(600, 300, density=0.03, format="csr", random_state=1, dtype=np.float32)
-    expected = TruncatedSVD(40, algorithm="randomized", n_iter=2, random_state=3).fit_transform(matrix)
-    np.testing.assert_allclose(projection(matrix, 40, seed=3), expected, atol=1e-4)
+def test_artists_of_one_cluster_share_tag_directions(synth, models):
+    embedder = models["embedder"]
+    tagged = np.flatnonzero(embedder.stats_["has_tags"] > 0)
+    cluster = (synth.artist_ids[tagged] - 1) % 4
+    block = embedder.vectors_[tagged, :embedder.tag_dim_]
+    np.testing.assert_allclose(np.linalg.norm(block, axis=1), 1.0, rtol=1e-5)
+    cosine = block @ block.T
+    same = cluster[:, None] == cluster[None, :]
+    assert cosine[same].mean() > 0.5 > cosine[~same].mean() + 0.3
 
 
-def test_artists_without_tags_still_have_usable_vectors(synth):
-    embedder = ArtistEmbedder(tag_dim=16).fit(synth)
+def test_artists_without_tags_still_have_usable_vectors(models):
+    embedder = models["embedder"]
     untagged = ~embedder.stats_["has_tags"].astype(bool)
     assert untagged.sum() >= 5
     assert np.isfinite(embedder.vectors_).all()
     assert (np.linalg.norm(embedder.vectors_[untagged], axis=1) > 0).all()
     assert np.allclose(embedder.vectors_[untagged, :embedder.tag_dim_], 0)
+
+
+def test_embedder_state_round_trips(synth, models):
+    embedder = models["embedder"]
+    restored = ArtistEmbedder(tag_dim=16).set_arrays({k: v.copy() for k, v in embedder.to_arrays().items()})
+    assert restored.tag_dim_ == embedder.tag_dim_ and restored.stats_.keys() == embedder.stats_.keys()
+    np.testing.assert_array_equal(restored.vectors_, embedder.vectors_)
+    np.testing.assert_allclose(restored.query(synth.matrix[:5]), embedder.query(synth.matrix[:5]), rtol=1e-6)
 
 
 def test_bogus_years_do_not_move_freshness(synth):
@@ -170,30 +240,53 @@ def test_embedder_without_tags_uses_popularity_and_freshness(synth):
     bare = Dataset.from_frames(synth.interactions)
     embedder = ArtistEmbedder(tag_dim=16).fit(bare)
     assert embedder.tag_dim_ == 0 and embedder.vectors_.shape == (bare.n_artists, 4)
+    assert not TagSource(K, embedder).available()
 
 
 def test_drop_seen_pads_and_merge_keeps_source_ranks():
     history = sp.csr_matrix(np.array([[1, 0, 0, 1], [0, 0, 0, 0]], dtype=np.float32))
     ids, scores = drop_seen(np.array([[0, 1, 3, 2], [3, 2, -1, -1]]),
-                            np.array([[4, 3, 2, 1], [2, 1, -np.inf, -np.inf]], np.float32), history, 3)
+                            np.array([[4, 3, 2, 1], [2, 1, -np.inf, -np.inf]], np.float32),
+                            Batch(np.arange(2), history), 3)
     assert ids.tolist() == [[1, 2, -1], [3, 2, -1]]
+    assert scores.tolist() == [[3, 1, -np.inf], [2, 1, -np.inf]]
     merged = merge_candidates([("a", ids, scores)], 4, extra=[np.array([[1, 2, -1], [0, -1, -1]])])
     assert list(zip(merged.rows, merged.items)) == [(0, 1), (0, 2), (1, 0), (1, 2), (1, 3)]
     assert merged.ranks["a"].tolist() == [1, 2, 4, 2, 1]
     assert merged.scores["a"][2] == 1.0  # missing pair gets the row's lowest score
 
 
+def test_top_k_unseen_of_a_dense_score_matrix():
+    history = sp.csr_matrix(np.array([[0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]], np.float32))
+    item_ids = np.array([1, 2, 4, 5])  # the artists the columns score
+    scores = np.array([[9.0, 1.0, 3.0, 8.0], [0.5, 2.0, 1.0, 4.0]], np.float32)
+    ids, top = top_k_unseen(scores, item_ids, history, 3)
+    assert ids.tolist() == [[4, 2, -1], [5, 2, 4]]  # artists 1 and 5 are in row 0's history
+    assert top.tolist() == [[3.0, 1.0, -np.inf], [4.0, 2.0, 1.0]]
+    wide, _ = top_k_unseen(scores, item_ids, history, 6)  # more than there are columns
+    assert wide.shape == (2, 6) and wide[1].tolist() == [5, 2, 4, 1, -1, -1]
+
+
+def test_top_k_ordered_reads_the_leading_entries_of_each_row():
+    # rows store their entries best first, as FriendListening.counts_ does
+    scores = sp.csr_matrix((np.array([5, 4, 2, 7], np.float32), np.array([3, 0, 2, 1]), np.array([0, 3, 4])),
+                           shape=(2, 5))
+    history = sp.csr_matrix(np.array([[1, 0, 0, 0, 0], [0, 1, 0, 0, 0]], np.float32))
+    ids, top = top_k_ordered(scores, Batch(np.arange(2), history), 2)
+    assert ids.tolist() == [[3, 2], [-1, -1]]
+    assert top.tolist() == [[5.0, 2.0], [-np.inf, -np.inf]]
+
 
 @pytest.mark.parametrize("mask_cells", [1 << 25, 0])  # a dense mask of the batch, or a search of its entries
 def test_in_history_matches_a_set_reference(monkeypatch, mask_cells):
-    from funnel.candidates import base
+    import funnel.batch
 
-    monkeypatch.setattr(base, "SEEN_MASK_CELLS", mask_cells)
+    monkeypatch.setattr(funnel.batch, "SEEN_MASK_CELLS", mask_cells)
     rng = np.random.default_rng(5)
     history = sp.csr_matrix((rng.random((7, 30)) < 0.3).astype(np.float32))
     ids = rng.integers(-1, 30, size=(7, 12))
     expected = [[j >= 0 and history[r, j] != 0 for j in row] for r, row in enumerate(ids)]
-    assert base.in_history(history, ids).tolist() == expected
+    assert Batch(np.arange(7), history).in_history(ids).tolist() == expected
 
 
 def test_merge_of_several_sources_matches_a_pair_by_pair_reference():
@@ -231,6 +324,50 @@ def test_exact_search_matches_numpy(n_queries):
     best = np.argsort(-every, axis=1)[:, :10]
     np.testing.assert_array_equal(ids, best)
     np.testing.assert_allclose(scores, np.take_along_axis(every, best, axis=1), rtol=1e-5)
+
+
+def test_search_of_a_subset_returns_artist_indices_and_pads():
+    from funnel.candidates.index import build_index, search
+
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(50, 6)).astype(np.float32)
+    subset = np.array([3, 10, 11, 40])
+    for kind in ("flat", "hnsw"):
+        ids, scores = search(build_index(vectors, kind, ids=subset), vectors[:2], 6)
+        assert ids.shape == (2, 4)  # k is capped at the indexed vectors
+        assert set(ids[0].tolist()) == set(subset.tolist())
+        np.testing.assert_allclose(scores, np.take_along_axis(vectors[:2] @ vectors.T, ids, axis=1), rtol=1e-5)
+
+
+def test_index_bytes_round_trip_and_a_broken_file_is_refused():
+    from funnel.candidates.index import build_index, index_bytes, index_from_bytes, search
+
+    vectors = np.random.default_rng(4).normal(size=(100, 8)).astype(np.float32)
+    index = build_index(vectors)
+    again = index_from_bytes(index_bytes(index))
+    ids, scores = search(index, vectors[:5], 7)
+    ids2, scores2 = search(again, vectors[:5], 7)
+    np.testing.assert_array_equal(ids, ids2)
+    np.testing.assert_allclose(scores, scores2, rtol=1e-6)
+    with pytest.raises(ArtifactError, match="the test index is not a readable FAISS index"):
+        index_from_bytes(b"not an index", "the test index")
+
+
+def test_faiss_blas_threshold_is_lowered_never_raised():
+    import faiss
+
+    from funnel.candidates.index import BLAS_QUERIES, build_index, use_blas_for_batches
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    try:
+        faiss.cvar.distance_compute_blas_threshold = 128_000
+        build_index(np.eye(4, dtype=np.float32))
+        assert faiss.cvar.distance_compute_blas_threshold == BLAS_QUERIES
+        faiss.cvar.distance_compute_blas_threshold = 4  # someone set it lower: left alone
+        use_blas_for_batches()
+        assert faiss.cvar.distance_compute_blas_threshold == 4
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = before
 
 
 def test_auto_index_is_exact_below_the_threshold_then_ivf():

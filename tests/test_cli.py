@@ -1,9 +1,13 @@
 """main.py end to end: the CSV, reuse of saved parts, one-line errors, no partial output."""
 
+import json
+
 import pandas as pd
 import pytest
 
 import main
+from args import parse_args, to_config
+from funnel import FunnelConfig
 from funnel.datasets import synthetic
 
 
@@ -38,7 +42,9 @@ def cli(tmp_path, data, *extra):
 
 
 def test_writes_csv_then_reuses_saved_parts(tmp_path, data_dir, capsys, caplog):
-    assert cli(tmp_path, data_dir, "--runsvd", "True", "--judge", "True", "--topn", "7") == 0
+    assert cli(tmp_path, data_dir, "--runsvd", "True", "--judge", "True", "--topn", "7", "--candidates", "30") == 0
+    manifest = json.loads((tmp_path / "art" / "model" / "manifest.json").read_text())
+    assert manifest["config"]["candidates"] == {**FunnelConfig().candidates, "tags": 30, "als": 30}
     csv = pd.read_csv(tmp_path / "recs.csv")
     assert list(csv.columns) == ["user_id", "rank", "artist_id", "artist_name", "score"]
     assert len(csv) == 120 * 7 and (csv.groupby("user_id").size() == 7).all()
@@ -47,10 +53,10 @@ def test_writes_csv_then_reuses_saved_parts(tmp_path, data_dir, capsys, caplog):
     assert overlap.empty
     assert (tmp_path / "art" / "model" / "manifest.json").exists()
     with caplog.at_level("INFO", logger="funnel"):
-        assert cli(tmp_path, data_dir, "--topn", "7") == 0
+        assert cli(tmp_path, data_dir, "--topn", "7", "--candidates", "30") == 0
     assert "reusing saved ranker" in caplog.text and "reusing saved svd " in caplog.text
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "recs.csv"), csv)
-    assert cli(tmp_path, data_dir, "--topn", "7", "--explain", "True") == 0
+    assert cli(tmp_path, data_dir, "--topn", "7", "--candidates", "30", "--explain", "True") == 0
     explained = pd.read_csv(tmp_path / "recs.csv")
     assert list(explained.columns) == [*csv.columns, "reason"]
     pd.testing.assert_frame_equal(explained[csv.columns], csv)
@@ -74,6 +80,22 @@ def test_errors_are_one_line_and_leave_no_partial_csv(tmp_path, data_dir, capsys
     assert cli(tmp_path, data_dir) == 1
     assert capsys.readouterr().err.strip() == "unexpected error (RuntimeError): boom"
     assert (tmp_path / "recs.csv").read_text() == "previous\n"
+
+
+def test_flags_map_onto_the_config():
+    default = FunnelConfig()
+    config = to_config(parse_args(["--candidates", "7", "--seed", "3", "--runsvd", "True", "--progress", "off"]))
+    assert config.candidates == {**default.candidates, "tags": 7, "als": 7}  # the other sources keep theirs
+    assert config.seed == 3 and config.reuse_svd is False and config.reuse_ranker is True
+    assert config.show_progress is False and config.cache_dir == "artifacts/"
+    assert to_config(parse_args([])).candidates == default.candidates
+
+
+def test_a_bad_candidates_flag_is_one_line_before_any_work(tmp_path, data_dir, capsys):
+    assert cli(tmp_path, data_dir, "--candidates", "0") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: setting candidates: source 'tags' must return at least 1 candidate")
+    assert "\n" not in err and not (tmp_path / "recs.csv").exists()
 
 
 def test_boolean_flags_need_true_or_false(capsys):

@@ -139,3 +139,16 @@ def test_fingerprint_covers_friends_and_tag_ids():
     a = Dataset.from_frames(inter, tags=frame(tag_id=[1, 2], tag=["x", "y"])).fingerprint()
     b = Dataset.from_frames(inter, tags=frame(tag_id=[2, 1], tag=["x", "y"])).fingerprint()
     assert a != b
+
+
+def test_ids_at_and_beyond_the_int64_edges_are_not_in_the_data():
+    top = 2**63 - 1
+    data = Dataset.from_frames(frame(user_id=[-2**63, 1, top], artist_id=[5, 6, 7], weight=[1.0, 1.0, 1.0]))
+    assert data.user_ids.tolist() == [-2**63, 1, top]
+    edges = [top, 2**63, -2**63, -2**63 - 1, 2**70, -2**70, 1]
+    assert data.user_index(edges).tolist() == [2, -1, 0, -1, -1, -1, 1]
+    assert data.user_index(np.array(edges, dtype=object)).tolist() == [2, -1, 0, -1, -1, -1, 1]
+    assert data.user_index(np.array([2**63, top], dtype=np.uint64)).tolist() == [-1, 2]
+    assert data.user_index(np.array([2.0**63, 1.0, 1.5, np.nan])).tolist() == [-1, 1, -1, -1]
+    assert data.user_index([True, "1", None, 1.0, 2**70]).tolist() == [-1, -1, -1, 1, -1]  # True is no user 1
+    assert data.artist_index([2**70, 6]).tolist() == [-1, 1]

@@ -60,7 +60,7 @@ def test_metrics_match_implicits_ranking_metrics_at_k(synth):
     import scipy.sparse as sp
 
     test_matrix = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=train.matrix.shape)
-    (implicit_model,) = model.als_._implicit  # the baseline is one ALS model
+    implicit_model = model.model_  # the baseline is implicit's own ALS model
     theirs = ranking_metrics_at_k(implicit_model, train.matrix, test_matrix, K=10, show_progress=False)
     assert ours["ndcg@10"] == pytest.approx(theirs["ndcg"], rel=1e-6)
     assert ours["map@10"] == pytest.approx(theirs["map"], rel=1e-6)
@@ -79,3 +79,35 @@ def test_empty_inputs():
     assert ranking_metrics(empty, test, ks=(10,))["ndcg@10"] == 0.0
     with pytest.raises(DataError, match="empty"):
         ranking_metrics(recs([(1, 1, 10)]), test.iloc[:0], ks=(10,))
+
+
+def test_novelty_is_the_mean_self_information():
+    from funnel import Dataset
+    from funnel.evaluation import novelty
+
+    train = Dataset.from_frames(pd.DataFrame({"user_id": [1, 2, 3, 4], "artist_id": [10, 10, 11, 12],
+                                              "weight": 1.0}),
+                                artists=pd.DataFrame({"artist_id": [10, 11, 12, 13], "name": "x"}))
+    # artist 10: 2 of 4 users (1 bit); 11: 1 of 4 (2 bits); 13: nobody, counted as one listener (2 bits)
+    assert novelty(recs([(1, 1, 10), (1, 2, 11), (2, 1, 13)]), train) == pytest.approx(5 / 3)
+    assert novelty(recs([]), train) == 0.0
+
+
+def test_new_listeners_are_evaluated_one_request_at_a_time(synth):
+    from funnel import split
+    from funnel.baselines import PopularityRecommender
+    from funnel.evaluation import evaluate_new_users
+
+    train, history, test = split.new_users(synth, seed=0)
+    model = PopularityRecommender().fit(train)
+    calls = []
+    real = model.recommend_for_history
+    model.recommend_for_history = lambda h, n: calls.append(h) or real(h, n)
+    metrics = evaluate_new_users(model, history, test, ks=(10,))
+    assert len(calls) == test["user_id"].nunique()
+    first = test["user_id"].min()
+    assert calls[0] == dict(history.loc[history["user_id"] == first, ["artist_id", "weight"]].to_numpy().tolist())
+    expected = ranking_metrics(pd.concat([real(h, 10).assign(user_id=u) for h, u in
+                                          zip(calls, np.unique(test["user_id"]))]), test, ks=(10,))
+    assert metrics == pytest.approx(expected)
+    assert 0 < metrics["recall@10"] < 1

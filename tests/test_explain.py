@@ -8,7 +8,8 @@ import pytest
 import scipy.sparse as sp
 
 from funnel import Dataset, Recommender
-from funnel.explain import closest_history, found_by, top_contributions
+from funnel.batch import Batch
+from funnel.explain import closest_history, feature_groups, found_by, reason, top_contributions
 
 EXPLAIN_COLUMNS = ["sources", "because_ids", "because", "contributions", "reason"]
 
@@ -28,17 +29,28 @@ def test_found_by_and_grouped_contributions():
     names = ["svd_artist_0", "svd_artist_1", "ease_score", "tag_similarity"]
     top = top_contributions(np.array([[1.0, 2.0, -0.5, 0.1]]), names, k=2)
     assert top == [{"svd_artist": 3.0, "ease_score": -0.5}]
+    groups, group_of = feature_groups(names)
+    assert groups == ["svd_artist", "ease_score", "tag_similarity"] and group_of.tolist() == [0, 0, 1, 2]
+
+
+def test_reason_reads_sources_best_first():
+    line = reason({"ease": 3, "tags": 1}, ["Artist 2"], {"als_score": 0.5, "ease_score": -0.25})
+    assert line == "found by tags #1, ease #3; because you listen to Artist 2; ranked by als_score +0.50, " \
+        "ease_score -0.25"
+    assert reason({}, [], {}) == "popular fallback"
 
 
 def check_explanations(frame: pd.DataFrame, model: Recommender, history_ids: set[int]) -> None:
     assert list(frame.columns[-5:]) == EXPLAIN_COLUMNS
     limits = {s.name: s.n_candidates for s in model.stages_.sources_}
+    constant = set().union(*(group.constant_per_user for group in model.stages_.features_))
+    assert constant  # the user feature group is configured: its per-user columns must stay out
     for row in frame.itertuples(index=False):
         assert all(1 <= rank <= limits[name] for name, rank in row.sources.items())
         assert len(row.because_ids) <= 3 and set(row.because_ids) <= history_ids
         assert len(row.because) == len(row.because_ids)
         assert 1 <= len(row.contributions) <= 3
-        assert not any(name.startswith(("user_log", "svd_user")) for name in row.contributions)
+        assert not constant & set(row.contributions)  # they shift a user's scores, they do not rank
         assert isinstance(row.reason, str) and row.reason
 
 
@@ -63,7 +75,8 @@ def test_explanations_for_new_listeners_and_batches(fitted, synth):
 
 @pytest.mark.parametrize("tag_source", [True, False])
 def test_similar_artists_come_from_the_same_cluster(fitted, synth, small_config, tag_source):
-    model = fitted if tag_source else Recommender(small_config, tag_candidates=0).fit(synth)
+    without_tags = {name: k for name, k in small_config.candidates.items() if name != "tags"}
+    model = fitted if tag_source else Recommender(small_config, candidates=without_tags).fit(synth)
     assert any(s.name == "tags" for s in model.stages_.sources_) == tag_source
     similar = model.similar_artists(1, n=10)
     assert similar["rank"].tolist() == list(range(1, 11))
@@ -76,8 +89,8 @@ def test_artists_with_tags_and_no_listeners_are_reachable(synth, small_config):
     silent = 201  # cluster 0 ((id - 1) % 4 == 0), tagged like its cluster
     data = Dataset.from_frames(synth.interactions.query("artist_id != @silent"), synth.artists, synth.tags,
                                synth.tag_assignments, synth.friends)
-    model = Recommender(small_config, tag_candidates=80).fit(data)
+    model = Recommender(small_config, candidates={**small_config.candidates, "tags": 80}).fit(data)
     row = model.history_matrix([1, 5, 9, 13, 17, 21])
-    cands = model.stages_.candidates(np.array([-1]), row)
+    cands = model.stages_.candidates(Batch(np.array([-1]), row))
     assert data.artist_index(np.array([silent]))[0] in set(cands.items.tolist())
     assert ((model.similar_artists(silent, n=10)["artist_id"] - 1) % 4 == 0).mean() >= 0.8

@@ -1,20 +1,35 @@
 """The Recommender on synthetic data: invariants, errors, leakage, persistence."""
 
+import hashlib
 import json
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import funnel.beside as beside_module
+import funnel.fitting as fitting_module
+import funnel.persistence.model as model_module
 import funnel.recommender as recommender_module
-from funnel import (ArtifactError, ConfigError, DataError, Dataset, NotFittedError, Recommender,
-                    UnknownUserError)
+from funnel import ArtifactError, ConfigError, DataError, Dataset, NotFittedError, Recommender, UnknownUserError, split
 from funnel.baselines import ALSRecommender
-from funnel.beside import can_fork
+from funnel.batch import Batch
 from funnel.evaluation import evaluate
+from funnel.persistence.model import FORMAT_VERSION, LIBRARIES
 from funnel.stages import Stages
-from funnel import split
+
+INT64_EDGES = [2**63 - 1, 2**63, -2**63 - 1, 2**70, -2**70]
+
+
+def assert_same_recommendations(got, expected, rtol=1e-5):
+    """The same artists for every user (or list), best first, with scores within ``rtol``.
+
+    Results computed on other threads or in other processes may differ in the last bits of a
+    float sum; they must not differ in what is recommended.
+    """
+    assert list(got.columns) == list(expected.columns) and len(got) == len(expected)
+    assert got.drop(columns="score").equals(expected.drop(columns="score"))
+    np.testing.assert_allclose(got["score"].to_numpy(), expected["score"].to_numpy(), rtol=rtol, atol=1e-7)
 
 
 def check_lists(frame, history_of, n, n_artists):
@@ -37,18 +52,18 @@ def test_recommend_all_invariants(fitted, synth):
 
 def test_recommend_all_in_parallel_batches_matches_one_thread(fitted, monkeypatch):
     import faiss
-
     from threadpoolctl import threadpool_info
 
-    monkeypatch.setattr(recommender_module, "BATCH_USERS", 16)  # ten batches, nine of them FAISS batch searches
+    # eight batches of 18 or 19 users: each a FAISS search on OpenMP and BLAS (from 16 queries on)
+    monkeypatch.setattr(recommender_module, "BATCH_USERS", 20)
     threshold = faiss.cvar.distance_compute_blas_threshold
     threads = [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
     monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=1))
     serial = fitted.recommend_all(n=10)
     monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=4))
     parallel = fitted.recommend_all(n=10)
-    pd.testing.assert_frame_equal(parallel, serial)
-    assert faiss.cvar.distance_compute_blas_threshold == threshold  # FAISS's global setting restored
+    assert_same_recommendations(parallel, serial)
+    assert faiss.cvar.distance_compute_blas_threshold == threshold  # recommending leaves FAISS's setting alone
     # the batch threads ran BLAS and OpenMP on one thread each; this thread's limits are as before
     assert [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()] == threads
 
@@ -93,7 +108,7 @@ def test_not_fitted_errors_say_what_to_do():
 
 
 def test_a_new_listener_is_folded_into_als_once_per_request(fitted, monkeypatch):
-    als = fitted.stages_.als_
+    als = fitted.stages_.models_["als"]
     calls = []
     original = als._user_vectors
     monkeypatch.setattr(als, "_user_vectors", lambda *a: calls.append(1) or original(*a))
@@ -127,18 +142,18 @@ def test_a_known_users_history_as_a_new_user_gets_similar_lists(fitted, synth):
 
 def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, monkeypatch):
     fits, splits = [], []
-    real_fit, real_split = Stages.fit, recommender_module.per_user
+    real_fit, real_split = Stages.fit, fitting_module.history_split
 
-    def spy_fit(self, dataset, svd=None, split=False):
+    def spy_fit(self, dataset, prefit=None):
         fits.append((dataset, self))
-        return real_fit(self, dataset, svd, split)
+        return real_fit(self, dataset, prefit)
 
     def spy_split(*args, **kwargs):
         splits.append(real_split(*args, **kwargs))
         return splits[-1]
 
     monkeypatch.setattr(Stages, "fit", spy_fit)
-    monkeypatch.setattr(recommender_module, "per_user", spy_split)
+    monkeypatch.setattr(fitting_module, "history_split", spy_split)
     Recommender(small_config, n_threads=1).fit(synth)  # in this process, where the spies see it
     (history_part, labels), = splits
     label_pairs = set(zip(labels["user_id"], labels["artist_id"]))
@@ -149,7 +164,7 @@ def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, mon
     rows = history_part.user_index(labels["user_id"].to_numpy())
     cols = history_part.artist_index(labels["artist_id"].to_numpy())
     assert (history_part.matrix[rows, cols] == 0).all()
-    assert ranker_stages.svd_.user_factors_.shape[0] == history_part.n_users  # its SVD saw the same part
+    assert ranker_stages.models_["svd"].user_factors_.shape[0] == history_part.n_users  # its SVD saw the same part
     assert any(data is synth for data, _ in fits)  # and the serving stages see all training data
 
 
@@ -158,65 +173,84 @@ def test_fitting_is_deterministic(synth, small_config, fitted):
     pd.testing.assert_frame_equal(again.recommend_all(n=10), fitted.recommend_all(n=10))
 
 
-@pytest.mark.skipif(not can_fork(), reason="a split fit forks a child process only where fork is safe")
-def test_stages_fitted_split_over_two_processes_equal_stages_fitted_in_one(synth, small_config):
-    config = small_config.validate()
-    together = Stages(config).fit(synth)
-    split_fit = Stages(config).fit(synth, split=True)
-    np.testing.assert_array_equal(split_fit.embedder_.vectors_, together.embedder_.vectors_)
-    np.testing.assert_array_equal(split_fit.svd_.item_factors_, together.svd_.item_factors_)
-    np.testing.assert_array_equal(split_fit.als_.item_factors_, together.als_.item_factors_)
-    assert split_fit.fit_seconds_.keys() == together.fit_seconds_.keys()
-    users = np.arange(20)
-    history = synth.matrix[users]
-    cands = together.candidates(users, history)
-    np.testing.assert_array_equal(split_fit.features(users, history, cands), together.features(users, history, cands))
+class RecordingPool(ProcessPoolExecutor):
+    """The standard pool, counting the jobs submitted to it."""
+
+    submitted: list = []
+
+    def submit(self, fn, *args, **kwargs):
+        RecordingPool.submitted.append(fn.__name__)
+        return super().submit(fn, *args, **kwargs)
 
 
-@pytest.mark.skipif(not can_fork(), reason="the ranker is trained in a forked child only where fork is safe")
-def test_ranker_trained_in_a_child_process_equals_one_trained_on_a_thread(synth, small_config, fitted,
-                                                                          monkeypatch):
-    monkeypatch.setattr(beside_module, "can_fork", lambda: False)
-    on_thread = Recommender(small_config).fit(synth)
-    np.testing.assert_array_equal(on_thread.ranker_.coef_, fitted.ranker_.coef_)
-    assert on_thread.ranker_candidate_recall_ == fitted.ranker_candidate_recall_ > 0
-    assert on_thread.ranker_seconds_ > 0 and fitted.ranker_seconds_ > 0
+def test_a_fit_through_the_worker_process_ranks_as_a_fit_in_this_process(synth, small_config, fitted,
+                                                                         monkeypatch):
+    monkeypatch.setattr(fitting_module, "ProcessPoolExecutor", RecordingPool)
+    monkeypatch.setattr(RecordingPool, "submitted", [])
+    worker = Recommender(small_config, n_threads=0).fit(synth)
+    assert RecordingPool.submitted == ["fit_svd_arrays", "fit_svd_arrays"]  # the ranker's SVD and the serving one
+    assert fitted.config_.n_threads == 1  # the fixture fitted both in this process
+    for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
+        np.testing.assert_allclose(getattr(worker.stages_.models_["svd"], name),
+                                   getattr(fitted.stages_.models_["svd"], name), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(worker.ranker_.coef_, fitted.ranker_.coef_, rtol=1e-3, atol=1e-4)
+    assert worker.feature_names_ == fitted.feature_names_
+    assert worker.ranker_candidate_recall_ == pytest.approx(fitted.ranker_candidate_recall_, abs=0.01)
+    ours, theirs = worker.recommend_all(n=10), fitted.recommend_all(n=10)
+    lists = [frame.groupby("user_id")["artist_id"].apply(tuple) for frame in (ours, theirs)]
+    assert (lists[0] == lists[1]).mean() >= 0.9  # the same ranked artists for (almost) every user
+    assert {"ranker", "stages", "fit svd", "fit als"} <= set(worker.fit_seconds_)
+    assert all(seconds >= 0 for seconds in worker.fit_seconds_.values()) and worker.fit_seconds_["ranker"] > 0
+
+
+def test_many_new_listeners_at_once_get_what_they_get_one_at_a_time(fitted, synth, monkeypatch):
+    rng = np.random.default_rng(5)
+    histories = [rng.choice(synth.artist_ids, size=int(rng.integers(1, 25)), replace=False).tolist()
+                 for _ in range(40)]
+    histories[:3] = [[1, 5, 9], {2: 30.0, 6: 2.0}, [int(synth.artist_ids[-1])]]  # lists, plays, one untagged
+    alone = [fitted.recommend_for_history(history, n=10) for history in histories]
+    monkeypatch.setattr(recommender_module, "BATCH_USERS", 20)  # recommend_all on batch threads meanwhile
+    monkeypatch.setattr(fitted, "config_", fitted.config_.replace(n_threads=4))
+    everyone_alone = fitted.recommend_all(n=10)
+    with ThreadPoolExecutor(1) as side, ThreadPoolExecutor(4) as pool:
+        everyone = side.submit(fitted.recommend_all, n=10)
+        futures = [pool.submit(fitted.recommend_for_history, history, n=10) for history in histories]
+        together = [future.result(timeout=60) for future in futures]
+        everyone = everyone.result(timeout=60)
+    for got, expected in zip(together, alone):
+        assert_same_recommendations(got, expected)
+    assert_same_recommendations(everyone, everyone_alone)
 
 
 def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["data_fingerprint"] == synth.fingerprint()
+    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["data_fingerprint"] == synth.fingerprint() == fitted.fingerprint_
+    assert {"funnel", *LIBRARIES} <= set(manifest["versions"]) and manifest["versions"]["funnel"]
+    assert manifest["saved_at"].endswith("+00:00")
+    assert manifest["config"] == fitted.config_.to_dict() and manifest["feature_names"] == fitted.feature_names_
+    for entry in manifest["files"].values():  # every data file listed with its checksum
+        assert hashlib.sha256((path / entry["name"]).read_bytes()).hexdigest() == entry["sha256"]
+    assert {entry["name"] for entry in manifest["files"].values()} | {"manifest.json"} == \
+        {f.name for f in path.iterdir()}
     assert {f.suffix for f in path.iterdir()} == {".json", ".npz", ".faiss"}
+    assert {"rp3_score", "log_ease_score"} <= set(fitted.feature_names_)  # the neighbourhood models are saved too
     loaded = Recommender.load(path)
+    assert loaded.config_ == fitted.config_ and loaded.feature_names_ == fitted.feature_names_
     pd.testing.assert_frame_equal(loaded.recommend_all(n=20), fitted.recommend_all(n=20))
     pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
                                   fitted.recommend_for_history([1, 5, 9], n=10))
+    pd.testing.assert_frame_equal(loaded.similar_artists(1, n=5), fitted.similar_artists(1, n=5))
     fitted.save(path)  # saving again over the same directory keeps one copy of each file
     assert len(list(path.glob("arrays-*.npz"))) == 1
-
-
-def test_models_saved_before_newer_settings_load_as_they_were(synth, small_config, tmp_path):
-    old = Recommender(small_config, tag_search_dim=0, als_models=1, svd_features="factors",
-                      friends_score="count").fit(synth)
-    path = old.save(tmp_path / "model")
-    manifest = json.loads((path / "manifest.json").read_text())
-    for name in recommender_module.SETTINGS_BEFORE_THEY_EXISTED:
-        del manifest["config"][name]
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    loaded = Recommender.load(path)
-    assert loaded.config_.als_models == 1 and loaded.config_.tag_search_dim == 0
-    assert loaded.config_.svd_features == "factors" and loaded.config_.friends_score == "count"
-    pd.testing.assert_frame_equal(loaded.recommend_all(n=10), old.recommend_all(n=10))
-    pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
-                                  old.recommend_for_history([1, 5, 9], n=10))
 
 
 @pytest.mark.parametrize("index", ["ivf", "hnsw"])
 def test_approximate_index_round_trip(synth, small_config, tmp_path, index):
     model = Recommender(small_config, index=index).fit(synth)
     tags = model.stages_.sources_[0]
-    assert tags.name == "tags" and tags.index_.d == model.stages_.embedder_.vectors_.shape[1]  # not cut
+    assert tags.name == "tags" and tags.index_.d == model.stages_.models_["embedder"].vectors_.shape[1]  # not cut
     loaded = Recommender.load(model.save(tmp_path / "model"))
     pd.testing.assert_frame_equal(loaded.recommend_all(n=10), model.recommend_all(n=10))
 
@@ -232,23 +266,27 @@ def test_load_refuses_corrupt_or_newer_artifacts(fitted, tmp_path):
     with pytest.raises(ArtifactError, match="checksum"):
         Recommender.load(path)
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["format_version"] = 99
-    (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="format version 99"):
-        Recommender.load(path)
+    for version in (1, 99):  # a save of the first format, and of a newer funnel
+        manifest["format_version"] = version
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ArtifactError, match=f"saved by format {version}.*retrain"):
+            Recommender.load(path)
 
 
 def test_failed_save_leaves_previous_model_loadable(fitted, tmp_path, monkeypatch):
     path = fitted.save(tmp_path / "model")
     before = fitted.recommend_all(n=5)
+    other = Recommender.load(path)
+    other.ranker_.coef_ = other.ranker_.coef_[::-1].copy()  # another model: other arrays to write
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(recommender_module, "save_json", broken)
+    monkeypatch.setattr(model_module, "save_json", broken)  # the new data files are written, the manifest not
     with pytest.raises(OSError):
-        fitted.save(path)
+        other.save(path)
     monkeypatch.undo()
+    assert len(list(path.glob("arrays-*.npz"))) == 2
     pd.testing.assert_frame_equal(Recommender.load(path).recommend_all(n=5), before)
 
 
@@ -260,9 +298,12 @@ def test_fits_without_tags_or_names(synth, small_config, caplog):
     assert [s.name for s in model.stages_.sources_] == ["als", "ease", "friends", "popularity"]
     recs = model.recommend_all(n=5)
     assert len(recs) == 5 * bare.n_users and (recs["artist_name"] == "").all()
+    similar = model.similar_artists(1, n=5)  # no tag index: an exact product of the artist vectors
+    assert len(similar) == 5 and similar["artist_id"].is_unique and 1 not in similar["artist_id"].tolist()
+    assert similar["similarity"].is_monotonic_decreasing
 
 
-def test_cache_reuses_svd_and_ranker(synth, small_config, tmp_path, caplog):
+def test_cache_reuses_svd_and_ranker(synth, small_config, tmp_path, caplog, monkeypatch):
     config = small_config.replace(cache_dir=str(tmp_path), reuse_svd=True, reuse_ranker=True)
     first = Recommender(config).fit(synth)
     with caplog.at_level("INFO", logger="funnel"):
@@ -270,9 +311,18 @@ def test_cache_reuses_svd_and_ranker(synth, small_config, tmp_path, caplog):
     assert "reusing saved ranker" in caplog.text and "reusing saved svd " in caplog.text
     pd.testing.assert_frame_equal(first.recommend_all(n=5), second.recommend_all(n=5))
     caplog.clear()
+    assert fitting_module.FEATURE_CODE_VERSION == 2
+    monkeypatch.setattr(fitting_module, "FEATURE_CODE_VERSION", 3)
+    with caplog.at_level("INFO", logger="funnel"):
+        Recommender(config).fit(synth)  # parts cached by older feature code are retrained
+    assert "saved ranker was trained with other settings (code: 2 -> 3)" in caplog.text
+    assert "saved svd was trained with other settings (code: 2 -> 3)" in caplog.text
+    assert "reusing saved" not in caplog.text
+    monkeypatch.undo()
+    caplog.clear()
     with caplog.at_level("INFO", logger="funnel"):
         Recommender(config.replace(svd_factors=4)).fit(synth)
-    assert "trained with other settings (svd_factors: 8 -> 4)" in caplog.text
+    assert "saved svd was trained with other settings (code: 3 -> 2, svd_factors: 8 -> 4)" in caplog.text
     caplog.clear()
     other = Dataset.from_frames(synth.interactions.iloc[10:], synth.artists, synth.tags,
                                 synth.tag_assignments, synth.friends)
@@ -307,27 +357,65 @@ def test_users_with_one_artist_each_cannot_train_a_ranker(small_config):
         Recommender(small_config).fit(data)
 
 
-@pytest.mark.parametrize("svd_features", ["prediction", "factors"])
-def test_svd_feature_sets(synth, small_config, svd_features):
-    model = Recommender(small_config, svd_features=svd_features).fit(synth)
-    svd_columns = [name for name in model.feature_names_ if name.startswith("svd_")]
-    assert len(svd_columns) == (1 if svd_features == "prediction" else 3 * small_config.svd_factors + 1)
-    assert len(model.ranker_.coef_) == len(model.feature_names_)
-    users, history, svd = np.arange(5), model.history_[:5], model.stages_.svd_
-    cands = model.stages_.candidates(users, history)
-    X = model.stages_.features(users, history, cands)
-    user_factors, user_bias = svd.user_vectors(users, history)
+def test_the_svd_feature_is_the_biased_svd_prediction(fitted):
+    stages, svd = fitted.stages_, fitted.stages_.models_["svd"]
+    batch = Batch(np.arange(5), fitted.history_[:5])
+    cands = stages.candidates(batch)
+    X = stages.features(batch, cands)
+    assert X.shape == (len(cands), len(fitted.feature_names_)) == (len(cands), len(fitted.ranker_.coef_))
+    user_factors, user_bias = svd.user_vectors(batch)
     expected = (svd.global_mean_ + user_bias[cands.rows] + svd.item_bias_[cands.items]
                 + (user_factors[cands.rows] * svd.item_factors_[cands.items]).sum(axis=1))
-    np.testing.assert_allclose(X[:, model.feature_names_.index("svd_prediction")], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(X[:, fitted.feature_names_.index("svd_prediction")], expected, rtol=1e-4, atol=1e-4)
 
 
-def test_neighbourhood_features_round_trip(synth, small_config, tmp_path):
-    config = small_config.replace(use_rp3_features=True, use_knn_features=True,
-                                  knn_neighbors=10, use_log_ease_features=True)
+def test_configured_sources_and_feature_groups_fit_save_and_load(synth, small_config, tmp_path):
+    config = small_config.replace(candidates={"als": 30, "ease": 15}, features=("als", "ease", "sources"),
+                                  ranker_params={"C": 1.0})
     model = Recommender(config).fit(synth)
-    assert {"rp3_score", "knn_score", "log_ease_score"} <= set(model.feature_names_)
+    assert model.stages_.source_names == ["als", "ease"]
+    assert model.feature_names_ == ["als_score", "ease_score", "als_log_rank", "als_source_score",
+                                    "ease_log_rank", "ease_source_score"]
+    assert len(model.ranker_.coef_) == 6 and model.ranker_.C == 1.0
+    assert "svd" not in model.stages_.models_ and "embedder" not in model.stages_.models_  # nothing unneeded
+    recs = model.recommend_all(n=10)
+    assert len(recs) == 10 * synth.n_users
     loaded = Recommender.load(model.save(tmp_path / "model"))
-    pd.testing.assert_frame_equal(loaded.recommend_all(n=10), model.recommend_all(n=10))
+    assert loaded.config_ == model.config_ and loaded.stages_.source_names == ["als", "ease"]
+    pd.testing.assert_frame_equal(loaded.recommend_all(n=10), recs)
     pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
                                   model.recommend_for_history([1, 5, 9], n=10))
+    with pytest.raises(ConfigError, match="no artist embedding"):  # nothing fitted one
+        model.similar_artists(1, n=5)
+
+
+@pytest.mark.parametrize("user_id", INT64_EDGES)
+def test_user_ids_at_and_beyond_the_int64_edges_are_unknown_users(fitted, user_id):
+    with pytest.raises(UnknownUserError, match="unknown user id|must be integers"):
+        fitted.recommend(user_id)
+    with pytest.raises(UnknownUserError):
+        fitted.recommend_all(users=[int(fitted.user_ids_[0]), user_id])
+    with pytest.raises(UnknownUserError):
+        fitted.recommend_all(users=[user_id])
+
+
+@pytest.mark.parametrize("artist_id", INT64_EDGES)
+def test_artist_ids_at_and_beyond_the_int64_edges_are_data_errors(fitted, artist_id):
+    with pytest.raises(DataError, match="unknown artist id"):
+        fitted.similar_artists(artist_id)
+    with pytest.raises(DataError):
+        fitted.recommend_for_history([artist_id])
+
+
+def test_similar_artists(fitted):
+    similar = fitted.similar_artists(1, n=10)
+    assert list(similar.columns) == ["rank", "artist_id", "artist_name", "similarity"]
+    assert similar["rank"].tolist() == list(range(1, 11)) and 1 not in similar["artist_id"].tolist()
+    assert similar["similarity"].is_monotonic_decreasing and similar["artist_id"].is_unique
+    assert ((similar["artist_id"] - 1) % 4 == 0).mean() >= 0.7  # artist 1's planted cluster
+    with pytest.raises(DataError, match="unknown artist id 999999"):
+        fitted.similar_artists(999999)
+    with pytest.raises(DataError, match="must be an integer"):
+        fitted.similar_artists("1")
+    with pytest.raises(ConfigError, match="n="):
+        fitted.similar_artists(1, n=len(fitted.artist_ids_))

@@ -15,7 +15,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import funnel.persistence.files as files_module
-import funnel.recommender as recommender_module
 import main
 from funnel import ArtifactError, Dataset, FunnelError, Recommender
 
@@ -24,7 +23,7 @@ PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 
 
 def test_no_pickle_anywhere_in_the_package():
-    pattern = re.compile(r"\bimport pickle\b|\bpickle\.|\bjoblib\b|allow_pickle\s*=\s*True|\bdill\b|"
+    pattern = re.compile(r"\bimport pickle\b|\bpickle\.[A-Za-z_]|\bjoblib\b|allow_pickle\s*=\s*True|\bdill\b|"
                          r"\bcloudpickle\b|np\.load\((?![^)]*allow_pickle=False)")
     sources = [*ROOT.joinpath("funnel").rglob("*.py"), ROOT / "main.py", ROOT / "args.py"]
     offenders = [f"{path.relative_to(ROOT)}:{number}" for path in sources
@@ -43,31 +42,85 @@ def _flip(path: Path, at: float = 0.5) -> None:
     path.write_bytes(bytes(data))
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+def _manifest(path: Path, **changes) -> None:
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda p: next(p.glob("arrays-*.npz")).unlink(), "(arrays) is missing"),
-    (lambda p: next(p.glob("index-tags-*.faiss")).unlink(), "(index/tags) is missing"),
+    (lambda p: next(p.glob("sources-tags-index-*.faiss")).unlink(), "(sources/tags|index.faiss) is missing"),
     (lambda p: _flip(next(p.glob("arrays-*.npz"))), "(arrays) fails its checksum"),
-    (lambda p: _flip(next(p.glob("index-als-*.faiss")), 0.9), "(index/als) fails its checksum"),
-    (lambda p: next(p.glob("index-tags-*.faiss")).write_bytes(next(p.glob("index-tags-*.faiss")).read_bytes()[:100]),
-     "(index/tags) fails its checksum"),
+    (lambda p: _flip(next(p.glob("sources-als-index-*.faiss")), 0.9), "(sources/als|index.faiss) fails its checksum"),
+    (lambda p: _truncate(next(p.glob("sources-tags-index-*.faiss"))), "(sources/tags|index.faiss) fails its checksum"),
     (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
-    (lambda p: (p / "manifest.json").write_text('{"format_version": 1, '), "not valid JSON"),
-    (lambda p: (p / "manifest.json").write_text('{"format_version": 1}'), "lack entry 'files'"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 2, '), "not valid JSON"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 2}'), "lack entry 'files'"),
+    (lambda p: (p / "manifest.json").write_text("[2]"), "does not hold a JSON object"),
+    (lambda p: _manifest(p, format_version=1), "saved by format 1; this funnel reads format 2 only: retrain"),
+    (lambda p: _manifest(p, format_version=3), "saved by format 3"),
+    (lambda p: _manifest(p, format_version="2"), "saved by format '2'"),
     (lambda p: (p / "manifest.json").write_text(json.dumps(
-        {**json.loads((p / "manifest.json").read_text()), "format_version": 2})), "format version 2"),
+        {k: v for k, v in json.loads((p / "manifest.json").read_text()).items() if k != "format_version"})),
+     "saved by format None"),
 ])
 def test_damaged_artifacts_are_refused_before_parsing(saved, damage, message, monkeypatch):
+    import funnel.candidates.sources as sources_module
+
     parsed = []
-    monkeypatch.setattr(recommender_module, "load_faiss", lambda blob: parsed.append(blob))
+    monkeypatch.setattr(sources_module, "index_from_bytes", lambda blob, what="": parsed.append(blob))
     damage(saved)
     with pytest.raises(ArtifactError, match=re.escape(message)):
         Recommender.load(saved)
     assert parsed == []  # no FAISS reader ran on unverified bytes
 
 
+def test_an_undamaged_save_reaches_the_faiss_reader(saved, monkeypatch):
+    import funnel.candidates.sources as sources_module
+
+    parsed = []
+    real = sources_module.index_from_bytes
+    monkeypatch.setattr(sources_module, "index_from_bytes",
+                        lambda blob, what="": parsed.append(what) or real(blob, what))
+    Recommender.load(saved)
+    assert sorted(parsed) == ["the als source's index", "the tags source's index"]  # the spy above can see them
+
+
+def test_a_manifest_listing_other_features_than_its_settings_give_is_refused(saved):
+    _manifest(saved, feature_names=["svd_prediction"])
+    with pytest.raises(ArtifactError, match="lists features.*retrain"):
+        Recommender.load(saved)
+
+
+def test_the_cache_keeps_part_states_and_refuses_tampered_entries(tmp_path, caplog):
+    from funnel.persistence import ArtifactCache
+    from funnel.protocols import PartState
+
+    cache = ArtifactCache(tmp_path)
+    state = PartState({"coef": np.arange(3.0), "names": np.array(["a", "bc"])}, {"index.faiss": b"\x00\x01native"})
+    cache.save("ranker", "fp", {"C": 0.1, "code": 2}, state)
+    loaded = cache.load("ranker", "fp", {"C": 0.1, "code": 2})
+    assert loaded.files == state.files and loaded.arrays.keys() == state.arrays.keys()
+    for name, value in state.arrays.items():
+        np.testing.assert_array_equal(loaded.arrays[name], value)
+    with caplog.at_level("INFO", logger="funnel"):
+        assert cache.load("ranker", "fp", {"C": 0.1, "code": 3}) is None
+        assert cache.load("ranker", "other", {"C": 0.1, "code": 2}) is None
+        assert cache.load("svd", "fp", {}) is None
+    assert "(code: 2 -> 3)" in caplog.text and "other data" in caplog.text and "no saved svd" in caplog.text
+    _flip(tmp_path / "cache" / "ranker.npz")
+    with caplog.at_level("WARNING", logger="funnel"):
+        assert cache.load("ranker", "fp", {"C": 0.1, "code": 2}) is None
+    assert "cannot reuse saved ranker" in caplog.text and "checksum" in caplog.text
+
+
 def test_a_failed_csv_write_keeps_the_previous_csv(tmp_path, monkeypatch, capsys):
-    from tests.test_cli import cli, write_as_lastfm
     from funnel.datasets import synthetic
+    from tests.test_cli import cli, write_as_lastfm
 
     data = write_as_lastfm(synthetic(n_users=60, n_artists=100, seed=2), tmp_path / "data")
     assert cli(tmp_path, data) == 0
@@ -180,60 +233,3 @@ def test_fingerprint_does_not_depend_on_row_order_of_summed_duplicates():
     fingerprints = {Dataset.from_frames(frame.iloc[order]).fingerprint()
                     for order in ([0, 1, 2, 3], [2, 0, 1, 3], [1, 2, 0, 3], [3, 2, 1, 0])}
     assert len(fingerprints) == 1
-
-
-def test_single_threaded_blas_from_many_threads_restores_the_limits():
-    import threading
-
-    from funnel.factors.als import _blas_controller, single_threaded_blas
-
-    def blas_threads():
-        return [lib["num_threads"] for lib in _blas_controller().info() if lib["user_api"] == "blas"]
-
-    before, inside = blas_threads(), []
-
-    def work():
-        for _ in range(30):
-            with single_threaded_blas():
-                inside.append(blas_threads())
-
-    threads = [threading.Thread(target=work) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert inside == [[1] * len(before)] * 120  # every user saw the limit in force
-    assert blas_threads() == before  # and the original limits are back
-
-
-def test_side_by_side_fits_give_each_thread_one_core_without_waiting():
-    import threading
-
-    import scipy.sparse as sp
-
-    from funnel.factors.als import ALSFactors, _blas_controller, side_by_side_fits, single_threaded_blas
-
-    def pthreads_blas():  # numpy's and scipy's OpenBLAS: one process-wide thread count
-        return [lib["num_threads"] for lib in _blas_controller().info()
-                if lib["user_api"] == "blas" and lib.get("threading_layer") == "pthreads"]
-
-    before = pthreads_blas()
-    plays = sp.random(60, 40, density=0.2, format="csr", random_state=0)
-    seen = {}
-
-    def fit(seed):
-        with single_threaded_blas():  # outside side_by_side_fits this waits for the other thread's turn
-            blas = pthreads_blas()
-        model = ALSFactors(factors=4, iterations=2, seed=seed, n_threads=2).fit(plays)
-        seen[seed] = blas, [implicit_model.num_threads for implicit_model in model._implicit]
-
-    with side_by_side_fits():
-        threads = [threading.Thread(target=fit, args=(seed,), daemon=True) for seed in (0, 1)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
-        assert not any(thread.is_alive() for thread in threads)
-    assert seen == {seed: ([1] * len(before), [1]) for seed in (0, 1)}
-    assert pthreads_blas() == before
-    assert ALSFactors(factors=4, iterations=2, n_threads=2).fit(plays)._implicit[0].num_threads == 2

@@ -83,10 +83,13 @@ def assert_documented(spec: dict, method: str, path: str, status: int, body: obj
 @pytest.fixture(scope="module")
 def server(fitted, tmp_path_factory):
     model_dir = fitted.save(tmp_path_factory.mktemp("served") / "model")
+    # the log goes to a file, not a pipe: unread, a pipe fills up (an access-log line a request) and blocks the server
+    log = tmp_path_factory.mktemp("server-log") / "server.log"
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "main.py", "serve", "--artifacts", str(model_dir.parent), "--port", str(port),
-         "--max-n", "50"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "main.py", "serve", "--artifacts", str(model_dir.parent), "--port", str(port),
+             "--max-n", "50"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -96,11 +99,13 @@ def server(fitted, tmp_path_factory):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail(f"the server did not start:\n{process.communicate()[0]}")
+                process.wait(timeout=30)
+                pytest.fail(f"the server did not start:\n{log.read_text()}")
             time.sleep(0.2)
     yield base
     process.terminate()
-    output = process.communicate(timeout=30)[0]
+    process.wait(timeout=30)
+    output = log.read_text()
     assert "Traceback" not in output, output
 
 
@@ -134,6 +139,8 @@ def test_recommend_known_user_with_explanations(server, openapi, fitted, synth):
     explanation = recs[0]["explanation"]
     assert set(explanation) == {"sources", "because", "contributions", "reason"}
     assert {b["artist_id"] for b in explanation["because"]} <= seen
+    # JSON has one number type: 7.0 is the integer 7 (so says the documented "integer")
+    assert call(server, "/recommend", {"user_id": float(user), "n": 7.0}) == (status, body)
 
 
 def test_recommend_for_a_new_listener(server, openapi):
@@ -171,6 +178,8 @@ def test_similar_artists(server, openapi):
     ("/recommend/history", {"artists": {"9" * 5000: 3}}, 422, "too many digits"),
     ("/recommend/history", {"artists": {"1": -3}}, 422, "greater than 0"),
     ("/recommend/history", {"artists": {"1": "3"}}, 422, "valid number"),
+    ("/recommend/history", {"artists": {"1": 1e31}}, 422, "less than or equal to 1000000000000000000000000000000"),
+    ("/recommend/history", {"artists": [1.5]}, 422, "valid integer"),
     ("/recommend/history", {"artists": [2**70]}, 422, "64 bits"),
     ("/recommend/history", {"artists": [1], "n": 51}, 422, "less than or equal to 50"),
     ("/recommend/history", b'{"artists": [' + b"1," * 600_000 + b'1]}', 413, "too large"),
@@ -232,7 +241,7 @@ def test_openapi_docs(server, openapi):
         assert response.status == 200
 
 
-def test_concurrent_load_with_malformed_requests_gets_no_5xx(server, synth):
+def test_concurrent_load_with_malformed_requests_gets_no_5xx(server, openapi, synth):
     rng = np.random.default_rng(0)
     good = [("/recommend", {"user_id": int(u), "n": 5}) for u in rng.choice(synth.user_ids, 120)]
     good += [("/recommend/history", {"artists": rng.choice(synth.artist_ids, 8).tolist(), "n": 5})
@@ -241,18 +250,21 @@ def test_concurrent_load_with_malformed_requests_gets_no_5xx(server, synth):
            ("/recommend/history", {"artists": {"a": "b"}}), ("/artists/0/similar?n=-3", None)] * 12
     requests = good + bad
     order = rng.permutation(len(requests))
-    statuses: list[int] = []
+    answers: list[tuple[str, object, int, dict]] = []
 
     def worker(part: np.ndarray) -> None:
         for i in part:
             path, body = requests[i]
-            statuses.append(call(server, path, body)[0])
+            answers.append((path, body, *call(server, path, body)))
 
     threads = [threading.Thread(target=worker, args=(order[k::4],)) for k in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    statuses = [status for _, _, status, _ in answers]
     assert len(statuses) == len(requests)
     assert not [s for s in statuses if s >= 500]
     assert statuses.count(200) == len(good)
+    for path, body, status, payload in answers:
+        assert_documented(openapi, "get" if body is None else "post", path, status, payload)

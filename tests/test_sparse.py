@@ -1,14 +1,22 @@
-"""The sparse helpers against dense numpy on random matrices."""
-
-import threading
+"""The sparse helpers against dense numpy on random matrices, and the per-batch memo."""
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from funnel.batch import Batch
 from funnel.ranking.features import pair_scores, stack_columns
-from funnel.factors.memo import LastCall
-from funnel.sparse import leading_entries, lookup, most_first, row_of_entries, top_n_per_row, weighted
+from funnel.sparse import (
+    csr_from_arrays,
+    csr_to_arrays,
+    leading_entries,
+    lookup,
+    most_first,
+    row_of_entries,
+    select_columns,
+    top_n_per_row,
+    weighted,
+)
 
 
 def _unsorted(matrix: sp.csr_matrix) -> sp.csr_matrix:
@@ -108,28 +116,42 @@ def test_row_of_entries_names_each_stored_entry_row() -> None:
     np.testing.assert_array_equal(row_of_entries(matrix), coo.row)
 
 
-def test_last_call_recomputes_only_for_other_objects() -> None:
+def test_batch_memo_computes_once_per_batch_owner_and_name() -> None:
     calls = []
-    memo = LastCall()
-    a, b = np.arange(3), np.arange(3)
-    compute = lambda x: (lambda: calls.append(x) or len(calls))  # noqa: E731
-    assert memo.get((a,), compute(a)) == 1
-    assert memo.get((a,), compute(a)) == 1  # same object: remembered
-    assert memo.get((b,), compute(b)) == 2  # equal values, other object: computed again
-    assert memo.get((b, a), compute(b)) == 3  # another key length
-    assert memo.get((a,), compute(a)) == 4  # only the last call is remembered
+    history = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    first, second = Batch(np.arange(3), history), Batch(np.arange(3), history)
+    owner, other = object(), object()
+    compute = lambda: calls.append(1) or len(calls)  # noqa: E731
+    assert first.memo(owner, "x", compute) == 1
+    assert first.memo(owner, "x", compute) == 1  # the same batch, owner and name: remembered
+    assert first.memo(owner, "y", compute) == 2  # another name
+    assert first.memo(other, "x", compute) == 3  # another owner
+    assert second.memo(owner, "x", compute) == 4  # another batch of the same users and history
+    assert first.memo(owner, "x", compute) == 1  # nothing was evicted
 
 
-def test_last_call_is_remembered_per_thread() -> None:
-    memo = LastCall()
-    key = (np.arange(3),)
-    assert memo.get(key, lambda: "main") == "main"
-    seen = []
-    worker = threading.Thread(target=lambda: seen.append(memo.get(key, lambda: "worker")))
-    worker.start()
-    worker.join()
-    assert seen == ["worker"]  # another thread computes its own result
-    assert memo.get(key, lambda: "again") == "main"  # and does not evict this thread's
+def test_batch_checks_its_rows_and_measures_its_history() -> None:
+    history = sp.csr_matrix(np.array([[1, 0, 2], [0, 0, 0], [1, 1, 1]], np.float32))
+    batch = Batch([4, -1, 0], history)
+    assert len(batch) == 3 and batch.users.dtype == np.int64 and batch.max_history() == 3
+    assert Batch(np.zeros(0, np.int64), sp.csr_matrix((0, 3))).max_history() == 0
+    with pytest.raises(ValueError, match="needs as many history rows"):
+        Batch(np.arange(2), history)
+
+
+def test_select_columns_matches_fancy_indexing() -> None:
+    matrix = sp.random(12, 20, density=0.3, random_state=4, format="csr", dtype=np.float32)
+    keep = np.array([17, 2, 5, 11])
+    position = np.full(20, -1)
+    position[keep] = np.arange(len(keep))
+    np.testing.assert_array_equal(select_columns(matrix, position, len(keep)).toarray(), matrix[:, keep].toarray())
+
+
+def test_csr_arrays_round_trip() -> None:
+    matrix = sp.random(9, 7, density=0.4, random_state=6, format="csr", dtype=np.float32)
+    restored = csr_from_arrays(csr_to_arrays(matrix, "m/"), "m/")
+    assert restored.shape == matrix.shape and restored.dtype == np.float32
+    np.testing.assert_array_equal(restored.toarray(), matrix.toarray())
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.5])  # whole counts (one sort key) and fractions (lexsort)

@@ -45,3 +45,18 @@ def test_split_arguments_are_checked(synth):
         split.per_user(synth, test_fraction=1.5)
     with pytest.raises(ConfigError, match="train_percentage"):
         split.global_random(synth, train_percentage=0)
+
+
+def test_new_users_leave_training_entirely(synth):
+    train, history, test = split.new_users(synth, user_fraction=0.1, seed=3)
+    held = set(history["user_id"]) | set(test["user_id"])
+    assert len(held) == round(0.1 * synth.n_users)
+    assert not held & set(train.user_ids) and not held & set(train.tag_assignments["user_id"])
+    assert not pairs(history) & pairs(test)
+    assert pairs(history) | pairs(test) == pairs(synth.interactions[synth.interactions["user_id"].isin(held)])
+    assert set(history["user_id"]) == held  # every held-out listener keeps a history to give the model
+    assert train.n_artists == synth.n_artists  # the catalogue is unchanged
+    again = split.new_users(synth, user_fraction=0.1, seed=3)
+    assert again.test.equals(test) and again.history.equals(history)
+    with pytest.raises(ConfigError, match="user_fraction"):
+        split.new_users(synth, user_fraction=1.0)

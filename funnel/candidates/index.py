@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -46,7 +47,7 @@ def resolve_kind(kind: str, n_vectors: int, ann_threshold: int) -> str:
     return kind
 
 
-def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0, ids: np.ndarray | None = None):
+def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0, ids: np.ndarray | None = None) -> Any:
     """A FAISS inner-product index over ``vectors`` (float32, one row per artist).
 
     With ``ids``, only those rows are indexed, and searches return their row numbers.
@@ -56,6 +57,7 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0, ids: np.
     use_blas_for_batches()
     vectors = np.ascontiguousarray(vectors if ids is None else vectors[ids], dtype=np.float32)
     n, dim = vectors.shape
+    index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":

@@ -38,6 +38,11 @@ class IndexSource:
         self.ann_threshold = ann_threshold
         self.seed = seed
 
+    @property
+    def n_artists(self) -> int:
+        """The catalogue size, which decides the index kind."""
+        raise NotImplementedError
+
     def _vectors(self, dataset: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
         """The vectors to index and, if only some rows are indexed, their artist indices."""
         raise NotImplementedError
@@ -104,6 +109,8 @@ class TagSource(IndexSource):
 
     @property
     def n_artists(self) -> int:
+        if not hasattr(self.embedder, "vectors_"):
+            raise NotFittedError("the tag source's ArtistEmbedder is not fitted; call its fit() first")
         return len(self.embedder.vectors_)
 
     def available(self) -> bool:
@@ -164,6 +171,7 @@ class ALSSource(IndexSource):
         return len(self.als.item_factors_)
 
     def _vectors(self, dataset: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
+        self.als._check()  # NotFittedError, not an AttributeError, for unfitted factors
         if self.min_listeners <= 1:
             return self.als.item_factors_, None
         plays = dataset.matrix

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -148,7 +148,7 @@ class Dataset:
         friends: pd.DataFrame | None = None,
         *,
         sources: dict[str, str] | None = None,
-    ) -> "Dataset":
+    ) -> Dataset:
         """Build a dataset from pandas frames, validating every column.
 
         Parameters
@@ -283,7 +283,7 @@ class Dataset:
 
     def with_interactions(
         self, interactions: pd.DataFrame, tag_assignments: pd.DataFrame | None
-    ) -> "Dataset":
+    ) -> Dataset:
         """A dataset with the same catalogue, tags and friends but other interactions.
 
         Used by splits; ``interactions`` must already be clean (as in :attr:`interactions`).
@@ -356,7 +356,7 @@ class Dataset:
         return f"Dataset({', '.join(parts)})"
 
 
-def lookup_ids(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
+def lookup_ids(sorted_ids: np.ndarray, ids: object) -> np.ndarray:
     """Positions of ``ids`` in the sorted int64 array ``sorted_ids``; -1 for ids not in it.
 
     An id that cannot be an int64 is in no catalogue and gets -1 without raising: an integer

@@ -117,7 +117,7 @@ class EASE:
             raise NotFittedError("EASE is not fitted; call fit() first")
         return {"items": self.items_, "weights": self.weights_, "n_artists": np.array([self.n_artists_])}
 
-    def set_arrays(self, arrays: dict[str, np.ndarray]) -> "EASE":
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> EASE:
         """Restore the state written by :meth:`to_arrays`."""
         self.items_ = np.asarray(arrays["items"], np.int64)
         self.weights_ = np.ascontiguousarray(arrays["weights"], dtype=np.float32)

@@ -106,7 +106,7 @@ class RP3beta:
             raise NotFittedError("RP3beta is not fitted; call fit() first")
         return csr_to_arrays(self.weights_)
 
-    def set_arrays(self, arrays: dict[str, np.ndarray]) -> "RP3beta":
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> RP3beta:
         """Restore the state written by :meth:`to_arrays`."""
         self.weights_ = csr_from_arrays(arrays)
         return self

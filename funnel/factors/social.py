@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import scipy.sparse as sp
-
-from typing import TYPE_CHECKING
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
 from funnel.sparse import csr_from_arrays, csr_to_arrays, most_first, weighted
-
 
 if TYPE_CHECKING:
     from funnel.config import FunnelConfig

@@ -8,8 +8,9 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         raise ArtifactError(f"cannot write to {path.parent}: {exc.strerror or exc}; "
                             "choose a writable directory") from exc
     try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as handle:
+        text: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
+        with os.fdopen(fd, mode, **text) as handle:
             if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
                 os.fchmod(handle.fileno(), _mode_for(path))
             write(handle)
@@ -103,7 +105,7 @@ def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
         if np.asarray(value).dtype == object:
             raise ArtifactError(f"array {name!r} has dtype object, which cannot be saved without pickle")
     buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types the keywords as allow_pickle
     return buffer.getvalue()
 
 

@@ -6,18 +6,29 @@ classes; registering another class makes it available to every configuration
 """
 
 from funnel.protocols import FeatureGroup, Ranker
-from funnel.ranking.features import (ALSFeature, ArtistFeature, EASEFeature, FriendsFeature, LogEASEFeature,
-                                     ModelFeature, RP3Feature, SourceFeature, SVDFeature, TagFeature, UserFeature,
-                                     pair_scores)
+from funnel.ranking.features import (
+    ALSFeature,
+    ArtistFeature,
+    EASEFeature,
+    FriendsFeature,
+    LogEASEFeature,
+    ModelFeature,
+    RP3Feature,
+    SourceFeature,
+    SVDFeature,
+    TagFeature,
+    UserFeature,
+    pair_scores,
+)
 from funnel.ranking.logistic import LogisticRanker
 from funnel.registry import Registry
 
-FEATURES: Registry[FeatureGroup] = Registry("feature group", "features")
+FEATURES = Registry("feature group", "features")
 for _group in (SVDFeature, ALSFeature, TagFeature, EASEFeature, FriendsFeature, RP3Feature, LogEASEFeature,
                SourceFeature, ArtistFeature, UserFeature):
     FEATURES.add(_group.name, _group)
 
-RANKERS: Registry[Ranker] = Registry("ranker", "ranker")
+RANKERS = Registry("ranker", "ranker")
 RANKERS.add("logistic", LogisticRanker)
 
 __all__ = ["FEATURES", "FeatureGroup", "LogisticRanker", "ModelFeature", "RANKERS", "Ranker", "pair_scores"]

@@ -12,6 +12,10 @@ from funnel.protocols import PartState
 if TYPE_CHECKING:
     from funnel.config import FunnelConfig
 
+# Newton stops when no gradient entry exceeds this. scikit-learn's default (1e-4) stops a step
+# short: on the ranker's examples its probabilities were up to 1e-3 off the optimum, 5e-10 here.
+TOL = 1e-8
+
 
 class LogisticRanker:
     """Probability that a user listens to a candidate artist.
@@ -76,7 +80,7 @@ class LogisticRanker:
         if not np.isfinite(X).all():
             raise DataError("ranker features contain NaN or infinite values")
         scaler = StandardScaler().fit(X)
-        model = LogisticRegression(C=self.C, solver="newton-cholesky", max_iter=self.max_iter)
+        model = LogisticRegression(C=self.C, solver="newton-cholesky", tol=TOL, max_iter=self.max_iter)
         model.fit(scaler.transform(X), y == classes[1])
         self.mean_ = scaler.mean_
         self.scale_ = scaler.scale_

@@ -18,7 +18,6 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from funnel.batch import Batch
-from funnel.candidates import CandidateSet
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
 from funnel.data.split import per_user

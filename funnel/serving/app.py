@@ -7,17 +7,29 @@ keeps a helper object), so concurrency comes from request parsing, not from the 
 # no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
 import logging
 import threading
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, TypeVar, cast
 
 import pandas as pd
-from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StringConstraints, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StringConstraints,
+    Tag,
+    create_model,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from funnel import __version__
-from funnel.data.dataset import lookup_ids
+from funnel.data.dataset import MAX_WEIGHT, lookup_ids
 from funnel.data.history import parse_history
 from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
-from funnel.recommender import FORMAT_VERSION, Recommender
+from funnel.persistence.model import FORMAT_VERSION
+from funnel.recommender import Recommender
 
 logger = logging.getLogger("funnel")
 
@@ -27,28 +39,44 @@ MAX_HISTORY = 50_000
 DRAIN_BYTES = 64 << 20
 DEFAULT_N = 10
 
+
+def _integral(value: Any) -> Any:
+    """JSON has one number type: 36.0 is the integer 36 (as JSON Schema's "integer" says), 36.5 is not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]  # no strings, no bools, no 36.5
 ArtistKey = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+$")]
-Plays = Annotated[StrictFloat, Field(gt=0, allow_inf_nan=False)]
+Plays = Annotated[StrictFloat, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)]  # the bound of training plays
+Finite = Annotated[float, Field(allow_inf_nan=False)]  # a NaN score is a 500, not a null
+
+
+def _history_form(value: Any) -> str:
+    return "dict" if isinstance(value, dict) else "list"
 
 
 class RecommendRequest(BaseModel):
     """Body of ``POST /recommend``."""
 
-    user_id: StrictInt
-    n: StrictInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
+    user_id: JsonInt
+    n: JsonInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
     explain: StrictBool = True
 
 
 class HistoryRequest(BaseModel):
     """Body of ``POST /recommend/history``: artist ids, or artist id -> plays."""
 
-    artists: Union[
-        Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_HISTORY)],
-        Annotated[dict[ArtistKey, Plays], Field(min_length=1, max_length=MAX_HISTORY,
-                                                json_schema_extra={"additionalProperties": False})],
+    artists: Annotated[
+        Annotated[list[JsonInt], Field(min_length=1, max_length=MAX_HISTORY), Tag("list")]
+        | Annotated[dict[ArtistKey, Plays], Field(min_length=1, max_length=MAX_HISTORY,
+                                                  json_schema_extra={"additionalProperties": False}), Tag("dict")],
+        Discriminator(_history_form),  # errors name the one form sent, not both
     ] = Field(..., description="artist ids (a repeated id counts once more), or artist id -> plays (> 0)")
-    n: StrictInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
+    n: JsonInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
     explain: StrictBool = True
+
+
+Body = TypeVar("Body", RecommendRequest, HistoryRequest)
 
 
 class ErrorMessage(BaseModel):
@@ -65,7 +93,7 @@ class Because(BaseModel):
 class Explanation(BaseModel):
     sources: dict[str, int] = Field(description="candidate source -> the artist's rank in it")
     because: list[Because] = Field(description="the listener's artists closest to this one")
-    contributions: dict[str, float] = Field(description="the ranker's largest feature contributions")
+    contributions: dict[str, Finite] = Field(description="the ranker's largest feature contributions")
     reason: str
 
 
@@ -73,8 +101,8 @@ class Recommendation(BaseModel):
     rank: int
     artist_id: int
     name: str
-    score: float
-    explanation: Union[Explanation, SkipJsonSchema[None]] = Field(None, description="when explain is true")
+    score: Finite
+    explanation: Explanation | SkipJsonSchema[None] = Field(None, description="when explain is true")
 
 
 class Recommendations(BaseModel):
@@ -95,7 +123,7 @@ class SimilarArtist(BaseModel):
     rank: int
     artist_id: int
     name: str
-    similarity: float
+    similarity: Finite
 
 
 class SimilarArtists(BaseModel):
@@ -119,17 +147,17 @@ class Health(BaseModel):
     max_n: int
 
 
-def _errors(descriptions: dict[int, str]) -> dict[Union[int, str], dict[str, Any]]:
+def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     """``responses=`` of a route: its error statuses (and 413, 500) with ``ErrorMessage`` bodies."""
     common = {413: "The request body is over the size limit", 500: "Unexpected error; details in the server log"}
     return {code: {"model": ErrorMessage, "description": text}
             for code, text in sorted({**descriptions, **common}.items())}
 
 
-def _bounded(model: type[BaseModel], max_n: int) -> type[BaseModel]:
+def _bounded(model: type[Body], max_n: int) -> type[Body]:
     """``model`` with ``n`` documented and checked as 1..max_n (max_n is known per app only)."""
     n = Field(min(DEFAULT_N, max_n), ge=1, le=max_n, description=f"number of artists (1..{max_n})")
-    return create_model(model.__name__, __base__=model, __doc__=model.__doc__, n=(StrictInt, n))
+    return create_model(model.__name__, __base__=model, __doc__=model.__doc__, n=(JsonInt, n))
 
 
 class BodyLimit:
@@ -269,21 +297,19 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
               responses=_errors({400: unparsable, 404: "Unknown user id: not in the training data"}))
-    def recommend(body: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
+    def recommend(payload: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a known user; 404 for an unknown one."""
-        # looked up here too: an id past 64 bits is unknown as well, not an error
-        if lookup_ids(model.user_ids_, [body.user_id])[0] < 0:
-            raise HTTPException(status_code=404, detail=f"unknown user id {body.user_id}: not in the training "
-                                "data; use POST /recommend/history for new listeners")
-        with lock:
+        body = cast(RecommendRequest, payload)
+        with lock:  # an unknown user (an id past 64 bits too) raises UnknownUserError: 404
             frame = model.recommend(body.user_id, n=body.n, explain=body.explain)
         return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
 
     @app.post("/recommend/history", response_model=HistoryRecommendations, response_model_exclude_unset=True,
               responses=_errors({400: unparsable, 404: "Not sent by this route: unknown artists are listed in "
                                 "unknown_artists, and a history without a known one is a 422"}))
-    def recommend_history(body: history_request) -> dict[str, Any]:  # type: ignore[valid-type]
+    def recommend_history(payload: history_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a new listener from a history of artist ids or id -> plays."""
+        body = cast(HistoryRequest, payload)
         history: Any = body.artists
         if isinstance(history, dict):  # the keys match -?[0-9]+
             try:

@@ -1,0 +1,183 @@
+"""One contract per protocol, run on every registered part: candidate sources, feature groups, rankers.
+
+The parts are built the way a Recommender builds them: by name from a configuration that
+names every registered part, through a fitted :class:`funnel.stages.Stages`. A part added to
+a registry is checked here without a line of test code of its own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from funnel import FunnelConfig
+from funnel.batch import Batch
+from funnel.candidates import SOURCES
+from funnel.protocols import CandidateSource, FeatureGroup, PartState, Ranker
+from funnel.ranking import FEATURES, RANKERS
+from funnel.stages import Stages
+from tests.conftest import SMALL
+
+K = 15
+SOURCE_NAMES = sorted(SOURCES)
+FEATURE_NAMES = sorted(FEATURES)
+RANKER_NAMES = sorted(RANKERS)
+
+
+@pytest.fixture(scope="module")
+def config() -> FunnelConfig:
+    return FunnelConfig(**{**SMALL, "candidates": {name: K for name in SOURCE_NAMES},
+                           "features": tuple(FEATURE_NAMES)})
+
+
+@pytest.fixture(scope="module")
+def stages(config, synth) -> Stages:
+    return Stages(config).fit(synth)
+
+
+def copied(states: dict[str, PartState]) -> dict[str, PartState]:
+    """The states as a save and load would give them back: nothing shared with the fitted parts."""
+    return {key: PartState({k: np.array(v, copy=True) for k, v in s.arrays.items()}, dict(s.files))
+            for key, s in states.items()}
+
+
+@pytest.fixture(scope="module")
+def restored(config, stages) -> Stages:
+    return Stages.from_state(config, copied(stages.get_state()), stages.source_names)
+
+
+def batch_of(synth) -> Batch:
+    """Every training user, then two new listeners (-1) with the histories of users 0 and 1."""
+    users = np.concatenate([np.arange(synth.n_users), [-1, -1]])
+    return Batch(users, sp.vstack([synth.matrix, synth.matrix[:2]]).tocsr())
+
+
+def part(parts: list, name: str):
+    found = [p for p in parts if p.name == name]
+    assert len(found) == 1, f"{name} is registered but the stages did not build it"
+    return found[0]
+
+
+def test_every_registered_part_is_built(stages):
+    assert sorted(stages.source_names) == SOURCE_NAMES
+    assert sorted(g.name for g in stages.features_) == FEATURE_NAMES
+
+
+# candidate sources -------------------------------------------------------------------
+@pytest.mark.parametrize("name", SOURCE_NAMES)
+def test_source_contract(name, stages, synth):
+    source = part(stages.sources_, name)
+    assert isinstance(source, CandidateSource) and source.n_candidates == K
+    assert set(source.requires) <= set(stages.models_)
+    batch = batch_of(synth)
+    ids, scores = source.retrieve(batch)
+    assert ids.shape == scores.shape == (len(batch), K)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32
+    valid = ids >= 0
+    assert (ids[valid] < synth.n_artists).all() and (ids[~valid] == -1).all()
+    # padding: -1 ids exactly where the scores are -inf, and only after a row's candidates
+    np.testing.assert_array_equal(np.isneginf(scores), ~valid)
+    assert np.isfinite(scores[valid]).all()
+    assert not (np.diff(valid.astype(np.int8), axis=1) > 0).any(), "a candidate after padding"
+    # best first
+    steps = np.diff(np.where(valid, scores, np.nan), axis=1)
+    assert (steps[valid[:, 1:]] <= 1e-5).all(), "not best first"
+    # never an artist of the user's history, never one twice
+    seen = batch.history.toarray() > 0
+    row, col = np.nonzero(valid)
+    assert not seen[row, ids[row, col]].any(), "returned an artist from the history"
+    for r in range(len(ids)):  # test-only loop
+        assert len(np.unique(ids[r, valid[r]])) == valid[r].sum()
+    assert valid[:synth.n_users].any(axis=1).mean() > 0.5, "the source finds nothing for most users"
+
+
+@pytest.mark.parametrize("name", SOURCE_NAMES)
+def test_source_state_round_trips(name, stages, restored, synth):
+    state = part(stages.sources_, name).get_state()
+    assert isinstance(state, PartState)
+    assert all(isinstance(v, np.ndarray) for v in state.arrays.values())
+    assert all(isinstance(v, bytes) for v in state.files.values())
+    ids, scores = part(stages.sources_, name).retrieve(batch_of(synth))
+    again_ids, again_scores = part(restored.sources_, name).retrieve(batch_of(synth))
+    np.testing.assert_array_equal(again_ids, ids)
+    np.testing.assert_allclose(again_scores, scores, rtol=1e-5, atol=1e-6)
+
+
+# feature groups ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def candidates(stages, synth):
+    batch = batch_of(synth)
+    return batch, stages.candidates(batch, fallback=5)
+
+
+@pytest.mark.parametrize("name", FEATURE_NAMES)
+def test_feature_group_contract(name, stages, candidates, synth):
+    group = part(stages.features_, name)
+    assert isinstance(group, FeatureGroup)
+    assert set(group.requires) <= set(stages.models_)
+    batch, cands = candidates
+    columns = group.columns(stages.source_names)
+    assert columns and len(set(columns)) == len(columns)
+    assert group.constant_per_user <= set(columns)
+    values = np.asarray(group.compute(batch, cands))
+    # one column may come as a 1-D array (stack_columns takes either)
+    assert values.shape == (len(cands), len(columns)) or (len(columns) == 1 and values.shape == (len(cands),))
+    values = values.reshape(len(cands), len(columns))
+    assert np.issubdtype(values.dtype, np.floating) and np.isfinite(values).all()
+    # the columns it calls constant per user are
+    for column in group.constant_per_user:
+        at = values[:, columns.index(column)]
+        first = at[np.searchsorted(cands.rows, cands.rows)]  # each pair's user's first pair
+        np.testing.assert_allclose(at, first, rtol=1e-6)
+    # a fresh batch of the same users gives the same values (nothing kept from the last batch)
+    again = np.asarray(group.compute(batch_of(synth), cands)).reshape(len(cands), -1)
+    np.testing.assert_allclose(again, values, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", FEATURE_NAMES)
+def test_feature_group_state_round_trips(name, stages, restored, candidates, synth):
+    state = part(stages.features_, name).get_state()
+    assert isinstance(state, PartState)
+    _, cands = candidates
+    values = part(stages.features_, name).compute(batch_of(synth), cands)
+    again = part(restored.features_, name).compute(batch_of(synth), cands)
+    np.testing.assert_allclose(np.asarray(again), np.asarray(values), rtol=1e-5, atol=1e-6)
+
+
+def test_stages_features_are_the_groups_side_by_side(stages, candidates):
+    batch, cands = candidates
+    X = stages.features(batch, cands)
+    assert X.shape == (len(cands), len(stages.feature_names_)) and X.dtype == np.float32
+    assert len(set(stages.feature_names_)) == len(stages.feature_names_)
+    assert stages.ranking_columns_.sum() < len(stages.feature_names_)  # the user group's constant ones
+
+
+# rankers -----------------------------------------------------------------------------
+def labelled(seed: int, n_users: int = 60, per_user: int = 30):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_users), per_user)
+    X = rng.normal(size=(len(groups), 6))
+    y = (X[:, 0] - 0.5 * X[:, 2] + 0.3 * rng.normal(size=len(groups))) > 0.8
+    return X, y, groups
+
+
+@pytest.mark.parametrize("name", RANKER_NAMES)
+def test_ranker_contract(name):
+    config = FunnelConfig(ranker=name)
+    ranker = RANKERS.get(name).from_config(config)
+    assert isinstance(ranker, Ranker)
+    X, y, groups = labelled(0)
+    assert ranker.fit(X, y, groups) is ranker
+    X_test, y_test, _ = labelled(1)
+    scores = np.asarray(ranker.score(X_test))
+    assert scores.shape == (len(X_test),) and np.isfinite(scores).all()
+    # higher is better: a positive outscores a negative far more often than not
+    pos, neg = scores[y_test], scores[~y_test]
+    auc = (pos[:, None] > neg[None, :]).mean()
+    assert auc > 0.85
+    state = ranker.get_state()
+    assert isinstance(state, PartState)
+    clone = RANKERS.get(name).from_config(config).set_state(copied({"r": state})["r"])
+    np.testing.assert_allclose(clone.score(X_test), scores, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(clone.score(X_test.astype(np.float32)), scores, rtol=1e-3, atol=1e-5)
