@@ -8,10 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 from tqdm.auto import tqdm
-
-from funnel.candidates.index import _controller
 
 RECOMMENDATION_COLUMNS = ("user_id", "rank", "artist_id", "artist_name", "score")
 
@@ -35,8 +33,10 @@ def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarra
     if workers == 1:
         return pd.concat(tqdm(map(rank_batch, batches), **progress), ignore_index=True)
 
+    controller = ThreadpoolController()  # the libraries loaded now, FAISS's OpenMP runtime among them
+
     def one_core(batch: np.ndarray) -> pd.DataFrame:
-        with _controller().limit(limits=1, user_api="openmp"):
+        with controller.limit(limits=1, user_api="openmp"):  # OpenMP's thread count is per thread
             return rank_batch(batch)
 
     with threadpool_limits(limits=1, user_api="blas"):

@@ -17,6 +17,7 @@ from funnel import explain as explain_
 from funnel import fitting
 from funnel.batch import Batch
 from funnel.batching import in_batches
+from funnel.candidates import TagSource
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
 from funnel.data.dataset import lookup_ids
@@ -227,9 +228,14 @@ class Recommender:
         else:
             if isinstance(users, (str, bytes)) or not isinstance(users, Iterable):
                 raise UnknownUserError(f"users must be a list of user ids, got {users!r}")
-            ids = np.asarray(list(users))
+            values = list(users)
+            ids = np.asarray(values)
             if ids.size and not np.issubdtype(ids.dtype, np.integer):
-                raise UnknownUserError(f"user ids must be integers, got {ids[:3].tolist()}")
+                # not one integer dtype: Python ints beyond 64 bits, or something else
+                bad = [u for u in values if isinstance(u, (bool, np.bool_)) or not isinstance(u, (int, np.integer))]
+                if bad:
+                    raise UnknownUserError(f"user ids must be integers, got {bad[:3]}")
+                ids = np.asarray(values, dtype=object)
             rows = self._user_rows(ids)
 
         def rank_batch(batch_rows: np.ndarray) -> pd.DataFrame:
@@ -307,9 +313,9 @@ class Recommender:
         if column < 0:
             raise DataError(f"unknown artist id {artist_id}: not in the catalogue ({len(self.artist_ids_)} "
                             f"artists, ids {self.artist_ids_[0]}..{self.artist_ids_[-1]})")
-        tags = [s for s in self.stages_.sources_ if s.name == "tags"]
-        if tags:
-            ids, scores = tags[0].similar(column, n)
+        tags = next((s for s in self.stages_.sources_ if isinstance(s, TagSource)), None)
+        if tags is not None:
+            ids, scores = tags.similar(column, n)
         elif "embedder" in self.stages_.models_:
             vectors = self.stages_.models_["embedder"].vectors_
             similarity = vectors @ vectors[column]

@@ -13,7 +13,9 @@ WEIGHTINGS = ("binary", "log", "raw")
 
 def as_csr(matrix: sp.spmatrix | np.ndarray) -> sp.csr_matrix:
     """``matrix`` itself when it is already CSR, else a CSR conversion of it."""
-    return matrix if sp.issparse(matrix) and matrix.format == "csr" else sp.csr_matrix(matrix)
+    if isinstance(matrix, sp.csr_matrix):
+        return matrix
+    return sp.csr_matrix(matrix)
 
 
 def weighted(plays: sp.spmatrix, kind: str = "binary", dtype: type = np.float32) -> sp.csr_matrix:
@@ -21,6 +23,7 @@ def weighted(plays: sp.spmatrix, kind: str = "binary", dtype: type = np.float32)
     if kind not in WEIGHTINGS:
         raise ConfigError(f"weighting {kind!r} is not one of {list(WEIGHTINGS)}")
     plays = as_csr(plays)
+    data: np.ndarray
     if kind == "binary":
         data = np.ones(len(plays.data), dtype)
     elif kind == "log":

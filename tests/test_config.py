@@ -71,7 +71,7 @@ def test_defaults():
 
 def test_configs_are_frozen():
     config = FunnelConfig()
-    with pytest.raises(ValueError, match="frozen"):
+    with pytest.raises(ConfigError, match=r"cannot be changed.*config.replace\(tag_dim=...\)"):
         config.tag_dim = 7
     assert config.tag_dim == 250
 

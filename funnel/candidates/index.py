@@ -8,20 +8,17 @@ and HNSW at 100,000 and 200,000 artists are in ``docs/performance.md``
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from funnel.errors import ArtifactError
 
-SINGLE_THREAD_QUERIES = 16  # below this many queries, OpenMP's start-up costs more than it saves
 # FAISS's exact search takes one BLAS product per batch from this many queries on (its
 # process-wide ``distance_compute_blas_threshold``, 128,000 in FAISS 1.15). funnel's batches
-# are smaller and ran query by query at 0.67 s against 0.46 s for ``recommend_all`` on Last.fm
-# (docs/performance.md), so funnel lowers the threshold, once, when it builds or loads an index.
-BLAS_QUERIES = SINGLE_THREAD_QUERIES
+# are smaller and were much slower query by query (docs/performance.md), so funnel lowers the
+# threshold, once, when it builds or loads an index.
+BLAS_QUERIES = 16
 
 
 def use_blas_for_batches() -> None:
@@ -30,14 +27,6 @@ def use_blas_for_batches() -> None:
 
     if faiss.cvar.distance_compute_blas_threshold > BLAS_QUERIES:
         faiss.cvar.distance_compute_blas_threshold = BLAS_QUERIES
-
-
-@lru_cache(maxsize=1)
-def _controller() -> ThreadpoolController:
-    """threadpoolctl's view of the loaded libraries, FAISS's own OpenMP runtime among them."""
-    import faiss  # noqa: F401 - loaded first, so that the controller sees its OpenMP runtime
-
-    return ThreadpoolController()
 
 
 def resolve_kind(kind: str, n_vectors: int, ann_threshold: int) -> str:
@@ -80,18 +69,11 @@ def build_index(vectors: np.ndarray, kind: str = "flat", seed: int = 0, ids: np.
     return index
 
 
-def search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` inner-product search; returns ``(ids, scores)`` with -1 / -inf padding.
-
-    A few queries run on the calling thread alone (threadpoolctl limits OpenMP for this call).
-    """
+def search(index: Any, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` inner-product search; returns ``(ids, scores)`` with -1 / -inf padding."""
     k = max(1, min(k, index.ntotal))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
-    if len(queries) < SINGLE_THREAD_QUERIES:
-        with _controller().limit(limits=1, user_api="openmp"):
-            scores, ids = index.search(queries, k)
-    else:
-        scores, ids = index.search(queries, k)
+    scores, ids = index.search(queries, k)
     scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
     return ids.astype(np.int64), scores
 
