@@ -313,9 +313,9 @@ class Recommender:
         if column < 0:
             raise DataError(f"unknown artist id {artist_id}: not in the catalogue ({len(self.artist_ids_)} "
                             f"artists, ids {self.artist_ids_[0]}..{self.artist_ids_[-1]})")
-        tags = next((s for s in self.stages_.sources_ if isinstance(s, TagSource)), None)
-        if tags is not None:
-            ids, scores = tags.similar(column, n)
+        tags = [s for s in self.stages_.sources_ if isinstance(s, TagSource)]
+        if tags:
+            ids, scores = tags[0].similar(column, n)
         elif "embedder" in self.stages_.models_:
             vectors = self.stages_.models_["embedder"].vectors_
             similarity = vectors @ vectors[column]

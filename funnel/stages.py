@@ -21,7 +21,7 @@ from funnel.candidates import SOURCES, CandidateSet, merge_candidates
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
 from funnel.factors import MODELS
-from funnel.protocols import CandidateSource, FeatureGroup, PartState
+from funnel.protocols import PartState
 from funnel.ranking import FEATURES
 from funnel.ranking.features import stack_columns
 
@@ -83,7 +83,7 @@ class Stages:
             self.fit_seconds_[name] = time.perf_counter() - started
         self.models_ = models
         started = time.perf_counter()
-        self.sources_: list[CandidateSource] = []
+        self.sources_: list[Any] = []  # CandidateSource classes need not inherit the protocol
         for name in cfg.candidates:
             source = SOURCES.get(name).from_config(cfg, models)
             if not getattr(source, "available", lambda: True)():
@@ -91,7 +91,7 @@ class Stages:
                 continue
             self.sources_.append(source.fit(dataset))
         self.fit_seconds_["sources"] = time.perf_counter() - started
-        self.features_: list[FeatureGroup] = [FEATURES.get(name).from_config(cfg, models).fit(dataset)
+        self.features_: list[Any] = [FEATURES.get(name).from_config(cfg, models).fit(dataset)
                                               for name in cfg.features]
         self._finish()
         logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in self.sources_))
