@@ -1,7 +1,9 @@
 """The HTTP service: a FastAPI app around one loaded :class:`funnel.Recommender` (never retrains).
 
-Model calls are serialised with a lock (the fitted state is shared and implicit's fold-in
-keeps a helper object), so concurrency comes from request parsing, not from the model.
+The model is read-only while serving (per-call state lives in each call's batch), but model
+calls are still serialised with a lock so that one process never runs several scorings, each
+with its own BLAS and OpenMP threads, on the same cores; concurrency comes from request
+parsing.
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
