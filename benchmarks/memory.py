@@ -18,7 +18,7 @@ def pss_bytes(pid: int | str) -> int:
 def descendants(pid: int) -> list[int]:
     """Ids of the live child processes of ``pid``, theirs, and so on.
 
-    The funnel forks one to train its ranker, which forks one more for a part of its fit.
+    The funnel starts one worker process for its BiasedSVD fits.
     """
     parent_of = {}
     for entry in os.scandir("/proc"):

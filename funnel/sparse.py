@@ -80,7 +80,8 @@ def most_first(matrix: sp.csr_matrix) -> sp.csr_matrix:
     levels = int(data.max()) + 1
     whole = data.min() >= 0 and np.all(data == np.round(data))
     if whole and matrix.shape[0] * levels * matrix.shape[1] < 2**62:
-        # small counts (friends listening): one int64 key sorts 8x faster than a 3-key lexsort
+        # small whole counts (friends listening): one int64 key sorts much faster than a 3-key
+        # lexsort (docs/performance.md)
         rank = row * levels + (levels - 1 - data.astype(np.int64))
         key = rank * np.int64(matrix.shape[1]) + matrix.indices
         order = np.argsort(key)
@@ -164,8 +165,8 @@ def csr_from_arrays(arrays: dict[str, np.ndarray], prefix: str = "") -> sp.csr_m
 
 
 # A matrix of at most this many cells, at least 1 in DENSE_LOOKUP_FILL of them stored, is
-# expanded to dense for a lookup: on a batch of 512 Last.fm users the RP3beta and kNN score
-# matrices (0.4-1.1M entries) are read 3-7x faster that way than by searching their entries.
+# expanded to dense for a lookup: a batch's RP3beta scores are read faster that way than by
+# searching their entries (docs/performance.md).
 DENSE_LOOKUP_CELLS = 1 << 25
 DENSE_LOOKUP_FILL = 64
 

@@ -16,6 +16,8 @@ from funnel.sparse import weighted
 if TYPE_CHECKING:
     from funnel.config import FunnelConfig
 
+SMALL_FOLD_IN = 16  # fewer new listeners than this are folded in on one thread
+
 
 def confidence(plays: sp.csr_matrix, kind: str) -> sp.csr_matrix:
     """Play counts as ALS confidence before ``alpha``: binary, ``log1p`` or raw."""
@@ -66,12 +68,12 @@ class ALSFactors:
         return cls(config.als_factors, config.als_iterations, config.als_alpha, config.als_regularization,
                    config.als_confidence, config.seed, config.n_threads, config.als_models)
 
-    def _models(self) -> list[Any]:
+    def _models(self, n_threads: int) -> list[Any]:
         from implicit.cpu.als import AlternatingLeastSquares
 
         return [AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
                                         alpha=self.alpha, iterations=self.iterations, random_state=self.seed + i,
-                                        num_threads=self.n_threads)
+                                        num_threads=n_threads)
                 for i in range(self.n_models)]
 
     def fit(self, dataset: Dataset) -> ALSFactors:
@@ -79,13 +81,14 @@ class ALSFactors:
         weights = confidence(dataset.matrix, self.confidence)
         # implicit runs its own threads; BLAS threads inside them oversubscribe the cores
         with threadpool_limits(1, user_api="blas"):
-            models = self._models()
+            models = self._models(self.n_threads)
             for model in models:
                 model.fit(weights, show_progress=False)
         self.user_factors_ = np.ascontiguousarray(
             np.hstack([m.user_factors for m in models]) / self.n_models, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(np.hstack([m.item_factors for m in models]), dtype=np.float32)
         self._implicit = models
+        self._implicit_one_thread = self._fold_in_models(n_threads=1)
         return self
 
     def _check(self) -> None:
@@ -109,7 +112,10 @@ class ALSFactors:
         if not known.all():
             new = np.flatnonzero(~known)
             rows = confidence(batch.history[new], self.confidence)
-            for part, model in zip(self._parts(), self._implicit):
+            # a few new listeners on one thread: an OpenMP team started for them keeps spinning
+            # on the other cores after the solve and slows what follows (docs/performance.md)
+            models = self._implicit if len(new) >= SMALL_FOLD_IN else self._implicit_one_thread
+            for part, model in zip(self._parts(), models):
                 out[new, part] = model.recalculate_user(np.arange(len(new)), rows) / self.n_models
         return out
 
@@ -118,10 +124,10 @@ class ALSFactors:
         width = self.item_factors_.shape[1] // self.n_models
         return [slice(i * width, (i + 1) * width) for i in range(self.n_models)]
 
-    def _fold_in_models(self) -> list[Any]:
-        """implicit models holding each averaged model's factors, for fold-in after loading."""
+    def _fold_in_models(self, n_threads: int | None = None) -> list[Any]:
+        """implicit models holding each averaged model's factors, for fold-in (``n_threads``: implicit's)."""
         with threadpool_limits(1, user_api="blas"):  # implicit checks the BLAS threads when built
-            models = self._models()
+            models = self._models(self.n_threads if n_threads is None else n_threads)
         for part, model in zip(self._parts(), models):
             model.user_factors = np.ascontiguousarray(self.user_factors_[:, part] * self.n_models)
             model.item_factors = np.ascontiguousarray(self.item_factors_[:, part])
@@ -140,4 +146,5 @@ class ALSFactors:
             raise ArtifactError(f"saved ALS factors have {self.item_factors_.shape[1]} columns, which "
                                 f"cannot be {self.n_models} models (als_models) of equal size")
         self._implicit = self._fold_in_models()
+        self._implicit_one_thread = self._fold_in_models(n_threads=1)
         return self

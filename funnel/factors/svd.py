@@ -172,15 +172,14 @@ class BiasedSVDFactors:
         new = np.flatnonzero(~known & (np.diff(batch.history.indptr) > 0))
         if len(new):
             ratings = plays_to_ratings(batch.history[new])
-            row, items = row_of_entries(ratings), ratings.indices
+            items = ratings.indices
             target = ratings.data - self.global_mean_ - self.item_bias_[items]
             design = np.hstack([self.item_factors_[items], np.ones((len(items), 1), np.float32)]).astype(np.float64)
             width = self.factors + 1
-            gram = np.zeros((len(new), width, width))
-            np.add.at(gram, row, design[:, :, None] * design[:, None, :])
+            starts = ratings.indptr[:-1]  # every row has entries, so each sum below is one user's
+            gram = np.add.reduceat(design[:, :, None] * design[:, None, :], starts, axis=0)
             gram += (self.reg * np.diff(ratings.indptr))[:, None, None] * np.eye(width)
-            moment = np.zeros((len(new), width))
-            np.add.at(moment, row, design * target[:, None])
+            moment = np.add.reduceat(design * target[:, None], starts, axis=0)
             solution = np.linalg.solve(gram, moment[:, :, None])[:, :, 0]
             vec[new], bias[new] = solution[:, :-1], solution[:, -1]
         return vec, bias
