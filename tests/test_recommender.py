@@ -183,6 +183,27 @@ class RecordingPool(ProcessPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
+class BrokenPool(ProcessPoolExecutor):
+    """A pool whose worker dies at once, as one that runs an unguarded script does."""
+
+    def submit(self, fn, *args, **kwargs):
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        future: Future = Future()
+        future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+        return future
+
+
+def test_a_worker_that_dies_leaves_biased_svd_to_this_process(synth, small_config, fitted, monkeypatch, caplog):
+    monkeypatch.setattr(fitting_module, "ProcessPoolExecutor", BrokenPool)
+    with caplog.at_level("WARNING", logger="funnel"):
+        model = Recommender(small_config, n_threads=0).fit(synth)
+    assert sum("fitting it here instead" in r.getMessage() for r in caplog.records) == 2
+    np.testing.assert_allclose(model.stages_.models_["svd"].item_factors_,
+                               fitted.stages_.models_["svd"].item_factors_, rtol=1e-4, atol=1e-5)
+
+
 def test_a_fit_through_the_worker_process_ranks_as_a_fit_in_this_process(synth, small_config, fitted,
                                                                          monkeypatch):
     monkeypatch.setattr(fitting_module, "ProcessPoolExecutor", RecordingPool)
