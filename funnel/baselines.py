@@ -119,7 +119,7 @@ class ALSRecommender(_FullCatalogue):
         implicit's threads (0: all cores).
     """
 
-    def __init__(self, factors: int = 32, iterations: int = 30, alpha: float = 10.0,
+    def __init__(self, *, factors: int = 32, iterations: int = 30, alpha: float = 10.0,
                  regularization: float = 0.01, confidence: str = "binary", seed: int = 0,
                  n_threads: int = 0) -> None:
         self.factors = factors
@@ -199,7 +199,7 @@ class BPRRecommender(_FullCatalogue):
     seed : int
     """
 
-    def __init__(self, factors: int = 64, iterations: int = 200, learning_rate: float = 0.05,
+    def __init__(self, *, factors: int = 64, iterations: int = 200, learning_rate: float = 0.05,
                  regularization: float = 0.001, seed: int = 0) -> None:
         self.factors = factors
         self.iterations = iterations
@@ -235,7 +235,7 @@ class EASERecommender(_FullCatalogue):
         Artists modelled (the dense inverse is cubic in their number); others score -inf.
     """
 
-    def __init__(self, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 8000) -> None:
+    def __init__(self, *, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 8000) -> None:
         self.l2 = l2
         self.min_listeners = min_listeners
         self.max_artists = max_artists
@@ -243,7 +243,7 @@ class EASERecommender(_FullCatalogue):
     def fit(self, dataset: Dataset) -> EASERecommender:
         """Fit EASE; returns ``self``."""
         self._remember(dataset)
-        self.ease_ = EASE(self.l2, self.min_listeners, self.max_artists).fit(dataset)
+        self.ease_ = EASE(l2=self.l2, min_listeners=self.min_listeners, max_artists=self.max_artists).fit(dataset)
         return self
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ class IndexSource:
     name: ClassVar[str] = "index"
     requires: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, n_candidates: int, index: str = "auto", ann_threshold: int = 100_000,
+    def __init__(self, n_candidates: int, *, index: str = "auto", ann_threshold: int = 100_000,
                  seed: int = 0) -> None:
         self.n_candidates = n_candidates
         self.index = index
@@ -95,17 +95,18 @@ class TagSource(IndexSource):
     name = "tags"
     requires = ("embedder",)
 
-    def __init__(self, n_candidates: int, embedder: ArtistEmbedder, history_weighting: str = "log",
+    def __init__(self, n_candidates: int, embedder: ArtistEmbedder, *, history_weighting: str = "log",
                  index: str = "auto", ann_threshold: int = 100_000, seed: int = 0, search_dim: int = 0) -> None:
-        super().__init__(n_candidates, index, ann_threshold, seed)
+        super().__init__(n_candidates, index=index, ann_threshold=ann_threshold, seed=seed)
         self.embedder = embedder
         self.history_weighting = history_weighting
         self.search_dim = search_dim
 
     @classmethod
     def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> TagSource:
-        return cls(config.candidates[cls.name], models["embedder"], config.history_weighting, config.index,
-                   config.ann_threshold, config.seed, config.tag_search_dim)
+        return cls(config.candidates[cls.name], models["embedder"], history_weighting=config.history_weighting,
+                   index=config.index, ann_threshold=config.ann_threshold, seed=config.seed,
+                   search_dim=config.tag_search_dim)
 
     @property
     def n_artists(self) -> int:
@@ -155,16 +156,16 @@ class ALSSource(IndexSource):
     name = "als"
     requires = ("als",)
 
-    def __init__(self, n_candidates: int, als: ALSFactors, index: str = "auto", ann_threshold: int = 100_000,
+    def __init__(self, n_candidates: int, als: ALSFactors, *, index: str = "auto", ann_threshold: int = 100_000,
                  seed: int = 0, min_listeners: int = 1) -> None:
-        super().__init__(n_candidates, index, ann_threshold, seed)
+        super().__init__(n_candidates, index=index, ann_threshold=ann_threshold, seed=seed)
         self.als = als
         self.min_listeners = min_listeners
 
     @classmethod
     def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> ALSSource:
-        return cls(config.candidates[cls.name], models["als"], config.index, config.ann_threshold, config.seed,
-                   config.als_min_listeners)
+        return cls(config.candidates[cls.name], models["als"], index=config.index,
+                   ann_threshold=config.ann_threshold, seed=config.seed, min_listeners=config.als_min_listeners)
 
     @property
     def n_artists(self) -> int:

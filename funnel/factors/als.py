@@ -51,7 +51,7 @@ class ALSFactors:
 
     name = "als"
 
-    def __init__(self, factors: int = 64, iterations: int = 15, alpha: float = 10.0,
+    def __init__(self, *, factors: int = 64, iterations: int = 15, alpha: float = 10.0,
                  regularization: float = 0.1, confidence: str = "log", seed: int = 0,
                  n_threads: int = 0, n_models: int = 1) -> None:
         self.factors = factors
@@ -65,8 +65,9 @@ class ALSFactors:
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> ALSFactors:
-        return cls(config.als_factors, config.als_iterations, config.als_alpha, config.als_regularization,
-                   config.als_confidence, config.seed, config.n_threads, config.als_models)
+        return cls(factors=config.als_factors, iterations=config.als_iterations, alpha=config.als_alpha,
+                   regularization=config.als_regularization, confidence=config.als_confidence, seed=config.seed,
+                   n_threads=config.n_threads, n_models=config.als_models)
 
     def _models(self, n_threads: int) -> list[Any]:
         from implicit.cpu.als import AlternatingLeastSquares

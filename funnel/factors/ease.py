@@ -44,7 +44,7 @@ class EASE:
 
     name = "ease"
 
-    def __init__(self, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 3000,
+    def __init__(self, *, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 3000,
                  weighting: str = "binary") -> None:
         self.l2 = l2
         self.min_listeners = min_listeners
@@ -53,7 +53,7 @@ class EASE:
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> EASE:
-        return cls(config.ease_l2, max_artists=config.ease_max_artists)
+        return cls(l2=config.ease_l2, max_artists=config.ease_max_artists)
 
     def fit(self, dataset: Dataset | sp.csr_matrix) -> EASE:
         """Fit on a dataset's (or a users x artists matrix of) play counts; returns ``self``."""
@@ -131,10 +131,10 @@ class LogEASE(EASE):
 
     name = "log_ease"
 
-    def __init__(self, l2: float = 3000.0, min_listeners: int = 2, max_artists: int = 3000,
+    def __init__(self, *, l2: float = 3000.0, min_listeners: int = 2, max_artists: int = 3000,
                  weighting: str = "log") -> None:
-        super().__init__(l2, min_listeners, max_artists, weighting)
+        super().__init__(l2=l2, min_listeners=min_listeners, max_artists=max_artists, weighting=weighting)
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> LogEASE:
-        return cls(config.log_ease_l2, max_artists=config.ease_max_artists)
+        return cls(l2=config.log_ease_l2, max_artists=config.ease_max_artists)

@@ -102,7 +102,7 @@ class ArtistEmbedder:
 
     name = "embedder"
 
-    def __init__(self, tag_dim: int = 250, popularity_weight: float = 0.25,
+    def __init__(self, *, tag_dim: int = 250, popularity_weight: float = 0.25,
                  freshness_weight: float = 0.1, seed: int = 0) -> None:
         self.tag_dim = tag_dim
         self.popularity_weight = popularity_weight
@@ -111,7 +111,8 @@ class ArtistEmbedder:
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> ArtistEmbedder:
-        return cls(config.tag_dim, config.popularity_weight, config.freshness_weight, config.seed)
+        return cls(tag_dim=config.tag_dim, popularity_weight=config.popularity_weight,
+                   freshness_weight=config.freshness_weight, seed=config.seed)
 
     def fit(self, dataset: Dataset) -> ArtistEmbedder:
         """Compute the artist vectors of ``dataset``; returns ``self``."""

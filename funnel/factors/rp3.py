@@ -52,7 +52,7 @@ class RP3beta:
 
     name = "rp3"
 
-    def __init__(self, alpha: float = 1.0, beta: float = 0.25, top_k: int = 200,
+    def __init__(self, *, alpha: float = 1.0, beta: float = 0.25, top_k: int = 200,
                  block_size: int = 1024) -> None:
         self.alpha = alpha
         self.beta = beta
@@ -61,7 +61,7 @@ class RP3beta:
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> RP3beta:
-        return cls(config.rp3_alpha, config.rp3_beta, config.rp3_top_k)
+        return cls(alpha=config.rp3_alpha, beta=config.rp3_beta, top_k=config.rp3_top_k)
 
     def fit(self, dataset: Dataset | sp.csr_matrix) -> RP3beta:
         """Fit on a dataset's (or a matrix of) play counts; only presence matters. Returns ``self``."""

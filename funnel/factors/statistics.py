@@ -93,14 +93,19 @@ class UserStatistics:
         fill = np.nanmedian(last) if tagged.any() else 0.0
         self.years_since_last_tag_ = np.where(tagged, last, fill).astype(np.float32)
         self.has_tagged_ = tagged.astype(np.float32)
+        self._derive()
         return self
+
+    def _derive(self) -> None:
+        """What new listeners get: the median years since anyone last tagged (once, not per call)."""
+        years = self.years_since_last_tag_
+        self.new_listener_years_ = np.float32(np.median(years)) if len(years) else np.float32(0.0)
 
     def of(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """``(years_since_last_tag, has_tagged)`` of the batch's users."""
         known = batch.users >= 0
         safe = np.where(known, batch.users, 0)
-        fill = np.median(self.years_since_last_tag_) if len(self.years_since_last_tag_) else 0.0
-        years = np.where(known, self.years_since_last_tag_[safe], fill).astype(np.float32)
+        years = np.where(known, self.years_since_last_tag_[safe], self.new_listener_years_).astype(np.float32)
         return years, np.where(known, self.has_tagged_[safe], 0.0).astype(np.float32)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -109,4 +114,5 @@ class UserStatistics:
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> UserStatistics:
         self.years_since_last_tag_ = np.asarray(arrays["years_since_last_tag"], np.float32)
         self.has_tagged_ = np.asarray(arrays["has_tagged"], np.float32)
+        self._derive()
         return self

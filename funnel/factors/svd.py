@@ -126,7 +126,7 @@ class BiasedSVDFactors:
 
     name = "svd"
 
-    def __init__(self, factors: int = 32, epochs: int = 20, lr: float = 0.005,
+    def __init__(self, *, factors: int = 32, epochs: int = 20, lr: float = 0.005,
                  reg: float = 0.05, seed: int = 0) -> None:
         self.factors = factors
         self.epochs = epochs
@@ -136,7 +136,8 @@ class BiasedSVDFactors:
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> BiasedSVDFactors:
-        return cls(config.svd_factors, config.svd_epochs, config.svd_lr, config.svd_reg, config.seed)
+        return cls(factors=config.svd_factors, epochs=config.svd_epochs, lr=config.svd_lr, reg=config.svd_reg,
+                   seed=config.seed)
 
     def fit_job(self, dataset: Dataset) -> tuple[Callable[..., dict[str, np.ndarray]], tuple[Any, ...]]:
         """The pure function and arguments that fit this model (see :func:`fit_svd_arrays`)."""

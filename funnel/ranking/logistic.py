@@ -43,7 +43,7 @@ class LogisticRanker:
 
     name = "logistic"
 
-    def __init__(self, C: float = 0.1, max_iter: int = 100) -> None:
+    def __init__(self, *, C: float = 0.1, max_iter: int = 100) -> None:
         self.C = C
         self.max_iter = max_iter
 
