@@ -36,6 +36,8 @@ class CandidateSource(Protocol):
 
     ``retrieve`` returns ``(ids, scores)``: two ``(len(batch), n_candidates)`` arrays, best
     first, of internal artist indices (-1 pads a short row) and float32 scores (-inf pads).
+    A source may also define ``available() -> bool``: False when the fitted models give it
+    nothing to work with (the tag source on data without tags), and the stages skip it.
     """
 
     name: ClassVar[str]

@@ -48,6 +48,9 @@ class Stages:
     features_ : list of FeatureGroup
     feature_names_ : list of str
         The columns :meth:`features` returns.
+    ranking_columns_ : numpy.ndarray
+        Boolean mask of the columns that differ between the candidates of one user (the
+        others only shift a user's scores; explanations leave them out).
     fit_seconds_ : dict of str to float
         Seconds of each fitting step.
     """
@@ -92,7 +95,7 @@ class Stages:
             self.sources_.append(source.fit(dataset))
         self.fit_seconds_["sources"] = time.perf_counter() - started
         self.features_: list[Any] = [FEATURES.get(name).from_config(cfg, models).fit(dataset)
-                                              for name in cfg.features]
+                                     for name in cfg.features]
         self._finish()
         logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in self.sources_))
         return self
