@@ -38,7 +38,8 @@ class Registry:
         """Raise ``ValueError`` (turned into a ConfigError by the config) for an unknown name."""
         if name not in self._classes:
             raise ValueError(f"unknown {self.kind} {name!r} in setting {self.setting!r}; "
-                             f"registered: {sorted(self._classes)}")
+                             f"registered: {sorted(self._classes)} (a class of your own is registered "
+                             "by importing the module that adds it, before building or loading a model)")
 
     def get(self, name: str) -> Any:
         """The class registered under ``name``."""
