@@ -88,8 +88,7 @@ class ALSFactors:
         self.user_factors_ = np.ascontiguousarray(
             np.hstack([m.user_factors for m in models]) / self.n_models, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(np.hstack([m.item_factors for m in models]), dtype=np.float32)
-        self._implicit = models
-        self._implicit_one_thread = self._fold_in_models(n_threads=1)
+        self._prepare_fold_in()
         return self
 
     def _check(self) -> None:
@@ -125,14 +124,18 @@ class ALSFactors:
         width = self.item_factors_.shape[1] // self.n_models
         return [slice(i * width, (i + 1) * width) for i in range(self.n_models)]
 
-    def _fold_in_models(self, n_threads: int | None = None) -> list[Any]:
-        """implicit models holding each averaged model's factors, for fold-in (``n_threads``: implicit's)."""
+    def _prepare_fold_in(self) -> None:
+        """implicit models holding each averaged model's artist factors, on all and on one thread.
+
+        ``recalculate_user`` reads only the artist factors, so the models share one copy of
+        each model's columns and hold no user factors.
+        """
+        columns = [np.ascontiguousarray(self.item_factors_[:, part]) for part in self._parts()]
         with threadpool_limits(1, user_api="blas"):  # implicit checks the BLAS threads when built
-            models = self._models(self.n_threads if n_threads is None else n_threads)
-        for part, model in zip(self._parts(), models):
-            model.user_factors = np.ascontiguousarray(self.user_factors_[:, part] * self.n_models)
-            model.item_factors = np.ascontiguousarray(self.item_factors_[:, part])
-        return models
+            self._implicit, self._implicit_one_thread = self._models(self.n_threads), self._models(1)
+        for models in (self._implicit, self._implicit_one_thread):
+            for model, item_factors in zip(models, columns):
+                model.item_factors = item_factors
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
@@ -146,6 +149,5 @@ class ALSFactors:
         if self.item_factors_.shape[1] % self.n_models:
             raise ArtifactError(f"saved ALS factors have {self.item_factors_.shape[1]} columns, which "
                                 f"cannot be {self.n_models} models (als_models) of equal size")
-        self._implicit = self._fold_in_models()
-        self._implicit_one_thread = self._fold_in_models(n_threads=1)
+        self._prepare_fold_in()
         return self
