@@ -156,7 +156,7 @@ class Recommender:
             frame = pd.concat([frame, explain_.explanations(self, batch, cands, X, best)], axis=1)
         return cands.rows[best], frame
 
-    def _user_rows(self, user_ids: np.ndarray) -> np.ndarray:
+    def _user_rows(self, user_ids: np.ndarray | list[Any]) -> np.ndarray:
         rows = lookup_ids(self.user_ids_, user_ids)
         unknown = rows < 0
         if unknown.any():
@@ -195,7 +195,7 @@ class Recommender:
         n = check_n(n, len(self.artist_ids_))
         if isinstance(user_id, bool) or not isinstance(user_id, (int, np.integer)):
             raise UnknownUserError(f"user id {user_id!r} must be an integer")
-        rows = self._user_rows(np.array([user_id], dtype=object))
+        rows = self._user_rows([user_id])
         return self._rank(Batch(rows, self.history_[rows]), n, explain)[1]
 
     def recommend_all(self, n: int = 20, users: Iterable[int] | None = None, explain: bool = False
@@ -309,7 +309,7 @@ class Recommender:
         n = check_n(n, len(self.artist_ids_) - 1)
         if isinstance(artist_id, bool) or not isinstance(artist_id, (int, np.integer)):
             raise DataError(f"artist id {artist_id!r} must be an integer")
-        column = int(lookup_ids(self.artist_ids_, np.array([artist_id], dtype=object))[0])
+        column = int(lookup_ids(self.artist_ids_, [artist_id])[0])
         if column < 0:
             raise DataError(f"unknown artist id {artist_id}: not in the catalogue ({len(self.artist_ids_)} "
                             f"artists, ids {self.artist_ids_[0]}..{self.artist_ids_[-1]})")

@@ -17,6 +17,6 @@ SOURCES.add("ease", EASESource)
 SOURCES.add("friends", FriendsSource)
 SOURCES.add("popularity", PopularitySource)
 
-__all__ = ["ALSSource", "CandidateSet", "CandidateSource", "EASESource", "FriendsSource", "IndexSource",
+__all__ = ["ALSSource", "CandidateSet", "CandidateSource", "EASESource", "FriendsSource", "IndexSource", "ModelSource",
            "PopularitySource", "SOURCES", "TagSource", "drop_seen", "merge_candidates", "top_k_ordered",
            "top_k_unseen"]

@@ -188,60 +188,54 @@ class ALSSource(IndexSource):
         return self.als.user_vectors(batch)
 
 
-class EASESource(Stateless):
+class ModelSource(Stateless):
+    """A source whose state lives in one shared model, ``requires[0]``, handed to it as ``model``."""
+
+    name: ClassVar[str] = "model"
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_candidates: int, model: Any) -> None:
+        self.n_candidates = n_candidates
+        self.model = model
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> Any:
+        return cls(config.candidates[cls.name], models[cls.requires[0]])
+
+
+class EASESource(ModelSource):
     """Artists that co-occur with the user's history, scored by the EASE item-item model."""
 
     name = "ease"
     requires = ("ease",)
-
-    def __init__(self, n_candidates: int, ease: EASE) -> None:
-        self.n_candidates = n_candidates
-        self.ease = ease
-
-    @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> EASESource:
-        return cls(config.candidates[cls.name], models["ease"])
+    model: EASE
 
     def retrieve(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n_candidates`` unseen artists by EASE score."""
-        return top_k_unseen(self.ease.scores(batch), self.ease.items_, batch.history, self.n_candidates)
+        return top_k_unseen(self.model.scores(batch), self.model.items_, batch.history, self.n_candidates)
 
 
-class FriendsSource(Stateless):
+class FriendsSource(ModelSource):
     """Artists most of the user's friends listen to, scored ``log1p(friends listening)``."""
 
     name = "friends"
     requires = ("friends",)
-
-    def __init__(self, n_candidates: int, friends: FriendListening) -> None:
-        self.n_candidates = n_candidates
-        self.friends = friends
-
-    @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> FriendsSource:
-        return cls(config.candidates[cls.name], models["friends"])
+    model: FriendListening
 
     def retrieve(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n_candidates`` unseen artists by number of friends listening."""
-        counts, _ = self.friends.rows(batch)
+        counts, _ = self.model.rows(batch)
         ids, scores = top_k_ordered(counts, batch, self.n_candidates)  # rows store most listened first
         return ids, np.where(ids >= 0, np.log1p(np.maximum(scores, 0.0)), -np.inf).astype(np.float32)
 
 
-class PopularitySource(Stateless):
+class PopularitySource(ModelSource):
     """The most listened-to artists the user has not heard (the same chart for everyone)."""
 
     name = "popularity"
     requires = ("popularity",)
-
-    def __init__(self, n_candidates: int, chart: PopularityChart) -> None:
-        self.n_candidates = n_candidates
-        self.chart = chart
-
-    @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> PopularitySource:
-        return cls(config.candidates[cls.name], models["popularity"])
+    model: PopularityChart
 
     def retrieve(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n_candidates`` unseen artists by listener count."""
-        return self.chart.top_unseen(batch, self.n_candidates)
+        return self.model.top_unseen(batch, self.n_candidates)

@@ -148,18 +148,22 @@ class TagFeature(ModelFeature):
         return pair_scores(query, self.model.vectors_, cands.rows, cands.items)
 
 
-class EASEFeature(ModelFeature):
+class PairScoreFeature(ModelFeature):
+    """One column: the model's ``pair_scores`` of each (user, candidate) pair."""
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        return self.model.pair_scores(batch, cands.rows, cands.items)
+
+
+class EASEFeature(PairScoreFeature):
     """EASE's co-listening score on presence (0 for artists EASE does not model)."""
 
     name = "ease"
     requires = ("ease",)
     names = ("ease_score",)
 
-    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
-        return self.model.pair_scores(batch, cands.rows, cands.items)
 
-
-class LogEASEFeature(EASEFeature):
+class LogEASEFeature(PairScoreFeature):
     """EASE's co-listening score on ``log1p(plays)``."""
 
     name = "log_ease"
@@ -167,7 +171,7 @@ class LogEASEFeature(EASEFeature):
     names = ("log_ease_score",)
 
 
-class RP3Feature(EASEFeature):
+class RP3Feature(PairScoreFeature):
     """RP3beta's random-walk score."""
 
     name = "rp3"

@@ -294,7 +294,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         """Model format version, training-data fingerprint and sizes."""
         return {"status": "ok", "funnel_version": __version__, "format_version": FORMAT_VERSION,
                 "data_fingerprint": model.fingerprint_, "n_users": len(model.user_ids_),
-                "n_artists": len(model.artist_ids_), "sources": [s.name for s in model.stages_.sources_],
+                "n_artists": len(model.artist_ids_), "sources": model.stages_.source_names,
                 "max_n": max_n}
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
