@@ -72,6 +72,13 @@ class FunnelConfig(BaseModel):
         Confidence of a play count before ``als_alpha``: 1, ``log1p(plays)`` or plays.
     als_models : int
         ALS models (seeds ``seed``, ``seed + 1``, ...) whose scores are averaged.
+    tagged_known : bool
+        Artists a listener tagged count as known (with those they played): they are not
+        recommended as discoveries unless a call passes ``filter_known=False``.
+    recency_half_life_days : float or None
+        With listen times in the data, the confidence of a (listener, artist) pair halves
+        every this many days between its last listen and the data's latest listen; ``None``
+        weighs every pair by its plays alone.
     ranker_holdout : float
         Share of each user's training artists held out as the ranker's labels.
     ranker_negatives : int
@@ -122,6 +129,8 @@ class FunnelConfig(BaseModel):
     als_regularization: float = Field(0.01, ge=0)
     als_confidence: Literal["binary", "log", "raw"] = "binary"
     als_models: int = Field(3, gt=0)
+    tagged_known: bool = True
+    recency_half_life_days: float | None = Field(None, gt=0)
     ranker_holdout: float = Field(0.2, gt=0, lt=1)
     ranker_negatives: int = Field(50, ge=0)
     ranker_users: int = Field(20_000, gt=0)

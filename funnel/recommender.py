@@ -20,18 +20,40 @@ from funnel.batching import in_batches
 from funnel.candidates import TagSource
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
-from funnel.data.dataset import lookup_ids
 from funnel.data.history import History, parse_history
+from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.persistence.model import read_model, string_array, write_model
 from funnel.protocols import PartState
 from funnel.ranking import RANKERS
+from funnel.rules import Rules
 from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row
 from funnel.stages import Stages
 
 logger = logging.getLogger("funnel")
 
 BATCH_USERS = 512
+
+
+def _tagged_only(dataset: Dataset) -> sp.csr_matrix | None:
+    """Users x artists tagged but not played by each user, or ``None`` when there are none."""
+    tagged = dataset.tagged_matrix()
+    played = dataset.matrix.copy()
+    played.data[:] = 1.0
+    only = sp.csr_matrix(tagged - tagged.multiply(played))
+    only.eliminate_zeros()
+    return only if only.nnz else None
+
+
+def _nearest(vectors: np.ndarray, columns: np.ndarray, n: int, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` rows of ``vectors`` with the largest inner product (or cosine) with each of ``columns``."""
+    if cosine:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.where(norms > 0, norms, 1.0)
+    similarity = vectors[columns] @ vectors.T
+    similarity[np.arange(len(columns)), columns] = -np.inf
+    top = np.argsort(-similarity, axis=1, kind="stable")[:, :n]
+    return top.astype(np.int64), np.take_along_axis(similarity, top, axis=1).astype(np.float32)
 
 
 def check_n(n: Any, n_artists: int) -> int:
@@ -74,6 +96,9 @@ class Recommender:
     user_ids_, artist_ids_, artist_names_ : numpy.ndarray
     history_ : scipy.sparse.csr_matrix
         Training play counts, users x artists.
+    tagged_ : scipy.sparse.csr_matrix or None
+        Artists each training user tagged but never played (known, so not recommended by
+        default); ``None`` with ``tagged_known=False`` or no tags.
     ranker_candidate_recall_ : float
         Share of the ranker's label artists that stage one retrieved during training.
     fit_seconds_ : dict of str to float
@@ -121,6 +146,8 @@ class Recommender:
             raise DataError(f"fit expects a funnel.Dataset (see funnel.load_lastfm / Dataset.from_frames), "
                             f"got {type(dataset).__name__}")
         started = time.perf_counter()
+        if config.recency_half_life_days is not None:
+            dataset = dataset.recency_weighted(config.recency_half_life_days)
         fitted = fitting.fit(dataset, config)
         self.config_ = config
         self.stages_ = fitted.stages
@@ -133,6 +160,7 @@ class Recommender:
         self.artist_ids_ = dataset.artist_ids
         self.artist_names_ = dataset.artist_names
         self.history_ = dataset.matrix
+        self.tagged_ = _tagged_only(dataset) if config.tagged_known else None
         logger.info("fitted in %.1fs", time.perf_counter() - started)
         return self
 
@@ -156,58 +184,90 @@ class Recommender:
             frame = pd.concat([frame, explain_.explanations(self, batch, cands, X, best)], axis=1)
         return cands.rows[best], frame
 
-    def _user_rows(self, user_ids: np.ndarray | list[Any]) -> np.ndarray:
-        rows = lookup_ids(self.user_ids_, user_ids)
+    def _batch(self, rows: np.ndarray, history: sp.csr_matrix, rules: Rules) -> Batch:
+        """The batch of users at internal ``rows`` (-1: new listener) with ``history``, under ``rules``."""
+        return Batch(rows, history, known=rules.known(rows, history, self.tagged_),
+                     blocked_items=rules.blocked_items)
+
+    def _rules(self, exclude: Any, allow: Any, filter_known: bool) -> Rules:
+        return Rules(self.artist_ids_, exclude=exclude, allow=allow, filter_known=filter_known,
+                     user_ids=self.user_ids_)
+
+    def _user_rows(self, user_ids: Any) -> np.ndarray:
+        if isinstance(user_ids, (str, bytes)) or not isinstance(user_ids, Iterable):
+            raise ConfigError(f"users must be a list of user ids, got {user_ids!r}")
+        values = user_ids if isinstance(user_ids, np.ndarray) else list(user_ids)
+        check_kind(self.user_ids_, values, "user")
+        rows = lookup_ids(self.user_ids_, values)
         unknown = rows < 0
         if unknown.any():
-            missing = np.asarray(user_ids, dtype=object)[unknown]
+            missing = query_ids(values)[unknown]
             raise UnknownUserError(
                 f"unknown user id(s) {missing[:5].tolist()}{' ...' if len(missing) > 5 else ''}: not in the "
-                f"training data ({len(self.user_ids_)} users, ids {self.user_ids_[0]}..{self.user_ids_[-1]}); "
+                f"training data ({len(self.user_ids_)} users, {id_range(self.user_ids_)}); "
                 "use recommend_for_history for new users")
         return rows
 
-    def recommend(self, user_id: int, n: int = 20, explain: bool = False) -> pd.DataFrame:
-        """Top-``n`` unseen artists for a known user.
+    def recommend(self, user_id: Any = None, n: int = 20, explain: bool = False, *, users: Iterable[Any] | None = None,
+                  exclude: Any = None, allow: Any = None, filter_known: bool = True) -> pd.DataFrame:
+        """Top-``n`` artists for a known user (or, with ``users``, for each of several).
 
         Parameters
         ----------
-        user_id : int
+        user_id : int or str
+            An id of the training data, of the model's id type.
         n : int
-            Number of artists, 1..catalogue size; fewer come back only when the user has
-            heard almost the whole catalogue.
+            Number of artists, 1..catalogue size; fewer come back only when the rules leave
+            fewer (the user knows almost the whole catalogue, or a short allow-list).
         explain : bool
             Add the explanation columns (see :meth:`recommend_all`).
+        users : list of ids, optional
+            Instead of ``user_id``: several users at once, as :meth:`recommend_all`.
+        exclude : list of artist ids, optional
+            Artists never to recommend (with ``users``, also a ``user_id, artist_id`` frame).
+        allow : list of artist ids, optional
+            Only these artists may be recommended (e.g. a licensed subset of the catalogue).
+        filter_known : bool
+            Leave out the artists the user knows: played, and tagged unless the model was
+            configured with ``tagged_known=False``. ``False`` lets them come back.
 
         Returns
         -------
         pandas.DataFrame
-            ``rank, artist_id, artist_name, score`` best first.
+            ``rank, artist_id, artist_name, score`` best first (with ``users``, a leading
+            ``user_id`` column).
 
         Raises
         ------
         UnknownUserError
             ``user_id`` is not in the training data.
         ConfigError
-            ``n`` is not an integer in 1..catalogue size.
+            An id is of another type than the model's ids, ``n`` is not an integer in
+            1..catalogue size, or a rule is malformed.
         """
         self.check_fitted()
+        if users is not None:
+            if user_id is not None:
+                raise ConfigError("pass either user_id or users, not both")
+            return self.recommend_all(n, users=users, explain=explain, exclude=exclude, allow=allow,
+                                      filter_known=filter_known)
         n = check_n(n, len(self.artist_ids_))
-        if isinstance(user_id, bool) or not isinstance(user_id, (int, np.integer)):
-            raise UnknownUserError(f"user id {user_id!r} must be an integer")
+        if user_id is None or isinstance(user_id, (list, tuple, np.ndarray, set, dict)):
+            raise ConfigError(f"user_id must be one user id, got {user_id!r}; pass several as users=[...]")
         rows = self._user_rows([user_id])
-        return self._rank(Batch(rows, self.history_[rows]), n, explain)[1]
+        rules = self._rules(exclude, allow, filter_known)
+        return self._rank(self._batch(rows, self.history_[rows], rules), n, explain)[1]
 
-    def recommend_all(self, n: int = 20, users: Iterable[int] | None = None, explain: bool = False
-                      ) -> pd.DataFrame:
-        """Top-``n`` unseen artists for every user (or ``users``), batched and vectorised.
+    def recommend_all(self, n: int = 20, users: Iterable[Any] | None = None, explain: bool = False, *,
+                      exclude: Any = None, allow: Any = None, filter_known: bool = True) -> pd.DataFrame:
+        """Top-``n`` artists for every user (or ``users``), batched and vectorised.
 
         Batches of users are ranked on ``n_threads`` threads (all cores by default).
 
         Parameters
         ----------
         n : int
-        users : iterable of int, optional
+        users : iterable of ids, optional
             User ids; all training users by default.
         explain : bool
             Add why each artist was recommended: ``sources`` (stage-one source -> rank it
@@ -215,6 +275,13 @@ class Recommender:
             by cosine of the ALS artist factors), ``contributions`` (the three feature groups
             with the largest share of the ranker's score, for rankers that report it) and
             ``reason`` (all of it as one line).
+        exclude : list of artist ids or pandas.DataFrame, optional
+            Artists never to recommend to anyone, or ``user_id, artist_id`` rows: artists
+            never to recommend to that user.
+        allow : list of artist ids, optional
+            Only these artists may be recommended.
+        filter_known : bool
+            See :meth:`recommend`.
 
         Returns
         -------
@@ -223,23 +290,11 @@ class Recommender:
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
-        if users is None:
-            rows = np.arange(len(self.user_ids_))
-        else:
-            if isinstance(users, (str, bytes)) or not isinstance(users, Iterable):
-                raise UnknownUserError(f"users must be a list of user ids, got {users!r}")
-            values = list(users)
-            ids = np.asarray(values)
-            if ids.size and not np.issubdtype(ids.dtype, np.integer):
-                # not one integer dtype: Python ints beyond 64 bits, or something else
-                bad = [u for u in values if isinstance(u, (bool, np.bool_)) or not isinstance(u, (int, np.integer))]
-                if bad:
-                    raise UnknownUserError(f"user ids must be integers, got {bad[:3]}")
-                ids = np.asarray(values, dtype=object)
-            rows = self._user_rows(ids)
+        rows = np.arange(len(self.user_ids_)) if users is None else self._user_rows(users)
+        rules = self._rules(exclude, allow, filter_known)
 
         def rank_batch(batch_rows: np.ndarray) -> pd.DataFrame:
-            r, frame = self._rank(Batch(batch_rows, self.history_[batch_rows]), n, explain)
+            r, frame = self._rank(self._batch(batch_rows, self.history_[batch_rows], rules), n, explain)
             frame.insert(0, "user_id", self.user_ids_[batch_rows[r]])
             return frame
 
@@ -257,7 +312,8 @@ class Recommender:
                            unknown[:5].tolist())
         return row
 
-    def recommend_for_history(self, history: History, n: int = 20, explain: bool = False) -> pd.DataFrame:
+    def recommend_for_history(self, history: History, n: int = 20, explain: bool = False, *,
+                              exclude: Any = None, allow: Any = None, filter_known: bool = True) -> pd.DataFrame:
         """Top-``n`` artists for a listener not in the training data.
 
         Every stage runs as for a known user: the stage-one queries are built from the
@@ -267,11 +323,14 @@ class Recommender:
 
         Parameters
         ----------
-        history : list of int or mapping of int to float
+        history : list of ids or mapping of id to float
             Artist ids the listener played, or artist id -> play count. Unknown ids are
             ignored with a warning.
         n : int
         explain : bool
+        exclude, allow : list of artist ids, optional
+        filter_known : bool
+            See :meth:`recommend`; the history is what the listener knows.
 
         Returns
         -------
@@ -285,50 +344,83 @@ class Recommender:
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
-        return self._rank(Batch(np.array([-1]), self.history_matrix(history)), n, explain)[1]
+        rules = self._rules(exclude, allow, filter_known)
+        return self._rank(self._batch(np.array([-1]), self.history_matrix(history), rules), n, explain)[1]
 
-    def similar_artists(self, artist_id: int, n: int = 10) -> pd.DataFrame:
-        """The ``n`` artists nearest to ``artist_id`` in the stage-one embedding (inner product).
+    def similar_artists(self, artist_id: Any, n: int = 10) -> pd.DataFrame:
+        """The ``n`` artists nearest to ``artist_id`` (or to each of a list of ids).
 
-        Uses the tag source's FAISS index when the model has one; otherwise an exact product
-        with every artist vector.
+        With tags, the space is the stage-one artist embedding: the tag-text block plus the
+        popularity and freshness blocks (``popularity_weight``, ``freshness_weight`` of its
+        norm), searched by inner product in the tag source's FAISS index when the model has
+        one. Without any tag data, co-listening decides: cosine of the ALS artist factors,
+        else of the EASE item weights. The ``space`` column says which was used.
+
+        Parameters
+        ----------
+        artist_id : int or str, or a list of them
+        n : int
 
         Returns
         -------
         pandas.DataFrame
-            ``rank, artist_id, artist_name, similarity`` best first, the artist itself excluded.
+            ``rank, artist_id, artist_name, similarity, space`` best first, the artist itself
+            excluded; for a list, a leading ``query_artist_id`` column.
 
         Raises
         ------
         DataError
-            ``artist_id`` is not in the catalogue.
+            An artist id is not in the catalogue.
         ConfigError
-            The model was configured without the artist embedding.
+            An id is of another type than the model's, or the model has no artist space.
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_) - 1)
-        if isinstance(artist_id, bool) or not isinstance(artist_id, (int, np.integer)):
-            raise DataError(f"artist id {artist_id!r} must be an integer")
-        column = int(lookup_ids(self.artist_ids_, [artist_id])[0])
-        if column < 0:
-            raise DataError(f"unknown artist id {artist_id}: not in the catalogue ({len(self.artist_ids_)} "
-                            f"artists, ids {self.artist_ids_[0]}..{self.artist_ids_[-1]})")
-        tags = [s for s in self.stages_.sources_ if isinstance(s, TagSource)]
-        if tags:
-            ids, scores = tags[0].similar(column, n)
-        elif "embedder" in self.stages_.models_:
-            vectors = self.stages_.models_["embedder"].vectors_
-            similarity = vectors @ vectors[column]
-            similarity[column] = -np.inf
-            ids = np.argsort(-similarity, kind="stable")[:n]
-            scores = similarity[ids]
-        else:
-            raise ConfigError("this model has no artist embedding to compare artists in: neither its candidate "
-                              "sources nor its feature groups use one; add the 'tags' source (or the 'tags', "
-                              "'artist' or 'user' feature group) and retrain")
-        return pd.DataFrame({"rank": np.arange(1, len(ids) + 1), "artist_id": self.artist_ids_[ids],
-                             "artist_name": self.artist_names_[ids].astype(object),
-                             "similarity": scores.astype(np.float64)})
+        many = isinstance(artist_id, (list, tuple, np.ndarray))
+        values = list(artist_id) if many else [artist_id]
+        check_kind(self.artist_ids_, values, "artist")
+        columns = lookup_ids(self.artist_ids_, values)
+        if (columns < 0).any():
+            missing = [v for v, c in zip(values, columns) if c < 0][:5]
+            raise DataError(f"unknown artist id(s) {missing}: not in the catalogue ({len(self.artist_ids_)} "
+                            f"artists, {id_range(self.artist_ids_)})")
+        space, ids, scores = self._similar(columns, n)
+        rows = np.repeat(np.arange(len(columns)), ids.shape[1])
+        ok = ids.ravel() >= 0
+        items = ids.ravel()[ok]
+        frame = pd.DataFrame({"rank": (np.arange(ids.size) % ids.shape[1] + 1)[ok],
+                              "artist_id": self.artist_ids_[items],
+                              "artist_name": self.artist_names_[items].astype(object),
+                              "similarity": scores.ravel()[ok].astype(np.float64), "space": space})
+        if many:
+            frame.insert(0, "query_artist_id", self.artist_ids_[columns[rows[ok]]])
+        return frame
+
+    def _similar(self, columns: np.ndarray, n: int) -> tuple[str, np.ndarray, np.ndarray]:
+        """The space used and the ``(len(columns), n)`` nearest artists and similarities (-1 padding)."""
+        models = self.stages_.models_
+        embedder = models.get("embedder")
+        if embedder is not None and embedder.tag_dim_ > 0:
+            tags = [s for s in self.stages_.sources_ if isinstance(s, TagSource)]
+            if tags:
+                pairs = [tags[0].similar(int(c), n) for c in columns]
+                ids = np.full((len(columns), n), -1, np.int64)
+                scores = np.full((len(columns), n), -np.inf, np.float32)
+                for i, (found, similarity) in enumerate(pairs):
+                    ids[i, :len(found)], scores[i, :len(found)] = found, similarity
+                return "tags", ids, scores
+            return "tags", *_nearest(embedder.vectors_, columns, n, cosine=False)
+        if "als" in models:
+            return "als", *_nearest(models["als"].item_factors_, columns, n, cosine=True)
+        if "ease" in models:
+            ease = models["ease"]
+            vectors = np.zeros((len(self.artist_ids_), len(ease.items_)), np.float32)
+            vectors[ease.items_] = ease.weights_
+            return "ease", *_nearest(vectors, columns, n, cosine=True)
+        if embedder is not None:
+            return "popularity", *_nearest(embedder.vectors_, columns, n, cosine=False)
+        raise ConfigError("this model has no artist space to compare artists in: no tag embedding, ALS or "
+                          "EASE; add the 'tags' or 'als' source (or feature group) and retrain")
 
     # persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -339,7 +431,8 @@ class Recommender:
         states["ranker"] = self.ranker_.get_state()
         states["data"] = PartState({"user_ids": self.user_ids_, "artist_ids": self.artist_ids_,
                                     "artist_names": string_array(self.artist_names_),
-                                    **csr_to_arrays(self.history_, "history/")})
+                                    **csr_to_arrays(self.history_, "history/"),
+                                    **(csr_to_arrays(self.tagged_, "tagged/") if self.tagged_ is not None else {})})
         return write_model(path, states, {
             "data_fingerprint": self.fingerprint_, "config": self.config_.to_dict(),
             "feature_names": self.feature_names_, "sources": self.stages_.source_names,
@@ -368,6 +461,7 @@ class Recommender:
             self.artist_ids_ = data["artist_ids"]
             self.artist_names_ = data["artist_names"]
             self.history_ = csr_from_arrays(data, "history/")
+            self.tagged_ = csr_from_arrays(data, "tagged/") if "tagged/data" in data else None
         except KeyError as exc:
             raise ArtifactError(f"{path} lacks entry {exc}; the save is incomplete or from another program") from exc
         return self

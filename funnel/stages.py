@@ -117,6 +117,7 @@ class Stages:
 
         ``fallback`` > 0 adds that many most popular unseen artists per user (without source
         features) when some user has fewer candidates, so that every top-n list can be filled.
+        No candidate is an artist the batch excludes (:meth:`Batch.excluded_pairs`).
         """
         n_artists = batch.history.shape[1]
         retrieved = [(s.name, *s.retrieve(batch)) for s in self.sources_]
@@ -124,7 +125,9 @@ class Stages:
         if fallback and cands.counts(len(batch)).min(initial=fallback) < fallback:
             extra = [self.models_[FALLBACK_MODEL].top_unseen(batch, fallback)[0]]
             cands = merge_candidates(retrieved, n_artists, extra)
-        return cands
+        excluded = batch.excluded_pairs(cands.rows, cands.items)
+        # the built-in sources never return excluded artists; a source of one's own may
+        return cands.subset(~excluded) if excluded.any() else cands
 
     # stage two --------------------------------------------------------------------------
     def features(self, batch: Batch, cands: CandidateSet) -> np.ndarray:

@@ -237,10 +237,10 @@ def frame(**columns):
                  r"'weight' must be a finite number > 0.*row 1 has nan; correct or delete", id="NaN weight"),
     pytest.param(frame(user_id=[1, 2], artist_id=[1, 2], weight=[1.0, 1e31]), r"'weight'.*row 1 has 1e\+31",
                  id="huge weight"),
-    pytest.param(frame(user_id=[1, "x"], artist_id=[1, 2], weight=[1.0, 1.0]), r"'user_id' must hold integer ids; "
-                 r"row 1 has 'x'", id="non-integer id"),
-    pytest.param(frame(user_id=[1, 2], artist_id=[1.0, np.nan], weight=[1.0, 1.0]), r"'artist_id'.*row 1 has nan",
-                 id="missing id"),
+    pytest.param(frame(user_id=[1, "x"], artist_id=[1, 2], weight=[1.0, 1.0]), r"'user_id' holds ids of mixed types: "
+                 r"row 0 has int 1, row 1 has str 'x'; use one type", id="mixed id types"),
+    pytest.param(frame(user_id=[1, 2], artist_id=[1.0, np.nan], weight=[1.0, 1.0]),
+                 r"'artist_id' has 1 empty \(null\) id\(s\), first at row 1; drop those rows", id="missing id"),
     pytest.param(frame(user_id=[1e20], artist_id=[1], weight=[1.0]), r"row 0 has 1e\+20, beyond the 64-bit range",
                  id="id over int64"),
     pytest.param(frame(user_id=[], artist_id=[], weight=[]), r"interactions are empty; at least one", id="empty frame"),

@@ -260,11 +260,19 @@ def test_top_k_unseen_of_a_dense_score_matrix():
     history = sp.csr_matrix(np.array([[0, 1, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0]], np.float32))
     item_ids = np.array([1, 2, 4, 5])  # the artists the columns score
     scores = np.array([[9.0, 1.0, 3.0, 8.0], [0.5, 2.0, 1.0, 4.0]], np.float32)
-    ids, top = top_k_unseen(scores, item_ids, history, 3)
+    batch = Batch(np.arange(2), history)
+    ids, top = top_k_unseen(scores, item_ids, batch, 3)
     assert ids.tolist() == [[4, 2, -1], [5, 2, 4]]  # artists 1 and 5 are in row 0's history
     assert top.tolist() == [[3.0, 1.0, -np.inf], [4.0, 2.0, 1.0]]
-    wide, _ = top_k_unseen(scores, item_ids, history, 6)  # more than there are columns
+    wide, _ = top_k_unseen(scores, item_ids, batch, 6)  # more than there are columns
     assert wide.shape == (2, 6) and wide[1].tolist() == [5, 2, 4, 1, -1, -1]
+    blocked = np.zeros(6, bool)
+    blocked[5] = True  # excluded for everyone
+    ids, _ = top_k_unseen(scores, item_ids, Batch(np.arange(2), history, blocked_items=blocked), 3)
+    assert ids.tolist() == [[4, 2, -1], [2, 4, 1]]
+    known = sp.csr_matrix(np.array([[0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]], np.float32))
+    ids, _ = top_k_unseen(scores, item_ids, Batch(np.arange(2), history, known=known), 3)
+    assert ids.tolist() == [[1, 5, 4], [5, 4, 1]]  # the known artists replace the history
 
 
 def test_top_k_ordered_reads_the_leading_entries_of_each_row():
@@ -278,7 +286,7 @@ def test_top_k_ordered_reads_the_leading_entries_of_each_row():
 
 
 @pytest.mark.parametrize("mask_cells", [1 << 25, 0])  # a dense mask of the batch, or a search of its entries
-def test_in_history_matches_a_set_reference(monkeypatch, mask_cells):
+def test_excluded_matches_a_set_reference(monkeypatch, mask_cells):
     import funnel.batch
 
     monkeypatch.setattr(funnel.batch, "SEEN_MASK_CELLS", mask_cells)
@@ -286,7 +294,10 @@ def test_in_history_matches_a_set_reference(monkeypatch, mask_cells):
     history = sp.csr_matrix((rng.random((7, 30)) < 0.3).astype(np.float32))
     ids = rng.integers(-1, 30, size=(7, 12))
     expected = [[j >= 0 and history[r, j] != 0 for j in row] for r, row in enumerate(ids)]
-    assert Batch(np.arange(7), history).in_history(ids).tolist() == expected
+    assert Batch(np.arange(7), history).excluded(ids).tolist() == expected
+    blocked = rng.random(30) < 0.2
+    expected = [[j >= 0 and (history[r, j] != 0 or blocked[j]) for j in row] for r, row in enumerate(ids)]
+    assert Batch(np.arange(7), history, blocked_items=blocked).excluded(ids).tolist() == expected
 
 
 def test_merge_of_several_sources_matches_a_pair_by_pair_reference():

@@ -88,7 +88,8 @@ def test_from_frames_needs_only_interactions_and_sums_duplicates():
 @pytest.mark.parametrize("interactions, message", [
     (frame(user_id=[1], artist_id=[2]), r"missing column.*weight"),
     (frame(user_id=[1, 2], artist_id=[2, 2.5], weight=[1, 1]), r"artist_id.*row 1 has 2.5"),
-    (frame(user_id=["a"], artist_id=[2], weight=[1]), r"user_id.*row 0 has 'a'"),
+    (frame(user_id=[1, "a"], artist_id=[2, 2], weight=[1, 1]), r"user_id.*mixed types.*row 1 has str 'a'"),
+        (frame(user_id=[1, None], artist_id=[2, 2], weight=[1, 1]), r"user_id.*1 empty \(null\).*row 1"),
     (frame(user_id=[1, 2], artist_id=[2, 3], weight=[1, -4]), r"weight.*row 1 has -4"),
     (frame(user_id=[1, 2], artist_id=[2, 3], weight=[1, np.nan]), r"weight.*row 1"),
     (frame(user_id=[1, 2], artist_id=[2, 3], weight=[np.inf, 1]), r"weight.*row 0"),

@@ -80,9 +80,12 @@ def test_recommend_matches_recommend_all(fitted, synth):
 
 def test_n_larger_than_what_is_left_returns_everything_unseen(fitted, synth):
     user = int(synth.user_ids[0])
-    seen = len(synth.interactions.query("user_id == @user"))
+    known = synth.known_matrix()[0].nnz  # played or tagged
+    assert known > len(synth.interactions.query("user_id == @user"))  # this user tagged an artist never played
     recs = fitted.recommend(user, n=synth.n_artists)
-    assert len(recs) == synth.n_artists - seen and recs["artist_id"].is_unique
+    assert len(recs) == synth.n_artists - known and recs["artist_id"].is_unique
+    everything = fitted.recommend(user, n=synth.n_artists, filter_known=False)
+    assert len(everything) == synth.n_artists and everything["artist_id"].is_unique
 
 
 @pytest.mark.parametrize("n", [0, -3, 2.5, "10", True, 10**6])
@@ -246,7 +249,7 @@ def test_many_new_listeners_at_once_get_what_they_get_one_at_a_time(fitted, synt
 def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert manifest["format_version"] == FORMAT_VERSION == 3
     assert manifest["data_fingerprint"] == synth.fingerprint() == fitted.fingerprint_
     assert {"funnel", *LIBRARIES} <= set(manifest["versions"]) and manifest["versions"]["funnel"]
     assert manifest["saved_at"].endswith("+00:00")
@@ -367,7 +370,7 @@ def test_history_as_series_and_bad_histories(fitted):
         fitted.recommend_for_history({1: "abc"})
     with pytest.raises(DataError, match="integers"):
         fitted.recommend_for_history([[1, 5]])
-    with pytest.raises(UnknownUserError, match="list of user ids"):
+    with pytest.raises(ConfigError, match="list of user ids"):
         fitted.recommend_all(users=3)
 
 
@@ -406,8 +409,8 @@ def test_configured_sources_and_feature_groups_fit_save_and_load(synth, small_co
     pd.testing.assert_frame_equal(loaded.recommend_all(n=10), recs)
     pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
                                   model.recommend_for_history([1, 5, 9], n=10))
-    with pytest.raises(ConfigError, match="no artist embedding"):  # nothing fitted one
-        model.similar_artists(1, n=5)
+    similar = model.similar_artists(1, n=5)  # no embedding fitted: co-listening decides
+    assert (similar["space"] == "als").all() and len(similar) == 5 and 1 not in similar["artist_id"].tolist()
 
 
 @pytest.mark.parametrize("user_id", INT64_EDGES)
@@ -430,13 +433,18 @@ def test_artist_ids_at_and_beyond_the_int64_edges_are_data_errors(fitted, artist
 
 def test_similar_artists(fitted):
     similar = fitted.similar_artists(1, n=10)
-    assert list(similar.columns) == ["rank", "artist_id", "artist_name", "similarity"]
+    assert list(similar.columns) == ["rank", "artist_id", "artist_name", "similarity", "space"]
+    assert (similar["space"] == "tags").all()
     assert similar["rank"].tolist() == list(range(1, 11)) and 1 not in similar["artist_id"].tolist()
     assert similar["similarity"].is_monotonic_decreasing and similar["artist_id"].is_unique
     assert ((similar["artist_id"] - 1) % 4 == 0).mean() >= 0.7  # artist 1's planted cluster
-    with pytest.raises(DataError, match="unknown artist id 999999"):
+    with pytest.raises(DataError, match=r"unknown artist id\(s\) \[999999\].*ids 1\.\.240"):
         fitted.similar_artists(999999)
-    with pytest.raises(DataError, match="must be an integer"):
+    with pytest.raises(ConfigError, match="artist ids of this model are integers; got \\['1'\\] \\(str\\)"):
         fitted.similar_artists("1")
+    many = fitted.similar_artists([1, 5], n=3)
+    assert many["query_artist_id"].tolist() == [1, 1, 1, 5, 5, 5]
+    pd.testing.assert_frame_equal(many[many["query_artist_id"] == 1].drop(columns="query_artist_id"),
+                                  fitted.similar_artists(1, n=3))
     with pytest.raises(ConfigError, match="n="):
         fitted.similar_artists(1, n=len(fitted.artist_ids_))

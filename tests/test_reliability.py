@@ -58,12 +58,12 @@ def _manifest(path: Path, **changes) -> None:
     (lambda p: _flip(next(p.glob("sources-als-index-*.faiss")), 0.9), "(sources/als|index.faiss) fails its checksum"),
     (lambda p: _truncate(next(p.glob("sources-tags-index-*.faiss"))), "(sources/tags|index.faiss) fails its checksum"),
     (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
-    (lambda p: (p / "manifest.json").write_text('{"format_version": 2, '), "not valid JSON"),
-    (lambda p: (p / "manifest.json").write_text('{"format_version": 2}'), "lack entry 'files'"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 3, '), "not valid JSON"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 3}'), "lack entry 'files'"),
     (lambda p: (p / "manifest.json").write_text("[2]"), "does not hold a JSON object"),
-    (lambda p: _manifest(p, format_version=1), "saved by format 1; this funnel reads format 2 only: retrain"),
-    (lambda p: _manifest(p, format_version=3), "saved by format 3"),
-    (lambda p: _manifest(p, format_version="2"), "saved by format '2'"),
+    (lambda p: _manifest(p, format_version=1), "saved by format 1; this funnel reads format 3 only: retrain"),
+    (lambda p: _manifest(p, format_version=4), "saved by format 4"),
+    (lambda p: _manifest(p, format_version="3"), "saved by format '3'"),
     (lambda p: (p / "manifest.json").write_text(json.dumps(
         {k: v for k, v in json.loads((p / "manifest.json").read_text()).items() if k != "format_version"})),
      "saved by format None"),
@@ -198,7 +198,7 @@ def test_from_frames_raises_only_funnel_errors_on_garbage(rows):
 def test_recommend_invariants(fitted, synth, user, n):
     user_id = int(synth.user_ids[user])
     recs = fitted.recommend(user_id, n=n)
-    seen = set(synth.interactions.loc[synth.interactions["user_id"] == user_id, "artist_id"])
+    seen = set(synth.artist_ids[synth.known_matrix()[user].indices])  # played or tagged
     assert len(recs) == min(n, synth.n_artists - len(seen))
     assert recs["artist_id"].is_unique and not seen & set(recs["artist_id"])
     assert (np.diff(recs["score"].to_numpy()) <= 0).all()

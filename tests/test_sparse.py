@@ -133,8 +133,8 @@ def test_batch_memo_computes_once_per_batch_owner_and_name() -> None:
 def test_batch_checks_its_rows_and_measures_its_history() -> None:
     history = sp.csr_matrix(np.array([[1, 0, 2], [0, 0, 0], [1, 1, 1]], np.float32))
     batch = Batch([4, -1, 0], history)
-    assert len(batch) == 3 and batch.users.dtype == np.int64 and batch.max_history() == 3
-    assert Batch(np.zeros(0, np.int64), sp.csr_matrix((0, 3))).max_history() == 0
+    assert len(batch) == 3 and batch.users.dtype == np.int64 and batch.max_known() == 3
+    assert Batch(np.zeros(0, np.int64), sp.csr_matrix((0, 3))).max_known() == 0
     with pytest.raises(ValueError, match="needs as many history rows"):
         Batch(np.arange(2), history)
 

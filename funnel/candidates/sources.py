@@ -64,7 +64,7 @@ class IndexSource:
         """Top ``n_candidates`` unseen artists per user."""
         if not hasattr(self, "index_"):
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
-        ids, scores = search(self.index_, self._queries(batch), self.n_candidates + batch.max_history())
+        ids, scores = search(self.index_, self._queries(batch), self.n_candidates + batch.max_known())
         return drop_seen(ids, scores, batch, self.n_candidates)
 
     def get_state(self) -> PartState:
@@ -212,7 +212,7 @@ class EASESource(ModelSource):
 
     def retrieve(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """Top ``n_candidates`` unseen artists by EASE score."""
-        return top_k_unseen(self.model.scores(batch), self.model.items_, batch.history, self.n_candidates)
+        return top_k_unseen(self.model.scores(batch), self.model.items_, batch, self.n_candidates)
 
 
 class FriendsSource(ModelSource):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from funnel.data.ids import INT64_MAX, as_id_array, describe_kind, id_kind, lookup_ids, string_kind
 from funnel.errors import DataError
 
 logger = logging.getLogger("funnel")
@@ -19,6 +20,9 @@ ARTIST_COLUMNS = ("artist_id", "name")
 TAG_COLUMNS = ("tag_id", "tag")
 TAG_ASSIGNMENT_COLUMNS = ("user_id", "artist_id", "tag_id", "timestamp")
 FRIEND_COLUMNS = ("user_id", "friend_id")
+ARTIST_TAG_COLUMNS = ("artist_id", "tag")
+LISTEN_COLUMNS = ("first_listen", "last_listen")
+FUTURE_SLACK = np.timedelta64(1, "D")  # clocks of the machines that logged plays may run a little ahead
 MAX_WEIGHT = 1e30  # play counts are stored as float32
 
 
@@ -58,7 +62,7 @@ def _integer_column(frame: pd.DataFrame, column: str, name: str, source: str | N
         if pd.api.types.is_integer_dtype(exact):
             values = exact
     if pd.api.types.is_integer_dtype(values) and not values.isna().any():
-        big = values.to_numpy() > np.iinfo(np.int64).max if values.dtype == np.uint64 else np.zeros(len(values), bool)
+        big = values.to_numpy() > INT64_MAX if values.dtype == np.uint64 else np.zeros(len(values), bool)
         if big.any():
             row = int(np.flatnonzero(big)[0])
             raise DataError(f"{name} column {column!r} holds an id beyond the 64-bit range; "
@@ -79,12 +83,104 @@ def _integer_column(frame: pd.DataFrame, column: str, name: str, source: str | N
     return numeric.astype(np.int64)
 
 
-def _nanosecond_stamps(stamps: pd.Series, source: str | None) -> np.ndarray:
+def _id_column(frame: pd.DataFrame, column: str, name: str, source: str | None) -> np.ndarray:
+    """``frame[column]`` as ids of one kind: int64 for integers, a unicode array for strings.
+
+    Raises naming the first bad row: an empty (null) id, ids of mixed types, or a float
+    that is not a whole number.
+    """
+    values = frame[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(values.cat.categories.dtype)
+    missing = values.isna().to_numpy()
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise DataError(f"{name} column {column!r} has {int(missing.sum())} empty (null) id(s), first at "
+                        f"{_where(source, row)}; drop those rows (frame.dropna(subset=[{column!r}])) or fill them")
+    if pd.api.types.is_bool_dtype(values):
+        raise DataError(f"{name} column {column!r} holds booleans; ids must be integers or strings")
+    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
+        return _integer_column(frame, column, name, source)
+    kind = string_kind(values)
+    if kind == "str":
+        return values.to_numpy(dtype=str)
+    if kind == "uuid":
+        return values.astype(str).to_numpy(dtype=str)
+    if kind in ("int", "float", None):
+        return _integer_column(frame, column, name, source)
+    types = values.map(lambda v: type(v).__name__).to_numpy(dtype=object)
+    first = types[0]
+    other = np.flatnonzero(types != first)
+    if len(other) == 0 or first not in ("str", "int", "UUID"):
+        row = int(np.flatnonzero(~np.isin(types, ["str", "int", "UUID"]))[0])
+        raise DataError(f"{name} column {column!r} must hold integer or string ids; {_where(source, row)} has "
+                        f"{types[row]} {_show(values.iloc[row])}; convert the column to one of those types")
+    row = int(other[0])
+    raise DataError(
+        f"{name} column {column!r} holds ids of mixed types: {_where(source, 0)} has {first} "
+        f"{_show(values.iloc[0])}, {_where(source, row)} has {types[row]} {_show(values.iloc[row])}; "
+        f"use one type for every id, e.g. frame[{column!r}].astype(str)")
+
+
+def _same_kind(ids: dict[str, np.ndarray], what: str) -> None:
+    """Raise when the id columns naming the same thing (users, artists) hold different kinds."""
+    kinds = {where: describe_kind(values) for where, values in ids.items() if len(values)}
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{where} holds {kind}" for where, kind in kinds.items())
+        raise DataError(f"{what} ids must be of one type in every frame, but {listed}; "
+                        "convert them to one type (e.g. .astype(str)) before building the dataset")
+
+
+def _nanosecond_stamps(stamps: pd.Series, source: str | None, name: str = "tag_assignments",
+                       column: str = "timestamp") -> np.ndarray:
     try:
         return stamps.astype("datetime64[ns]").to_numpy()
     except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError) as exc:
-        raise DataError(f"tag_assignments column 'timestamp'{f' ({source})' if source else ''} holds a date "
+        raise DataError(f"{name} column {column!r}{f' ({source})' if source else ''} holds a date "
                         f"outside 1677-2262, which cannot be represented: {exc}") from exc
+
+
+def _label_tags(labels: pd.DataFrame, tags: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Artist-level labels as ``artist_id, tag_id`` rows, their texts added to the tag table.
+
+    A label whose text is already a tag reuses that tag's id, so a genre given by an editor
+    and the same word given by listeners are one token of the embedding.
+    """
+    tags = tags if tags is not None else pd.DataFrame({"tag_id": np.empty(0, np.int64), "tag": []})
+    known = pd.Series(tags["tag_id"].to_numpy(), index=tags["tag"].str.lower().to_numpy())
+    known = known[~known.index.duplicated()]
+    texts = pd.unique(labels["tag"].to_numpy(dtype=object))
+    new = [t for t in texts if t.lower() not in known.index]
+    start = int(tags["tag_id"].max()) + 1 if len(tags) else 1
+    added = pd.DataFrame({"tag_id": np.arange(start, start + len(new), dtype=np.int64), "tag": new})
+    tags = pd.concat([tags, added], ignore_index=True)
+    ids = pd.concat([known, pd.Series(added["tag_id"].to_numpy(), index=[t.lower() for t in new])])
+    rows = pd.DataFrame({"artist_id": labels["artist_id"].to_numpy(),
+                         "tag_id": ids.reindex(labels["tag"].str.lower().to_numpy()).to_numpy(np.int64)})
+    return rows.drop_duplicates().reset_index(drop=True), tags
+
+
+def _listen_times(frame: pd.DataFrame, column: str, source: str | None) -> np.ndarray:
+    """A listen-time column as datetime64[ns] (UTC, tz-naive); no nulls, none in the future."""
+    stamps = frame[column]
+    if not pd.api.types.is_datetime64_any_dtype(stamps):
+        raise DataError(f"interactions column {column!r} must be datetime64 (got {stamps.dtype}); "
+                        "convert it with pandas.to_datetime(..., utc=True)")
+    if getattr(stamps.dt, "tz", None) is not None:
+        stamps = stamps.dt.tz_convert(None)
+    values = _nanosecond_stamps(stamps, source, "interactions", column)
+    missing = np.isnat(values)
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise DataError(f"interactions column {column!r} has {int(missing.sum())} empty time(s), first at "
+                        f"{_where(source, row)}; fill them or drop the listen-time columns")
+    now = np.datetime64(pd.Timestamp.now(tz="UTC").tz_convert(None).to_datetime64(), "ns")
+    future = values > now + FUTURE_SLACK
+    if future.any():
+        row = int(np.flatnonzero(future)[0])
+        raise DataError(f"interactions column {column!r} has {int(future.sum())} time(s) in the future, first "
+                        f"{values[row]} at {_where(source, row)}; fix the clock or the time zone of those rows")
+    return values
 
 
 def _check_weights(frame: pd.DataFrame, source: str | None) -> np.ndarray:
@@ -125,14 +221,16 @@ class Dataset:
         tags: pd.DataFrame | None,
         tag_assignments: pd.DataFrame | None,
         friends: pd.DataFrame | None,
+        artist_tags: pd.DataFrame | None = None,
     ) -> None:
         self.interactions = interactions
         self.artists = artists
         self.tags = tags
         self.tag_assignments = tag_assignments
         self.friends = friends
-        self.user_ids = np.unique(interactions["user_id"].to_numpy())
-        self.artist_ids = artists["artist_id"].to_numpy()
+        self.artist_tags = artist_tags
+        self.user_ids = np.unique(as_id_array(interactions["user_id"].to_numpy()))
+        self.artist_ids = as_id_array(artists["artist_id"].to_numpy())
         self.artist_names = artists["name"].to_numpy(dtype=str)
         self._matrix: sp.csr_matrix | None = None
         self._fingerprint: str | None = None
@@ -147,32 +245,42 @@ class Dataset:
         tag_assignments: pd.DataFrame | None = None,
         friends: pd.DataFrame | None = None,
         *,
+        artist_tags: pd.DataFrame | None = None,
         sources: dict[str, str] | None = None,
     ) -> Dataset:
         """Build a dataset from pandas frames, validating every column.
 
+        User and artist ids may be integers or strings (UUIDs become their strings), one
+        kind per thing across all frames; every output speaks the same ids.
+
         Parameters
         ----------
         interactions : pandas.DataFrame
-            Columns ``user_id, artist_id, weight`` (weight = play count, finite, > 0).
-            Duplicate pairs are summed. Required and non-empty.
+            Columns ``user_id, artist_id, weight`` (weight = play count, finite, > 0), and
+            optionally ``first_listen, last_listen`` (datetime64, as :func:`funnel.read_events`
+            returns them). Duplicate pairs are summed. Required and non-empty.
         artists : pandas.DataFrame, optional
             Columns ``artist_id, name``. When given it defines the catalogue.
         tags : pandas.DataFrame, optional
-            Columns ``tag_id, tag``.
+            Columns ``tag_id, tag`` (integer tag ids): the text of the tag assignments' tags.
         tag_assignments : pandas.DataFrame, optional
-            Columns ``user_id, artist_id, tag_id, timestamp`` (datetime64). Rows naming an
-            artist outside the catalogue are dropped with a warning.
+            Columns ``user_id, artist_id, tag_id, timestamp`` (datetime64): users tagging
+            artists. Rows naming an artist outside the catalogue are dropped with a warning.
         friends : pandas.DataFrame, optional
             Columns ``user_id, friend_id``.
+        artist_tags : pandas.DataFrame, optional
+            Columns ``artist_id, tag``: artist-level metadata with no user and no time
+            (genres, labels, countries). Each row counts as one tag assignment of that
+            text in the artist embedding.
         sources : dict, optional
             File each frame was read from, used to name file and line in errors.
 
         Raises
         ------
         funnel.errors.DataError
-            A frame misses a column, an id is not an integer, a weight is not a finite
-            positive number, or interactions are empty.
+            A frame misses a column, an id is null or of mixed types, a weight is not a
+            finite positive number, listen times do not parse or lie in the future, or
+            interactions are empty.
         """
         sources = sources or {}
         src = sources.get("interactions")
@@ -182,17 +290,29 @@ class Dataset:
                 "interactions are empty" + (f" ({src})" if src else "")
                 + "; at least one (user_id, artist_id, weight) row is needed"
             )
-        users = _integer_column(inter, "user_id", "interactions", src)
-        items = _integer_column(inter, "artist_id", "interactions", src)
+        users = _id_column(inter, "user_id", "interactions", src)
+        items = _id_column(inter, "artist_id", "interactions", src)
         weights = _check_weights(inter, src)
-        inter = (
-            pd.DataFrame({"user_id": users, "artist_id": items, "weight": weights})
+        columns: dict[str, np.ndarray] = {"user_id": users, "artist_id": items, "weight": weights}
+        timed = [c for c in LISTEN_COLUMNS if c in inter.columns]
+        if timed and len(timed) < len(LISTEN_COLUMNS):
+            raise DataError(f"interactions have {timed[0]!r} but not "
+                            f"{[c for c in LISTEN_COLUMNS if c not in timed]}; give both listen times or neither")
+        for column in timed:
+            columns[column] = _listen_times(inter, column, src)
+        if timed and (columns["first_listen"] > columns["last_listen"]).any():
+            row = int(np.flatnonzero(columns["first_listen"] > columns["last_listen"])[0])
+            raise DataError(f"interactions {_where(src, row)} has first_listen after last_listen; swap or fix them")
+        grouped = (
+            pd.DataFrame(columns)
             # duplicates are added in one fixed order, so row order cannot change their sum's
             # last bits (and with it the data fingerprint)
             .sort_values(["user_id", "artist_id", "weight"], kind="stable")
-            .groupby(["user_id", "artist_id"], as_index=False, sort=True)["weight"]
-            .sum()
+            .groupby(["user_id", "artist_id"], as_index=False, sort=True)
         )
+        inter = grouped.agg(**{"weight": ("weight", "sum"),
+                               **({"first_listen": ("first_listen", "min"), "last_listen": ("last_listen", "max")}
+                                  if timed else {})})
         if len(inter) < len(users):
             logger.info("summed %d duplicate (user, artist) interaction rows", len(users) - len(inter))
 
@@ -208,6 +328,8 @@ class Dataset:
             ).drop_duplicates("tag_id")
 
         assign = None
+        user_kinds = {"interactions user_id": users}
+        artist_kinds = {"interactions artist_id": items}
         if tag_assignments is not None:
             src = sources.get("tag_assignments")
             raw = _require_frame(tag_assignments, "tag_assignments", TAG_ASSIGNMENT_COLUMNS, src)
@@ -221,32 +343,47 @@ class Dataset:
                 stamps = stamps.dt.tz_convert(None)
             assign = pd.DataFrame(
                 {
-                    "user_id": _integer_column(raw, "user_id", "tag_assignments", src),
-                    "artist_id": _integer_column(raw, "artist_id", "tag_assignments", src),
+                    "user_id": _id_column(raw, "user_id", "tag_assignments", src),
+                    "artist_id": _id_column(raw, "artist_id", "tag_assignments", src),
                     "tag_id": _integer_column(raw, "tag_id", "tag_assignments", src),
                     "timestamp": _nanosecond_stamps(stamps, src),
                 }
             )
+            user_kinds["tag_assignments user_id"] = assign["user_id"].to_numpy()
+            artist_kinds["tag_assignments artist_id"] = assign["artist_id"].to_numpy()
 
         if friends is not None:
             src = sources.get("friends")
             raw = _require_frame(friends, "friends", FRIEND_COLUMNS, src)
             friends = pd.DataFrame(
                 {
-                    "user_id": _integer_column(raw, "user_id", "friends", src),
-                    "friend_id": _integer_column(raw, "friend_id", "friends", src),
+                    "user_id": _id_column(raw, "user_id", "friends", src),
+                    "friend_id": _id_column(raw, "friend_id", "friends", src),
                 }
             ).drop_duplicates()
+            user_kinds["friends user_id"] = friends["user_id"].to_numpy()
+            user_kinds["friends friend_id"] = friends["friend_id"].to_numpy()
+
+        labels = None
+        if artist_tags is not None:
+            src = sources.get("artist_tags")
+            raw = _require_frame(artist_tags, "artist_tags", ARTIST_TAG_COLUMNS, src)
+            labels = pd.DataFrame({"artist_id": _id_column(raw, "artist_id", "artist_tags", src),
+                                   "tag": raw["tag"].fillna("").astype(str).str.strip().to_numpy(dtype=object)})
+            labels = labels[labels["tag"] != ""].drop_duplicates()
+            artist_kinds["artist_tags artist_id"] = labels["artist_id"].to_numpy()
 
         if artists is not None:
             src = sources.get("artists")
             raw = _require_frame(artists, "artists", ARTIST_COLUMNS, src)
             art = pd.DataFrame(
                 {
-                    "artist_id": _integer_column(raw, "artist_id", "artists", src),
+                    "artist_id": _id_column(raw, "artist_id", "artists", src),
                     "name": raw["name"].fillna("").astype(str).to_numpy(dtype=object),
                 }
             )
+            artist_kinds["artists artist_id"] = art["artist_id"].to_numpy()
+            _same_kind(artist_kinds, "artist")
             dup = art["artist_id"].duplicated()
             if dup.any():
                 row = int(np.flatnonzero(dup.to_numpy())[0])
@@ -254,7 +391,7 @@ class Dataset:
                     f"artists column 'artist_id' repeats id {art['artist_id'].iloc[row]} "
                     f"at {_where(src, row)}; each artist must appear once"
                 )
-            unknown = ~np.isin(items, art["artist_id"].to_numpy())  # rows in input order
+            unknown = lookup_ids(np.sort(as_id_array(art["artist_id"].to_numpy())), items) < 0  # input order
             if unknown.any():
                 row = int(np.flatnonzero(unknown)[0])
                 raise DataError(
@@ -263,23 +400,34 @@ class Dataset:
                     f"{_where(sources.get('interactions'), row)}); add those artists or drop the rows"
                 )
         else:
-            ids = inter["artist_id"].to_numpy()
+            _same_kind(artist_kinds, "artist")
+            ids = [inter["artist_id"].to_numpy()]
             if assign is not None:
-                ids = np.concatenate([ids, assign["artist_id"].to_numpy()])
-            art = pd.DataFrame({"artist_id": np.unique(ids)})
+                ids.append(assign["artist_id"].to_numpy())
+            if labels is not None:
+                ids.append(labels["artist_id"].to_numpy())
+            art = pd.DataFrame({"artist_id": np.unique(as_id_array(np.concatenate(ids)))})
             art["name"] = ""
+        _same_kind(user_kinds, "user")
         art = art.sort_values("artist_id", kind="stable").reset_index(drop=True)
+        catalogue = as_id_array(art["artist_id"].to_numpy())
 
         if assign is not None:
-            known = np.isin(assign["artist_id"].to_numpy(), art["artist_id"].to_numpy())
+            known = lookup_ids(catalogue, assign["artist_id"].to_numpy()) >= 0
             if not known.all():
                 logger.warning(
                     "dropped %d tag assignment row(s) naming %d artist id(s) absent from the "
                     "artists file", int((~known).sum()),
-                    len(np.unique(assign["artist_id"].to_numpy()[~known])),
+                    len(np.unique(as_id_array(assign["artist_id"].to_numpy()[~known]))),
                 )
                 assign = assign[known].reset_index(drop=True)
-        return cls(inter, art, tag_frame, assign, friends)
+        if labels is not None:
+            known = lookup_ids(catalogue, labels["artist_id"].to_numpy()) >= 0
+            if not known.all():
+                logger.warning("dropped %d artist_tags row(s) naming artists absent from the catalogue",
+                               int((~known).sum()))
+            labels, tag_frame = _label_tags(labels[known], tag_frame)
+        return cls(inter, art, tag_frame, assign, friends, labels)
 
     def with_interactions(
         self, interactions: pd.DataFrame, tag_assignments: pd.DataFrame | None
@@ -291,7 +439,27 @@ class Dataset:
         if interactions.empty:
             raise DataError("a split left no training interactions; use more data")
         inter = interactions.sort_values(["user_id", "artist_id"]).reset_index(drop=True)
-        return Dataset(inter, self.artists, self.tags, tag_assignments, self.friends)
+        return Dataset(inter, self.artists, self.tags, tag_assignments, self.friends, self.artist_tags)
+
+    def recency_weighted(self, half_life_days: float) -> Dataset:
+        """The dataset with each pair's plays halved every ``half_life_days`` since its last listen.
+
+        Age is measured back from the latest listen of the whole dataset, so the newest pair
+        keeps its plays; a weight never drops below a millionth of its plays.
+
+        Raises
+        ------
+        DataError
+            The interactions have no listen times.
+        """
+        if not self.has_listen_times:
+            raise DataError("recency_half_life_days needs listen times: build the dataset from an event log "
+                            "(funnel.read_events with timestamp=...) or give first_listen/last_listen columns")
+        last = self.interactions["last_listen"].to_numpy()
+        days = (last.max() - last) / np.timedelta64(1, "D")
+        inter = self.interactions.copy()
+        inter["weight"] = inter["weight"].to_numpy() * np.maximum(0.5 ** (days / half_life_days), 1e-6)
+        return Dataset(inter, self.artists, self.tags, self.tag_assignments, self.friends, self.artist_tags)
 
     # views ------------------------------------------------------------------------------
     @property
@@ -326,23 +494,56 @@ class Dataset:
             self._matrix = matrix  # published complete: fits in other threads may read it
         return self._matrix
 
+    @property
+    def has_listen_times(self) -> bool:
+        """Whether interactions carry ``first_listen`` and ``last_listen``."""
+        return all(c in self.interactions.columns for c in LISTEN_COLUMNS)
+
+    @property
+    def has_tags(self) -> bool:
+        """Whether any artist has a tag (a user's tag assignment or an artist-level label)."""
+        return any(frame is not None and len(frame) for frame in (self.tag_assignments, self.artist_tags))
+
+    def tagged_matrix(self) -> sp.csr_matrix:
+        """Users x artists, 1 where a user of the interactions tagged the artist (float32)."""
+        assign = self.tag_assignments
+        if assign is None or assign.empty:
+            return sp.csr_matrix(self.matrix.shape, dtype=np.float32)
+        rows = self.user_index(assign["user_id"].to_numpy())
+        cols = self.artist_index(assign["artist_id"].to_numpy())
+        ok = (rows >= 0) & (cols >= 0)
+        tagged = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (rows[ok], cols[ok])), shape=self.matrix.shape)
+        tagged.sum_duplicates()
+        tagged.data[:] = 1.0
+        return tagged
+
+    def known_matrix(self, tagged: bool = True) -> sp.csr_matrix:
+        """Users x artists with an entry for every artist a user knows: played, or (``tagged``) tagged."""
+        return sp.csr_matrix(self.matrix.maximum(self.tagged_matrix())) if tagged else self.matrix
+
     def fingerprint(self) -> str:
-        """SHA-256 (16 hex digits) of the interactions, catalogue and tag assignments."""
+        """SHA-256 (16 hex digits) of every frame of the dataset."""
         if self._fingerprint is None:
             h = hashlib.sha256()
-            for col in INTERACTION_COLUMNS:
-                h.update(np.ascontiguousarray(self.interactions[col].to_numpy()).tobytes())
+
+            def add(frame: pd.DataFrame | None, columns: Iterable[str]) -> None:
+                if frame is None:
+                    return
+                for col in columns:
+                    values = frame[col].to_numpy()
+                    if values.dtype == object:  # strings: their characters, not the objects' addresses
+                        values = np.asarray(values, dtype=str)
+                    h.update(np.ascontiguousarray(values).tobytes())
+
+            add(self.interactions, [c for c in (*INTERACTION_COLUMNS, *LISTEN_COLUMNS) if c in self.interactions])
             h.update(np.ascontiguousarray(self.artist_ids).tobytes())
             h.update("\x00".join(self.artist_names.tolist()).encode("utf-8", "replace"))
-            if self.tag_assignments is not None:
-                for col in TAG_ASSIGNMENT_COLUMNS:
-                    h.update(np.ascontiguousarray(self.tag_assignments[col].to_numpy()).tobytes())
+            add(self.tag_assignments, TAG_ASSIGNMENT_COLUMNS)
             if self.tags is not None:
                 h.update(np.ascontiguousarray(self.tags["tag_id"].to_numpy()).tobytes())
                 h.update("\x00".join(self.tags["tag"].tolist()).encode("utf-8", "replace"))
-            if self.friends is not None:
-                for col in FRIEND_COLUMNS:
-                    h.update(np.ascontiguousarray(self.friends[col].to_numpy()).tobytes())
+            add(self.friends, FRIEND_COLUMNS)
+            add(self.artist_tags, ("artist_id", "tag_id"))
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
@@ -353,49 +554,10 @@ class Dataset:
             parts.append(f"{len(self.tag_assignments)} tag assignments")
         if self.friends is not None:
             parts.append(f"{len(self.friends)} friendships")
+        if self.artist_tags is not None:
+            parts.append(f"{len(self.artist_tags)} artist labels")
         return f"Dataset({', '.join(parts)})"
 
 
-def lookup_ids(sorted_ids: np.ndarray, ids: object) -> np.ndarray:
-    """Positions of ``ids`` in the sorted int64 array ``sorted_ids``; -1 for ids not in it.
 
-    An id that cannot be an int64 is in no catalogue and gets -1 without raising: an integer
-    beyond the 64-bit range, a non-integral or non-finite float, a string, None, a bool array
-    (a list numpy types as int64, ``[True, 2]``, counts True as 1).
-    Integer and float arrays are checked vectorised; only object arrays (Python ints beyond
-    64 bits, mixed types) and lists numpy cannot type as integers go element by element.
-    """
-    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
-    values = np.asarray(ids)
-    if not hasattr(ids, "dtype") and values.dtype.kind not in "iu":
-        # numpy types a list by promotion: ints past int64 next to negative ones become float64
-        # (losing digits), ints next to strings become strings; so look at each element instead
-        values = np.array(ids, dtype=object)
-    kind = values.dtype.kind
-    valid: np.ndarray | bool = True
-    if kind == "i":
-        wanted = values.astype(np.int64, copy=False)
-    elif kind == "u":
-        valid = values <= hi
-        wanted = np.where(valid, values, 0).astype(np.int64)
-    elif kind == "f":
-        valid = np.isfinite(values) & (values == np.floor(values)) & (values >= lo) & (values < 2.0 ** 63)
-        wanted = np.where(valid, values, 0).astype(np.int64)
-    elif kind == "O":
-        flat = values.ravel()
-        wanted, valid = np.zeros(flat.shape, np.int64), np.zeros(flat.shape, bool)
-        for i, value in enumerate(flat):
-            if isinstance(value, (bool, np.bool_)):
-                continue
-            if isinstance(value, (float, np.floating)) and float(value).is_integer():
-                value = int(value)
-            if isinstance(value, (int, np.integer)) and lo <= value <= hi:
-                wanted[i], valid[i] = value, True
-        wanted, valid = wanted.reshape(values.shape), valid.reshape(values.shape)
-    else:  # bools, strings, dates, ...: not ids
-        wanted, valid = np.zeros(values.shape, np.int64), np.zeros(values.shape, bool)
-    if len(sorted_ids) == 0:
-        return np.full(values.shape, -1, np.int64)
-    pos = np.minimum(np.searchsorted(sorted_ids, wanted), len(sorted_ids) - 1)
-    found = valid & (sorted_ids[pos] == wanted)
-    return np.where(found, pos, -1).astype(np.int64)
+__all__ = ["Dataset", "lookup_ids", "id_kind"]

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel.data.dataset import lookup_ids
+from funnel.data.ids import check_kind, id_kind, id_range, lookup_ids
 from funnel.errors import DataError
 
-History = Mapping[int, float] | Iterable[int]
+History = Mapping[int, float] | Mapping[str, float] | Iterable[int] | Iterable[str]
 
 
 def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -19,8 +19,9 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
 
     Parameters
     ----------
-    history : list of int or mapping of int to float
-        Artist ids the listener played (a repeated id counts once more), or id -> plays.
+    history : list of ids or mapping of id to float
+        Artist ids the listener played (a repeated id counts once more), or id -> plays;
+        ids of the catalogue's kind (integers or strings).
     artist_ids : numpy.ndarray
         The sorted catalogue ids.
 
@@ -32,13 +33,13 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
     """
     if isinstance(history, (Mapping, pd.Series)):
         pairs = list(history.items())
-        ids = _artist_ids([key for key, _ in pairs])
+        ids = _artist_ids([key for key, _ in pairs], artist_ids)
         plays = pd.to_numeric(pd.Series([value for _, value in pairs], dtype=object), errors="coerce")
         plays = plays.to_numpy(dtype=np.float64, na_value=np.nan)
     elif isinstance(history, (str, bytes)) or not isinstance(history, Iterable):
         raise DataError(f"history must be a list of artist ids or a mapping id -> plays, got {history!r}")
     else:
-        ids = _artist_ids(list(history))
+        ids = _artist_ids(list(history), artist_ids)
         plays = np.ones(len(ids))
     if len(ids) == 0:
         raise DataError("history is empty; give at least one known artist id")
@@ -49,18 +50,24 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
     known = cols >= 0
     if not known.any():
         raise DataError(f"none of the history's artist ids {ids[:5].tolist()} is in the catalogue "
-                        f"({len(artist_ids)} artists, ids {artist_ids[0]}..{artist_ids[-1]})")
+                        f"({len(artist_ids)} artists, {id_range(artist_ids)})")
     row = sp.csr_matrix((plays[known], (np.zeros(int(known.sum()), np.int64), cols[known])),
                         shape=(1, len(artist_ids)), dtype=np.float32)
     row.sum_duplicates()
     return row, np.unique(ids[~known])
 
 
-def _artist_ids(values: list) -> np.ndarray:
-    """The history's artist ids as int64; anything but integers (bools included) is refused."""
+def _artist_ids(values: list, artist_ids: np.ndarray) -> np.ndarray:
+    """The history's artist ids as the catalogue's kind; ids of another type are refused."""
+    if id_kind(artist_ids) == "str":
+        try:
+            check_kind(artist_ids, values, "artist")
+        except Exception as exc:
+            raise DataError(f"history {exc}") from exc
+        return np.array([str(v) for v in values], dtype=str) if values else np.empty(0, dtype="U1")
     bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
     if bad:
-        raise DataError(f"history artist ids must be integers, got {bad[:3]!r}")
+        raise DataError(f"history artist ids must be integers (the ids of this model are), got {bad[:3]!r}")
     try:
         return np.array(values, dtype=np.int64)
     except OverflowError as exc:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from funnel.data.dataset import Dataset
+from funnel.data.dataset import Dataset, _integer_column
 from funnel.errors import DataError
 
 logger = logging.getLogger("funnel")
@@ -243,7 +243,11 @@ def load_lastfm(path: str | os.PathLike | None = None) -> Dataset:
             continue
         frame = _read(file, encoding, columns, replace_undecodable=key == "artists")
         numeric = [c for c in frame.columns if c.endswith("_id") or c == "weight"]
-        frames[key] = _numeric(frame, numeric)
+        frame = _numeric(frame, numeric)
+        for column in numeric:
+            if column.endswith("_id"):  # the HetRec format's ids are integers
+                frame[column] = _integer_column(frame, column, key, str(file))
+        frames[key] = frame
         sources[key] = str(file)
     tagged = _tag_assignments(root)
     if tagged is not None:

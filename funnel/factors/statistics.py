@@ -43,12 +43,13 @@ class PopularityChart:
         return self
 
     def top_unseen(self, batch: Batch, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``k`` most listened artists each user has not heard (ids, scores; -1/-inf padding)."""
+        """The ``k`` most listened artists each user may be recommended (ids, scores; -1/-inf padding)."""
         if not hasattr(self, "order_"):
             raise NotFittedError("PopularityChart is not fitted; call fit() first")
         from funnel.candidates.base import drop_seen
 
-        top = self.order_[: k + batch.max_history()]
+        order = self.order_ if batch.blocked_items is None else self.order_[~batch.blocked_items[self.order_]]
+        top = order[: k + batch.max_known()]
         ids = np.broadcast_to(top, (len(batch), len(top)))
         return drop_seen(ids, self.scores_[ids], batch, k)
 

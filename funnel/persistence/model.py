@@ -24,7 +24,7 @@ from funnel.errors import ArtifactError
 from funnel.persistence.files import atomic_write, load_json, load_npz, npz_bytes, read_verified, save_json, sha256_file
 from funnel.protocols import PartState
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 SEP = "|"  # between a part's key ("models/als") and the name of one of its arrays or files
 LIBRARIES = ("numpy", "scipy", "pandas", "scikit-learn", "implicit", "scikit-surprise", "faiss-cpu")

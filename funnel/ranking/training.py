@@ -68,10 +68,11 @@ def examples(stages: Stages, history: Dataset, labels: pd.DataFrame, config: Fun
     n_items = np.int64(history.n_artists)
     label_keys = np.sort(history.user_index(labels["user_id"].to_numpy()) * n_items
                          + history.artist_index(labels["artist_id"].to_numpy()))
+    known = history.known_matrix(config.tagged_known)
     features, targets, groups, found = [], [], [], 0
     for start in tqdm(range(0, len(users), BATCH_USERS), desc="ranker examples", disable=not config.show_progress):
         rows = users[start:start + BATCH_USERS]
-        batch = Batch(rows, history.matrix[rows])
+        batch = Batch(rows, history.matrix[rows], known=known[rows])
         cands = stages.candidates(batch)
         y = np.isin(rows[cands.rows] * n_items + cands.items, label_keys)
         found += int(y.sum())
