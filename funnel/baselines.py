@@ -1,6 +1,8 @@
 """Baselines with the same fit / recommend_all shape as :class:`funnel.Recommender`.
 
-Each scores the whole catalogue for a batch of users and keeps the best unseen artists.
+Each scores the whole catalogue for a batch of users and keeps the best artists the user
+does not know. Like the funnel, a baseline counts tagged artists as known unless built with
+``tagged_known=False``, so that every method is compared under the same rule.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class _FullCatalogue:
     """
 
     batch_users = 1024
+    tagged_known = True
 
     def _remember(self, dataset: Dataset) -> None:
         if not isinstance(dataset, Dataset):
@@ -37,6 +40,7 @@ class _FullCatalogue:
         self.artist_ids_ = dataset.artist_ids
         self.artist_names_ = dataset.artist_names
         self.history_ = dataset.matrix
+        self.known_ = dataset.known_matrix(self.tagged_known)
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), n_artists)`` scores of the users at internal ``rows``."""
@@ -86,7 +90,7 @@ class _FullCatalogue:
         rows = self._rows(users)
 
         def rank_batch(batch: np.ndarray) -> pd.DataFrame:
-            r, frame = self._top(self._scores(batch), self.history_[batch], n)
+            r, frame = self._top(self._scores(batch), self.known_[batch], n)
             frame.insert(0, "user_id", self.user_ids_[batch[r]])
             return frame
 
@@ -117,11 +121,14 @@ class ALSRecommender(_FullCatalogue):
     seed : int
     n_threads : int
         implicit's threads (0: all cores).
+    tagged_known : bool
+        Count artists a user tagged as known (never recommended), as the funnel does.
     """
 
     def __init__(self, *, factors: int = 32, iterations: int = 30, alpha: float = 10.0,
                  regularization: float = 0.01, confidence: str = "binary", seed: int = 0,
-                 n_threads: int = 0) -> None:
+                 n_threads: int = 0, tagged_known: bool = True) -> None:
+        self.tagged_known = tagged_known
         self.factors = factors
         self.iterations = iterations
         self.alpha = alpha
@@ -161,7 +168,8 @@ class ALSRecommender(_FullCatalogue):
         self._check_fitted()
         n = check_n(n, len(self.artist_ids_))
         rows = self._rows(users)
-        batch_rows, frame = self._recommend(rows, self.user_items_[rows], n, recalculate=False)
+        # without recalculate_user, implicit reads user_items only to filter: the known artists
+        batch_rows, frame = self._recommend(rows, self.known_[rows], n, recalculate=False)
         frame.insert(0, "user_id", self.user_ids_[rows[batch_rows]])
         return frame
 
@@ -174,7 +182,16 @@ class ALSRecommender(_FullCatalogue):
 
 
 class PopularityRecommender(_FullCatalogue):
-    """The most listened-to unseen artists, the same chart for everyone."""
+    """The most listened-to unknown artists, the same chart for everyone.
+
+    Parameters
+    ----------
+    tagged_known : bool
+        Count artists a user tagged as known (never recommended), as the funnel does.
+    """
+
+    def __init__(self, *, tagged_known: bool = True) -> None:
+        self.tagged_known = tagged_known
 
     def fit(self, dataset: Dataset) -> PopularityRecommender:
         """Count listeners per artist; returns ``self``."""
@@ -197,10 +214,13 @@ class BPRRecommender(_FullCatalogue):
     factors, iterations : int
     learning_rate, regularization : float
     seed : int
+    tagged_known : bool
+        Count artists a user tagged as known (never recommended), as the funnel does.
     """
 
     def __init__(self, *, factors: int = 64, iterations: int = 200, learning_rate: float = 0.05,
-                 regularization: float = 0.001, seed: int = 0) -> None:
+                 regularization: float = 0.001, seed: int = 0, tagged_known: bool = True) -> None:
+        self.tagged_known = tagged_known
         self.factors = factors
         self.iterations = iterations
         self.learning_rate = learning_rate
@@ -233,9 +253,13 @@ class EASERecommender(_FullCatalogue):
     l2 : float
     min_listeners, max_artists : int
         Artists modelled (the dense inverse is cubic in their number); others score -inf.
+    tagged_known : bool
+        Count artists a user tagged as known (never recommended), as the funnel does.
     """
 
-    def __init__(self, *, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 8000) -> None:
+    def __init__(self, *, l2: float = 200.0, min_listeners: int = 2, max_artists: int = 8000,
+                 tagged_known: bool = True) -> None:
+        self.tagged_known = tagged_known
         self.l2 = l2
         self.min_listeners = min_listeners
         self.max_artists = max_artists

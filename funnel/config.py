@@ -75,6 +75,10 @@ class FunnelConfig(BaseModel):
     tagged_known : bool
         Artists a listener tagged count as known (with those they played): they are not
         recommended as discoveries unless a call passes ``filter_known=False``.
+    recent_days : float
+        Window of the ``recency`` feature group: an artist's trend counts listeners who
+        started playing it in the last ``recent_days``, and a listener's recent taste weighs
+        each artist by ``0.5 ** (days since last played / recent_days)``.
     recency_half_life_days : float or None
         With listen times in the data, the confidence of a (listener, artist) pair halves
         every this many days between its last listen and the data's latest listen; ``None``
@@ -130,6 +134,7 @@ class FunnelConfig(BaseModel):
     als_confidence: Literal["binary", "log", "raw"] = "binary"
     als_models: int = Field(3, gt=0)
     tagged_known: bool = True
+    recent_days: float = Field(30.0, gt=0)
     recency_half_life_days: float | None = Field(None, gt=0)
     ranker_holdout: float = Field(0.2, gt=0, lt=1)
     ranker_negatives: int = Field(50, ge=0)

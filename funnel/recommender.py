@@ -189,9 +189,9 @@ class Recommender:
         return Batch(rows, history, known=rules.known(rows, history, self.tagged_),
                      blocked_items=rules.blocked_items)
 
-    def _rules(self, exclude: Any, allow: Any, filter_known: bool) -> Rules:
+    def _rules(self, exclude: Any, allow: Any, filter_known: bool, known_users: bool = True) -> Rules:
         return Rules(self.artist_ids_, exclude=exclude, allow=allow, filter_known=filter_known,
-                     user_ids=self.user_ids_)
+                     user_ids=self.user_ids_ if known_users else None)
 
     def _user_rows(self, user_ids: Any) -> np.ndarray:
         if isinstance(user_ids, (str, bytes)) or not isinstance(user_ids, Iterable):
@@ -344,7 +344,7 @@ class Recommender:
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
-        rules = self._rules(exclude, allow, filter_known)
+        rules = self._rules(exclude, allow, filter_known, known_users=False)
         return self._rank(self._batch(np.array([-1]), self.history_matrix(history), rules), n, explain)[1]
 
     def similar_artists(self, artist_id: Any, n: int = 10) -> pd.DataFrame:

@@ -86,8 +86,8 @@ class Rules:
     @staticmethod
     def _per_user(frame: pd.DataFrame, artist_ids: np.ndarray, user_ids: np.ndarray | None) -> sp.csr_matrix:
         if user_ids is None:
-            raise ConfigError("a per-user exclude frame needs a call for several users (recommend_all); "
-                              "for one listener pass a list of artist ids")
+            raise ConfigError("a per-user exclude frame needs a call for users of the training data "
+                              "(recommend, recommend_all); for a new listener pass a list of artist ids")
         missing = [c for c in ("user_id", "artist_id") if c not in frame.columns]
         if missing:
             raise ConfigError(f"the exclude frame lacks column(s) {missing}; it needs user_id, artist_id rows "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from funnel import FunnelConfig, Recommender
+from funnel import Dataset, FunnelConfig, Recommender
 from funnel.data.lastfm import DATA_ENV, resolve_data_path
 from funnel.datasets import synthetic
 from funnel.errors import DataError
@@ -21,9 +22,25 @@ def small_config() -> FunnelConfig:
     return FunnelConfig(**SMALL)
 
 
+SYNTH = dict(n_users=150, n_artists=240, n_clusters=4, artists_per_user=20, n_untagged=5, seed=3)
+
+
 @pytest.fixture(scope="session")
 def synth():
-    return synthetic(n_users=150, n_artists=240, n_clusters=4, artists_per_user=20, n_untagged=5, seed=3)
+    return synthetic(**SYNTH)
+
+
+def with_listen_times(dataset: Dataset, seed: int = 0) -> Dataset:
+    """``dataset`` with seeded first and last listen times (2024) on every interaction."""
+    rng = np.random.default_rng(seed)
+    inter = dataset.interactions.copy()
+    start = np.datetime64("2024-01-01", "s").astype(np.int64)
+    first = start + rng.integers(0, 300 * 86400, len(inter))
+    inter["first_listen"] = first.astype("datetime64[s]").astype("datetime64[ns]")
+    inter["last_listen"] = (first + rng.integers(0, 60 * 86400, len(inter))).astype("datetime64[s]").astype(
+        "datetime64[ns]")
+    return Dataset.from_frames(inter, artists=dataset.artists, tags=dataset.tags,
+                               tag_assignments=dataset.tag_assignments, friends=dataset.friends)
 
 
 @pytest.fixture(scope="session")

@@ -52,14 +52,16 @@ def test_baselines_call_ids_beyond_the_catalogue_unknown_users(synth, user_id):
         model.recommend_all(users=[int(synth.user_ids[0]), user_id])
 
 
-def test_als_baseline_ranks_the_unseen_artists_by_its_factors(synth):
-    model = ALSRecommender(factors=8, iterations=5).fit(synth)
+@pytest.mark.parametrize("tagged_known", [True, False])
+def test_als_baseline_ranks_the_unknown_artists_by_its_factors(synth, tagged_known):
+    model = ALSRecommender(factors=8, iterations=5, tagged_known=tagged_known).fit(synth)
     recs = model.recommend_all(n=10)
     assert len(recs) == 10 * synth.n_users
     scores = np.asarray(model.model_.user_factors) @ np.asarray(model.model_.item_factors).T
-    seen = synth.matrix.tocoo()
+    seen = synth.known_matrix(tagged_known).tocoo()  # played, and tagged under the rule
+    assert seen.nnz > synth.matrix.nnz if tagged_known else seen.nnz == synth.matrix.nnz
     scores[seen.row, seen.col] = -np.inf
-    best = np.sort(scores, axis=1)[:, ::-1][:, :10]  # the ten best unseen scores of every user
+    best = np.sort(scores, axis=1)[:, ::-1][:, :10]  # the ten best unknown scores of every user
     np.testing.assert_allclose(recs["score"].to_numpy().reshape(-1, 10), best, rtol=1e-4, atol=1e-5)
     rows = synth.user_index(recs["user_id"].to_numpy())
     cols = synth.artist_index(recs["artist_id"].to_numpy())

@@ -14,15 +14,22 @@ import scipy.sparse as sp
 from funnel import FunnelConfig
 from funnel.batch import Batch
 from funnel.candidates import SOURCES
+from funnel.datasets import synthetic
 from funnel.protocols import CandidateSource, FeatureGroup, PartState, Ranker
 from funnel.ranking import FEATURES, RANKERS
 from funnel.stages import Stages
-from tests.conftest import SMALL
+from tests.conftest import SMALL, SYNTH, with_listen_times
 
 K = 15
 SOURCE_NAMES = sorted(SOURCES)
 FEATURE_NAMES = sorted(FEATURES)
 RANKER_NAMES = sorted(RANKERS)
+
+
+@pytest.fixture(scope="module")
+def synth():
+    """The shared synthetic data with listen times, so that every group has its columns."""
+    return with_listen_times(synthetic(**SYNTH))
 
 
 @pytest.fixture(scope="module")

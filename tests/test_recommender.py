@@ -318,12 +318,12 @@ def test_fits_without_tags_or_names(synth, small_config, caplog):
     bare = Dataset.from_frames(synth.interactions)
     with caplog.at_level("INFO", logger="funnel"):
         model = Recommender(small_config).fit(bare)
-    assert "no tag assignments" in caplog.text
+    assert "no tags: stage-one artist vectors use popularity and freshness only" in caplog.text
     assert [s.name for s in model.stages_.sources_] == ["als", "ease", "friends", "popularity"]
     recs = model.recommend_all(n=5)
     assert len(recs) == 5 * bare.n_users and (recs["artist_name"] == "").all()
-    similar = model.similar_artists(1, n=5)  # no tag index: an exact product of the artist vectors
-    assert len(similar) == 5 and similar["artist_id"].is_unique and 1 not in similar["artist_id"].tolist()
+    similar = model.similar_artists(1, n=5)  # no tags: co-listening (ALS factors) decides
+    assert (similar["space"] == "als").all() and len(similar) == 5 and similar["artist_id"].is_unique and 1 not in similar["artist_id"].tolist()
     assert similar["similarity"].is_monotonic_decreasing
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import re
 import socket
 import subprocess
@@ -10,7 +12,10 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +23,16 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from funnel import Dataset, Recommender
+
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 ROOT = Path(__file__).resolve().parents[1]
 PROPERTY = settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 INT64_EDGES = [2**63 - 1, 2**63, -2**63 - 1, -2**63, 2**70]  # the last fits in no int64 either
+# string artist ids a path must carry: "@", "-" and "." as they are; "/", " ", "%", "?", "#" and non-ASCII encoded
+PLAIN_ID, ENCODED_ID, UNICODE_ID = "sigur.ros@label-x", "ac/dc 50% live?#", "Bj\u00f6rk (\u30d3\u30e7\u30fc\u30af)"
 
 
 def free_port() -> int:
@@ -43,6 +52,33 @@ def call(base: str, path: str, body: object | bytes | None = None, timeout: floa
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def messages(payload: dict) -> str:
+    """The words of an error answer: its ``detail``, or the ``msg`` of each of a 422's errors."""
+    detail = payload["detail"]
+    return detail if isinstance(detail, str) else " | ".join(error["msg"] for error in detail)
+
+
+def ids(answer: dict) -> list:
+    """The artist ids of a recommendations answer, best first."""
+    return [r["artist_id"] for r in answer["recommendations"]]
+
+
+def with_string_ids(data: Dataset) -> Dataset:
+    """``data`` with users ``user_00002@example`` and MusicBrainz-like artist ids, three of them odd ones."""
+    rng = random.Random(0)
+    artists = {int(a): str(uuid.UUID(int=rng.getrandbits(128), version=4)) for a in data.artist_ids}
+    artists.update({1: PLAIN_ID, 2: ENCODED_ID, 3: UNICODE_ID})
+    user = "user_{:05d}@example".format
+
+    def renamed(frame, **columns):
+        return frame.assign(**{column: frame[column].map(to) for column, to in columns.items()})
+
+    return Dataset.from_frames(renamed(data.interactions, user_id=user, artist_id=artists),
+                               renamed(data.artists, artist_id=artists), data.tags,
+                               renamed(data.tag_assignments, user_id=user, artist_id=artists),
+                               renamed(data.friends, user_id=user, friend_id=user))
 
 
 def conforms(value: object, schema: dict, spec: dict) -> bool:
@@ -80,9 +116,10 @@ def assert_documented(spec: dict, method: str, path: str, status: int, body: obj
     assert conforms(body, schema, spec), f"{method.upper()} {path} -> {status} {body} does not fit {schema}"
 
 
-@pytest.fixture(scope="module")
-def server(fitted, tmp_path_factory):
-    model_dir = fitted.save(tmp_path_factory.mktemp("served") / "model")
+@contextlib.contextmanager
+def served(model, tmp_path_factory) -> Iterator[str]:
+    """The base URL of ``python main.py serve`` of ``model``, a real uvicorn server on a free loopback port."""
+    model_dir = model.save(tmp_path_factory.mktemp("served") / "model")
     # the log goes to a file, not a pipe: unread, a pipe fills up (an access-log line a request) and blocks the server
     log = tmp_path_factory.mktemp("server-log") / "server.log"
     port = free_port()
@@ -102,11 +139,19 @@ def server(fitted, tmp_path_factory):
                 process.wait(timeout=30)
                 pytest.fail(f"the server did not start:\n{log.read_text()}")
             time.sleep(0.2)
-    yield base
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
     output = log.read_text()
     assert "Traceback" not in output, output
+
+
+@pytest.fixture(scope="module")
+def server(fitted, tmp_path_factory):
+    with served(fitted, tmp_path_factory) as base:
+        yield base
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +168,7 @@ def test_health_describes_the_model(server, openapi, fitted):
     assert body["data_fingerprint"] == fitted.fingerprint_
     assert body["n_users"] == len(fitted.user_ids_) and body["n_artists"] == len(fitted.artist_ids_)
     assert body["format_version"] >= 1 and body["max_n"] == 50
+    assert body["user_id_type"] == body["artist_id_type"] == "int"
 
 
 def test_recommend_known_user_with_explanations(server, openapi, fitted, synth):
@@ -158,6 +204,36 @@ def test_similar_artists(server, openapi):
     assert status == 200 and len(body["similar"]) == 4
     assert_documented(openapi, "get", "/artists/1/similar", status, body)
     assert 1 not in {a["artist_id"] for a in body["similar"]}
+    assert body["artist_id"] == 1 and body["space"] == "tags"
+
+
+def test_rules_reach_the_library(server, openapi, fitted, synth):
+    user = int(synth.user_ids[2])
+    seen = set(synth.interactions.query("user_id == @user")["artist_id"])
+    answers = []
+
+    def recommend(path: str, **body: object) -> list:
+        status, answer = call(server, path, {"n": 10, "explain": False, **body})
+        assert status == 200, answer
+        answers.append((path, answer))
+        return ids(answer)
+
+    top = recommend("/recommend", user_id=user)[0]
+    # an exclude list was once silently ignored: the excluded artist came back first
+    excluded = recommend("/recommend", user_id=user, exclude=[top, 999999])
+    assert top not in excluded and excluded == fitted.recommend(user, n=10, exclude=[top])["artist_id"].tolist()
+    allowed = sorted(set(synth.artist_ids.tolist()) - seen)[:6]
+    restricted = recommend("/recommend", user_id=user, allow=allowed)
+    assert restricted and set(restricted) <= set(allowed)
+    known = recommend("/recommend", user_id=user, filter_known=False)
+    assert set(known) & seen and known == fitted.recommend(user, n=10, filter_known=False)["artist_id"].tolist()
+    history = recommend("/recommend/history", artists={"1": 30, "5": 3}, filter_known=False, exclude=[5])
+    assert 5 not in history
+    assert history == fitted.recommend_for_history({1: 30, 5: 3}, n=10, filter_known=False,
+                                                   exclude=[5])["artist_id"].tolist()
+    assert set(recommend("/recommend/history", artists=[1, 5], allow=allowed)) <= set(allowed)
+    for path, answer in answers:
+        assert_documented(openapi, "post", path, 200, answer)
 
 
 @pytest.mark.parametrize("path, body, status, message", [
@@ -165,7 +241,17 @@ def test_similar_artists(server, openapi):
     ("/recommend", {"user_id": 1, "n": 0}, 422, "greater than or equal to 1"),
     ("/recommend", {"user_id": 1, "n": 51}, 422, "less than or equal to 50"),
     ("/recommend", {"user_id": 1, "n": 2.5}, 422, "valid integer"),
-    ("/recommend", {"user_id": "one"}, 422, "valid integer"),
+    ("/recommend", {"user_id": "one"}, 422, "this model's user ids are integers; got \"one\" (str)"),
+    ("/recommend", {"user_id": "2"}, 422, "this model's user ids are integers; got \"2\" (str)"),
+    ("/recommend", {"user_id": True}, 422, "this model's user ids are integers; got true (bool)"),
+    ("/recommend", {"user_id": 2, "exclude": ["1"]}, 422, "this model's artist ids are integers"),
+    ("/recommend", {"user_id": 2, "allow": [1, None]}, 422, "this model's artist ids are integers; got null"),
+    ("/recommend", {"user_id": 2, "exclud": [1]}, 422, "Extra inputs are not permitted"),
+    ("/recommend", {"user_id": 2, "filter_known": "no"}, 422, "valid boolean"),
+    ("/recommend", {"user_id": 2, "exclude": [1] * 10_001}, 422, "at most 10000 items"),
+    ("/recommend", {"user_id": 2, "allow": []}, 422, "at least 1 item"),
+    ("/recommend", {"user_id": 2, "allow": [999999]}, 422, "allow names no artist"),
+    ("/recommend?exclude=1", {"user_id": 2}, 422, "unknown query parameter"),
     ("/recommend", b'{"user_id": 1,', 422, "JSON decode error"),
     ("/recommend", b"[1]", 422, "Content-Type: application/json"),
     ("/recommend", b'{"user_id": ' + b"9" * 5000 + b"}", 400, "error parsing the body"),
@@ -179,20 +265,32 @@ def test_similar_artists(server, openapi):
     ("/recommend/history", {"artists": {"1": -3}}, 422, "greater than 0"),
     ("/recommend/history", {"artists": {"1": "3"}}, 422, "valid number"),
     ("/recommend/history", {"artists": {"1": 1e31}}, 422, "less than or equal to 1000000000000000000000000000000"),
-    ("/recommend/history", {"artists": [1.5]}, 422, "valid integer"),
+    ("/recommend/history", {"artists": [1.5]}, 422, "this model's artist ids are integers; got 1.5 (float)"),
+    ("/recommend/history", {"artists": ["1"]}, 422, "this model's artist ids are integers"),
+    ("/recommend/history", {"artists": [1], "allow": list(range(10_001))}, 422, "at most 10000 items"),
+    ("/recommend/history", {"artists": [1], "Exclude": [5]}, 422, "Extra inputs are not permitted"),
     ("/recommend/history", {"artists": [2**70]}, 422, "64 bits"),
     ("/recommend/history", {"artists": [1], "n": 51}, 422, "less than or equal to 50"),
     ("/recommend/history", b'{"artists": [' + b"1," * 600_000 + b'1]}', 413, "too large"),
     ("/artists/999999/similar", None, 404, "unknown artist"),
     ("/artists/1/similar?n=0", None, 422, "greater than or equal to 1"),
     ("/artists/1/similar?n=51", None, 422, "less than or equal to 50"),
-    ("/artists/one/similar", None, 422, "valid integer"),
+    ("/artists/one/similar", None, 422, "this model's artist ids are integers; got \"one\" (not an integer)"),
+    ("/artists/1.5/similar", None, 422, "this model's artist ids are integers"),
+    ("/artists/" + "9" * 5000 + "/similar", None, 404, "unknown artist"),
+    ("/artists/1/similar?n=3&exclude=5", None, 422, "unknown query parameter; this endpoint takes only n"),
+    ("/health?verbose=1", None, 422, "unknown query parameter"),
     ("/nowhere", None, 404, "Not Found"),
 ])
 def test_bad_requests_get_json_errors(server, openapi, path, body, status, message):
+    check_error(server, openapi, path, body, status, message)
+
+
+def check_error(server: str, openapi: dict, path: str, body: object, status: int, message: str) -> None:
+    """``path`` with ``body`` gets ``status``, a documented JSON error saying ``message``; the server lives on."""
     got, payload = call(server, path, body)
-    assert got == status
-    assert message in json.dumps(payload)
+    assert got == status, payload
+    assert message in messages(payload)
     if path != "/nowhere":  # every error of a route is documented, and fits its documented schema
         assert_documented(openapi, "get" if body is None else "post", path, got, payload)
     if got == 422:  # where and what only, the input is not echoed back
@@ -234,11 +332,24 @@ def test_openapi_docs(server, openapi):
         assert schema["422"] == {"$ref": "#/components/schemas/HTTPValidationError"}
         assert schema["404"] == schema["413"] == schema["500"] == {"$ref": "#/components/schemas/ErrorMessage"}
     schemas = openapi["components"]["schemas"]
+    for request in ("RecommendRequest", "HistoryRequest"):  # unknown fields are refused, and the schema says so
+        properties = schemas[request]["properties"]
+        assert schemas[request]["additionalProperties"] is False
+        assert {"exclude", "allow", "filter_known"} <= set(properties)
+        assert [option.get("maxItems") for option in properties["allow"]["anyOf"]] == [10_000, None]
+    assert schemas["RecommendRequest"]["properties"]["user_id"]["type"] == "integer"
+    parameters = openapi["paths"]["/artists/{artist_id}/similar"]["get"]["parameters"]
+    assert [p["schema"]["type"] for p in parameters if p["name"] == "artist_id"] == ["integer"]
+    assert id_types(schemas["Recommendation"]["properties"]["artist_id"]) == {"integer", "string"}
     assert schemas["ErrorMessage"]["required"] == ["detail"]
     assert schemas["HTTPValidationError"]["properties"]["detail"]["type"] == "array"
     assert {"loc", "msg", "type"} <= set(schemas["ValidationError"]["required"])
     with urllib.request.urlopen(server + "/docs", timeout=10) as response:
         assert response.status == 200
+
+
+def id_types(schema: dict) -> set[str]:
+    return {option["type"] for option in schema["anyOf"]}
 
 
 def test_concurrent_load_with_malformed_requests_gets_no_5xx(server, openapi, synth):
@@ -268,3 +379,144 @@ def test_concurrent_load_with_malformed_requests_gets_no_5xx(server, openapi, sy
     assert statuses.count(200) == len(good)
     for path, body, status, payload in answers:
         assert_documented(openapi, "get" if body is None else "post", path, status, payload)
+
+
+# a model trained on string ids -----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def str_data(synth):
+    return with_string_ids(synth)
+
+
+@pytest.fixture(scope="module")
+def str_fitted(str_data, small_config):
+    return Recommender(small_config).fit(str_data)
+
+
+@pytest.fixture(scope="module")
+def str_server(str_fitted, tmp_path_factory):
+    with served(str_fitted, tmp_path_factory) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def str_openapi(str_server):
+    status, spec = call(str_server, "/openapi.json")
+    assert status == 200
+    return spec
+
+
+def similar_path(artist_id: str, n: int = 4) -> str:
+    return f"/artists/{urllib.parse.quote(artist_id, safe='@')}/similar?n={n}"
+
+
+def test_string_ids_are_described(str_server, str_openapi):
+    status, body = call(str_server, "/health")
+    assert status == 200 and body["user_id_type"] == body["artist_id_type"] == "str"
+    assert_documented(str_openapi, "get", "/health", status, body)
+    schemas = str_openapi["components"]["schemas"]
+    assert schemas["RecommendRequest"]["properties"]["user_id"]["type"] == "string"
+    assert schemas["HistoryRequest"]["properties"]["exclude"]["anyOf"][0]["items"]["type"] == "string"
+    parameters = str_openapi["paths"]["/artists/{artist_id}/similar"]["get"]["parameters"]
+    assert [p["schema"]["type"] for p in parameters if p["name"] == "artist_id"] == ["string"]
+    assert id_types(schemas["Recommendations"]["properties"]["user_id"]) == {"integer", "string"}
+
+
+def test_recommend_for_a_string_user(str_server, str_openapi, str_fitted, str_data):
+    user = "user_00002@example"
+    status, body = call(str_server, "/recommend", {"user_id": user, "n": 7})
+    assert status == 200 and body["user_id"] == user
+    assert_documented(str_openapi, "post", "/recommend", status, body)
+    assert ids(body) == str_fitted.recommend(user, n=7)["artist_id"].tolist()
+    assert all(isinstance(artist, str) for artist in ids(body))
+    seen = set(str_data.interactions.query("user_id == @user")["artist_id"])
+    assert not seen & set(ids(body))
+    assert {b["artist_id"] for b in body["recommendations"][0]["explanation"]["because"]} <= seen
+
+
+def test_recommend_for_a_history_keyed_by_mbids(str_server, str_openapi, str_fitted, str_data):
+    played = str_data.interactions.query("user_id == 'user_00005@example'")["artist_id"].tolist()
+    played = [artist for artist in played if artist not in (PLAIN_ID, ENCODED_ID, UNICODE_ID)][:4]
+    unknown = "00000000-0000-4000-8000-000000000000"
+    history = {**{artist: 10.0 + i for i, artist in enumerate(played)}, unknown: 1.0}
+    status, body = call(str_server, "/recommend/history", {"artists": history, "n": 6})
+    assert status == 200 and body["unknown_artists"] == [unknown]
+    assert_documented(str_openapi, "post", "/recommend/history", status, body)
+    assert ids(body) == str_fitted.recommend_for_history(history, n=6)["artist_id"].tolist()
+    assert not set(played) & set(ids(body))
+    status, body = call(str_server, "/recommend/history", {"artists": played + played[:1], "n": 3, "explain": False})
+    assert status == 200 and body["unknown_artists"] == [] and len(body["recommendations"]) == 3
+
+
+@pytest.mark.parametrize("artist", ["mbid", PLAIN_ID, ENCODED_ID, UNICODE_ID])
+def test_similar_artists_by_string_id(str_server, str_openapi, str_fitted, str_data, artist):
+    artist = str_data.artist_ids[-1].item() if artist == "mbid" else artist
+    status, body = call(str_server, similar_path(artist))
+    assert status == 200 and body["artist_id"] == artist and body["space"] == "tags"
+    assert_documented(str_openapi, "get", similar_path(artist), status, body)
+    expected = str_fitted.similar_artists(artist, n=4)
+    assert [a["artist_id"] for a in body["similar"]] == expected["artist_id"].tolist()
+    assert artist not in {a["artist_id"] for a in body["similar"]}
+    # characters a path may carry as they are mean the same percent-encoded
+    assert call(str_server, similar_path(artist).replace("@", "%40").replace("-", "%2D")) == (status, body)
+
+
+def test_rules_with_string_ids(str_server, str_openapi, str_fitted, str_data):
+    user = "user_00002@example"
+    seen = set(str_data.interactions.query("user_id == @user")["artist_id"])
+
+    def recommend(path: str, **body: object) -> list:
+        status, answer = call(str_server, path, {"n": 10, "explain": False, **body})
+        assert status == 200, answer
+        assert_documented(str_openapi, "post", path, status, answer)
+        return ids(answer)
+
+    top = recommend("/recommend", user_id=user)[:2]
+    assert not set(top) & set(recommend("/recommend", user_id=user, exclude=[*top, "not-an-artist"]))
+    allowed = sorted(set(str_data.artist_ids.tolist()) - seen)[:5]
+    restricted = recommend("/recommend", user_id=user, allow=allowed)
+    assert restricted and set(restricted) <= set(allowed)
+    known = recommend("/recommend", user_id=user, filter_known=False)
+    assert set(known) & seen and known == str_fitted.recommend(user, n=10, filter_known=False)["artist_id"].tolist()
+    history = sorted(seen)[:3]
+    again = recommend("/recommend/history", artists=history, filter_known=False, exclude=history[:1])
+    assert history[0] not in again
+    assert again == str_fitted.recommend_for_history(history, n=10, filter_known=False,
+                                                     exclude=history[:1])["artist_id"].tolist()
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/recommend", {"user_id": 2}, 422, "this model's user ids are strings; got 2 (int)"),
+    ("/recommend", {"user_id": None}, 422, "this model's user ids are strings; got null (null)"),
+    ("/recommend", {"user_id": "user_00002@example", "exclude": [1]}, 422,
+     "this model's artist ids are strings; got 1 (int)"),
+    ("/recommend", {"user_id": "user_00002@example", "allow": [PLAIN_ID, 2.5]}, 422,
+     "this model's artist ids are strings; got 2.5 (float)"),
+    ("/recommend", {"user_id": "user_00002@example", "excluded": [PLAIN_ID]}, 422, "Extra inputs are not permitted"),
+    ("/recommend", {"user_id": "user_00002@example", "allow": ["not-an-artist"]}, 422, "allow names no artist"),
+    ("/recommend", {"user_id": "nobody@example"}, 404, "unknown user"),
+    ("/recommend", {"user_id": "2"}, 404, "unknown user"),
+    ("/recommend/history", {"artists": [1, 2]}, 422, "this model's artist ids are strings; got 1 (int)"),
+    ("/recommend/history", {"artists": {PLAIN_ID: 3}, "filter_known": 0}, 422, "valid boolean"),
+    ("/recommend/history", {"artists": {PLAIN_ID: 3}, "n": 5, "explains": False}, 422, "Extra inputs"),
+    ("/recommend/history", {"artists": {"not-an-artist": 3}}, 422, "none of the history"),
+    ("/recommend/history", {"artists": [PLAIN_ID], "exclude": [PLAIN_ID] * 10_001}, 422, "at most 10000 items"),
+    ("/artists/not-an-artist/similar", None, 404, "unknown artist"),
+    ("/artists/123/similar", None, 404, "unknown artist"),  # a string of digits is just an unknown string id
+    (similar_path(PLAIN_ID) + "&allow=x", None, 422, "unknown query parameter"),
+])
+def test_bad_requests_with_string_ids(str_server, str_openapi, path, body, status, message):
+    check_error(str_server, str_openapi, path, body, status, message)
+
+
+@PROPERTY
+@given(some_id=st.one_of(st.text(max_size=30), st.integers(0, 200).map("user_{:05d}@example".format),
+                         st.sampled_from([PLAIN_ID, ENCODED_ID, UNICODE_ID])))
+@example(some_id="")
+@example(some_id="..")
+@example(some_id="a/../b")
+def test_any_string_id_is_known_or_a_404(str_server, str_fitted, some_id):
+    status, _ = call(str_server, "/recommend", {"user_id": some_id, "n": 3, "explain": False})
+    assert status == (200 if some_id in set(str_fitted.user_ids_.tolist()) else 404)
+    status, _ = call(str_server, f"/artists/{urllib.parse.quote(some_id, safe='')}/similar?n=3")
+    assert status == (200 if some_id in set(str_fitted.artist_ids_.tolist()) else 404)

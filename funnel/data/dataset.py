@@ -146,8 +146,9 @@ def _label_tags(labels: pd.DataFrame, tags: pd.DataFrame | None) -> tuple[pd.Dat
     A label whose text is already a tag reuses that tag's id, so a genre given by an editor
     and the same word given by listeners are one token of the embedding.
     """
-    tags = tags if tags is not None else pd.DataFrame({"tag_id": np.empty(0, np.int64), "tag": []})
-    known = pd.Series(tags["tag_id"].to_numpy(), index=tags["tag"].str.lower().to_numpy())
+    if tags is None:
+        tags = pd.DataFrame({"tag_id": np.empty(0, np.int64), "tag": np.empty(0, dtype=object)})
+    known = pd.Series(tags["tag_id"].to_numpy(), index=tags["tag"].astype(str).str.lower().to_numpy(dtype=object))
     known = known[~known.index.duplicated()]
     texts = pd.unique(labels["tag"].to_numpy(dtype=object))
     new = [t for t in texts if t.lower() not in known.index]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from funnel.data.dataset import MAX_WEIGHT
 from funnel.data.ids import check_kind, id_kind, id_range, lookup_ids
 from funnel.errors import DataError
 
@@ -43,9 +44,11 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
         plays = np.ones(len(ids))
     if len(ids) == 0:
         raise DataError("history is empty; give at least one known artist id")
-    if not (np.isfinite(plays).all() and (plays > 0).all()):
-        bad = [v for v in plays.tolist() if not (np.isfinite(v) and v > 0)][:3]
-        raise DataError(f"history play counts must be finite numbers > 0, got {bad}")
+    fine = np.isfinite(plays) & (plays > 0) & (plays <= MAX_WEIGHT)
+    if not fine.all():
+        bad = plays[~fine][:3].tolist()
+        raise DataError(f"history play counts must be finite numbers > 0 and <= {MAX_WEIGHT:.0e} "
+                        f"(stored as float32), got {bad}")
     cols = lookup_ids(artist_ids, ids)
     known = cols >= 0
     if not known.any():

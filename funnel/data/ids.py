@@ -20,8 +20,8 @@ INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 
 
 def id_kind(ids: np.ndarray) -> str:
-    """``"int"`` or ``"str"``: the kind of a normalised id array."""
-    return "str" if ids.dtype.kind == "U" else "int"
+    """``"int"`` or ``"str"``: the kind of a normalised id array (strings may be unicode or objects)."""
+    return "str" if ids.dtype.kind in "UO" else "int"
 
 
 def as_id_array(values: Any) -> np.ndarray:
@@ -69,9 +69,12 @@ def id_range(ids: np.ndarray) -> str:
 def query_ids(ids: Any) -> np.ndarray:
     """A caller's ids as an array for :func:`lookup_ids` (lists are typed element by element)."""
     values = np.asarray(ids)
-    if not hasattr(ids, "dtype") and values.dtype.kind not in "iuU":
+    promoted = (values.dtype.kind == "U" and isinstance(ids, (list, tuple))
+                and not all(isinstance(v, str) for v in ids))
+    if not hasattr(ids, "dtype") and (values.dtype.kind not in "iuU" or promoted):
         # numpy types a list by promotion: ints past int64 next to negative ones become float64
         # (losing digits), ints next to strings become strings; so keep each element as it is
+        # (a list of str of its own gives a unicode array, looked up vectorised)
         values = np.array(ids, dtype=object)
         if values.ndim != 1:
             values = values.reshape(-1)

@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from funnel.data.dataset import Dataset
-from funnel.errors import ConfigError
+from funnel.errors import ConfigError, DataError
 
 
 class Split(NamedTuple):
@@ -66,6 +66,43 @@ def per_user(
     n_test = np.where(counts >= min_artists,
                       np.clip(np.round(test_fraction * counts), 1, counts - 1), 0)
     held_sorted = position < np.repeat(n_test, counts)
+    held_out = np.empty(len(users), dtype=bool)
+    held_out[order] = held_sorted
+    return _finish(dataset, held_out)
+
+
+def temporal(dataset: Dataset, test_fraction: float = 0.2, min_artists: int = 5) -> Split:
+    """Hold out the artists each user started listening to last: the temporal protocol.
+
+    Each user with at least ``min_artists`` artists keeps aside the
+    ``max(1, round(test_fraction * n))`` artists of latest ``first_listen`` (ties broken by
+    the later ``last_listen``, then the artist id), so a model is judged on what the
+    listener discovered after everything it trained on. Training pairs keep their whole
+    play counts (the dataset holds one row per pair, not the plays themselves).
+
+    Raises
+    ------
+    DataError
+        The dataset has no listen times (build it from an event log with timestamps).
+    ConfigError
+        ``test_fraction`` is not in (0, 1) or ``min_artists`` < 2.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction={test_fraction!r} must be between 0 and 1 (exclusive)")
+    if min_artists < 2:
+        raise ConfigError(f"min_artists={min_artists!r} must be at least 2 so training keeps an artist")
+    if not dataset.has_listen_times:
+        raise DataError("the temporal split needs listen times: build the dataset from an event log "
+                        "(funnel.read_events with timestamp=...) or give first_listen/last_listen columns")
+    inter = dataset.interactions
+    users = dataset.user_index(inter["user_id"].to_numpy())
+    first = inter["first_listen"].to_numpy().astype(np.int64)
+    last = inter["last_listen"].to_numpy().astype(np.int64)
+    order = np.lexsort((dataset.artist_index(inter["artist_id"].to_numpy()), last, first, users))
+    _, starts, counts = np.unique(users[order], return_index=True, return_counts=True)
+    position = np.arange(len(users)) - np.repeat(starts, counts)
+    n_test = np.where(counts >= min_artists, np.clip(np.round(test_fraction * counts), 1, counts - 1), 0)
+    held_sorted = position >= np.repeat(counts - n_test, counts)
     held_out = np.empty(len(users), dtype=bool)
     held_out[order] = held_sorted
     return _finish(dataset, held_out)

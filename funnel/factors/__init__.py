@@ -9,6 +9,7 @@ A model has ``name``, ``from_config(config)``, ``fit(dataset)`` and ``to_arrays`
 from funnel.factors.als import ALSFactors, confidence
 from funnel.factors.ease import EASE, LogEASE
 from funnel.factors.embeddings import ArtistEmbedder, artist_statistics
+from funnel.factors.recency import ListenTimes
 from funnel.factors.rp3 import RP3beta
 from funnel.factors.social import FriendListening
 from funnel.factors.statistics import PopularityChart, UserStatistics
@@ -17,8 +18,9 @@ from funnel.registry import Registry
 
 MODELS: Registry = Registry("model", "requires")
 for _model in (ArtistEmbedder, ALSFactors, BiasedSVDFactors, EASE, LogEASE, RP3beta, FriendListening,
-               PopularityChart, UserStatistics):
+               PopularityChart, UserStatistics, ListenTimes):
     MODELS.add(_model.name, _model)
 
-__all__ = ["ALSFactors", "ArtistEmbedder", "BiasedSVDFactors", "EASE", "FriendListening", "LogEASE", "MODELS",
+__all__ = ["ALSFactors", "ArtistEmbedder", "BiasedSVDFactors", "EASE", "FriendListening", "ListenTimes", "LogEASE",
+           "MODELS",
            "PopularityChart", "RP3beta", "UserStatistics", "artist_statistics", "confidence", "plays_to_ratings"]

@@ -82,10 +82,11 @@ def _scaled_block(columns: list[np.ndarray], weight: float) -> np.ndarray:
 class ArtistEmbedder:
     """Embed every catalogue artist from its tags, popularity and freshness.
 
-    The tag block is the TF-IDF of each artist's tag text (every assignment counts once, so
-    tags applied more often weigh more; scikit-learn's ``CountVectorizer`` and
-    ``TfidfTransformer(sublinear_tf=True)``), projected to ``tag_dim`` dimensions with
-    scikit-learn's ``TruncatedSVD`` and L2-normalised. Popularity (log listeners, log plays) and freshness (years since
+    The tag block is the TF-IDF of each artist's tag text (every assignment, and every
+    artist-level label such as a genre, counts once, so tags applied more often weigh more;
+    scikit-learn's ``CountVectorizer`` and ``TfidfTransformer(sublinear_tf=True)``),
+    projected to ``tag_dim`` dimensions with scikit-learn's ``TruncatedSVD`` and
+    L2-normalised. Popularity (log listeners, log plays) and freshness (years since
     first and last tagged) are z-scored and scaled to ``popularity_weight`` and
     ``freshness_weight`` of the tag block's unit norm. Artists without tags get a zero tag
     block and still carry popularity and freshness.
@@ -129,12 +130,16 @@ class ArtistEmbedder:
         return self
 
     def _tag_block(self, dataset: Dataset) -> np.ndarray:
-        assign = dataset.tag_assignments
-        if assign is None or assign.empty:
-            logger.info("no tag assignments: stage-one artist vectors use popularity and freshness only")
+        if not dataset.has_tags:
+            logger.info("no tags: stage-one artist vectors use popularity and freshness only, and "
+                        "similar_artists compares co-listening instead")
             return np.zeros((dataset.n_artists, 0), np.float32)
-        tag_ids, tag_col = np.unique(assign["tag_id"].to_numpy(), return_inverse=True)
-        items = dataset.artist_index(assign["artist_id"].to_numpy())
+        # users' tag assignments and artist-level labels (each label row counts as one assignment)
+        pairs = [frame[["artist_id", "tag_id"]] for frame in (dataset.tag_assignments, dataset.artist_tags)
+                 if frame is not None and len(frame)]
+        rows = pd.concat(pairs, ignore_index=True) if len(pairs) > 1 else pairs[0]
+        tag_ids, tag_col = np.unique(rows["tag_id"].to_numpy(), return_inverse=True)
+        items = dataset.artist_index(rows["artist_id"].to_numpy())
         counts = sp.csr_matrix((np.ones(len(items), np.float32), (items, tag_col)),
                                shape=(dataset.n_artists, len(tag_ids)))
         counts.sum_duplicates()

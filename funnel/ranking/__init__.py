@@ -13,6 +13,7 @@ from funnel.ranking.features import (
     FriendsFeature,
     LogEASEFeature,
     ModelFeature,
+    RecencyFeature,
     RP3Feature,
     SourceFeature,
     SVDFeature,
@@ -25,7 +26,7 @@ from funnel.registry import Registry
 
 FEATURES = Registry("feature group", "features")
 for _group in (SVDFeature, ALSFeature, TagFeature, EASEFeature, FriendsFeature, RP3Feature, LogEASEFeature,
-               SourceFeature, ArtistFeature, UserFeature):
+               SourceFeature, ArtistFeature, UserFeature, RecencyFeature):
     FEATURES.add(_group.name, _group)
 
 RANKERS = Registry("ranker", "ranker")

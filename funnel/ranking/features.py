@@ -229,6 +229,40 @@ class UserFeature(ModelFeature):
         return np.column_stack([user, cross])
 
 
+class RecencyFeature(ModelFeature):
+    """When things were played: the artist's idle time and trend, and the listener's recent taste.
+
+    ``recent_taste`` is the ALS score of the artist against the listener's history weighted
+    by recency (``0.5 ** (days since last played / recent_days)``), normalised to unit
+    length, so a listener whose taste moved scores artists of the new taste higher. New
+    listeners' histories count as recent. Without listen times in the data the group has
+    no columns.
+    """
+
+    name = "recency"
+    requires = ("listen_times", "als")
+    names = ("artist_log_idle_days", "artist_trend", "recent_taste")
+
+    def __init__(self, model: Any, als: Any) -> None:
+        super().__init__(model)
+        self.als = als
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> RecencyFeature:
+        return cls(models["listen_times"], models["als"])
+
+    def columns(self, sources: Sequence[str]) -> list[str]:
+        return list(self.names) if self.model.has_times_ else []
+
+    def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
+        if not self.model.has_times_:
+            return np.empty((len(cands), 0), np.float32)
+        taste = np.asarray(self.model.user_weights(batch) @ self.als.item_factors_, np.float32)
+        taste /= np.maximum(np.linalg.norm(taste, axis=1, keepdims=True), 1e-12)
+        recent = pair_scores(taste, self.als.item_factors_, cands.rows, cands.items)
+        return np.column_stack([self.model.log_idle_days_[cands.items], self.model.trend_[cands.items], recent])
+
+
 class SourceFeature(Stateless):
     """Every source's log rank and score of the pair (its worst when it did not return it)."""
 

@@ -4,31 +4,42 @@ The model is read-only while serving (per-call state lives in each call's batch)
 calls are still serialised with a lock so that one process never runs several scorings, each
 with its own BLAS and OpenMP threads, on the same cores; concurrency comes from request
 parsing.
+
+Ids in requests and answers are of the served model's kind: JSON integers for a model
+trained on integer ids, JSON strings for one trained on string ids. The request models are
+therefore built per application (:func:`create_app`), from the generic ones below.
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
+import json
 import logging
+import re
 import threading
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar, cast
 
 import pandas as pd
 from pydantic import (
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Discriminator,
     Field,
     StrictBool,
     StrictFloat,
     StrictInt,
+    StrictStr,
     StringConstraints,
     Tag,
+    WithJsonSchema,
     create_model,
 )
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import JsonDict, SkipJsonSchema
+from pydantic_core import PydanticCustomError
 
 from funnel import __version__
-from funnel.data.dataset import MAX_WEIGHT, lookup_ids
+from funnel.data.dataset import MAX_WEIGHT
 from funnel.data.history import parse_history
+from funnel.data.ids import id_kind, lookup_ids
 from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
 from funnel.persistence.model import FORMAT_VERSION
 from funnel.recommender import Recommender
@@ -38,8 +49,14 @@ logger = logging.getLogger("funnel")
 MAX_N = 100
 MAX_BODY_BYTES = 1 << 20
 MAX_HISTORY = 50_000
+MAX_RULE_IDS = 10_000  # 10,000 MBIDs are ~390 KB of JSON: both lists fit in the 1 MiB body limit
 DRAIN_BYTES = 64 << 20
 DEFAULT_N = 10
+INT_ID = re.compile(r"-?[0-9]+")
+INT64_DIGITS = 19  # a longer run of digits is beyond 64 bits, so in no catalogue
+
+IdKind = Literal["int", "str"]
+KIND_WORDS = {"int": "integers", "str": "strings"}
 
 
 def _integral(value: Any) -> Any:
@@ -47,38 +64,152 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _json_type(value: Any) -> str:
+    """The type of a parsed JSON value, as the messages name it."""
+    if value is None:
+        return "null"
+    for kind, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list"),
+                       (dict, "object")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    """``text`` cut at ``limit`` characters: a message names the input, never echoes much of it."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A request value as JSON, cut short."""
+    try:
+        return _cut(json.dumps(value))
+    except (TypeError, ValueError):
+        return type(value).__name__
+
+
+def _mismatch(what: str, kind: str, value: Any, got: str | None = None) -> str:
+    """The message of an id of the wrong type: what the model's ids are, and what came (``got``: its type)."""
+    return f"this model's {what} ids are {KIND_WORDS[kind]}; got {_shown(value)} ({got or _json_type(value)})"
+
+
+def _id_type(kind: str, what: str) -> Any:
+    """The request type of a ``what`` id of a model whose ids are of ``kind``.
+
+    A value of the other type gets a 422 naming the model's id type, rather than pydantic's
+    "Input should be a valid integer", which does not say that the model decides.
+    """
+    def check(value: Any) -> Any:
+        if kind == "int":
+            value = _integral(value)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif isinstance(value, str):
+            return value
+        raise PydanticCustomError("id_type", "{message}", {"message": _mismatch(what, kind, value)})
+
+    return Annotated[StrictInt if kind == "int" else StrictStr, BeforeValidator(check)]
+
+
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]  # no strings, no bools, no 36.5
-ArtistKey = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+$")]
+AnyId = Annotated[StrictInt | StrictStr, BeforeValidator(_integral)]  # the generic models; each app narrows it
+IntKey = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+$")]
 Plays = Annotated[StrictFloat, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)]  # the bound of training plays
 Finite = Annotated[float, Field(allow_inf_nan=False)]  # a NaN score is a 500, not a null
+ResponseId = int | str
 
 
 def _history_form(value: Any) -> str:
     return "dict" if isinstance(value, dict) else "list"
 
 
-class RecommendRequest(BaseModel):
+def _history_type(artist_id: Any, key: Any) -> Any:
+    """``artists`` of a history request: a list of ``artist_id`` or an object of ``key`` -> plays."""
+    # pydantic documents pattern-checked keys as patternProperties, which let any other key through
+    closed: JsonDict = {"additionalProperties": False}
+    return Annotated[
+        Annotated[list[artist_id], Field(min_length=1, max_length=MAX_HISTORY), Tag("list")]
+        | Annotated[dict[key, Plays], Field(min_length=1, max_length=MAX_HISTORY,
+                                            json_schema_extra=None if key is str else closed), Tag("dict")],
+        Discriminator(_history_form),  # errors name the one form sent, not both
+    ]
+
+
+def _id_list(artist_id: Any) -> Any:
+    """``exclude`` and ``allow``: a list of ``artist_id``, or null for no rule."""
+    return list[artist_id] | None
+
+
+def _n_field(max_n: int = MAX_N) -> Any:
+    return Field(min(DEFAULT_N, max_n), ge=1, le=max_n, description=f"number of artists (1..{max_n})")
+
+
+def _artists_field() -> Any:
+    return Field(..., description="artist ids (a repeated id counts once more), or artist id -> plays (> 0)")
+
+
+def _exclude_field() -> Any:
+    return Field(None, max_length=MAX_RULE_IDS,
+                 description=f"artist ids never to recommend (at most {MAX_RULE_IDS:,}; ids not in the catalogue "
+                             "are ignored); null or absent: none")
+
+
+def _allow_field() -> Any:
+    return Field(None, min_length=1, max_length=MAX_RULE_IDS,
+                 description=f"only these artists may be recommended (1 to {MAX_RULE_IDS:,} ids, at least one "
+                             "in the catalogue; others are ignored); null or absent: the whole catalogue")
+
+
+FILTER_KNOWN = ("leave out the artists the listener knows (a user's played and tagged artists, a history's "
+                "artists); false lets them come back")
+
+
+class Strict(BaseModel):
+    """A request body: a field it does not define is a 422, never ignored (a misspelt rule would be)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RecommendRequest(Strict):
     """Body of ``POST /recommend``."""
 
-    user_id: JsonInt
-    n: JsonInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
+    user_id: AnyId = Field(..., description="a user of the training data")
+    n: JsonInt = _n_field()
     explain: StrictBool = True
+    exclude: list[AnyId] | None = _exclude_field()
+    allow: list[AnyId] | None = _allow_field()
+    filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
 
 
-class HistoryRequest(BaseModel):
+class HistoryRequest(Strict):
     """Body of ``POST /recommend/history``: artist ids, or artist id -> plays."""
 
-    artists: Annotated[
-        Annotated[list[JsonInt], Field(min_length=1, max_length=MAX_HISTORY), Tag("list")]
-        | Annotated[dict[ArtistKey, Plays], Field(min_length=1, max_length=MAX_HISTORY,
-                                                  json_schema_extra={"additionalProperties": False}), Tag("dict")],
-        Discriminator(_history_form),  # errors name the one form sent, not both
-    ] = Field(..., description="artist ids (a repeated id counts once more), or artist id -> plays (> 0)")
-    n: JsonInt = Field(DEFAULT_N, ge=1, description="number of artists (1..max_n)")
+    artists: _history_type(AnyId, str) = _artists_field()  # type: ignore[valid-type]
+    n: JsonInt = _n_field()
     explain: StrictBool = True
+    exclude: list[AnyId] | None = _exclude_field()
+    allow: list[AnyId] | None = _allow_field()
+    filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
 
 
 Body = TypeVar("Body", RecommendRequest, HistoryRequest)
+
+
+def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int) -> type[Body]:
+    """``request`` with its ids typed as the model's and ``n`` checked as 1..max_n (both known per app only)."""
+    artist_id = _id_type(artist_kind, "artist")
+    fields: dict[str, Any] = {
+        "n": (JsonInt, _n_field(max_n)),
+        "exclude": (_id_list(artist_id), _exclude_field()),
+        "allow": (_id_list(artist_id), _allow_field()),
+    }
+    if "user_id" in request.model_fields:
+        fields["user_id"] = (_id_type(user_kind, "user"), Field(..., description="a user of the training data"))
+    if "artists" in request.model_fields:
+        # for integer ids an object's keys are strings of digits; for string ids they are the ids
+        key = IntKey if artist_kind == "int" else str
+        fields["artists"] = (_history_type(artist_id, key), _artists_field())
+    return create_model(request.__name__, __base__=request, __doc__=request.__doc__, **fields)
 
 
 class ErrorMessage(BaseModel):
@@ -88,7 +219,7 @@ class ErrorMessage(BaseModel):
 
 
 class Because(BaseModel):
-    artist_id: int
+    artist_id: ResponseId
     name: str
 
 
@@ -101,7 +232,7 @@ class Explanation(BaseModel):
 
 class Recommendation(BaseModel):
     rank: int
-    artist_id: int
+    artist_id: ResponseId
     name: str
     score: Finite
     explanation: Explanation | SkipJsonSchema[None] = Field(None, description="when explain is true")
@@ -110,20 +241,22 @@ class Recommendation(BaseModel):
 class Recommendations(BaseModel):
     """Answer of ``POST /recommend``."""
 
-    user_id: int
-    recommendations: list[Recommendation]
+    user_id: ResponseId
+    recommendations: list[Recommendation] = Field(description="best first; fewer than n only when the rules "
+                                                              "leave fewer")
 
 
 class HistoryRecommendations(BaseModel):
     """Answer of ``POST /recommend/history``."""
 
-    unknown_artists: list[int] = Field(description="history artist ids not in the catalogue (ignored)")
-    recommendations: list[Recommendation]
+    unknown_artists: list[ResponseId] = Field(description="history artist ids not in the catalogue (ignored)")
+    recommendations: list[Recommendation] = Field(description="best first; fewer than n only when the rules "
+                                                              "leave fewer")
 
 
 class SimilarArtist(BaseModel):
     rank: int
-    artist_id: int
+    artist_id: ResponseId
     name: str
     similarity: Finite
 
@@ -131,8 +264,11 @@ class SimilarArtist(BaseModel):
 class SimilarArtists(BaseModel):
     """Answer of ``GET /artists/{artist_id}/similar``."""
 
-    artist_id: int
+    artist_id: ResponseId
     name: str
+    space: Literal["tags", "als", "ease", "popularity"] = Field(
+        description="what decided similarity: the tag embedding, else (a model without tags) ALS factors, "
+                    "EASE weights, or the popularity and freshness blocks")
     similar: list[SimilarArtist]
 
 
@@ -145,6 +281,8 @@ class Health(BaseModel):
     data_fingerprint: str
     n_users: int
     n_artists: int
+    user_id_type: IdKind = Field(description="JSON type of user ids in requests and answers: integers or strings")
+    artist_id_type: IdKind = Field(description="JSON type of artist ids in requests and answers")
     sources: list[str]
     max_n: int
 
@@ -154,12 +292,6 @@ def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     common = {413: "The request body is over the size limit", 500: "Unexpected error; details in the server log"}
     return {code: {"model": ErrorMessage, "description": text}
             for code, text in sorted({**descriptions, **common}.items())}
-
-
-def _bounded(model: type[Body], max_n: int) -> type[Body]:
-    """``model`` with ``n`` documented and checked as 1..max_n (max_n is known per app only)."""
-    n = Field(min(DEFAULT_N, max_n), ge=1, le=max_n, description=f"number of artists (1..{max_n})")
-    return create_model(model.__name__, __base__=model, __doc__=model.__doc__, n=(JsonInt, n))
 
 
 class BodyLimit:
@@ -210,15 +342,20 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+def _scalar(value: Any) -> Any:
+    """A numpy id (int64 or str_) as the Python int or str JSON encodes as the model's type."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _records(frame: pd.DataFrame, explain: bool) -> list[dict[str, Any]]:
     records = []
     for row in frame.itertuples(index=False):
-        record: dict[str, Any] = {"rank": int(row.rank), "artist_id": int(row.artist_id),
+        record: dict[str, Any] = {"rank": int(row.rank), "artist_id": _scalar(row.artist_id),
                                   "name": str(row.artist_name), "score": float(row.score)}
         if explain:
             record["explanation"] = {
                 "sources": row.sources,
-                "because": [{"artist_id": int(a), "name": b} for a, b in zip(row.because_ids, row.because)],
+                "because": [{"artist_id": _scalar(a), "name": b} for a, b in zip(row.because_ids, row.because)],
                 "contributions": row.contributions, "reason": row.reason}
         records.append(record)
     return records
@@ -230,7 +367,8 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     Parameters
     ----------
     model : Recommender
-        A fitted or loaded model.
+        A fitted or loaded model, with integer or string ids; requests must send ids of the
+        same type (anything else is a 422 saying which type the model's ids are).
     max_n : int
         Largest ``n`` a request may ask for (capped at the catalogue size).
     max_body_bytes : int
@@ -242,25 +380,40 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         With ``GET /health``, ``POST /recommend``, ``POST /recommend/history`` and
         ``GET /artists/{artist_id}/similar``; OpenAPI docs at ``/docs``.
     """
-    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
 
     model.check_fitted()
     max_n = min(max_n, len(model.artist_ids_) - 1)
+    user_kind, artist_kind = id_kind(model.user_ids_), id_kind(model.artist_ids_)
     lock = threading.Lock()
     app = FastAPI(title="funnel", version=__version__,
-                  description="Two-stage music-artist recommendations from a saved funnel model.")
+                  description="Two-stage music-artist recommendations from a saved funnel model. "
+                              f"User ids are {KIND_WORDS[user_kind]}, artist ids {KIND_WORDS[artist_kind]}.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    recommend_request, history_request = _bounded(RecommendRequest, max_n), _bounded(HistoryRequest, max_n)
+    recommend_request = _for_model(RecommendRequest, user_kind, artist_kind, max_n)
+    history_request = _for_model(HistoryRequest, user_kind, artist_kind, max_n)
 
     def unprocessable(loc: tuple, message: str) -> JSONResponse:
         """A 422 shaped like FastAPI's (the documented ``HTTPValidationError``)."""
         return JSONResponse(status_code=422,
                             content={"detail": [{"loc": list(loc), "msg": message, "type": "value_error"}]})
 
-    def invalid_input(loc: tuple, message: str) -> RequestValidationError:
-        return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
+    def invalid_input(loc: tuple, message: str, kind: str = "value_error") -> RequestValidationError:
+        return RequestValidationError([{"loc": loc, "msg": message, "type": kind}])
+
+    def query_takes(*names: str) -> Any:
+        """A dependency refusing query parameters but ``names``: FastAPI would ignore them silently."""
+        takes = f"this endpoint takes only {', '.join(names)}" if names else "this endpoint takes none"
+
+        def check(request: Request) -> None:
+            unknown = [name for name in request.query_params if name not in names]
+            if unknown:
+                raise RequestValidationError(
+                    [{"loc": ("query", name), "msg": f"unknown query parameter; {takes}", "type": "extra_forbidden"}
+                     for name in dict.fromkeys(unknown)])
+        return Depends(check)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -278,7 +431,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
     @app.exception_handler(FunnelError)
     async def bad_input(request: Request, exc: FunnelError) -> JSONResponse:
-        if isinstance(exc, (DataError, ConfigError)):
+        if isinstance(exc, (DataError, ConfigError)):  # e.g. an allow-list naming no catalogue artist
             return unprocessable(("body",) if request.method == "POST" else ("query",), str(exc))
         return JSONResponse(status_code=500, content={"detail": str(exc)})
 
@@ -289,31 +442,40 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
     unparsable = "The body is not JSON that FastAPI can parse (not UTF-8, or a number too long to convert)"
 
-    @app.get("/health", response_model=Health, responses=_errors({}))
+    # FastAPI documents a 422 only for routes with parameters; /health has none, yet refuses a query
+    refused_query: dict[int | str, dict[str, Any]] = {422: {
+        "description": "A query parameter (this endpoint takes none)",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}}}
+
+    @app.get("/health", response_model=Health, responses=dict(sorted({**_errors({}), **refused_query}.items())),
+             dependencies=[query_takes()])
     def health() -> dict[str, Any]:
-        """Model format version, training-data fingerprint and sizes."""
+        """Model format version, training-data fingerprint, sizes and id types."""
         return {"status": "ok", "funnel_version": __version__, "format_version": FORMAT_VERSION,
                 "data_fingerprint": model.fingerprint_, "n_users": len(model.user_ids_),
-                "n_artists": len(model.artist_ids_), "sources": model.stages_.source_names,
-                "max_n": max_n}
+                "n_artists": len(model.artist_ids_), "user_id_type": user_kind, "artist_id_type": artist_kind,
+                "sources": model.stages_.source_names, "max_n": max_n}
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
-              responses=_errors({400: unparsable, 404: "Unknown user id: not in the training data"}))
+              responses=_errors({400: unparsable, 404: "Unknown user id: not in the training data"}),
+              dependencies=[query_takes()])
     def recommend(payload: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
-        """Top-n artists for a known user; 404 for an unknown one."""
+        """Top-n artists for a known user, under the request's rules; 404 for an unknown user."""
         body = cast(RecommendRequest, payload)
         with lock:  # an unknown user (an id past 64 bits too) raises UnknownUserError: 404
-            frame = model.recommend(body.user_id, n=body.n, explain=body.explain)
+            frame = model.recommend(body.user_id, n=body.n, explain=body.explain, exclude=body.exclude,
+                                    allow=body.allow, filter_known=body.filter_known)
         return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
 
     @app.post("/recommend/history", response_model=HistoryRecommendations, response_model_exclude_unset=True,
               responses=_errors({400: unparsable, 404: "Not sent by this route: unknown artists are listed in "
-                                "unknown_artists, and a history without a known one is a 422"}))
+                                "unknown_artists, and a history without a known one is a 422"}),
+              dependencies=[query_takes()])
     def recommend_history(payload: history_request) -> dict[str, Any]:  # type: ignore[valid-type]
-        """Top-n artists for a new listener from a history of artist ids or id -> plays."""
+        """Top-n artists for a new listener from a history of artist ids or id -> plays, under the rules."""
         body = cast(HistoryRequest, payload)
         history: Any = body.artists
-        if isinstance(history, dict):  # the keys match -?[0-9]+
+        if isinstance(history, dict) and artist_kind == "int":  # the keys match -?[0-9]+
             try:
                 history = {int(key): value for key, value in history.items()}
             except ValueError:  # over sys.get_int_max_str_digits() digits
@@ -323,22 +485,37 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         except DataError as exc:
             raise invalid_input(("body", "artists"), str(exc)) from None
         with lock:
-            frame = model.recommend_for_history(history, n=body.n, explain=body.explain)
+            frame = model.recommend_for_history(history, n=body.n, explain=body.explain, exclude=body.exclude,
+                                                allow=body.allow, filter_known=body.filter_known)
         return {"unknown_artists": unknown.tolist(), "recommendations": _records(frame, body.explain)}
 
-    @app.get("/artists/{artist_id}/similar", response_model=SimilarArtists,
-             responses=_errors({404: "Unknown artist id: not in the catalogue"}))
-    def similar(artist_id: int,
+    # ``:path``: a string id may hold "/" (sent as %2F, which the server decodes before routing)
+    path_id = Path(description=f"an artist id of the catalogue ({KIND_WORDS[artist_kind]}); percent-encode "
+                               "characters such as / ? # % and spaces")
+    path_schema = WithJsonSchema({"type": "integer"} if artist_kind == "int" else {"type": "string"})
+
+    @app.get("/artists/{artist_id:path}/similar", response_model=SimilarArtists,
+             responses=_errors({404: "Unknown artist id: not in the catalogue"}), dependencies=[query_takes("n")])
+    def similar(artist_id: Annotated[str, path_id, path_schema],
                 n: Annotated[int, Query(ge=1, le=max_n, description=f"number of artists (1..{max_n})")
                              ] = min(DEFAULT_N, max_n)) -> dict[str, Any]:
-        """Nearest artists in the stage-one embedding; 404 for an unknown artist."""
-        column = int(lookup_ids(model.artist_ids_, [artist_id])[0])
+        """Nearest artists (the tag embedding, else co-listening); 404 for an unknown artist."""
+        wanted: int | str | None = artist_id
+        if artist_kind == "int":
+            if not INT_ID.fullmatch(artist_id):
+                raise invalid_input(("path", "artist_id"), _mismatch("artist", "int", artist_id, "not an integer"),
+                                    "id_type")
+            # past 19 digits an id is beyond 64 bits, so unknown (and int() of thousands of digits would raise)
+            wanted = int(artist_id) if len(artist_id.lstrip("-")) <= INT64_DIGITS else None
+        column = -1 if wanted is None else int(lookup_ids(model.artist_ids_, [wanted])[0])
         if column < 0:
-            raise HTTPException(status_code=404, detail=f"unknown artist id {artist_id}: not in the catalogue")
+            label = _cut(artist_id) if artist_kind == "int" else _shown(artist_id)
+            raise HTTPException(status_code=404, detail=f"unknown artist id {label}: not in the catalogue")
         with lock:
-            frame = model.similar_artists(artist_id, n=n)
-        return {"artist_id": artist_id, "name": str(model.artist_names_[column]),
-                "similar": [{"rank": int(r.rank), "artist_id": int(r.artist_id), "name": str(r.artist_name),
+            frame = model.similar_artists(wanted, n=n)
+        return {"artist_id": _scalar(model.artist_ids_[column]), "name": str(model.artist_names_[column]),
+                "space": str(frame["space"].iloc[0]) if len(frame) else "tags",
+                "similar": [{"rank": int(r.rank), "artist_id": _scalar(r.artist_id), "name": str(r.artist_name),
                              "similarity": float(r.similarity)} for r in frame.itertuples(index=False)]}
 
     return app
@@ -350,6 +527,7 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     import uvicorn
 
     model = Recommender.load(model_dir)
-    logger.info("loaded model from %s (%d users, %d artists); serving on http://%s:%d (docs at /docs)",
-                model_dir, len(model.user_ids_), len(model.artist_ids_), host, port)
+    logger.info("loaded model from %s (%d users with %s ids, %d artists with %s ids); serving on http://%s:%d "
+                "(docs at /docs)", model_dir, len(model.user_ids_), id_kind(model.user_ids_),
+                len(model.artist_ids_), id_kind(model.artist_ids_), host, port)
     uvicorn.run(create_app(model, max_n=max_n), host=host, port=port, log_level=log_level, workers=1)

@@ -1,0 +1,106 @@
+"""When listeners played artists: the listen-time model behind the recency features."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import scipy.sparse as sp
+
+from funnel.batch import Batch
+from funnel.data import Dataset
+from funnel.errors import NotFittedError
+
+if TYPE_CHECKING:
+    from funnel.config import FunnelConfig
+
+DAY = np.timedelta64(1, "D")
+
+
+class ListenTimes:
+    """Listen times of a dataset, as of its latest listen.
+
+    Fitted on a dataset without listen times it holds nothing, and :attr:`has_times_` is
+    False (the recency features then have no columns).
+
+    Parameters
+    ----------
+    recent_days : float
+        The window of "recent": an artist's trend counts the listeners who started playing
+        it in the last ``recent_days``; a listener's recent taste weighs each artist by
+        ``0.5 ** (days since last played / recent_days)``.
+
+    Attributes
+    ----------
+    has_times_ : bool
+    weights_ : scipy.sparse.csr_matrix
+        Users x artists recency weight of each training pair, in (0, 1].
+    log_idle_days_ : numpy.ndarray
+        Per artist, ``log1p`` of the days since anyone last played it.
+    trend_ : numpy.ndarray
+        Per artist, ``log((recent new listeners + 1) / (expected + 1))`` where expected is
+        the share of the data's time span the window covers times all listeners.
+    """
+
+    name = "listen_times"
+
+    def __init__(self, *, recent_days: float = 30.0) -> None:
+        self.recent_days = recent_days
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> ListenTimes:
+        return cls(recent_days=config.recent_days)
+
+    def fit(self, dataset: Dataset) -> ListenTimes:
+        """Recency weights of every pair and per-artist idle time and trend; returns ``self``."""
+        self.has_times_ = dataset.has_listen_times
+        n_users, n_artists = dataset.matrix.shape
+        if not self.has_times_:
+            self.weights_ = sp.csr_matrix((n_users, n_artists), dtype=np.float32)
+            self.log_idle_days_ = np.zeros(n_artists, np.float32)
+            self.trend_ = np.zeros(n_artists, np.float32)
+            return self
+        inter = dataset.interactions
+        rows = dataset.user_index(inter["user_id"].to_numpy())
+        cols = dataset.artist_index(inter["artist_id"].to_numpy())
+        first, last = inter["first_listen"].to_numpy(), inter["last_listen"].to_numpy()
+        now, start = last.max(), first.min()
+        age = (now - last) / DAY
+        weights = np.maximum(0.5 ** (age / self.recent_days), 1e-6).astype(np.float32)
+        self.weights_ = sp.csr_matrix((weights, (rows, cols)), shape=(n_users, n_artists))
+        span = max((now - start) / DAY, self.recent_days)
+        idle = np.full(n_artists, span, np.float64)
+        np.minimum.at(idle, cols, age)
+        self.log_idle_days_ = np.log1p(idle).astype(np.float32)
+        listeners = np.bincount(cols, minlength=n_artists).astype(np.float64)
+        recent = np.bincount(cols[(now - first) / DAY <= self.recent_days], minlength=n_artists)
+        expected = listeners * self.recent_days / span
+        self.trend_ = np.log((recent + 1.0) / (expected + 1.0)).astype(np.float32)
+        return self
+
+    def user_weights(self, batch: Batch) -> sp.csr_matrix:
+        """Recency weights of the batch's history entries: the fitted ones of training users, 1 for new listeners."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("ListenTimes is not fitted; call fit() first")
+        known = batch.users >= 0
+        out = self.weights_[np.where(known, batch.users, 0)]
+        if not known.all():
+            fresh = batch.history.copy()
+            fresh.data[:] = 1.0
+            out = sp.diags(known.astype(np.float32)) @ out + sp.diags((~known).astype(np.float32)) @ fresh
+        return sp.csr_matrix(out)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        from funnel.sparse import csr_to_arrays
+
+        return {"has_times": np.array([self.has_times_]), "log_idle_days": self.log_idle_days_,
+                "trend": self.trend_, **csr_to_arrays(self.weights_, "weights/")}
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> ListenTimes:
+        from funnel.sparse import csr_from_arrays
+
+        self.has_times_ = bool(arrays["has_times"][0])
+        self.log_idle_days_ = np.asarray(arrays["log_idle_days"], np.float32)
+        self.trend_ = np.asarray(arrays["trend"], np.float32)
+        self.weights_ = csr_from_arrays(arrays, "weights/")
+        return self

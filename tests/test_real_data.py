@@ -1,0 +1,267 @@
+"""Data as a streaming service has it: string and UUID ids, listen times, artist labels, business rules."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from funnel import ConfigError, DataError, Dataset, Recommender, UnknownUserError, split
+from funnel.data.ids import lookup_ids
+from funnel.factors import ListenTimes
+from tests.conftest import with_listen_times
+
+
+def mbid(i: int) -> str:
+    return str(uuid.UUID(int=(i * 2654435761) % (1 << 128)))
+
+
+def stringly(dataset: Dataset, artist_tags: bool = False) -> Dataset:
+    """``dataset`` with e-mail-like user ids and MBID artist ids (tag assignments and friends too)."""
+    user = {u: f"user_{u:05d}@example" for u in dataset.user_ids.tolist()}
+    artist = {a: mbid(a) for a in dataset.artist_ids.tolist()}
+    inter = dataset.interactions.assign(user_id=dataset.interactions["user_id"].map(user),
+                                        artist_id=dataset.interactions["artist_id"].map(artist))
+    assign = dataset.tag_assignments
+    assign = assign[assign["user_id"].isin(list(user))].assign(
+        user_id=lambda f: f["user_id"].map(user), artist_id=lambda f: f["artist_id"].map(artist))
+    friends = dataset.friends.assign(user_id=dataset.friends["user_id"].map(user),
+                                     friend_id=dataset.friends["friend_id"].map(user)).dropna()
+    artists = dataset.artists.assign(artist_id=dataset.artists["artist_id"].map(artist))
+    return Dataset.from_frames(inter, artists=artists, tags=dataset.tags, tag_assignments=assign, friends=friends)
+
+
+@pytest.fixture(scope="module")
+def string_data(synth):
+    return stringly(synth)
+
+
+@pytest.fixture(scope="module")
+def string_model(string_data, small_config):
+    return Recommender(small_config).fit(string_data)
+
+
+def test_string_ids_fit_save_load_and_recommend_with_the_callers_ids(string_data, string_model, fitted, tmp_path):
+    assert string_data.user_ids.dtype.kind == "U" and string_data.artist_ids.dtype.kind == "U"
+    user = "user_00002@example"
+    recs = string_model.recommend(user, n=10)
+    assert all(isinstance(a, str) and uuid.UUID(a) for a in recs["artist_id"])
+    loaded = Recommender.load(string_model.save(tmp_path / "model"))
+    assert loaded.user_ids_.dtype == string_model.user_ids_.dtype
+    np.testing.assert_array_equal(loaded.user_ids_, string_model.user_ids_)
+    np.testing.assert_array_equal(loaded.artist_ids_, string_model.artist_ids_)
+    pd.testing.assert_frame_equal(loaded.recommend(user, n=10), recs)
+    every = loaded.recommend_all(n=5)
+    assert set(every["user_id"]) == set(string_data.user_ids.tolist())
+    assert all(isinstance(u, str) for u in every["user_id"])
+    # the same model on integer ids ranks the same artists: ids are labels, nothing more
+    ints = fitted.recommend(2, n=10)
+    assert recs["artist_id"].tolist() == [mbid(a) for a in ints["artist_id"]]
+    np.testing.assert_allclose(recs["score"], ints["score"], rtol=1e-4, atol=1e-5)
+    history = dict(zip(recs["artist_id"][:3], [10, 5, 1]))
+    new = loaded.recommend_for_history(history, n=5, explain=True)
+    assert not set(history) & set(new["artist_id"]) and all(isinstance(a, str) for a in new["because_ids"].sum())
+    similar = loaded.similar_artists([mbid(1), mbid(5)], n=3)
+    assert similar["query_artist_id"].tolist() == [mbid(1)] * 3 + [mbid(5)] * 3
+
+
+def test_a_wrong_id_type_is_a_config_error_and_an_unknown_id_an_unknown_user(string_model, fitted):
+    with pytest.raises(ConfigError, match=r"user ids of this model are strings; got \[2\] \(int\)"):
+        string_model.recommend(2)
+    with pytest.raises(ConfigError, match="user ids of this model are integers; got \\['2'\\]"):
+        fitted.recommend("2")
+    with pytest.raises(ConfigError, match="user ids of this model are strings"):
+        string_model.recommend(users=["user_00002@example", 3])
+    with pytest.raises(UnknownUserError, match="unknown user id.*'nobody'"):
+        string_model.recommend("nobody")
+    with pytest.raises(DataError, match="history artist ids of this model are strings"):
+        string_model.recommend_for_history([1, 2])
+    with pytest.raises(ConfigError, match="artist ids of this model are strings"):
+        string_model.similar_artists(5)
+    with pytest.raises(ConfigError, match="users="):
+        string_model.recommend(["user_00002@example"])
+
+
+def test_uuid_objects_become_their_strings_and_lookup_takes_them():
+    ids = [uuid.UUID(int=i + 1) for i in range(4)]
+    data = Dataset.from_frames(pd.DataFrame({"user_id": ["a", "a", "b", "b"], "artist_id": ids, "weight": 1.0}))
+    assert data.artist_ids.tolist() == sorted(str(i) for i in ids)
+    assert lookup_ids(data.artist_ids, [ids[2], str(ids[0]), 7, None]).tolist() == [2, 0, -1, -1]
+
+
+@pytest.mark.parametrize("frames, message", [
+    (dict(interactions=pd.DataFrame({"user_id": ["a", 2], "artist_id": [1, 2], "weight": 1.0})),
+     r"interactions column 'user_id' holds ids of mixed types: row 0 has str 'a', row 1 has int 2"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a", None], "artist_id": [1, 2], "weight": 1.0})),
+     r"'user_id' has 1 empty \(null\) id\(s\), first at row 1; drop those rows"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a"], "artist_id": [1], "weight": 1.0}),
+          friends=pd.DataFrame({"user_id": [1], "friend_id": [2]})),
+     r"user ids must be of one type in every frame, but interactions user_id holds strings, friends user_id "
+     r"holds integers"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a"], "artist_id": [1], "weight": 1.0}),
+          artist_tags=pd.DataFrame({"artist_id": ["x"], "tag": ["rock"]})),
+     r"artist ids must be of one type.*interactions artist_id holds integers, artist_tags artist_id holds strings"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a"], "artist_id": ["x"], "weight": [1e308]})),
+     r"'weight' must be a finite number > 0 and <= 1e\+30"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a"], "artist_id": ["x"], "weight": 1.0,
+                                     "first_listen": pd.to_datetime(["2030-01-01"]),
+                                     "last_listen": pd.to_datetime(["2099-01-01"])})),
+     r"'first_listen' has 1 time\(s\) in the future, first 2030-01-01"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a"], "artist_id": ["x"], "weight": 1.0,
+                                     "first_listen": ["yesterday"], "last_listen": ["today"]})),
+     r"'first_listen' must be datetime64 \(got (object|str)\); convert it with pandas.to_datetime"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a"], "artist_id": ["x"], "weight": 1.0,
+                                     "first_listen": pd.to_datetime(["2024-02-01"]),
+                                     "last_listen": pd.to_datetime(["2024-01-01"])})),
+     r"row 0 has first_listen after last_listen"),
+    (dict(interactions=pd.DataFrame({"user_id": ["a"], "artist_id": ["x"], "weight": 1.0,
+                                     "first_listen": pd.to_datetime(["2024-02-01"])})),
+     r"interactions have 'first_listen' but not \['last_listen'\]"),
+])
+def test_bad_real_data_gets_a_funnel_error_naming_the_column(frames, message):
+    with pytest.raises(DataError, match=message):
+        Dataset.from_frames(**frames)
+
+
+def test_history_play_counts_beyond_float32_are_refused(fitted):
+    with pytest.raises(DataError, match=r"finite numbers > 0 and <= 1e\+30"):
+        fitted.recommend_for_history({1: 1e308})
+
+
+# business rules ----------------------------------------------------------------------
+def test_exclude_allow_and_filter_known(fitted, synth):
+    user = int(synth.user_ids[0])
+    top = fitted.recommend(user, n=10)
+    banned = top["artist_id"][:3].tolist()
+    again = fitted.recommend(user, n=10, exclude=banned)
+    assert not set(banned) & set(again["artist_id"]) and len(again) == 10
+    assert again["artist_id"][:7].tolist() == top["artist_id"][3:].tolist()
+    allowed = synth.artist_ids[::7].tolist()  # 35 artists, far from where stage one looks
+    only = fitted.recommend(user, n=10, allow=allowed)
+    known = set(synth.artist_ids[synth.known_matrix()[0].indices].tolist())
+    assert len(only) == 10 and set(only["artist_id"]) <= set(allowed) - known
+    tiny = fitted.recommend(user, n=10, allow=allowed[:4] + [10**9])
+    assert set(tiny["artist_id"]) == set(allowed[:4]) - known  # fewer than n: the allow-list is short
+    relisten = fitted.recommend(user, n=fitted.artist_ids_.size, filter_known=False)
+    assert known <= set(relisten["artist_id"])
+    many = fitted.recommend(users=synth.user_ids[:3].tolist(), n=5, exclude=banned)
+    assert many["user_id"].nunique() == 3 and not set(banned) & set(many["artist_id"])
+    history = fitted.recommend_for_history([1, 5, 9], n=5, allow=allowed)
+    assert set(history["artist_id"]) <= set(allowed) - {1, 5, 9}
+
+
+def test_exclude_per_user_in_batch(fitted, synth):
+    users = synth.user_ids[:2].tolist()
+    top = fitted.recommend_all(n=5, users=users)
+    first_of = top[top["rank"] == 1].set_index("user_id")["artist_id"]
+    frame = pd.DataFrame({"user_id": users, "artist_id": [first_of[users[0]], first_of[users[1]]]})
+    again = fitted.recommend_all(n=5, users=users, exclude=frame)
+    for u in users:
+        got = again[again["user_id"] == u]["artist_id"].tolist()
+        assert first_of[u] not in got
+        assert got[:4] == top[top["user_id"] == u]["artist_id"].tolist()[1:]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(exclude="abc"), "exclude must be a list of artist ids"),
+    (dict(exclude=["x"]), r"exclude: artist ids of this model are integers; got \['x'\]"),
+    (dict(allow=[10**9]), "allow names no artist of this model's catalogue"),
+    (dict(filter_known="no"), "filter_known='no' must be True or False"),
+    (dict(exclude=pd.DataFrame({"user_id": [2], "artist_id": [1]})), "per-user exclude frame needs a call for "
+                                                                      "users of the training data"),
+])
+def test_malformed_rules_are_config_errors(fitted, synth, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        if isinstance(kwargs.get("exclude"), pd.DataFrame):
+            fitted.recommend_for_history([1, 2], **kwargs)
+        else:
+            fitted.recommend(int(synth.user_ids[0]), **kwargs)
+
+
+def test_tagged_artists_are_known_unless_configured_otherwise(synth, fitted, small_config):
+    tagged_only = fitted.tagged_
+    assert tagged_only is not None and tagged_only.nnz > 0
+    row = int(np.flatnonzero(np.diff(tagged_only.indptr))[0])
+    artist = synth.artist_ids[tagged_only[row].indices[0]]
+    user = synth.user_ids[row]
+    assert artist not in fitted.recommend(user, n=synth.n_artists)["artist_id"].tolist()
+    assert artist in fitted.recommend(user, n=synth.n_artists, filter_known=False)["artist_id"].tolist()
+    loose = Recommender(small_config, tagged_known=False).fit(synth)
+    assert loose.tagged_ is None
+    assert artist in loose.recommend(user, n=synth.n_artists)["artist_id"].tolist()
+
+
+# artist labels and co-listening spaces -------------------------------------------------
+def test_artist_level_labels_feed_the_tag_embedding(synth, small_config):
+    clusters = (synth.artist_ids - 1) % 4  # synthetic's planted artist clusters
+    labels = pd.DataFrame({"artist_id": synth.artist_ids, "tag": [f"genre {c}" for c in clusters]})
+    data = Dataset.from_frames(synth.interactions, artist_tags=labels)
+    assert data.tag_assignments is None and data.has_tags and len(data.artist_tags) == synth.n_artists
+    model = Recommender(small_config).fit(data)
+    assert model.stages_.models_["embedder"].tag_dim_ > 0 and "tags" in model.stages_.source_names
+    similar = model.similar_artists(1, n=10)
+    assert (similar["space"] == "tags").all() and ((similar["artist_id"] - 1) % 4 == 0).mean() >= 0.9
+
+
+def test_similar_artists_without_tags_uses_co_listening(synth, small_config):
+    data = Dataset.from_frames(synth.interactions)
+    model = Recommender(small_config).fit(data)
+    similar = model.similar_artists([1, 2], n=10)
+    assert (similar["space"] == "als").all()
+    hits = ((similar["artist_id"] - 1) % 4 == (similar["query_artist_id"] - 1) % 4).mean()
+    assert hits >= 0.6  # chance is 0.25
+
+
+# listen times ------------------------------------------------------------------------
+def timed_frame() -> pd.DataFrame:
+    day = pd.Timestamp("2024-01-01")
+    firsts = [0, 1, 2, 3, 4, 0, 5, 9, 2, 7]
+    return pd.DataFrame({
+        "user_id": ["u"] * 5 + ["v"] * 5, "artist_id": list("abcde") + list("abcde"), "weight": 2.0,
+        "first_listen": [day + pd.Timedelta(days=d) for d in firsts],
+        "last_listen": [day + pd.Timedelta(days=d + 1) for d in firsts]})
+
+
+def test_temporal_split_holds_out_what_each_user_started_last():
+    data = Dataset.from_frames(timed_frame())
+    train, test = split.temporal(data, test_fraction=0.4, min_artists=5)
+    assert sorted(map(tuple, test[["user_id", "artist_id"]].to_numpy().tolist())) == [
+        ("u", "d"), ("u", "e"), ("v", "c"), ("v", "e")]
+    assert len(train.interactions) == 6
+    with pytest.raises(DataError, match="temporal split needs listen times"):
+        split.temporal(Dataset.from_frames(timed_frame().drop(columns=["first_listen", "last_listen"])))
+
+
+def test_recency_weighting_halves_plays_per_half_life():
+    data = Dataset.from_frames(timed_frame()).recency_weighted(half_life_days=4.0)
+    weights = data.interactions.set_index(["user_id", "artist_id"])["weight"]
+    assert weights[("v", "c")] == pytest.approx(2.0)  # the latest listen keeps its plays
+    assert weights[("u", "a")] == pytest.approx(2.0 * 0.5 ** (9 / 4))
+    with pytest.raises(DataError, match="needs listen times"):
+        Dataset.from_frames(timed_frame().drop(columns=["first_listen", "last_listen"])).recency_weighted(4.0)
+
+
+def test_listen_times_give_idle_days_and_trend():
+    data = Dataset.from_frames(timed_frame())
+    model = ListenTimes(recent_days=3.0).fit(data)
+    idle = np.expm1(model.log_idle_days_)
+    np.testing.assert_allclose(idle, [9, 4, 0, 6, 2], atol=1e-4)  # artists a..e; the data ends on day 10
+    # listeners who started in the last 3 days of the 10-day span: v on c (day 9) and on e (day 7)
+    expected = 2 * 3.0 / 10.0
+    np.testing.assert_allclose(model.trend_, np.log(np.array([0, 0, 1, 0, 1]) + 1.0) - np.log(expected + 1.0),
+                               atol=1e-5)
+    weights = model.weights_.toarray()
+    assert weights.max() == pytest.approx(1.0) and weights[0, 0] == pytest.approx(0.5 ** (9 / 3))
+
+
+def test_recency_features_and_weighting_fit_and_recommend(synth, small_config):
+    timed = with_listen_times(synth)
+    features = (*small_config.features, "recency")
+    model = Recommender(small_config, features=features, recency_half_life_days=30.0).fit(timed)
+    assert {"artist_log_idle_days", "artist_trend", "recent_taste"} <= set(model.feature_names_)
+    assert len(model.recommend(int(synth.user_ids[0]), n=10)) == 10
+    assert len(model.recommend_for_history([1, 5, 9], n=10)) == 10
+    untimed = Recommender(small_config, features=features).fit(synth)
+    assert "recent_taste" not in untimed.feature_names_  # no listen times, no columns
