@@ -8,6 +8,10 @@ from collections.abc import Sequence
 
 from funnel import FunnelConfig
 
+USER_COLUMN, ARTIST_COLUMN, TAG_COLUMN = "user_id", "artist_id", "tag"
+_EVENT_FLAGS = {"duckdb": "--duckdb", "user_col": "--user-col", "artist_col": "--artist-col", "time_col": "--time-col",
+                "weight_col": "--weight-col", "duration_col": "--duration-col", "min_duration": "--min-duration",
+                "artist_tags": "--artist-tags", "tag_col": "--tag-col"}
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
@@ -26,23 +30,50 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python main.py``."""
     parser = argparse.ArgumentParser(
         prog="main.py",
-        description="Two-stage artist recommender on Last.fm: writes the top artists of every user "
-                    "to a CSV and, with --evaluate True, compares the funnel with the ALS-only baseline.",
+        description="Two-stage artist recommender on Last.fm or an event log: writes the top artists of "
+                    "every user to a file and, with --evaluate True, compares the funnel with the ALS-only baseline.",
     )
-    parser.add_argument("--data", default=None,
-                        help="Last.fm hetrec2011-lastfm-2k directory (default: $FUNNEL_DATA, then "
-                             "../shared/data/hetrec2011-lastfm-2k)")
+    source = parser.add_argument_group("input (one of)").add_mutually_exclusive_group()
+    source.add_argument("--data", default=None,
+                        help="Last.fm hetrec2011-lastfm-2k directory, the default input (default: $FUNNEL_DATA, "
+                             "then ../shared/data/hetrec2011-lastfm-2k)")
+    source.add_argument("--events", default=None, metavar="PATH_OR_GLOB",
+                        help="event log, one row per play: a Parquet or CSV file, a directory of them, or a glob")
+    source.add_argument("--events-sql", default=None, dest="events_sql", metavar="QUERY",
+                        help="DuckDB query whose rows are the plays, over files or over the tables of --duckdb")
+    log = parser.add_argument_group("event logs (with --events or --events-sql)")
+    log.add_argument("--duckdb", default=None, metavar="FILE",
+                     help="DuckDB database file --events-sql reads (opened read-only)")
+    log.add_argument("--user-col", default=None, dest="user_col", metavar="COLUMN",
+                     help=f"column of user ids (default: {USER_COLUMN})")
+    log.add_argument("--artist-col", default=None, dest="artist_col", metavar="COLUMN",
+                     help=f"column of artist ids, in the log and in --artist-tags (default: {ARTIST_COLUMN})")
+    log.add_argument("--time-col", default=None, dest="time_col", metavar="COLUMN",
+                     help="column of play times; adds first and last listen times (default: none)")
+    log.add_argument("--weight-col", default=None, dest="weight_col", metavar="COLUMN",
+                     help="column of weights to sum (default: none, every row is one play)")
+    log.add_argument("--duration-col", default=None, dest="duration_col", metavar="COLUMN",
+                     help="column of play lengths; with --min-duration, shorter plays are skips and dropped")
+    log.add_argument("--min-duration", type=float, default=None, dest="min_duration", metavar="X",
+                     help="shortest play kept, in --duration-col's unit (e.g. 30000 for milliseconds)")
+    log.add_argument("--artist-tags", default=None, dest="artist_tags", metavar="PATH",
+                     help="CSV or Parquet of artist-level labels (genres): columns --artist-col and --tag-col")
+    log.add_argument("--tag-col", default=None, dest="tag_col", metavar="COLUMN",
+                     help=f"column of labels in --artist-tags (default: {TAG_COLUMN})")
     parser.add_argument("--artifacts", default="artifacts/",
                         help="directory for the saved model and cached trained parts (default: artifacts/)")
     parser.add_argument("--output", default="artifacts/recommendations.csv",
-                        help="CSV to write (default: artifacts/recommendations.csv)")
+                        help="file to write, by extension: .csv, .parquet, or a DuckDB database (.duckdb, .db) "
+                             "with --output-table (default: artifacts/recommendations.csv)")
+    parser.add_argument("--output-table", default=None, dest="output_table", metavar="NAME",
+                        help="table of a DuckDB --output to create or replace")
     parser.add_argument("--runsvd", type=boolean, default=False, metavar="True/False",
                         help="retrain the BiasedSVD embeddings; False reuses saved ones that match the "
                              "data and settings (default: False)")
     parser.add_argument("--judge", type=boolean, default=False, metavar="True/False",
                         help="retrain the logistic ranker; False reuses saved weights that match the "
                              "data and settings (default: False)")
-    parser.add_argument("--topn", type=int, default=20, help="artists per user in the CSV (default: 20)")
+    parser.add_argument("--topn", type=int, default=20, help="artists per user in the output (default: 20)")
     parser.add_argument("--candidates", type=int, default=None,
                         help="candidates of the tag and ALS sources per user "
                              f"(default: {FunnelConfig().candidates['tags']})")
@@ -51,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also fit on a per-user 20%% holdout and print metrics for the funnel and "
                              "the ALS-only baseline (default: False)")
     parser.add_argument("--explain", type=boolean, default=False, metavar="True/False",
-                        help="add a short 'reason' column to the CSV (default: False)")
+                        help="add a short 'reason' column to the output (default: False)")
     parser.add_argument("--progress", type=boolean, default=True, metavar="True/False",
                         help="show progress bars (default: True)")
     return parser
@@ -81,9 +112,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args = build_serve_parser().parse_args(argv[1:])
         args.command = "serve"
     else:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        check_event_flags(parser, args)
         args.command = "run"
     return args
+
+
+def check_event_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse event-log flags that would be ignored, then fill in the column defaults.
+
+    Flags that do not fit together are malformed flags: ``parser.error`` prints the usage
+    and exits with code 2, as for flags argparse checks itself.
+    """
+    events = args.events is not None or args.events_sql is not None
+    given = [flag for name, flag in _EVENT_FLAGS.items() if getattr(args, name) is not None]
+    if given and not events:
+        parser.error(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to event logs only: "
+                     "add --events PATH or --events-sql QUERY")
+    if args.duckdb is not None and args.events_sql is None:
+        parser.error("--duckdb is the database --events-sql reads: add --events-sql QUERY, or drop --duckdb")
+    if (args.duration_col is None) != (args.min_duration is None):
+        parser.error("--duration-col and --min-duration go together: the column of play lengths and the "
+                     "shortest play kept, in its unit (e.g. --duration-col duration_ms --min-duration 30000)")
+    if args.tag_col is not None and args.artist_tags is None:
+        parser.error("--tag-col names a column of --artist-tags: add --artist-tags PATH, or drop --tag-col")
+    args.user_col = args.user_col or USER_COLUMN
+    args.artist_col = args.artist_col or ARTIST_COLUMN
+    args.tag_col = args.tag_col or TAG_COLUMN
 
 
 def to_config(args: argparse.Namespace) -> FunnelConfig:

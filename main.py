@@ -1,7 +1,10 @@
-"""Run the funnel on Last.fm: fit (reusing saved parts), write the CSV, optionally evaluate.
+"""Run the funnel on Last.fm or an event log: fit (reusing saved parts), write the top artists, optionally evaluate.
 
     python main.py --runsvd True
     python main.py --runsvd True --judge True --evaluate True
+    python main.py --events "logs/*.parquet" --user-col user --time-col ts --output recs.parquet
+    python main.py --events-sql "SELECT * FROM plays" --duckdb warehouse.duckdb --output warehouse.duckdb \\
+        --output-table recommendations
     python main.py serve --artifacts artifacts/ --port 8000
 """
 
@@ -17,6 +20,8 @@ from pathlib import Path
 from args import parse_args, to_config
 
 logger = logging.getLogger("funnel")
+_COLUMN_FLAGS = {"user": "--user-col", "artist": "--artist-col", "timestamp": "--time-col", "weight": "--weight-col",
+                 "duration": "--duration-col"}
 
 
 def check_writable(path: Path) -> None:
@@ -33,6 +38,104 @@ def check_writable(path: Path) -> None:
     if not os.access(directory, os.W_OK):
         raise ArtifactError(f"cannot write {path}: directory {directory} is not writable; "
                             "choose another --output/--artifacts")
+
+
+def check_inputs(args, output: Path) -> None:
+    """Fail before any work when an input is the output, or the artist-tags file is not readable as flagged."""
+    from funnel.errors import ConfigError
+
+    inputs = {"--events": args.events, "--artist-tags": args.artist_tags}
+    for flag, value in inputs.items():
+        if value is not None and Path(value).is_file() and Path(value).resolve() == output.resolve():
+            raise ConfigError(f"--output {output} is the {flag} file: writing it would overwrite the input; "
+                              "choose another --output")
+    if args.artist_tags is not None:
+        tag_columns(Path(args.artist_tags), args.artist_col, args.tag_col)
+
+
+def tag_columns(path: Path, artist: str, tag: str) -> tuple[str, str]:
+    """How to read an artist-tags file (``"csv"`` or ``"parquet"``, and its separator), after checking its header."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from funnel.errors import ConfigError, DataError
+    from funnel.events import CSV_SUFFIXES, PARQUET_SUFFIXES
+
+    if not path.is_file():
+        raise DataError(f"--artist-tags {path} is {'a directory' if path.is_dir() else 'missing'}; "
+                        "give a CSV or Parquet file")
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
+        kind, sep = "parquet", ""
+    elif name.endswith(CSV_SUFFIXES):
+        kind, sep = "csv", "\t" if ".tsv" in name else ","
+    else:
+        raise ConfigError(f"--artist-tags {path}: unknown file type; use a Parquet ({', '.join(PARQUET_SUFFIXES)}) "
+                          f"or CSV ({', '.join(CSV_SUFFIXES)}) file")
+    if artist == tag:
+        raise ConfigError(f"--artist-col and --tag-col both name column {artist!r}; name the label column "
+                          "with --tag-col")
+    try:
+        columns = pq.read_schema(path).names if kind == "parquet" else list(pd.read_csv(path, sep=sep, nrows=0))
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"cannot read --artist-tags {path}: {' '.join(str(exc).split())}; give a CSV file with "
+                        "a header row or a Parquet file") from exc
+    missing = [column for column in (artist, tag) if column not in columns]
+    if missing:
+        flags = " and ".join({artist: "--artist-col", tag: "--tag-col"}[column] for column in missing)
+        raise DataError(f"--artist-tags {path} has no column {', '.join(map(repr, missing))}; its columns are "
+                        f"{', '.join(map(repr, columns))}: name the right one{'s' if len(missing) > 1 else ''} "
+                        f"with {flags}")
+    return kind, sep
+
+
+def read_artist_tags(path: Path, artist: str, tag: str):
+    """The ``artist_id, tag`` frame of an artist-tags file, read from its ``artist`` and ``tag`` columns."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from funnel.errors import DataError
+
+    kind, sep = tag_columns(path, artist, tag)
+    try:
+        if kind == "parquet":
+            frame = pq.read_table(path, columns=[artist, tag]).to_pandas()
+        else:
+            # labels stay text ("1990s", "80"); empty fields become "" and are dropped by from_frames
+            frame = pd.read_csv(path, sep=sep, usecols=[artist, tag], dtype={tag: str}, keep_default_na=False,
+                                na_values={artist: [""]})
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"cannot read --artist-tags {path}: {' '.join(str(exc).split())}; give a CSV file with "
+                        "a header row or a Parquet file") from exc
+    return pd.DataFrame({"artist_id": frame[artist], "tag": frame[tag]})
+
+
+def load_events(args):
+    """The dataset of an event log (``--events`` or ``--events-sql``), with ``--artist-tags`` as artist labels."""
+    from funnel import Dataset
+    from funnel.errors import DataError
+    from funnel.events import read_events
+
+    try:
+        interactions = read_events(args.events, sql=args.events_sql, database=args.duckdb, user=args.user_col,
+                                   artist=args.artist_col, timestamp=args.time_col, weight=args.weight_col,
+                                   duration=args.duration_col, min_duration=args.min_duration)
+    except DataError as exc:
+        # read_events names its keywords ("pass the right name as user=..."); here they are flags
+        message = str(exc)
+        for keyword, flag in _COLUMN_FLAGS.items():
+            message = message.replace(f" as {keyword}=...", f" with {flag}")
+        if message == str(exc):
+            raise
+        raise DataError(message) from exc
+    tags = None
+    if args.artist_tags is not None:
+        tags = read_artist_tags(Path(args.artist_tags), args.artist_col, args.tag_col)
+    # no source for the interactions: read_events has aggregated them, so row numbers name no line of a file
+    return Dataset.from_frames(interactions, artist_tags=tags,
+                               sources={"artist_tags": str(args.artist_tags)} if tags is not None else None)
 
 
 def evaluate_holdout(dataset, config, topn: int) -> None:
@@ -96,19 +199,22 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="implicit")
         from funnel import FunnelError, Recommender, load_lastfm
-        from funnel.persistence import atomic_write
+        from funnel.outputs import check_output, write_recommendations
 
         if args.command == "serve":
             serve(args)
             return 0
         config = to_config(args)
         output = Path(args.output)
+        check_output(output, args.output_table)
         check_writable(output)
         check_writable(Path(args.artifacts) / "model" / "manifest.json")
         if args.topn < 1:
             raise FunnelError(f"--topn {args.topn} must be at least 1")
+        check_inputs(args, output)
         started = time.perf_counter()
-        dataset = load_lastfm(args.data)
+        from_log = args.events is not None or args.events_sql is not None
+        dataset = load_events(args) if from_log else load_lastfm(args.data)
         logger.info("loaded %s (fingerprint %s)", dataset, dataset.fingerprint())
         if args.evaluate:
             evaluate_holdout(dataset, config, args.topn)
@@ -117,10 +223,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         recommendations = model.recommend_all(n=args.topn, explain=args.explain)
         if args.explain:
             recommendations = recommendations.drop(columns=["sources", "because_ids", "because", "contributions"])
-        atomic_write(output, lambda handle: recommendations.to_csv(handle, index=False, lineterminator="\n"),
-                     mode="w")
-        logger.info("wrote %d recommendations for %d users to %s in %.1fs total", len(recommendations),
-                    recommendations["user_id"].nunique(), output, time.perf_counter() - started)
+        write_recommendations(recommendations, output, args.output_table)
+        logger.info("wrote %d recommendations for %d users to %s%s in %.1fs total", len(recommendations),
+                    recommendations["user_id"].nunique(), output,
+                    f" (table {args.output_table})" if args.output_table else "", time.perf_counter() - started)
         return 0
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

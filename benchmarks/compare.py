@@ -1,7 +1,12 @@
 """Compare the funnel with its ablations and baselines on the public protocols of DESIGN.md.
 
-    python benchmarks/compare.py            # per-user and global splits, seeds 0-2
+    python benchmarks/compare.py            # per-user, global and temporal protocols, seeds 0-2
     python benchmarks/compare.py --quick    # smoke run: one seed, per-user split, 4 methods
+
+Every method counts artists a listener tagged as known and never recommends them (the
+known-artist rule); "funnel, tagged artists not known" shows the funnel without the rule.
+The temporal protocol runs on the synthetic event log of ``benchmarks/eventlog.py`` (a new
+log per seed): each listener's artists started last are held out.
 
 Writes benchmarks/results/compare.json, compare.md, quality.png and candidate_recall.png.
 """
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from eventlog import event_log_dataset
 from memory import PeakMemory
 
 from funnel import FunnelConfig, Recommender, load_lastfm, split
@@ -48,7 +54,7 @@ class StageOneOnly:
     def recommend_all(self, n=20, users=None):
         d = self.dataset_
         rows = d.user_index(np.asarray(users))
-        ids, scores = self.source_.retrieve(Batch(rows, d.matrix[rows]))
+        ids, scores = self.source_.retrieve(Batch(rows, d.matrix[rows], known=d.known_matrix()[rows]))
         ids, scores = ids[:, :n], scores[:, :n]
         r, c = np.nonzero(ids >= 0)
         return pd.DataFrame({"user_id": d.user_ids[rows[r]], "rank": c + 1,
@@ -56,6 +62,7 @@ class StageOneOnly:
 
 
 DEFAULTS = FunnelConfig()
+TEMPORAL = "temporal: last-started 20% (synthetic event log)"
 
 
 def without(group: str) -> tuple[str, ...]:
@@ -63,7 +70,7 @@ def without(group: str) -> tuple[str, ...]:
     return tuple(name for name in DEFAULTS.features if name != group)
 
 
-def methods(seed: int, quick: bool) -> dict[str, Callable[[], object]]:
+def methods(seed: int, quick: bool, temporal: bool = False) -> dict[str, Callable[[], object]]:
     table = {
         "funnel": lambda: Recommender(seed=seed),
         "ALS-only (tuned)": lambda: ALSRecommender(seed=seed),
@@ -71,6 +78,14 @@ def methods(seed: int, quick: bool) -> dict[str, Callable[[], object]]:
         "popularity": lambda: PopularityRecommender(),
     }
     if quick:
+        return table
+    if temporal:
+        table.update({
+            "funnel without recency features": lambda: Recommender(seed=seed, features=without("recency")),
+            "funnel without recency weighting": lambda: Recommender(seed=seed, recency_half_life_days=None),
+            "funnel without either": lambda: Recommender(seed=seed, features=without("recency"),
+                                                         recency_half_life_days=None),
+        })
         return table
     table.update({
         "stage one only (tag index)": lambda: StageOneOnly(seed),
@@ -80,6 +95,7 @@ def methods(seed: int, quick: bool) -> dict[str, Callable[[], object]]:
         "ALS (seed analysis config)": lambda: ALSRecommender(factors=100, alpha=0.51, regularization=0.168,
                                                              confidence="raw", iterations=15, seed=seed),
         "BPR": lambda: BPRRecommender(seed=seed),
+        "funnel, tagged artists not known": lambda: Recommender(seed=seed, tagged_known=False),
     })
     return table
 
@@ -196,26 +212,34 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="Last.fm directory (default: FUNNEL_DATA or ../shared)")
     parser.add_argument("--quick", action="store_true", help="one seed, per-user split, four methods")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--protocols", nargs="+", choices=["per_user", "global", "temporal"],
+                        default=["per_user", "global", "temporal"])
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     data = load_lastfm(args.data)
     seeds = args.seeds[:1] if args.quick else args.seeds
-    protocols = {"per-user 20% holdout": lambda s: split.per_user(data, seed=s)}
-    if not args.quick:
-        protocols["global 80/20 (implicit train_test_split)"] = lambda s: split.global_random(data, 0.8, seed=s)
+    chosen = ["per_user"] if args.quick else args.protocols
+    every = {
+        "per_user": ("per-user 20% holdout", lambda s: split.per_user(data, seed=s)),
+        "global": ("global 80/20 (implicit train_test_split)", lambda s: split.global_random(data, 0.8, seed=s)),
+        "temporal": (TEMPORAL, lambda s: split.temporal(event_log_dataset(s))),
+    }
+    protocols = dict(every[name] for name in chosen)
+    every_names = list(every)
     runs: dict[str, dict[str, list]] = {}
     for protocol, make_split in protocols.items():
         for seed in seeds:
             train, test = make_split(seed)
-            for name, make in methods(seed, args.quick).items():
+            for name, make in methods(seed, args.quick, temporal=protocol == TEMPORAL).items():
                 row = run_one(make, train, test, recall_curve=name == "funnel")
                 runs.setdefault(protocol, {}).setdefault(name, []).append(row)
                 print(f"{protocol} seed {seed} {name}: ndcg@10 {row['ndcg@10']:.4f} "
                       f"fit {row['fit_seconds']:.1f}s", flush=True)
     results = {
-        "command": "python benchmarks/compare.py" + (" --quick" if args.quick else ""),
+        "command": "python benchmarks/compare.py" + (" --quick" if args.quick else "")
+                   + ("" if args.quick or chosen == every_names else " --protocols " + " ".join(chosen)),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "seeds": seeds,
         "protocols": {p: {m: summarise(r) for m, r in by.items()} for p, by in runs.items()},

@@ -9,6 +9,11 @@ standard error over the seeds; a quality gain counts when the mean exceeds two s
     python benchmarks/tune.py --set '{"ranker_params": {"C": 0.3}}' --seeds 0 1 2 3 4
     python benchmarks/tune.py --seeds 0 1 2 3 4          # the defaults against ALS-only
     python benchmarks/tune.py --baseline '{"factors": 64}' --seeds 0 1 2 3 4
+    python benchmarks/tune.py --protocol temporal --set '{"features": [...]}'   # synthetic event logs
+
+The temporal protocol runs on the synthetic event log of ``benchmarks/eventlog.py``, a new
+log per seed: the artists each listener started last are the test part, and those the
+listener started last in the rest are the validation part.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import json
 import time
 
 import numpy as np
+from eventlog import event_log_dataset
 
 from funnel import Recommender, load_lastfm, split
 from funnel.baselines import ALSRecommender
@@ -38,14 +44,18 @@ def main() -> None:
     parser.add_argument("--baseline", type=json.loads, default={},
                         help="JSON object of ALSRecommender keyword arguments for the baseline")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--protocol", choices=["per_user", "global"], default="per_user")
+    parser.add_argument("--protocol", choices=["per_user", "global", "temporal"], default="per_user")
     args = parser.parse_args()
-    data = load_lastfm(args.data)
+    data = load_lastfm(args.data) if args.protocol != "temporal" else None
     rows = []
     for seed in args.seeds:
-        train = (split.per_user(data, seed=seed) if args.protocol == "per_user"
-                 else split.global_random(data, seed=seed)).train
-        fit_part, validation = split.per_user(train, seed=seed + 100)
+        if data is None:
+            train = split.temporal(event_log_dataset(seed)).train
+            fit_part, validation = split.temporal(train)
+        else:
+            train = (split.per_user(data, seed=seed) if args.protocol == "per_user"
+                     else split.global_random(data, seed=seed)).train
+            fit_part, validation = split.per_user(train, seed=seed + 100)
         row = {"seed": seed}
         variants = {"defaults": {}, "variant": args.set} if args.set else {"defaults": {}}
         for name, settings in variants.items():

@@ -15,7 +15,8 @@ from funnel.errors import ConfigError
 RUNTIME_SETTINGS = frozenset({"show_progress", "n_threads", "cache_dir", "reuse_svd", "reuse_ranker"})
 
 DEFAULT_CANDIDATES = {"tags": 100, "als": 100, "ease": 100, "friends": 50, "popularity": 20}
-DEFAULT_FEATURES = ("svd", "als", "tags", "ease", "friends", "rp3", "log_ease", "sources", "artist", "user")
+DEFAULT_FEATURES = ("svd", "als", "tags", "ease", "friends", "rp3", "log_ease", "sources", "artist", "user",
+                    "recency")
 
 
 class FunnelConfig(BaseModel):
@@ -82,7 +83,7 @@ class FunnelConfig(BaseModel):
     recency_half_life_days : float or None
         With listen times in the data, the confidence of a (listener, artist) pair halves
         every this many days between its last listen and the data's latest listen; ``None``
-        weighs every pair by its plays alone.
+        weighs every pair by its plays alone. Data without listen times is not weighted.
     ranker_holdout : float
         Share of each user's training artists held out as the ranker's labels.
     ranker_negatives : int
@@ -135,7 +136,7 @@ class FunnelConfig(BaseModel):
     als_models: int = Field(3, gt=0)
     tagged_known: bool = True
     recent_days: float = Field(30.0, gt=0)
-    recency_half_life_days: float | None = Field(None, gt=0)
+    recency_half_life_days: float | None = Field(60.0, gt=0)
     ranker_holdout: float = Field(0.2, gt=0, lt=1)
     ranker_negatives: int = Field(50, ge=0)
     ranker_users: int = Field(20_000, gt=0)

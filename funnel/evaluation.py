@@ -94,7 +94,9 @@ def evaluate_new_users(model, history: pd.DataFrame, test: pd.DataFrame, ks: Seq
 
 
 def candidate_recall(model, train: Dataset, test: pd.DataFrame) -> float:
-    """Share of held-out (user, artist) pairs that the model's stage one retrieves."""
+    """Share of held-out (user, artist) pairs that the model's stage one retrieves (known artists left out)."""
+    from funnel.rules import Rules
+
     users = np.intersect1d(np.unique(test["user_id"].to_numpy()), train.user_ids)
     test = test[test["user_id"].isin(users)]
     found = 0
@@ -104,7 +106,9 @@ def candidate_recall(model, train: Dataset, test: pd.DataFrame) -> float:
     rows = train.user_index(users)
     for start in range(0, len(rows), 512):
         batch = rows[start:start + 512]
-        cands = model.stages_.candidates(Batch(batch, model.history_[batch]))
+        history = model.history_[batch]
+        known = Rules(model.artist_ids_).known(batch, history, model.tagged_)
+        cands = model.stages_.candidates(Batch(batch, history, known=known))
         found += int(np.isin(batch[cands.rows] * n_items + cands.items, test_keys).sum())
     return found / max(len(test), 1)
 

@@ -146,7 +146,7 @@ class Recommender:
             raise DataError(f"fit expects a funnel.Dataset (see funnel.load_lastfm / Dataset.from_frames), "
                             f"got {type(dataset).__name__}")
         started = time.perf_counter()
-        if config.recency_half_life_days is not None:
+        if config.recency_half_life_days is not None and dataset.has_listen_times:
             dataset = dataset.recency_weighted(config.recency_half_life_days)
         fitted = fitting.fit(dataset, config)
         self.config_ = config

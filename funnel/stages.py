@@ -29,7 +29,7 @@ logger = logging.getLogger("funnel")
 
 # Bump when a built-in model, source or feature group changes what it computes: cached
 # rankers trained on other feature code are then retrained instead of reused.
-FEATURE_CODE_VERSION = 2
+FEATURE_CODE_VERSION = 3
 FALLBACK_MODEL = "popularity"  # fills a top-n list when the sources found too few artists
 
 

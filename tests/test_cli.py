@@ -115,3 +115,84 @@ def test_evaluate_on_lastfm_beats_the_als_baseline(tmp_path, lastfm_path, capsys
     csv = pd.read_csv(tmp_path / "recs.csv")
     assert len(csv) == 1892 * 20 and csv["user_id"].nunique() == 1892
     assert (csv.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()
+
+
+# an event log as a warehouse keeps it: string user ids, MusicBrainz artist ids, its own column names
+LOG_COLUMNS = {"user": "listener", "artist_mbid": "mbid", "ts": "played_at", "duration_ms": "ms"}
+LOG_FLAGS = ("--user-col", "listener", "--artist-col", "mbid", "--time-col", "played_at", "--duration-col", "ms",
+             "--min-duration", "30000")
+
+
+@pytest.fixture(scope="module")
+def event_log(tmp_path_factory):
+    from funnel.datasets import synthetic_events
+
+    root = tmp_path_factory.mktemp("log")
+    # 150 artists for users of at most a few dozen: 20 unheard artists fit for everyone
+    events, genres = synthetic_events(n_users=60, n_artists=150, n_events=3_000, seed=2)
+    events.rename(columns=LOG_COLUMNS).to_parquet(root / "plays.parquet", index=False)
+    genres.rename(columns={"artist_mbid": "mbid"}).to_csv(root / "genres.csv", index=False)
+    return root, events
+
+
+def events_cli(tmp_path, *extra):
+    return main.run(["--artifacts", str(tmp_path / "art"), "--progress", "False", *extra])
+
+
+def test_an_event_log_trains_and_writes_parquet_and_duckdb_in_its_own_ids(tmp_path, event_log, capsys):
+    root, events = event_log
+    plays = events[events["duration_ms"] >= 30_000]
+    assert events_cli(tmp_path, "--events", str(root / "plays.parquet"), *LOG_FLAGS, "--artist-tags",
+                      str(root / "genres.csv"), "--tag-col", "genre", "--output", str(tmp_path / "recs.parquet")) == 0
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    assert list(recs.columns) == ["user_id", "rank", "artist_id", "artist_name", "score"]
+    assert set(recs["user_id"]) == set(plays["user"]) and len(recs) == 20 * plays["user"].nunique()
+    assert (recs.groupby("user_id").size() == 20).all()
+    assert set(recs["artist_id"]) <= set(events["artist_mbid"])
+    assert all(isinstance(u, str) and isinstance(a, str) for u, a in zip(recs["user_id"], recs["artist_id"]))
+    heard = recs.merge(plays, left_on=["user_id", "artist_id"], right_on=["user", "artist_mbid"])
+    assert heard.empty
+    manifest = json.loads((tmp_path / "art" / "model" / "manifest.json").read_text())
+    assert manifest["n_users"] == plays["user"].nunique()  # the saved model serves the same ids
+
+    # the same plays from a DuckDB query over the file, the top artists into a DuckDB table; --evaluate too
+    query = f"SELECT * FROM '{root / 'plays.parquet'}' WHERE listener IS NOT NULL"
+    database = tmp_path / "warehouse.duckdb"
+    assert events_cli(tmp_path, "--events-sql", query, *LOG_FLAGS, "--artist-tags", str(root / "genres.csv"),
+                      "--tag-col", "genre", "--output", str(database), "--output-table", "top_artists",
+                      "--evaluate", "True") == 0
+    assert "ndcg@10" in capsys.readouterr().out
+    import duckdb
+
+    with duckdb.connect(str(database), read_only=True) as con:
+        table = con.sql("SELECT * FROM top_artists ORDER BY user_id, rank").df()
+    pd.testing.assert_frame_equal(table.astype(object), recs.astype(object))
+
+
+def test_event_flags_are_checked_before_any_work(tmp_path, event_log, capsys):
+    root, _ = event_log
+    for flags, message in [
+        (["--data", str(root), "--events", str(root)], "argument --events: not allowed with argument --data"),
+        (["--events", "x", "--events-sql", "SELECT 1"], "argument --events-sql: not allowed with argument --events"),
+        (["--user-col", "listener"], "--user-col applies to event logs only"),
+        (["--events", "x", "--duckdb", "w.duckdb"], "--duckdb is the database --events-sql reads"),
+        (["--events", "x", "--min-duration", "30"], "--duration-col and --min-duration go together"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main.run(flags)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+    log = ["--events", str(root / "plays.parquet"), *LOG_FLAGS]
+    for extra, message in [
+        (["--output", str(tmp_path / "recs.json")], "error: cannot write recommendations to "),
+        (["--output", str(tmp_path / "recs.duckdb")], "is a DuckDB database: name the table to write"),
+        (["--output", str(tmp_path / "recs.db"), "--output-table", "top-artists"], "not a plain SQL identifier"),
+        (["--output", str(root / "plays.parquet")], "would overwrite the input"),
+        (["--artist-tags", str(root / "missing.csv")], "--artist-tags "),
+        (["--artist-tags", str(root / "genres.csv"), "--output", str(tmp_path / "r.csv")], "no column 'tag'"),
+        (["--user-col", "user", "--output", str(tmp_path / "r.csv")], "has no column 'user'"),
+    ]:
+        assert events_cli(tmp_path, *log, *extra) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "art" / "model" / "manifest.json").exists() and not any(tmp_path.glob("r*.*"))

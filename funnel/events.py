@@ -1,0 +1,605 @@
+"""Listening-event logs (one row per play) aggregated to (user, artist) interactions by DuckDB."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from funnel.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+logger = logging.getLogger("funnel")
+
+MAX_WEIGHT = 1e30  # the float32 guard of Dataset.from_frames: sums stay far below float32's 3.4e38
+THREAD_MEMORY = 32 * 2**20  # DuckDB memory per thread below which read_events runs fewer threads
+FUTURE_SLACK = pd.Timedelta(days=1)  # clocks of phones and scrobblers run ahead by hours
+EARLIEST = pd.Timestamp("1678-01-01")  # datetime64[ns] cannot hold anything before 1677-09-21
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+_TABLE = "funnel_events"
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+                  "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
+_FLOAT_TYPES = {"FLOAT", "DOUBLE"}
+_TIME_TYPES = {"TIMESTAMP", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
+_TIMESTAMP_TZ = "TIMESTAMP WITH TIME ZONE"
+
+
+@dataclass
+class _Source:
+    """Where the plays come from: ``relation`` goes after FROM, ``name`` into messages."""
+
+    relation: str
+    name: str
+    frame: pd.DataFrame | None = None
+    fix_hint: str = "filter the rows first"
+
+
+def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = None, *, sql: str | None = None,
+                database: str | os.PathLike | None = None, user: str = "user_id", artist: str = "artist_id",
+                timestamp: str | None = None, weight: str | None = None, duration: str | None = None,
+                min_duration: float | None = None, now: datetime | str | None = None,
+                memory_limit: str | int | None = None,
+                temp_directory: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Aggregate a log of plays to one row per (user, artist), in DuckDB.
+
+    The whole aggregation is one ``GROUP BY`` query run by DuckDB in-process, so files are
+    read in parallel, column by column, and never loaded into pandas; only the aggregate is.
+
+    Parameters
+    ----------
+    source : pandas.DataFrame, pyarrow.Table or path, optional
+        The plays: a frame, an Arrow table, a Parquet (``.parquet``, ``.pq``) or CSV
+        (``.csv``, ``.csv.gz``, ``.tsv``, ``.tsv.gz``; with a header row) file, a directory
+        of such files (searched recursively; names starting with ``.`` or ``_`` are skipped,
+        as are files of other types), or a glob such as ``"logs/*.parquet"`` (``**``
+        recurses). Files of several types in one directory or glob are refused.
+    sql : str, optional
+        Instead of ``source``: a query whose rows are the plays, run by DuckDB, over files
+        (``"SELECT * FROM 'logs/*.parquet' WHERE country = 'DE'"``) or over the tables of
+        ``database``. Exactly one of ``source`` and ``sql`` is given.
+    database : path, optional
+        A DuckDB database file for ``sql`` to read, opened read-only.
+    user, artist : str
+        The columns of the user and artist ids. Integer ids come back as int64, string ids
+        (text, UUID columns, ``uuid.UUID`` objects, categoricals) as Python ``str``;
+        floating-point ids and object columns that mix types are refused.
+    timestamp : str, optional
+        The column of play times, which adds ``first_listen`` and ``last_listen``. A
+        timestamp or date column (with a time zone: converted to UTC), integer or float
+        **epoch seconds**, or strings in ISO 8601 (``2024-05-01 13:45:00``, an offset such
+        as ``+02:00`` is honoured, none means UTC). None: no times.
+    weight : str, optional
+        The column of weights to sum (each a finite number > 0 and <= 1e30). None: every
+        row is one play and ``weight`` is the number of plays.
+    duration, min_duration : str and float, optional
+        Given together: plays whose ``duration`` is below ``min_duration`` (in the
+        column's unit, e.g. ``30_000`` for milliseconds) are skips and are dropped before
+        anything else is checked. A missing, negative or non-numeric duration is an error.
+    now : datetime or str, optional
+        Plays later than ``now`` plus one day are refused as clock errors. Default: the
+        current UTC time. A time without a zone is UTC.
+    memory_limit : str or int, optional
+        DuckDB's ``memory_limit`` (``"4GB"``, or bytes). Above it DuckDB spills the
+        ``GROUP BY`` to ``temp_directory``, so a log larger than memory still aggregates;
+        the limit covers DuckDB's buffers, not the returned frame (which must fit in memory).
+        DuckDB needs some 32 MB per thread to spill rather than fail, so a small limit runs
+        fewer threads; and each thread decodes one Parquet row group at a time, so row
+        groups must fit too (pyarrow writes up to a million rows per group: tens of MB
+        of string ids). Default: DuckDB's own, 80% of the machine's memory.
+    temp_directory : path, optional
+        Where DuckDB spills (created if missing, emptied when done). Default: DuckDB's own
+        (``.tmp`` beside a database file, or the working directory in memory mode); point
+        it at a disk with room for about the size of the aggregate.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user_id``, ``artist_id``, ``weight`` (float64: the summed weights or the count of
+        plays), and with ``timestamp`` also ``first_listen`` and ``last_listen``
+        (datetime64[ns], UTC, no zone), sorted by ``user_id`` then ``artist_id``: the
+        interactions frame of :meth:`funnel.Dataset.from_frames`.
+
+    Raises
+    ------
+    ConfigError
+        Neither or both of ``source`` and ``sql``; a source of another type; an unknown
+        file type; ``duration`` without ``min_duration`` or the reverse; a bad setting.
+    DataError
+        Nothing matches the path or glob; a column is missing (the columns there are are
+        listed); the query fails (DuckDB's message is passed on); null ids; ids of mixed
+        types in an object column; floating-point ids; times that do not parse, lie in the
+        future or before 1678; weights that are not finite, <= 0 or above 1e30; no plays
+        left. Every message names the source, the column and a fix, and nothing is returned.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from funnel.events import read_events
+    >>> plays = pd.DataFrame({"user": ["u1", "u1", "u1", "u2"], "artist": [7, 7, 9, 7],
+    ...                       "ts": pd.to_datetime(["2024-03-01 10:00", "2024-03-05 09:00",
+    ...                                             "2024-03-02 08:00", "2024-03-03 12:00"]),
+    ...                       "ms": [200_000, 180_000, 5_000, 240_000]})
+    >>> read_events(plays, user="user", artist="artist", timestamp="ts", duration="ms",
+    ...             min_duration=30_000)
+      user_id  artist_id  weight        first_listen         last_listen
+    0      u1          7     2.0 2024-03-01 10:00:00 2024-03-05 09:00:00
+    1      u2          7     1.0 2024-03-03 12:00:00 2024-03-03 12:00:00
+
+    The same from files, or from a query, with DuckDB held to 2 GB (it spills beyond):
+
+    >>> read_events("logs/2024-*.parquet", user="user", artist="artist")  # doctest: +SKIP
+    >>> read_events(sql="SELECT * FROM plays WHERE country = 'DE'", database="warehouse.duckdb",
+    ...             memory_limit="2GB", temp_directory="/scratch/duckdb")  # doctest: +SKIP
+    """
+    import duckdb  # on use: `import funnel` should not pay for DuckDB
+
+    columns = _check_arguments(source, sql, database, user, artist, timestamp, weight, duration, min_duration)
+    limit = _future_limit(now)
+    started = time.perf_counter()
+    con = _connect(database, memory_limit, temp_directory)
+    try:
+        src = _open(con, source, sql, database)
+        types = _column_types(con, src)
+        missing = [column for column in columns if column not in types]
+        if missing:
+            raise DataError(f"{src.name} has no column {', '.join(map(repr, missing))}; its columns are "
+                            f"{', '.join(map(repr, types))}: pass the right name as "
+                            f"{_keyword(missing[0], user, artist, timestamp, weight, duration)}=...")
+        if src.frame is not None:
+            converted = {column: ids for column in (user, artist)
+                         if (ids := _object_ids(src.frame[column], column, src.name)) is not None}
+            if converted:
+                con.register(_TABLE, src.frame.assign(**converted))
+                types = _column_types(con, src)
+        query = _Query(src, types, user, artist, timestamp, weight, duration, min_duration, limit)
+        logger.debug("read_events: aggregating %s in DuckDB", src.name)
+        try:
+            # streamed in batches: the aggregate need not fit in DuckDB's memory_limit as well as in pandas
+            table = con.sql(query.grouped()).to_arrow_reader(1 << 17).read_all()
+        except duckdb.Error as exc:
+            raise DataError(f"reading {src.name} failed: {exc}") from exc
+        grouped = time.perf_counter()
+        _check(con, query, table)
+        plays = query.plays(table)
+        skipped = query.skipped(con) if logger.isEnabledFor(logging.INFO) else ""
+        con.close()  # DuckDB's buffers (the hash table) go back before the sort needs memory of its own
+        arrays = {name: table[name] for name in table.column_names if name not in ("plays", "ok")}
+        del table  # each column is freed once converted
+        frame = _to_frame(arrays)
+        done = time.perf_counter()
+        logger.info("read_events: %s: %s plays%s -> %s (user, artist) pairs in %.1f s (DuckDB %.1f s, sort %.1f s)",
+                    src.name, f"{plays:,}", skipped, f"{len(frame):,}", done - started, grouped - started,
+                    done - grouped)
+        return frame
+    finally:
+        con.close()
+
+
+def _check_arguments(source: Any, sql: str | None, database: Any, user: str, artist: str, timestamp: str | None,
+                     weight: str | None, duration: str | None, min_duration: float | None) -> list[str]:
+    """The columns read, after checking the arguments that need no data."""
+    if (source is None) == (sql is None):
+        raise ConfigError("read_events needs exactly one of source (a frame, an Arrow table, a file, a directory "
+                          "or a glob) and sql (a DuckDB query); " + ("neither" if source is None else "both")
+                          + " was given")
+    if sql is not None and (not isinstance(sql, str) or not sql.strip().rstrip(";").strip()):
+        raise ConfigError(f"sql must be a non-empty query string, not {sql!r}")
+    if database is not None and sql is None:
+        raise ConfigError("database is read by sql=...: pass a query such as sql='SELECT * FROM plays', "
+                          "or drop database")
+    named = {"user": user, "artist": artist, "timestamp": timestamp, "weight": weight, "duration": duration}
+    for keyword, column in named.items():
+        if column is not None and (not isinstance(column, str) or not column):
+            raise ConfigError(f"{keyword} must be a column name (a non-empty string), not {column!r}")
+    given = [column for column in named.values() if column is not None]
+    if len(set(given)) < len(given):
+        raise ConfigError(f"user, artist, timestamp, weight and duration must name different columns; got {named}")
+    if (duration is None) != (min_duration is None):
+        raise ConfigError("duration and min_duration go together: the column of play lengths and the shortest "
+                          "play kept, in the column's unit (e.g. duration='duration_ms', min_duration=30000)")
+    if min_duration is not None:
+        if isinstance(min_duration, bool) or not isinstance(min_duration, int | float) or not (
+                0 <= min_duration < float("inf")):
+            raise ConfigError(f"min_duration must be a finite number >= 0, not {min_duration!r}")
+    return given
+
+
+def _future_limit(now: datetime | str | None) -> pd.Timestamp:
+    """``now`` (UTC, no zone) plus the slack: later plays are clock errors."""
+    try:
+        stamp = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"now must be a datetime or an ISO 8601 string, not {now!r}") from exc
+    if stamp is pd.NaT:
+        raise ConfigError(f"now must be a datetime or an ISO 8601 string, not {now!r}")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return stamp + FUTURE_SLACK
+
+
+def _connect(database: str | os.PathLike | None, memory_limit: str | int | None,
+             temp_directory: str | os.PathLike | None) -> duckdb.DuckDBPyConnection:
+    import duckdb
+
+    config: dict[str, Any] = {}
+    if memory_limit is not None:
+        if isinstance(memory_limit, bool) or not isinstance(memory_limit, str | int):
+            raise ConfigError(f"memory_limit must be a size such as '4GB' or a number of bytes, not {memory_limit!r}")
+        config["memory_limit"] = f"{memory_limit}B" if isinstance(memory_limit, int) else memory_limit
+    if temp_directory is not None:
+        config["temp_directory"] = os.fspath(temp_directory)
+    try:
+        if database is None:
+            con = duckdb.connect(":memory:", config=config)
+        else:
+            con = duckdb.connect(os.fspath(database), read_only=True, config=config)
+    except duckdb.IOException as exc:
+        raise DataError(f"cannot open the DuckDB database {os.fspath(database or '')}: {exc}; pass the path of an "
+                        "existing database file") from exc
+    except duckdb.Error as exc:
+        raise ConfigError(f"DuckDB refuses the settings {config}: {exc}") from exc
+    # naive times are UTC, and zoned ones are converted to UTC, whatever the machine's zone
+    con.execute("SET TimeZone = 'UTC'")
+    if memory_limit is not None:
+        # each thread needs its own few tens of MB (hash-table partitions, the row group it decodes, sort
+        # runs); short of that DuckDB fails instead of spilling, so a small limit gets fewer threads
+        limit, threads = _row(con, "SELECT current_setting('memory_limit'), current_setting('threads')")
+        fits = max(1, int(_bytes(limit) // THREAD_MEMORY))
+        if fits < int(threads):
+            logger.debug("read_events: memory_limit %s: %d DuckDB threads instead of %s", limit, fits, threads)
+            con.execute(f"SET threads = {fits}")
+    return con
+
+
+def _row(con: duckdb.DuckDBPyConnection, query: str) -> tuple:
+    """The first row of a query that returns one (all of it is fetched: DuckDB refuses half-read results)."""
+    rows = con.execute(query).fetchall()
+    return rows[0] if rows else (None,)
+
+
+def _bytes(size: str) -> float:
+    """Bytes in a size as DuckDB prints it (``19.0 MiB``, ``1.8 GiB``, ``512 bytes``)."""
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGTP]?)(i?)B?(?:ytes?)?\s*", size, flags=re.IGNORECASE)
+    if not match:
+        return float("inf")  # an unknown format: leave the threads alone
+    number, prefix, binary = match.groups()
+    return float(number) * (1024 if binary else 1000) ** ("KMGTP".find(prefix.upper()) + 1) if prefix else float(number)
+
+
+def _open(con: duckdb.DuckDBPyConnection, source: Any, sql: str | None, database: Any) -> _Source:
+    """Register a frame or table, or spell the files or query as a FROM item."""
+    import pyarrow as pa
+
+    if sql is not None:
+        query = sql.strip().rstrip(";").strip()
+        shown = query if len(query) <= 200 else query[:197] + "..."
+        name = f"query {shown!r}" + (f" on database {os.fspath(database)}" if database is not None else "")
+        return _Source(f"({query})", name, fix_hint="add a WHERE clause to the query")
+    if isinstance(source, pd.DataFrame):
+        con.register(_TABLE, source)
+        return _Source(_TABLE, "the DataFrame", frame=source, fix_hint="filter the frame first")
+    if isinstance(source, pa.Table):
+        con.register(_TABLE, source)
+        return _Source(_TABLE, "the Arrow table", fix_hint="filter the table first")
+    if isinstance(source, str | os.PathLike):
+        return _files(os.fspath(source))
+    raise ConfigError(f"source must be a pandas DataFrame, a pyarrow Table, or the path of a Parquet or CSV file, "
+                      f"a directory or a glob, not {type(source).__name__}; for anything else use sql=...")
+
+
+def _kind(path: str) -> str | None:
+    lower = path.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if lower.endswith(CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def _files(path: str) -> _Source:
+    """The files of a path, directory or glob, all of one kind, as a DuckDB reader call."""
+    suffixes = ", ".join(PARQUET_SUFFIXES + CSV_SUFFIXES)
+    if glob.has_magic(path):
+        matched = sorted(name for name in glob.glob(path, recursive=True) if os.path.isfile(name))
+        name = f"glob {path!r}"
+        if not matched:
+            raise DataError(f"{name} matches no file; check the pattern (relative to {os.getcwd()}) "
+                            "and that the files exist")
+    elif os.path.isdir(path):
+        matched = sorted(str(p) for p in Path(path).rglob("*") if p.is_file()
+                         and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
+        name = f"directory {path}"
+    elif os.path.isfile(path):
+        if _kind(path) is None:
+            raise ConfigError(f"file {path} is neither Parquet nor CSV by its name (expected one of {suffixes}); "
+                              f"rename it, or read it with sql=\"SELECT * FROM read_csv('{path}')\"")
+        matched, name = [path], f"file {path}"
+    else:
+        raise DataError(f"{path} does not exist; pass a Parquet or CSV file, a directory of them or a glob")
+    files = [f for f in matched if _kind(f) is not None]
+    if not files:
+        shown = ", ".join(Path(f).name for f in matched[:3]) or "nothing"
+        raise DataError(f"{name} holds no Parquet or CSV file ({suffixes}); it has {shown}"
+                        f"{' ...' if len(matched) > 3 else ''}: pass a path to such files")
+    kinds = {_kind(f) for f in files}
+    if len(kinds) > 1:
+        raise DataError(f"{name} mixes Parquet and CSV files ({', '.join(Path(f).name for f in files[:4])} ...); "
+                        "pass a glob that matches one kind, e.g. 'logs/*.parquet'")
+    if len(files) > 1:
+        name += f" ({len(files):,} files)"
+    listed = "[" + ", ".join(_literal(f) for f in files) + "]"
+    if kinds == {"parquet"}:
+        relation = f"read_parquet({listed}, union_by_name = true)"
+    else:  # sniffing decides the delimiter and types; a header is required since all-text logs fool its guess
+        relation = f"read_csv({listed}, header = true, union_by_name = true)"
+    return _Source(relation, name, fix_hint="filter the files first, or read them with sql=... and a WHERE clause")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _keyword(column: str, user: str, artist: str, timestamp: str | None, weight: str | None,
+             duration: str | None) -> str:
+    for keyword, name in (("user", user), ("artist", artist), ("timestamp", timestamp), ("weight", weight),
+                          ("duration", duration)):
+        if name == column:
+            return keyword
+    return "column"
+
+
+def _column_types(con: duckdb.DuckDBPyConnection, src: _Source) -> dict[str, str]:
+    """Column name -> DuckDB type of the source (binding the query, so a bad query fails here)."""
+    import duckdb
+
+    try:
+        rows = con.sql(f"DESCRIBE SELECT * FROM {src.relation}").fetchall()
+    except duckdb.Error as exc:
+        what = "the query failed" if src.relation.startswith("(") else "cannot read it"
+        raise DataError(f"{src.name}: {what}: {exc}") from exc
+    return {row[0]: row[1] for row in rows}
+
+
+def _object_ids(series: pd.Series, column: str, name: str) -> pd.Series | None:
+    """Check ids in an object column: all ints or all strings, else DuckDB would silently make a mix text.
+
+    Returns the column as strings when it holds ``uuid.UUID`` objects (as ``Dataset.from_frames`` reads
+    them), else None: the column is fine as it is.
+    """
+    if series.dtype != object:
+        return None
+    kind = pd.api.types.infer_dtype(series, skipna=True)
+    if kind in ("string", "integer", "empty"):
+        return None
+    values = series.dropna()
+    kinds = values.map(type)  # the error path (or UUIDs): one pass over the objects is unavoidable
+    first = values.iloc[0]
+    if (kinds == uuid.UUID).all():
+        return series.map(str, na_action="ignore")
+    other = values[kinds.map(lambda k: k is not type(first))]
+    fix = f"convert it with df[{column!r}] = df[{column!r}].astype(str) (or .astype('int64'))"
+    if len(other):
+        raise DataError(f"column {column!r} of {name} mixes id types ({type(first).__name__} and "
+                        f"{type(other.iloc[0]).__name__}, e.g. {first!r} at row {values.index[0]!r} and "
+                        f"{other.iloc[0]!r} at row {other.index[0]!r}); ids must be all integers or all "
+                        f"strings: {fix}")
+    raise DataError(f"column {column!r} of {name} holds {type(first).__name__} values (e.g. {first!r}); ids "
+                    f"must be integers or strings: {fix}")
+
+
+class _Query:
+    """The SQL of one read: per-row conversions, the GROUP BY, and the queries that explain failures."""
+
+    def __init__(self, src: _Source, types: dict[str, str], user: str, artist: str, timestamp: str | None,
+                 weight: str | None, duration: str | None, min_duration: float | None, limit: pd.Timestamp) -> None:
+        self.src, self.types = src, types
+        self.limit = limit
+        self.too_late = f"t > TIMESTAMP '{limit:%Y-%m-%d %H:%M:%S.%f}'"
+        self.too_early = f"t < TIMESTAMP '{EARLIEST:%Y-%m-%d %H:%M:%S}'"
+        self.user, self.artist, self.timestamp, self.weight, self.duration = user, artist, timestamp, weight, duration
+        self.min_duration = min_duration
+        raw = {"u": user, "a": artist, "t": timestamp, "w": weight, "d": duration}
+        select = [f"{_ident(column)} AS raw_{key}" for key, column in raw.items() if column is not None]
+        select.append(f"{self._id(user)} AS u")
+        select.append(f"{self._id(artist)} AS a")
+        checks = []
+        if timestamp is not None:
+            select.append(f"{self._time(timestamp)} AS t")
+            checks.append(f"coalesce(NOT ({self.too_late} OR {self.too_early}), false)")
+        if weight is not None:
+            select.append(f"{self._number(weight)} AS w")
+            checks.append(f"coalesce(isfinite(w) AND w > 0 AND w <= {MAX_WEIGHT:g}, false)")
+        self.skip = "false"
+        if duration is not None:
+            select.append(f"{self._number(duration)} AS d")
+            checks.append("coalesce(isfinite(d) AND d >= 0, false)")
+            # only valid short plays are skips: a broken duration stays in and is reported
+            self.skip = f"coalesce(isfinite(d) AND d >= 0 AND d < {float(min_duration or 0)!r}, false)"
+        if checks:
+            select.append(f"({' AND '.join(checks)}) AS ok")
+        self.has_checks = bool(checks)
+        self.rows = f"SELECT {', '.join(select)} FROM {src.relation}"
+        self.kept = f"SELECT * FROM ({self.rows}) WHERE NOT {self.skip}"
+
+    def _id(self, column: str) -> str:
+        kind = self.types[column]
+        if kind in _INTEGER_TYPES or re.fullmatch(r"DECIMAL\(\d+,0\)", kind):
+            return f"CAST({_ident(column)} AS BIGINT)"
+        if kind == "VARCHAR":
+            return _ident(column)
+        if kind == "UUID" or kind.startswith("ENUM("):
+            return f"CAST({_ident(column)} AS VARCHAR)"
+        hint = ("a pandas integer column with missing values turns float: drop those rows and use "
+                ".astype('int64')" if kind in _FLOAT_TYPES or kind.startswith("DECIMAL") else
+                "cast it to an integer or a string")
+        raise DataError(f"column {column!r} of {self.src.name} is {kind}; ids must be integers or strings: {hint}")
+
+    def _time(self, column: str) -> str:
+        kind, name = self.types[column], _ident(column)
+        if kind == "TIMESTAMP_NS":
+            return name  # kept at nanoseconds, as pandas has them
+        if kind in _TIME_TYPES or kind == _TIMESTAMP_TZ:
+            return f"CAST({name} AS TIMESTAMP)"  # a zoned time becomes UTC: the session's zone is UTC
+        if kind in _INTEGER_TYPES or kind in _FLOAT_TYPES or kind.startswith("DECIMAL"):
+            # epoch seconds; NaN, infinities and overflows become NULL and are reported as unparsable
+            return f"make_timestamp(try_cast(round(CAST({name} AS DOUBLE) * 1e6) AS BIGINT))"
+        if kind == "VARCHAR":
+            return f"CAST(try_cast({name} AS TIMESTAMPTZ) AS TIMESTAMP)"
+        raise DataError(f"column {column!r} of {self.src.name} is {kind}; play times must be timestamps, epoch "
+                        "seconds or ISO 8601 strings: convert the column, or pass timestamp=None")
+
+    def _number(self, column: str) -> str:
+        kind, name = self.types[column], _ident(column)
+        if (kind in _INTEGER_TYPES or kind in _FLOAT_TYPES or kind.startswith("DECIMAL")
+                or kind == "VARCHAR"):
+            return f"try_cast({name} AS DOUBLE)"
+        raise DataError(f"column {column!r} of {self.src.name} is {kind}; it must hold numbers: convert it")
+
+    def grouped(self) -> str:
+        """The one GROUP BY: a row per (user, artist), with whether every play in it passed the checks."""
+        parts = ["u AS user_id", "a AS artist_id"]
+        if self.weight is None:
+            parts.append("CAST(count(*) AS DOUBLE) AS weight")
+        else:
+            parts += ["sum(w) AS weight", "count(*) AS plays"]
+        if self.timestamp is not None:
+            parts += ["min(t) AS first_listen", "max(t) AS last_listen"]
+        if self.has_checks:
+            parts.append("bool_and(ok) AS ok")
+        return f"SELECT {', '.join(parts)} FROM ({self.kept}) GROUP BY u, a"  # sorted by _finish
+
+    def plays(self, table: pa.Table) -> int:
+        import pyarrow.compute as pc
+
+        counts = table["weight" if self.weight is None else "plays"]
+        return int(pc.sum(counts).as_py() or 0)
+
+    def skipped(self, con: duckdb.DuckDBPyConnection) -> str:
+        """For the log: how many plays the min_duration filter dropped (a second scan of one column)."""
+        if self.duration is None:
+            return ""
+        dropped = _row(con, f"SELECT count(*) FROM ({self.rows}) WHERE {self.skip}")[0]
+        return f" kept ({dropped:,} skips shorter than {self.min_duration:g} dropped)"
+
+    def first_bad(self, con: duckdb.DuckDBPyConnection, condition: str, raw: str) -> tuple[int, str]:
+        """How many kept plays meet ``condition``, and the raw value of the first one in the source's order."""
+        import duckdb
+
+        try:
+            count = _row(con, f"SELECT count(*) FROM ({self.kept}) WHERE {condition}")[0]
+            first = _row(con, f"SELECT CAST(raw_{raw} AS VARCHAR) FROM ({self.kept}) WHERE {condition} LIMIT 1")
+        except duckdb.Error as exc:
+            raise DataError(f"reading {self.src.name} failed: {exc}") from exc
+        return count, "missing (null)" if first[0] is None else repr(first[0])
+
+    def failure(self, con: duckdb.DuckDBPyConnection) -> DataError:
+        """The error for a GROUP BY in which some play failed its checks: which check, how often, an example."""
+        name, fix = self.src.name, self.src.fix_hint
+        if self.timestamp is not None:
+            nulls, _ = self.first_bad(con, "raw_t IS NULL", "t")
+            if nulls:
+                return DataError(f"{nulls:,} plays in {name} have no time (column {self.timestamp!r} is empty); "
+                                 f"{fix} (drop rows without a time), or pass timestamp=None")
+            bad, first = self.first_bad(con, "t IS NULL", "t")
+            if bad:
+                return DataError(f"{bad:,} values of column {self.timestamp!r} in {name} are not times, the first "
+                                 f"{first}; expected timestamps, epoch seconds or ISO 8601 strings "
+                                 "(2024-05-01 13:45:00): fix or drop those rows")
+            late, first = self.first_bad(con, self.too_late, "t")
+            if late:
+                epoch = (" (epoch milliseconds? the column must hold seconds: divide it by 1000)"
+                         if self.types[self.timestamp] in _INTEGER_TYPES | _FLOAT_TYPES else "")
+                return DataError(f"{late:,} plays in {name} lie in the future, after {self.limit} (now + 1 day): "
+                                 f"column {self.timestamp!r}, the first {first}{epoch}; fix the clock or the "
+                                 "column, or pass now=... if the log is from a later time")
+            early, first = self.first_bad(con, self.too_early, "t")
+            if early:
+                return DataError(f"{early:,} plays in {name} are dated before {EARLIEST.year}: column "
+                                 f"{self.timestamp!r}, the first {first}; fix or drop those rows")
+        if self.duration is not None:
+            bad, first = self.first_bad(con, "NOT coalesce(isfinite(d) AND d >= 0, false)", "d")
+            if bad:
+                return DataError(f"{bad:,} values of column {self.duration!r} in {name} are not durations (a "
+                                 f"number >= 0), the first {first}: fix or drop those rows")
+        if self.weight is None:  # unreachable: every check of a play is explained above
+            return DataError(f"some plays in {name} failed the checks of read_events")
+        bad, first = self.first_bad(con, f"NOT coalesce(isfinite(w) AND w > 0 AND w <= {MAX_WEIGHT:g}, false)", "w")
+        return DataError(f"{bad:,} values of column {self.weight!r} in {name} are not weights (a finite number > 0 "
+                         f"and <= {MAX_WEIGHT:g}), the first {first}: fix or drop those rows, or pass "
+                         "weight=None to count plays")
+
+
+def _check(con: duckdb.DuckDBPyConnection, query: _Query, table: pa.Table) -> None:
+    """Check the aggregate, and through its ``ok`` column every play; explain the first failure."""
+    import pyarrow.compute as pc
+
+    name, fix = query.src.name, query.src.fix_hint
+    if table.num_rows == 0:
+        skips = f" after dropping plays shorter than min_duration={query.min_duration:g}" if query.duration else ""
+        raise DataError(f"no plays left in {name}{skips}; pass a source with plays"
+                        + (", or a lower min_duration" if skips else ""))
+    counts = table["weight" if query.weight is None else "plays"]
+    for key, column in (("user_id", query.user), ("artist_id", query.artist)):
+        if table[key].null_count:
+            nulls = int(pc.sum(pc.filter(counts, pc.is_null(table[key]))).as_py())
+            raise DataError(f"{nulls:,} plays in {name} have no {key.split('_')[0]} id (column {column!r} is null); "
+                            f"{fix}: drop them (df.dropna(subset=[{column!r}]), or WHERE {_ident(column)} IS NOT "
+                            "NULL in sql=...)")
+    if query.has_checks and not pc.all(table["ok"]).as_py():
+        raise query.failure(con)
+
+
+def _to_frame(columns: dict[str, pa.ChunkedArray]) -> pd.DataFrame:
+    """The checked aggregate as pandas, sorted by the ids; ``columns`` is emptied as they are converted."""
+    user_rank, users = _ranked(columns.pop("user_id"))
+    artist_rank, artists = _ranked(columns.pop("artist_id"))
+    if len(users) * len(artists) < 2**63:
+        order = np.argsort(user_rank * len(artists) + artist_rank)  # pairs are unique: no ties to keep stable
+    else:
+        order = np.lexsort((artist_rank, user_rank))
+    frame = {  # an explicit dtype: pandas 3 would turn an object array of str into its str dtype
+        "user_id": pd.Series(users[user_rank[order]], dtype=users.dtype),
+        "artist_id": pd.Series(artists[artist_rank[order]], dtype=artists.dtype)}
+    del user_rank, artist_rank
+    frame["weight"] = columns.pop("weight").to_numpy().astype(np.float64, copy=False)[order]
+    for key in ("first_listen", "last_listen"):
+        if key in columns:
+            frame[key] = columns.pop(key).to_numpy().astype("datetime64[ns]", copy=False)[order]
+    return pd.DataFrame(frame)
+
+
+def _ranked(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Each id's rank among the distinct ids, and the distinct ids in order (int64, or object of str).
+
+    Sorting the few distinct ids and then the pairs by rank is several times faster than DuckDB's or Arrow's
+    sort of millions of string pairs, and the ids become Python strings once each, not once per row.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(column).combine_chunks()
+    distinct = encoded.dictionary
+    order = pc.sort_indices(distinct).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    values = distinct.take(pa.array(order)).to_numpy(zero_copy_only=False)
+    values = values.astype(np.int64) if pa.types.is_integer(distinct.type) else values.astype(object)
+    return rank[encoded.indices.to_numpy()], values
