@@ -124,8 +124,9 @@ def synthetic_events(n_users: int = 1000, n_artists: int = 2000, n_events: int =
     users of another cluster: a temporal split (the listens a user started last held out)
     is harder than a random one, and recency helps. Plays per user are heavy-tailed
     (log-normal activity), at least 5 each, and every user's first 5 plays go to 5
-    different artists. 15% of plays are skips shorter than 30 s. Everything is vectorised:
-    no Python loop per play, user or artist.
+    different artists. Every artist is played at least once (given ``n_events - 5 * n_users
+    >= n_artists``: that many plays are dealt one to each artist). 15% of plays are skips
+    shorter than 30 s. Everything is vectorised: no Python loop per play, user or artist.
 
     Parameters
     ----------
@@ -221,6 +222,11 @@ def synthetic_events(n_users: int = 1000, n_artists: int = 2000, n_events: int =
     stray = rng.random(n_events) < 0.05  # beyond the library, anywhere in the catalogue
     stray_cluster = rng.integers(0, n_clusters, int(stray.sum()))
     artists[stray] = order[offset[stray_cluster] + _popular_rank(rng, size[stray_cluster])]
+    # every artist of the catalogue (the genres frame) is played at least once, by a play that is not one
+    # of a user's first 5 (which keep their 5 distinct artists)
+    later = np.flatnonzero(~first)
+    covered = rng.choice(later, min(n_artists, len(later)), replace=False)
+    artists[covered] = rng.permutation(n_artists)[: len(covered)]
     ts = origin + (when * days * 86_400).astype(np.int64)
     skip = rng.random(n_events) < 0.15
     duration = np.where(skip, rng.integers(1_000, 30_000, n_events),

@@ -433,11 +433,11 @@ class _Query:
             checks.append("coalesce(isfinite(d) AND d >= 0, false)")
             # only valid short plays are skips: a broken duration stays in and is reported
             self.skip = f"coalesce(isfinite(d) AND d >= 0 AND d < {float(min_duration or 0)!r}, false)"
-        if checks:
-            select.append(f"({' AND '.join(checks)}) AS ok")
         self.has_checks = bool(checks)
+        # the checks and the filter name u, a, t, w, d one level up, where no column of the source can shadow them
         self.rows = f"SELECT {', '.join(select)} FROM {src.relation}"
-        self.kept = f"SELECT * FROM ({self.rows}) WHERE NOT {self.skip}"
+        ok = f", ({' AND '.join(checks)}) AS ok" if checks else ""
+        self.kept = f"SELECT *{ok} FROM ({self.rows}) WHERE NOT {self.skip}"
 
     def _id(self, column: str) -> str:
         kind = self.types[column]
@@ -445,7 +445,7 @@ class _Query:
             return f"CAST({_ident(column)} AS BIGINT)"
         if kind == "VARCHAR":
             return _ident(column)
-        if kind == "UUID" or kind.startswith("ENUM("):
+        if kind in ("UUID", '"NULL"') or kind.startswith("ENUM("):  # NULL: an object column of None only
             return f"CAST({_ident(column)} AS VARCHAR)"
         hint = ("a pandas integer column with missing values turns float: drop those rows and use "
                 ".astype('int64')" if kind in _FLOAT_TYPES or kind.startswith("DECIMAL") else

@@ -113,6 +113,12 @@ def test_without_times_only_ids_and_weight_and_default_column_names():
     pd.testing.assert_frame_equal(got, expected()[["user_id", "artist_id", "weight"]])
 
 
+def test_source_columns_named_like_the_internal_ones_change_nothing():
+    frame = plays().assign(t=pd.Timestamp("2099-01-01"), w=-1.0, d=0, u=None, a=None, ok=False)
+    pd.testing.assert_frame_equal(read_events(frame, **KEYS, weight="plays", duration="ms", min_duration=30_000),
+                                  expected(weights=True, skips=True))
+
+
 def test_ids_keep_their_type(tmp_path):
     frame = plays()
     frame["user"] = frame.user.map({"u1": 10, "u2": 20})  # int users, str artists
@@ -230,6 +236,11 @@ def test_null_ids_are_counted_with_the_fix():
     with pytest.raises(DataError, match=r"2 plays in the DataFrame have no user id \(column 'user' is null\).*"
                                         r"dropna\(subset=\['user'\]\)"):
         read_events(frame, **KEYS)
+    frame["user"] = pd.Series([None] * len(frame), dtype=object)
+    with pytest.raises(DataError, match=r"7 plays in the DataFrame have no user id"):
+        read_events(frame, **KEYS)
+    with pytest.raises(DataError, match=r"no plays left in the DataFrame"):
+        read_events(frame.iloc[:0], **KEYS)
     frame = plays()
     frame["artist"] = frame.artist.astype("Int64")
     frame.loc[0, "artist"] = pd.NA
@@ -359,7 +370,7 @@ def test_synthetic_events_are_seeded_and_well_formed():
     assert events.user.str.fullmatch(r"user_\d{6}").all() and events.user.nunique() == 300
     mbids = genres.artist_mbid.drop_duplicates()
     assert len(mbids) == 400 and mbids.str.fullmatch(MBID.pattern).all()
-    assert set(events.artist_mbid) <= set(mbids)
+    assert set(events.artist_mbid) == set(mbids)  # every artist played
     skips = (events.duration_ms < 30_000).mean()
     assert 0.1 < skips < 0.2 and events.duration_ms.min() > 0
     assert events.groupby("user").artist_mbid.nunique().min() >= 5
