@@ -2,6 +2,7 @@
 
     python benchmarks/compare.py            # per-user, global and temporal protocols, seeds 0-2
     python benchmarks/compare.py --quick    # smoke run: one seed, per-user split, 4 methods
+    python benchmarks/compare.py --protocols temporal --merge   # re-run one protocol, keep the others
 
 Every method counts artists a listener tagged as known and never recommends them (the
 known-artist rule); "funnel, tagged artists not known" shows the funnel without the rule.
@@ -153,7 +154,8 @@ def markdown(results: dict) -> str:
             "peak_memory_mb"]
     lines = []
     for protocol, by_method in results["protocols"].items():
-        lines += [f"### {protocol} (seeds {', '.join(map(str, results['seeds']))}; mean ± std)", "",
+        command = results.get("commands", {}).get(protocol, results["command"])
+        lines += [f"### {protocol} (`{command}`, seeds {', '.join(map(str, results['seeds']))}; mean ± std)", "",
                   "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for method, summary in by_method.items():
             cells = []
@@ -215,6 +217,8 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", choices=["per_user", "global", "temporal"],
                         default=["per_user", "global", "temporal"])
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other protocols of the existing compare.json; replace only those run now")
     args = parser.parse_args()
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
@@ -237,17 +241,27 @@ def main() -> None:
                 runs.setdefault(protocol, {}).setdefault(name, []).append(row)
                 print(f"{protocol} seed {seed} {name}: ndcg@10 {row['ndcg@10']:.4f} "
                       f"fit {row['fit_seconds']:.1f}s", flush=True)
+    command = ("python benchmarks/compare.py" + (" --quick" if args.quick else "")
+               + ("" if args.quick or chosen == every_names else " --protocols " + " ".join(chosen)))
     results = {
-        "command": "python benchmarks/compare.py" + (" --quick" if args.quick else "")
-                   + ("" if args.quick or chosen == every_names else " --protocols " + " ".join(chosen)),
+        "command": command,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "seeds": seeds,
         "protocols": {p: {m: summarise(r) for m, r in by.items()} for p, by in runs.items()},
+        "commands": {p: command for p in runs},
         "runs": runs,
     }
+    if args.merge and (out / "compare.json").is_file():
+        before = json.loads((out / "compare.json").read_text())
+        kept = [p for p in before["protocols"] if p not in runs]
+        results["protocols"] = {**{p: before["protocols"][p] for p in kept}, **results["protocols"]}
+        results["runs"] = {**{p: before["runs"][p] for p in kept}, **runs}
+        old_commands = before.get("commands", {p: before["command"] for p in before["protocols"]})
+        results["commands"] = {**{p: old_commands[p] for p in kept}, **results["commands"]}
+        results["command"] = "; ".join(dict.fromkeys(results["commands"].values()))
     (out / "compare.json").write_text(json.dumps(results, indent=2))
     (out / "compare.md").write_text(markdown(results))
-    plot(results, runs, out)
+    plot(results, results["runs"], out)
     print(markdown(results))
 
 

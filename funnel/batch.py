@@ -57,6 +57,10 @@ class Batch:
     def __len__(self) -> int:
         return len(self.users)
 
+    def rows(self, index: np.ndarray) -> Batch:
+        """A batch of some of these users (positions ``index``), under the same rules; nothing memoised."""
+        return Batch(self.users[index], self.history[index], self.known[index], self.blocked_items)
+
     def memo(self, owner: object, what: str, compute: Callable[[], T]) -> T:
         """``compute()`` the first time ``owner`` asks for ``what`` on this batch, then its result."""
         key = (id(owner), what)

@@ -188,3 +188,22 @@ def test_ranker_contract(name):
     clone = RANKERS.get(name).from_config(config).set_state(copied({"r": state})["r"])
     np.testing.assert_allclose(clone.score(X_test), scores, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(clone.score(X_test.astype(np.float32)), scores, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tags", "als"])
+def test_index_sources_match_one_search_with_the_largest_margin(name, stages, synth):
+    """A listener who knows most of the catalogue is searched again, not every row with their margin."""
+    from funnel.candidates.base import drop_seen
+    from funnel.candidates.index import search
+
+    batch = batch_of(synth)
+    known = sp.lil_matrix(batch.history)
+    known[3, : synth.n_artists - 20] = 1.0  # knows all but 20 artists
+    known[5, : synth.n_artists // 2] = 1.0
+    batch = Batch(batch.users, batch.history, known=sp.csr_matrix(known))
+    source = part(stages.sources_, name)
+    ids, scores = source.retrieve(batch)
+    expected = drop_seen(*search(source.index_, source._queries(batch), K + batch.max_known()), batch, K)
+    np.testing.assert_array_equal(ids, expected[0])
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
+    assert (ids[3] >= 0).sum() == min(K, 20) and not batch.rows(np.array([3])).excluded(ids[3:4]).any()
