@@ -235,7 +235,9 @@ def _connect(database: str | os.PathLike | None, memory_limit: str | int | None,
              temp_directory: str | os.PathLike | None) -> duckdb.DuckDBPyConnection:
     import duckdb
 
-    config: dict[str, Any] = {}
+    # never download code while reading data: extensions already installed (httpfs for s3://)
+    # still load, others fail with DuckDB's message instead of being fetched
+    config: dict[str, Any] = {"autoinstall_known_extensions": False}
     if memory_limit is not None:
         if isinstance(memory_limit, bool) or not isinstance(memory_limit, str | int):
             raise ConfigError(f"memory_limit must be a size such as '4GB' or a number of bytes, not {memory_limit!r}")

@@ -422,3 +422,13 @@ def test_synthetic_events_bad_settings():
         synthetic_events(drift=1.5)
     with pytest.raises(ConfigError, match="start"):
         synthetic_events(start="not a date")
+
+
+def test_duckdb_never_downloads_extensions():
+    from funnel.events import _connect
+
+    con = _connect(None, None, None)
+    try:
+        assert con.execute("SELECT current_setting('autoinstall_known_extensions')").fetchall() == [(False,)]
+    finally:
+        con.close()
