@@ -347,6 +347,73 @@ class Recommender:
         rules = self._rules(exclude, allow, filter_known, known_users=False)
         return self._rank(self._batch(np.array([-1]), self.history_matrix(history), rules), n, explain)[1]
 
+    def recommend_for_histories(self, histories: pd.DataFrame, n: int = 20, explain: bool = False, *,
+                                exclude: Any = None, allow: Any = None, filter_known: bool = True) -> pd.DataFrame:
+        """Top-``n`` artists for many listeners given by their histories, batched like :meth:`recommend_all`.
+
+        Each listener is scored as :meth:`recommend_for_history` scores one (every user
+        vector folded in from the history), whether or not the id was in the training data:
+        the histories are all the model reads of a user.
+
+        Parameters
+        ----------
+        histories : pandas.DataFrame
+            ``user_id, artist_id`` rows and optionally ``weight`` (plays; 1 per row when
+            absent), one row per play or per (user, artist) pair: repeated pairs add up.
+            Artist ids outside the catalogue are ignored with a warning; listeners left
+            with no catalogue artist are skipped with a warning.
+        n : int
+        explain : bool
+        exclude, allow : list of artist ids, optional
+        filter_known : bool
+            See :meth:`recommend`; a history is what its listener knows.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``user_id, rank, artist_id, artist_name, score``, users in sorted id order.
+
+        Raises
+        ------
+        DataError
+            A column is missing, an id is null or of mixed types, a weight is not a finite
+            positive number, or no listener has a catalogue artist.
+        ConfigError
+            The artist ids are of another type than the model's.
+        """
+        self.check_fitted()
+        n = check_n(n, len(self.artist_ids_))
+        if not isinstance(histories, pd.DataFrame):
+            raise DataError(f"histories must be a pandas DataFrame of user_id, artist_id[, weight] rows, "
+                            f"got {type(histories).__name__}")
+        frame = histories if "weight" in histories.columns else histories.assign(weight=1.0)
+        # validated and summed as interactions are (the messages name them so)
+        data = Dataset.from_frames(frame[[c for c in ("user_id", "artist_id", "weight") if c in frame.columns]])
+        check_kind(self.artist_ids_, data.artist_ids[:1], "histories: artist")
+        columns = lookup_ids(self.artist_ids_, data.artist_ids)
+        if (columns < 0).any():
+            logger.warning("ignoring %d artist id(s) of the histories outside the catalogue: %s",
+                           int((columns < 0).sum()), data.artist_ids[columns < 0][:5].tolist())
+        plays = data.matrix.tocoo()
+        inside = columns[plays.col] >= 0
+        matrix = sp.csr_matrix((plays.data[inside], (plays.row[inside], columns[plays.col[inside]])),
+                               shape=(data.n_users, len(self.artist_ids_)), dtype=np.float32)
+        rows = np.flatnonzero(np.diff(matrix.indptr) > 0)
+        if len(rows) < data.n_users:
+            if len(rows) == 0:
+                raise DataError("no listener of the histories has an artist of the catalogue; check the artist ids")
+            logger.warning("skipping %d listener(s) whose histories hold no catalogue artist",
+                           data.n_users - len(rows))
+        rules = self._rules(exclude, allow, filter_known, known_users=False)
+
+        def rank_batch(batch_rows: np.ndarray) -> pd.DataFrame:
+            new = np.full(len(batch_rows), -1)
+            r, ranked = self._rank(self._batch(new, matrix[batch_rows], rules), n, explain)
+            ranked.insert(0, "user_id", data.user_ids[batch_rows[r]])
+            return ranked
+
+        return in_batches(rank_batch, rows, BATCH_USERS, self.config_.n_threads, self.config_.show_progress)
+
     def similar_artists(self, artist_id: Any, n: int = 10) -> pd.DataFrame:
         """The ``n`` artists nearest to ``artist_id`` (or to each of a list of ids).
 

@@ -265,3 +265,38 @@ def test_recency_features_and_weighting_fit_and_recommend(synth, small_config):
     assert len(model.recommend_for_history([1, 5, 9], n=10)) == 10
     untimed = Recommender(small_config).fit(synth)
     assert "recent_taste" not in untimed.feature_names_  # no listen times: no columns, no weighting
+
+
+# many histories at once ------------------------------------------------------------------
+def test_recommend_for_histories_equals_one_history_at_a_time(string_model, string_data, caplog):
+    users = string_data.user_ids[:40]
+    inter = string_data.interactions
+    rows = inter[inter["user_id"].isin(users)]
+    extra = pd.DataFrame({"user_id": ["walk-in", "walk-in", "ghost"],
+                          "artist_id": [rows["artist_id"].iloc[0], "not-an-artist", "not-an-artist"],
+                          "weight": [3.0, 1.0, 1.0]})
+    histories = pd.concat([rows, extra], ignore_index=True)
+    with caplog.at_level("WARNING", logger="funnel"):
+        batch = string_model.recommend_for_histories(histories, n=10, exclude=[mbid(7)])
+    assert "ignoring 1 artist id(s)" in caplog.text and "skipping 1 listener(s)" in caplog.text
+    assert sorted(set(batch["user_id"])) == sorted([*users.tolist(), "walk-in"])  # "ghost" has no catalogue artist
+    for user in [*users[:40:13].tolist(), "walk-in"]:
+        mine = histories[(histories["user_id"] == user) & (histories["artist_id"] != "not-an-artist")]
+        one = string_model.recommend_for_history(dict(zip(mine["artist_id"], mine["weight"])), n=10,
+                                                 exclude=[mbid(7)])
+        got = batch[batch["user_id"] == user].drop(columns="user_id").reset_index(drop=True)
+        assert got["artist_id"].tolist() == one["artist_id"].tolist()
+        np.testing.assert_allclose(got["score"], one["score"], rtol=1e-5, atol=1e-6)
+    plays_only = string_model.recommend_for_histories(rows[["user_id", "artist_id"]], n=5)  # no weight: 1 a row
+    assert plays_only.groupby("user_id").size().eq(5).all()
+
+
+def test_recommend_for_histories_refuses_bad_frames(string_model, fitted):
+    with pytest.raises(DataError, match="must be a pandas DataFrame"):
+        string_model.recommend_for_histories([("u", mbid(1))])
+    with pytest.raises(DataError, match=r"missing column\(s\) \['artist_id'\]"):
+        string_model.recommend_for_histories(pd.DataFrame({"user_id": ["u"]}).assign(weight=1.0))
+    with pytest.raises(ConfigError, match="histories: artist ids of this model are strings"):
+        string_model.recommend_for_histories(pd.DataFrame({"user_id": ["u"], "artist_id": [5]}))
+    with pytest.raises(DataError, match="no listener of the histories has an artist of the catalogue"):
+        fitted.recommend_for_histories(pd.DataFrame({"user_id": [1], "artist_id": [10**9]}))
