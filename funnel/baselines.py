@@ -16,8 +16,8 @@ from threadpoolctl import threadpool_limits
 
 from funnel.batching import in_batches
 from funnel.data import Dataset
-from funnel.data.dataset import lookup_ids
 from funnel.data.history import History, parse_history
+from funnel.data.ids import lookup_ids
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import EASE, confidence
 from funnel.recommender import check_n

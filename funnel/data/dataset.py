@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel.data.ids import INT64_MAX, as_id_array, describe_kind, id_kind, lookup_ids, string_kind
+from funnel.data.ids import INT64_MAX, as_id_array, describe_kind, lookup_ids, string_kind
 from funnel.errors import DataError
 
 logger = logging.getLogger("funnel")
@@ -559,6 +559,3 @@ class Dataset:
             parts.append(f"{len(self.artist_tags)} artist labels")
         return f"Dataset({', '.join(parts)})"
 
-
-
-__all__ = ["Dataset", "lookup_ids", "id_kind"]

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from funnel.data.dataset import MAX_WEIGHT
 from funnel.data.ids import check_kind, id_kind, id_range, lookup_ids
-from funnel.errors import DataError
+from funnel.errors import ConfigError, DataError
 
 History = Mapping[int, float] | Mapping[str, float] | Iterable[int] | Iterable[str]
 
@@ -65,7 +65,7 @@ def _artist_ids(values: list, artist_ids: np.ndarray) -> np.ndarray:
     if id_kind(artist_ids) == "str":
         try:
             check_kind(artist_ids, values, "artist")
-        except Exception as exc:
+        except ConfigError as exc:  # a history is data: its errors are DataErrors, as for integer ids
             raise DataError(f"history {exc}") from exc
         return np.array([str(v) for v in values], dtype=str) if values else np.empty(0, dtype="U1")
     bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
