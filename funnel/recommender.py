@@ -96,6 +96,8 @@ class Recommender:
     user_ids_, artist_ids_, artist_names_ : numpy.ndarray
     history_ : scipy.sparse.csr_matrix
         Training play counts, users x artists.
+    artist_side_only_ : bool
+        Whether the model was loaded from an artist-side-only save (it knows no user).
     tagged_ : scipy.sparse.csr_matrix or None
         Artists each training user tagged but never played (known, so not recommended by
         default); ``None`` with ``tagged_known=False`` or no tags.
@@ -161,6 +163,7 @@ class Recommender:
         self.artist_names_ = dataset.artist_names
         self.history_ = dataset.matrix
         self.tagged_ = _tagged_only(dataset) if config.tagged_known else None
+        self.artist_side_only_ = False
         logger.info("fitted in %.1fs", time.perf_counter() - started)
         return self
 
@@ -200,6 +203,10 @@ class Recommender:
         check_kind(self.user_ids_, values, "user")
         rows = lookup_ids(self.user_ids_, values)
         unknown = rows < 0
+        if self.artist_side_only_ and (unknown.any() or len(rows) == 0):
+            raise UnknownUserError("this model was saved artist-side only (save(..., artist_side_only=True)) and "
+                                   "knows no user; score listeners from their histories with "
+                                   "recommend_for_histories or recommend_for_history")
         if unknown.any():
             missing = query_ids(values)[unknown]
             raise UnknownUserError(
@@ -290,6 +297,8 @@ class Recommender:
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
+        if users is None and self.artist_side_only_:
+            self._user_rows([])  # raises: the model knows no user
         rows = np.arange(len(self.user_ids_)) if users is None else self._user_rows(users)
         rules = self._rules(exclude, allow, filter_known)
 
@@ -490,20 +499,34 @@ class Recommender:
                           "EASE; add the 'tags' or 'als' source (or feature group) and retrain")
 
     # persistence ------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
-        """Save to directory ``path`` in the format of :mod:`funnel.persistence.model` (no pickle)."""
+    def save(self, path: str | os.PathLike, artist_side_only: bool = False) -> Path:
+        """Save to directory ``path`` in the format of :mod:`funnel.persistence.model` (no pickle).
+
+        Parameters
+        ----------
+        path : path
+        artist_side_only : bool
+            Leave out everything that grows with the training users (their ids, histories,
+            user factors and statistics): the saved model scores listeners from their
+            histories only (:meth:`recommend_for_histories`, :meth:`recommend_for_history`)
+            exactly as the full model does, and its size depends on the catalogue alone.
+        """
         self.check_fitted()
         path = Path(path)
-        states = self.stages_.get_state()
+        states = self.stages_.get_state(artist_side_only)
         states["ranker"] = self.ranker_.get_state()
-        states["data"] = PartState({"user_ids": self.user_ids_, "artist_ids": self.artist_ids_,
+        users = self.user_ids_[:0] if artist_side_only else self.user_ids_
+        history = self.history_[:0] if artist_side_only else self.history_
+        tagged = None if artist_side_only else self.tagged_
+        states["data"] = PartState({"user_ids": users, "artist_ids": self.artist_ids_,
                                     "artist_names": string_array(self.artist_names_),
-                                    **csr_to_arrays(self.history_, "history/"),
-                                    **(csr_to_arrays(self.tagged_, "tagged/") if self.tagged_ is not None else {})})
+                                    **csr_to_arrays(sp.csr_matrix(history), "history/"),
+                                    **(csr_to_arrays(tagged, "tagged/") if tagged is not None else {})})
         return write_model(path, states, {
             "data_fingerprint": self.fingerprint_, "config": self.config_.to_dict(),
             "feature_names": self.feature_names_, "sources": self.stages_.source_names,
-            "n_users": len(self.user_ids_), "n_artists": len(self.artist_ids_),
+            "n_users": len(users), "n_artists": len(self.artist_ids_),
+            "artist_side_only": bool(artist_side_only or self.artist_side_only_),
             "ranker_candidate_recall": self.ranker_candidate_recall_})
 
     @classmethod
@@ -529,6 +552,7 @@ class Recommender:
             self.artist_names_ = data["artist_names"]
             self.history_ = csr_from_arrays(data, "history/")
             self.tagged_ = csr_from_arrays(data, "tagged/") if "tagged/data" in data else None
+            self.artist_side_only_ = bool(manifest.get("artist_side_only", False))
         except KeyError as exc:
             raise ArtifactError(f"{path} lacks entry {exc}; the save is incomplete or from another program") from exc
         return self

@@ -33,6 +33,19 @@ FEATURE_CODE_VERSION = 3
 FALLBACK_MODEL = "popularity"  # fills a top-n list when the sources found too few artists
 
 
+def without_users(arrays: dict[str, np.ndarray], model: Any) -> dict[str, np.ndarray]:
+    """``arrays`` with zero rows of each of the model's ``user_arrays`` (a name, or a CSR prefix)."""
+    out = dict(arrays)
+    for name in getattr(model, "user_arrays", ()):
+        if f"{name}indptr" in arrays:  # a CSR matrix written by funnel.sparse.csr_to_arrays
+            out[f"{name}data"], out[f"{name}indices"] = arrays[f"{name}data"][:0], arrays[f"{name}indices"][:0]
+            out[f"{name}indptr"] = arrays[f"{name}indptr"][:1]
+            out[f"{name}shape"] = np.array([0, arrays[f"{name}shape"][1]])
+        else:
+            out[name] = arrays[name][:0]
+    return out
+
+
 class Stages:
     """Stage-one sources and stage-two feature groups over the shared models of one dataset.
 
@@ -135,9 +148,17 @@ class Stages:
         return stack_columns([group.compute(batch, cands) for group in self.features_], len(cands))
 
     # persistence ------------------------------------------------------------------------
-    def get_state(self) -> dict[str, PartState]:
-        """Every part's fitted state, keyed ``models/NAME``, ``sources/NAME``, ``features/NAME``."""
-        states = {f"models/{name}": PartState(arrays=model.to_arrays()) for name, model in self.models_.items()}
+    def get_state(self, artist_side_only: bool = False) -> dict[str, PartState]:
+        """Every part's fitted state, keyed ``models/NAME``, ``sources/NAME``, ``features/NAME``.
+
+        ``artist_side_only`` leaves out what grows with the training users (each model's
+        ``user_arrays``: user factors, per-user statistics), keeping zero rows of each, so
+        the state scores new listeners exactly as the full one and its size depends on the
+        catalogue only.
+        """
+        states = {f"models/{name}": PartState(arrays=without_users(model.to_arrays(), model) if artist_side_only
+                                              else model.to_arrays())
+                  for name, model in self.models_.items()}
         states.update({f"sources/{s.name}": s.get_state() for s in self.sources_})
         states.update({f"features/{g.name}": g.get_state() for g in self.features_})
         return states

@@ -300,3 +300,38 @@ def test_recommend_for_histories_refuses_bad_frames(string_model, fitted):
         string_model.recommend_for_histories(pd.DataFrame({"user_id": ["u"], "artist_id": [5]}))
     with pytest.raises(DataError, match="no listener of the histories has an artist of the catalogue"):
         fitted.recommend_for_histories(pd.DataFrame({"user_id": [1], "artist_id": [10**9]}))
+
+
+def test_artist_side_save_scores_histories_as_the_full_model_and_does_not_grow_with_users(synth, small_config,
+                                                                                         tmp_path):
+    from funnel.datasets import synthetic
+    from tests.conftest import SYNTH
+
+    more = synthetic(**{**SYNTH, "n_users": 2 * SYNTH["n_users"]})  # the same catalogue, twice the listeners
+    sizes = {}
+    for name, data in (("base", synth), ("more", more)):
+        model = Recommender(small_config).fit(with_listen_times(data))
+        for side in (False, True):
+            path = model.save(tmp_path / f"{name}-{side}", artist_side_only=side)
+            sizes[name, side] = sum(f.stat().st_size for f in path.iterdir())
+        if name == "base":
+            full, histories = model, data.interactions[data.interactions["user_id"] <= 30]
+    assert sizes["more", False] - sizes["base", False] > 3 * (sizes["more", True] - sizes["base", True])
+    from funnel.persistence.model import read_model
+
+    for name, n_users in (("base", synth.n_users), ("more", more.n_users)):
+        _, states = read_model(tmp_path / f"{name}-True")
+        lengths = {len(a) for state in states.values() for a in state.arrays.values() if a.ndim}
+        assert not lengths & {n_users, n_users + 1}, "an array per training user was saved"
+    light = Recommender.load(tmp_path / "base-True")
+    assert light.artist_side_only_ and len(light.user_ids_) == 0
+    expected = full.recommend_for_histories(histories, n=10)
+    got = light.recommend_for_histories(histories, n=10)
+    assert got[["user_id", "rank", "artist_id"]].equals(expected[["user_id", "rank", "artist_id"]])
+    np.testing.assert_allclose(got["score"], expected["score"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnknownUserError, match="saved artist-side only"):
+        light.recommend(2)
+    with pytest.raises(UnknownUserError, match="saved artist-side only"):
+        light.recommend_all()
+    again = Recommender.load(light.save(tmp_path / "again"))
+    assert again.artist_side_only_

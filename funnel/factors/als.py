@@ -50,6 +50,7 @@ class ALSFactors:
     """
 
     name = "als"
+    user_arrays = ("user_factors",)  # what grows with the training users (see Stages.get_state)
 
     def __init__(self, *, factors: int = 64, iterations: int = 15, alpha: float = 10.0,
                  regularization: float = 0.1, confidence: str = "log", seed: int = 0,

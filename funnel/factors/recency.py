@@ -43,6 +43,7 @@ class ListenTimes:
     """
 
     name = "listen_times"
+    user_arrays = ("weights/",)  # the recency weights of the training pairs
 
     def __init__(self, *, recent_days: float = 30.0) -> None:
         self.recent_days = recent_days
@@ -83,6 +84,10 @@ class ListenTimes:
         if not hasattr(self, "weights_"):
             raise NotFittedError("ListenTimes is not fitted; call fit() first")
         known = batch.users >= 0
+        if not known.any():  # new listeners only (also the only ones an artist-side model has)
+            fresh = batch.history.copy()
+            fresh.data[:] = 1.0
+            return sp.csr_matrix(fresh)
         out = self.weights_[np.where(known, batch.users, 0)]
         if not known.all():
             fresh = batch.history.copy()

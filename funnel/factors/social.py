@@ -30,6 +30,7 @@ class FriendListening:
     """
 
     name = "friends"
+    user_arrays = ("", "n_friends")  # the counts matrix (no prefix) and friend numbers, per training user
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> FriendListening:
@@ -57,6 +58,8 @@ class FriendListening:
 
     def _rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         known = users >= 0
+        if not known.any():  # new listeners only (also the only ones an artist-side model has)
+            return sp.csr_matrix((len(users), self.counts_.shape[1]), dtype=np.float32), np.zeros(len(users))
         picked = self.counts_[np.where(known, users, 0)]  # rows keep their order
         if not known.all():
             picked.data[np.repeat(~known, np.diff(picked.indptr))] = 0.0

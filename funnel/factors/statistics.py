@@ -75,6 +75,7 @@ class UserStatistics:
     """
 
     name = "users"
+    user_arrays = ("years_since_last_tag", "has_tagged")
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> UserStatistics:
@@ -105,15 +106,20 @@ class UserStatistics:
     def of(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """``(years_since_last_tag, has_tagged)`` of the batch's users."""
         known = batch.users >= 0
+        if not known.any():  # new listeners only (also the only ones an artist-side model has)
+            return (np.full(len(known), self.new_listener_years_, np.float32), np.zeros(len(known), np.float32))
         safe = np.where(known, batch.users, 0)
         years = np.where(known, self.years_since_last_tag_[safe], self.new_listener_years_).astype(np.float32)
         return years, np.where(known, self.has_tagged_[safe], 0.0).astype(np.float32)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"years_since_last_tag": self.years_since_last_tag_, "has_tagged": self.has_tagged_}
+        return {"years_since_last_tag": self.years_since_last_tag_, "has_tagged": self.has_tagged_,
+                "new_listener_years": np.array([self.new_listener_years_], np.float32)}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> UserStatistics:
         self.years_since_last_tag_ = np.asarray(arrays["years_since_last_tag"], np.float32)
         self.has_tagged_ = np.asarray(arrays["has_tagged"], np.float32)
         self._derive()
+        if "new_listener_years" in arrays:  # kept when the users' own arrays are left out of a save
+            self.new_listener_years_ = np.float32(arrays["new_listener_years"][0])
         return self

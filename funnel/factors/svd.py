@@ -125,6 +125,7 @@ class BiasedSVDFactors:
     """
 
     name = "svd"
+    user_arrays = ("user_factors", "user_bias")  # what grows with the training users
 
     def __init__(self, *, factors: int = 32, epochs: int = 20, lr: float = 0.005,
                  reg: float = 0.05, seed: int = 0) -> None:
