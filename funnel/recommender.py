@@ -479,12 +479,7 @@ class Recommender:
         if embedder is not None and embedder.tag_dim_ > 0:
             tags = [s for s in self.stages_.sources_ if isinstance(s, TagSource)]
             if tags:
-                pairs = [tags[0].similar(int(c), n) for c in columns]
-                ids = np.full((len(columns), n), -1, np.int64)
-                scores = np.full((len(columns), n), -np.inf, np.float32)
-                for i, (found, similarity) in enumerate(pairs):
-                    ids[i, :len(found)], scores[i, :len(found)] = found, similarity
-                return "tags", ids, scores
+                return "tags", *tags[0].similar(columns, n)
             return "tags", *_nearest(embedder.vectors_, columns, n, cosine=False)
         if "als" in models:
             return "als", *_nearest(models["als"].item_factors_, columns, n, cosine=True)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from funnel.batch import Batch
-from funnel.candidates.base import drop_seen, top_k_ordered, top_k_unseen
+from funnel.candidates.base import drop_seen, pad, top_k_ordered, top_k_unseen
 from funnel.candidates.index import build_index, index_bytes, index_from_bytes, resolve_kind, search
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
@@ -147,11 +147,20 @@ class TagSource(IndexSource):
     def _queries(self, batch: Batch) -> np.ndarray:
         return self.embedder.query(batch.history, self.history_weighting, self.search_vectors)
 
-    def similar(self, column: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The ``n`` artists nearest to artist ``column`` in the index, itself excluded."""
-        ids, scores = search(self.index_, self.search_vectors[column:column + 1], n + 1)
-        keep = (ids[0] >= 0) & (ids[0] != column)
-        return ids[0][keep][:n], scores[0][keep][:n]
+    def similar(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` artists nearest to each artist of ``columns`` in the index, itself excluded.
+
+        Returns ``(len(columns), n)`` ids and scores, best first, -1 / -inf padded.
+        """
+        columns = np.asarray(columns, np.int64)
+        ids, scores = search(self.index_, self.search_vectors[columns], n + 1)
+        # an artist is its own nearest neighbour, except among ties: drop it wherever it is
+        ids = np.where(ids == columns[:, None], -1, ids)
+        order = np.argsort(ids < 0, axis=1, kind="stable")[:, :n]
+        ids, scores = np.take_along_axis(ids, order, axis=1), np.take_along_axis(scores, order, axis=1)
+        if ids.shape[1] < n:
+            ids, scores = pad(ids, scores, n)
+        return ids, np.where(ids >= 0, scores, -np.inf).astype(np.float32)
 
 
 class ALSSource(IndexSource):
