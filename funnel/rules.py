@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from funnel.data.ids import check_kind, lookup_ids
 from funnel.errors import ConfigError
+from funnel.sparse import select_rows
 
 
 def _artist_columns(artist_ids: np.ndarray, ids: Any, what: str) -> np.ndarray:
@@ -110,17 +111,8 @@ class Rules:
         pairs (or ``None``).
         """
         known = history if self.filter_known else sp.csr_matrix(history.shape, dtype=np.float32)
-        trained = rows >= 0
-        if self.filter_known and tagged is not None and trained.any():
-            known = known.maximum(_rows_of(tagged, rows))
-        if self.per_user is not None and trained.any():
-            known = known.maximum(_rows_of(self.per_user, rows))
+        if self.filter_known and tagged is not None:
+            known = known.maximum(select_rows(tagged, rows))
+        if self.per_user is not None:
+            known = known.maximum(select_rows(self.per_user, rows))
         return sp.csr_matrix(known)
-
-
-def _rows_of(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    """Rows of ``matrix`` by index, empty rows where the index is -1."""
-    out = matrix[np.maximum(rows, 0)]
-    if (rows < 0).any():
-        out = sp.diags((rows >= 0).astype(np.float32)) @ out
-    return sp.csr_matrix(out)

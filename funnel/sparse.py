@@ -40,6 +40,21 @@ def row_normalize(matrix: np.ndarray) -> np.ndarray:
     return (matrix / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
+def select_rows(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
+    """Rows of ``matrix`` by index, in that order; an index of -1 gives an empty row.
+
+    Entries keep their order within a row. Works on a matrix with no rows (every index -1),
+    such as the per-user state of an artist-side model.
+    """
+    rows = np.asarray(rows, np.int64)
+    known = rows >= 0
+    picked = as_csr(matrix)[rows[known]]
+    lengths = np.zeros(len(rows), np.int64)
+    lengths[known] = np.diff(picked.indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((picked.data, picked.indices, indptr), shape=(len(rows), matrix.shape[1]))
+
+
 def row_of_entries(matrix: sp.csr_matrix) -> np.ndarray:
     """The row of each stored entry of a CSR matrix, in storage order (int64)."""
     return np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))

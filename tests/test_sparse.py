@@ -168,3 +168,17 @@ def test_most_first_orders_each_row_by_value_then_column(shift: float) -> None:
     assert values[1].tolist() == [-np.inf, -np.inf] and values[2].tolist() == [7 + shift, 3 + shift]
     empty_cols, _ = leading_entries(sp.csr_matrix((2, 4), dtype=np.float32), 3)
     assert (empty_cols == -1).all()
+
+
+def test_select_rows_gives_empty_rows_for_minus_one_and_keeps_entry_order():
+    from funnel.sparse import select_rows
+
+    # row 1 stores its entries out of column order, as most_first leaves them
+    matrix = sp.csr_matrix((np.array([1, 5, 4, 2], np.float32), np.array([0, 3, 1, 2]), np.array([0, 1, 4])),
+                           shape=(2, 4))
+    picked = select_rows(matrix, np.array([1, -1, 0, 1]))
+    assert picked.shape == (4, 4)
+    assert np.diff(picked.indptr).tolist() == [3, 0, 1, 3]
+    assert picked.indices.tolist() == [3, 1, 2, 0, 3, 1, 2] and picked.data.tolist() == [5, 4, 2, 1, 5, 4, 2]
+    empty = select_rows(sp.csr_matrix((0, 4), dtype=np.float32), np.array([-1, -1]))  # a matrix with no rows
+    assert empty.shape == (2, 4) and empty.nnz == 0

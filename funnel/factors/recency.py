@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
+from funnel.sparse import select_rows
 
 if TYPE_CHECKING:
     from funnel.config import FunnelConfig
@@ -84,16 +85,10 @@ class ListenTimes:
         if not hasattr(self, "weights_"):
             raise NotFittedError("ListenTimes is not fitted; call fit() first")
         known = batch.users >= 0
-        if not known.any():  # new listeners only (also the only ones an artist-side model has)
-            fresh = batch.history.copy()
-            fresh.data[:] = 1.0
-            return sp.csr_matrix(fresh)
-        out = self.weights_[np.where(known, batch.users, 0)]
-        if not known.all():
-            fresh = batch.history.copy()
-            fresh.data[:] = 1.0
-            out = sp.diags(known.astype(np.float32)) @ out + sp.diags((~known).astype(np.float32)) @ fresh
-        return sp.csr_matrix(out)
+        fresh = batch.history.copy()
+        fresh.data[:] = 1.0
+        new = np.where(known, -1, np.arange(len(known)))
+        return sp.csr_matrix(select_rows(self.weights_, batch.users) + select_rows(fresh, new))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         from funnel.sparse import csr_to_arrays

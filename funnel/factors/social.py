@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.sparse import csr_from_arrays, csr_to_arrays, most_first, weighted
+from funnel.sparse import csr_from_arrays, csr_to_arrays, most_first, select_rows, weighted
 
 if TYPE_CHECKING:
     from funnel.config import FunnelConfig
@@ -58,13 +58,9 @@ class FriendListening:
 
     def _rows(self, users: np.ndarray) -> tuple[sp.csr_matrix, np.ndarray]:
         known = users >= 0
-        if not known.any():  # new listeners only (also the only ones an artist-side model has)
-            return sp.csr_matrix((len(users), self.counts_.shape[1]), dtype=np.float32), np.zeros(len(users))
-        picked = self.counts_[np.where(known, users, 0)]  # rows keep their order
-        if not known.all():
-            picked.data[np.repeat(~known, np.diff(picked.indptr))] = 0.0
-            picked.eliminate_zeros()
-        return picked, np.where(known, self.n_friends_[np.where(known, users, 0)], 0.0)
+        n_friends = np.zeros(len(users))
+        n_friends[known] = self.n_friends_[users[known]]
+        return select_rows(self.counts_, users), n_friends  # rows keep their most-listened-first order
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""

@@ -106,11 +106,11 @@ class UserStatistics:
     def of(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """``(years_since_last_tag, has_tagged)`` of the batch's users."""
         known = batch.users >= 0
-        if not known.any():  # new listeners only (also the only ones an artist-side model has)
-            return (np.full(len(known), self.new_listener_years_, np.float32), np.zeros(len(known), np.float32))
-        safe = np.where(known, batch.users, 0)
-        years = np.where(known, self.years_since_last_tag_[safe], self.new_listener_years_).astype(np.float32)
-        return years, np.where(known, self.has_tagged_[safe], 0.0).astype(np.float32)
+        years = np.full(len(known), self.new_listener_years_, np.float32)
+        tagged = np.zeros(len(known), np.float32)
+        years[known] = self.years_since_last_tag_[batch.users[known]]
+        tagged[known] = self.has_tagged_[batch.users[known]]
+        return years, tagged
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {"years_since_last_tag": self.years_since_last_tag_, "has_tagged": self.has_tagged_,
