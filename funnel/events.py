@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from funnel.data.dataset import FUTURE_SLACK, MAX_WEIGHT
 from funnel.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -24,9 +25,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("funnel")
 
-MAX_WEIGHT = 1e30  # the float32 guard of Dataset.from_frames: sums stay far below float32's 3.4e38
 THREAD_MEMORY = 32 * 2**20  # DuckDB memory per thread below which read_events runs fewer threads
-FUTURE_SLACK = pd.Timedelta(days=1)  # clocks of phones and scrobblers run ahead by hours
 EARLIEST = pd.Timestamp("1678-01-01")  # datetime64[ns] cannot hold anything before 1677-09-21
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
@@ -228,7 +227,7 @@ def _future_limit(now: datetime | str | None) -> pd.Timestamp:
         raise ConfigError(f"now must be a datetime or an ISO 8601 string, not {now!r}")
     if stamp.tzinfo is not None:
         stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp + FUTURE_SLACK
+    return stamp + pd.Timedelta(FUTURE_SLACK)
 
 
 def _connect(database: str | os.PathLike | None, memory_limit: str | int | None,

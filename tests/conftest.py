@@ -22,6 +22,22 @@ def small_config() -> FunnelConfig:
     return FunnelConfig(**SMALL)
 
 
+def with_string_ids(dataset: Dataset, artist_id) -> Dataset:
+    """``dataset`` with users ``user_00002@example`` and artists renamed by ``artist_id`` (mapping or function).
+
+    Tag assignments and friends are renamed too, so every frame keeps naming the same people.
+    """
+    user = "user_{:05d}@example".format
+
+    def renamed(frame, **columns):
+        return frame.assign(**{column: frame[column].map(to) for column, to in columns.items()})
+
+    return Dataset.from_frames(renamed(dataset.interactions, user_id=user, artist_id=artist_id),
+                               renamed(dataset.artists, artist_id=artist_id), dataset.tags,
+                               renamed(dataset.tag_assignments, user_id=user, artist_id=artist_id),
+                               renamed(dataset.friends, user_id=user, friend_id=user))
+
+
 SYNTH = dict(n_users=150, n_artists=240, n_clusters=4, artists_per_user=20, n_untagged=5, seed=3)
 
 

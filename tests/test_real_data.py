@@ -11,31 +11,16 @@ import pytest
 from funnel import ConfigError, DataError, Dataset, Recommender, UnknownUserError, split
 from funnel.data.ids import lookup_ids
 from funnel.factors import ListenTimes
-from tests.conftest import with_listen_times
+from tests.conftest import with_listen_times, with_string_ids
 
 
 def mbid(i: int) -> str:
     return str(uuid.UUID(int=(i * 2654435761) % (1 << 128)))
 
 
-def stringly(dataset: Dataset, artist_tags: bool = False) -> Dataset:
-    """``dataset`` with e-mail-like user ids and MBID artist ids (tag assignments and friends too)."""
-    user = {u: f"user_{u:05d}@example" for u in dataset.user_ids.tolist()}
-    artist = {a: mbid(a) for a in dataset.artist_ids.tolist()}
-    inter = dataset.interactions.assign(user_id=dataset.interactions["user_id"].map(user),
-                                        artist_id=dataset.interactions["artist_id"].map(artist))
-    assign = dataset.tag_assignments
-    assign = assign[assign["user_id"].isin(list(user))].assign(
-        user_id=lambda f: f["user_id"].map(user), artist_id=lambda f: f["artist_id"].map(artist))
-    friends = dataset.friends.assign(user_id=dataset.friends["user_id"].map(user),
-                                     friend_id=dataset.friends["friend_id"].map(user)).dropna()
-    artists = dataset.artists.assign(artist_id=dataset.artists["artist_id"].map(artist))
-    return Dataset.from_frames(inter, artists=artists, tags=dataset.tags, tag_assignments=assign, friends=friends)
-
-
 @pytest.fixture(scope="module")
 def string_data(synth):
-    return stringly(synth)
+    return with_string_ids(synth, mbid)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from funnel import Dataset, Recommender
+from tests.conftest import with_string_ids
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -65,20 +66,12 @@ def ids(answer: dict) -> list:
     return [r["artist_id"] for r in answer["recommendations"]]
 
 
-def with_string_ids(data: Dataset) -> Dataset:
-    """``data`` with users ``user_00002@example`` and MusicBrainz-like artist ids, three of them odd ones."""
+def served_artist_ids(data: Dataset) -> dict[int, str]:
+    """MusicBrainz-like artist ids for ``data``'s artists, three of them odd ones."""
     rng = random.Random(0)
     artists = {int(a): str(uuid.UUID(int=rng.getrandbits(128), version=4)) for a in data.artist_ids}
     artists.update({1: PLAIN_ID, 2: ENCODED_ID, 3: UNICODE_ID})
-    user = "user_{:05d}@example".format
-
-    def renamed(frame, **columns):
-        return frame.assign(**{column: frame[column].map(to) for column, to in columns.items()})
-
-    return Dataset.from_frames(renamed(data.interactions, user_id=user, artist_id=artists),
-                               renamed(data.artists, artist_id=artists), data.tags,
-                               renamed(data.tag_assignments, user_id=user, artist_id=artists),
-                               renamed(data.friends, user_id=user, friend_id=user))
+    return artists
 
 
 def conforms(value: object, schema: dict, spec: dict) -> bool:
@@ -385,7 +378,7 @@ def test_concurrent_load_with_malformed_requests_gets_no_5xx(server, openapi, sy
 
 @pytest.fixture(scope="module")
 def str_data(synth):
-    return with_string_ids(synth)
+    return with_string_ids(synth, served_artist_ids(synth))
 
 
 @pytest.fixture(scope="module")
