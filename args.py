@@ -105,12 +105,66 @@ def build_serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_score_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python main.py score``."""
+    parser = argparse.ArgumentParser(
+        prog="main.py score",
+        description="Score listeners' histories with a saved model, in process or on Spark (the spark extra: "
+                    "pip install -e \".[spark]\"); it never retrains. Every listener is scored from its history "
+                    "(user vectors folded in), so both engines write the same recommendations.",
+    )
+    parser.add_argument("--engine", choices=("local", "spark"), default="local",
+                        help="local: in this process; spark: a Spark job (default: local)")
+    parser.add_argument("--artifacts", default="artifacts/",
+                        help="the model directory, or the --artifacts directory of a main.py run "
+                             "(its model/ subdirectory is used) (default: artifacts/)")
+    parser.add_argument("--histories", default=None, metavar="PATH",
+                        help="a Parquet file or directory of user_id, artist_id[, weight] rows (the caller's ids; "
+                             "no weight: one play per row); default: the training histories saved with a full model")
+    parser.add_argument("--output", required=True, metavar="PATH",
+                        help="where to write: .csv, .parquet or a DuckDB file (.duckdb, .db) with --output-table "
+                             "for --engine local; a Parquet directory (.parquet) for --engine spark")
+    parser.add_argument("--output-table", default=None, dest="output_table", metavar="NAME",
+                        help="the table to create or replace in a DuckDB --output (--engine local)")
+    parser.add_argument("--topn", type=int, default=20, help="artists per user in the output (default: 20)")
+    parser.add_argument("--exclude", default=None, metavar="PATH",
+                        help="a Parquet file of artist_id rows never to recommend, or of user_id, artist_id rows "
+                             "never to recommend to that listener")
+    parser.add_argument("--allow", default=None, metavar="PATH",
+                        help="a Parquet file of the artist_id rows that alone may be recommended")
+    parser.add_argument("--explain", type=boolean, default=False, metavar="True/False",
+                        help="add a short 'reason' column to the output (default: False)")
+    parser.add_argument("--progress", type=boolean, default=True, metavar="True/False",
+                        help="show a progress bar (--engine local) (default: True)")
+    spark = parser.add_argument_group("spark (with --engine spark)")
+    spark.add_argument("--master", default=None,
+                       help="Spark master URL, e.g. local[2] (default: spark-submit's, else local[*])")
+    spark.add_argument("--partitions", type=int, default=None, metavar="N",
+                       help="partitions to group the listeners into (default: Spark's adaptive shuffle partitions)")
+    spark.add_argument("--ship", type=boolean, default=False, metavar="True/False",
+                       help="copy the model to every executor (SparkContext.addFile) instead of reading it from a "
+                            "path they share (default: False)")
+    return parser
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv`` (default: ``sys.argv[1:]``); ``serve ...`` selects the service."""
+    """Parse ``argv`` (default: ``sys.argv[1:]``); ``serve ...`` selects the service, ``score ...`` scoring."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve"]:
         args = build_serve_parser().parse_args(argv[1:])
         args.command = "serve"
+    elif argv[:1] == ["score"]:
+        parser = build_score_parser()
+        args = parser.parse_args(argv[1:])
+        if args.engine == "local":
+            given = [flag for flag, value in (("--master", args.master), ("--partitions", args.partitions),
+                                              ("--ship", args.ship or None)) if value is not None]
+            if given:
+                parser.error(f"{', '.join(given)} apply to --engine spark only")
+        elif args.output_table is not None:
+            parser.error("--output-table is for a DuckDB --output of --engine local; --engine spark writes a "
+                         "Parquet directory")
+        args.command = "score"
     else:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -6,6 +6,7 @@
     python main.py --events-sql "SELECT * FROM plays" --duckdb warehouse.duckdb --output warehouse.duckdb \\
         --output-table recommendations
     python main.py serve --artifacts artifacts/ --port 8000
+    python main.py score --engine spark --artifacts artifacts/ --histories plays.parquet --output recs.parquet
 """
 
 from __future__ import annotations
@@ -189,6 +190,127 @@ def serve(args) -> None:
     serve_model(str(model_dir(Path(args.artifacts))), args.host, args.port, args.max_n)
 
 
+def parquet_dataset(path: str, flag: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()):
+    """The Parquet file or directory at ``path`` (a pyarrow dataset), after checking its ``columns`` (schema only)."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    from funnel.errors import DataError
+
+    if not Path(path).exists():
+        raise DataError(f"{flag} {path} does not exist; give a Parquet file or directory")
+    try:
+        dataset = ds.dataset(path, format="parquet")
+        names = dataset.schema.names
+    except (OSError, ValueError, pa.ArrowException) as exc:
+        raise DataError(f"cannot read {flag} {path}: {' '.join(str(exc).split())}; give a Parquet file or "
+                        "directory") from exc
+    missing = [column for column in columns if column not in names]
+    if missing:
+        raise DataError(f"{flag} {path} has no column {', '.join(map(repr, missing))}; its columns are "
+                        f"{', '.join(map(repr, names))}: it needs {', '.join(columns + optional)}")
+    return dataset
+
+
+def read_parquet_ids(path: str, flag: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()):
+    """The ``columns`` (and those of ``optional`` present) of a Parquet file or directory, as pandas."""
+    dataset = parquet_dataset(path, flag, columns, optional)
+    return dataset.to_table(columns=[c for c in columns + optional if c in dataset.schema.names]).to_pandas()
+
+
+def read_rules(args, spark=None):
+    """``--exclude`` and ``--allow`` as the rules of a scoring call (a Spark DataFrame for a per-user exclude)."""
+    exclude = allow = None
+    if args.exclude is not None:
+        rows = read_parquet_ids(args.exclude, "--exclude", ("artist_id",), ("user_id",))
+        if "user_id" not in rows.columns:
+            exclude = rows["artist_id"].tolist()
+        else:
+            exclude = spark.createDataFrame(rows) if spark is not None else rows
+    if args.allow is not None:
+        allow = read_parquet_ids(args.allow, "--allow", ("artist_id",))["artist_id"].tolist()
+    return exclude, allow
+
+
+def training_histories(model):
+    """The ``user_id, artist_id, weight`` rows of the training histories a full model holds."""
+    import pandas as pd
+
+    from funnel.errors import UnknownUserError
+
+    if model.artist_side_only_:
+        raise UnknownUserError("the model was saved artist-side only and holds no histories: pass --histories PATH")
+    plays = model.history_.tocoo()
+    return pd.DataFrame({"user_id": model.user_ids_[plays.row], "artist_id": model.artist_ids_[plays.col],
+                         "weight": plays.data.astype("float64")})
+
+
+def spark_session(master: str | None):
+    """A Spark session for ``score --engine spark`` (spark-submit's settings, or ``master``)."""
+    from funnel.errors import ConfigError
+
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ConfigError(f"--engine spark needs the spark extra ({exc.name} is missing): "
+                          'pip install -e ".[spark]"') from exc
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local workers run this environment's Python
+    builder = SparkSession.builder.appName("funnel score").config("spark.sql.session.timeZone", "UTC")
+    builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    session = (builder.master(master) if master else builder).getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def score(args) -> None:
+    """Score histories with a saved model, in process or on Spark, and write the recommendations."""
+    from funnel import Recommender
+    from funnel.errors import ConfigError
+    from funnel.outputs import check_output, write_recommendations
+
+    if args.topn < 1:
+        raise ConfigError(f"--topn {args.topn} must be at least 1")
+    if args.partitions is not None and args.partitions < 1:
+        raise ConfigError(f"--partitions {args.partitions} must be at least 1")
+    output = Path(args.output)
+    if args.engine == "local":
+        check_output(output, args.output_table)
+        check_writable(output)
+    elif output.suffix.lower() != ".parquet":
+        raise ConfigError(f"--engine spark writes a Parquet directory: give an --output ending in .parquet, "
+                          f"not {output}")
+    started = time.perf_counter()
+    path = model_dir(Path(args.artifacts))
+    model = Recommender.load(path, show_progress=args.progress)
+    if args.engine == "local":
+        histories = (read_parquet_ids(args.histories, "--histories", ("user_id", "artist_id"), ("weight",))
+                     if args.histories else training_histories(model))
+        exclude, allow = read_rules(args)
+        recommendations = model.recommend_for_histories(histories, n=args.topn, explain=args.explain,
+                                                        exclude=exclude, allow=allow)
+        if args.explain:
+            recommendations = recommendations.drop(columns=["sources", "because_ids", "because", "contributions"])
+        write_recommendations(recommendations, output, args.output_table)
+        users = recommendations["user_id"].nunique()
+    else:
+        from funnel import spark as funnel_spark
+
+        session = spark_session(args.master)
+        if args.histories:
+            parquet_dataset(args.histories, "--histories", ("user_id", "artist_id"), ("weight",))
+            histories = session.read.parquet(args.histories)
+        else:
+            histories = session.createDataFrame(training_histories(model))
+        exclude, allow = read_rules(args, session)
+        recommendations = funnel_spark.recommend(
+            histories, path, n=args.topn, explain=args.explain, exclude=exclude, allow=allow,
+            weight="weight" if "weight" in histories.columns else None, partitions=args.partitions, ship=args.ship)
+        funnel_spark.write_parquet(recommendations, output)
+        users = None
+    logger.info("scored %s with %s on %s and wrote %s in %.1fs", "the listeners" if users is None else
+                f"{users} listeners", path, args.engine, output, time.perf_counter() - started)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = parse_args(argv)
@@ -203,6 +325,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 
         if args.command == "serve":
             serve(args)
+            return 0
+        if args.command == "score":
+            score(args)
             return 0
         config = to_config(args)
         output = Path(args.output)

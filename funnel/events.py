@@ -147,7 +147,7 @@ def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = Non
     import duckdb  # on use: `import funnel` should not pay for DuckDB
 
     columns = _check_arguments(source, sql, database, user, artist, timestamp, weight, duration, min_duration)
-    limit = _future_limit(now)
+    limit = future_limit(now)
     started = time.perf_counter()
     con = _connect(database, memory_limit, temp_directory)
     try:
@@ -217,7 +217,7 @@ def _check_arguments(source: Any, sql: str | None, database: Any, user: str, art
     return given
 
 
-def _future_limit(now: datetime | str | None) -> pd.Timestamp:
+def future_limit(now: datetime | str | None) -> pd.Timestamp:
     """``now`` (UTC, no zone) plus the slack: later plays are clock errors."""
     try:
         stamp = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)

@@ -187,14 +187,16 @@ class Recommender:
             frame = pd.concat([frame, explain_.explanations(self, batch, cands, X, best)], axis=1)
         return cands.rows[best], frame
 
-    def _batch(self, rows: np.ndarray, history: sp.csr_matrix, rules: Rules) -> Batch:
+    def _batch(self, rows: np.ndarray, history: sp.csr_matrix, rules: Rules,
+               rule_rows: np.ndarray | None = None) -> Batch:
         """The batch of users at internal ``rows`` (-1: new listener) with ``history``, under ``rules``."""
-        return Batch(rows, history, known=rules.known(rows, history, self.tagged_),
+        return Batch(rows, history, known=rules.known(rows, history, self.tagged_, rule_rows),
                      blocked_items=rules.blocked_items)
 
-    def _rules(self, exclude: Any, allow: Any, filter_known: bool, known_users: bool = True) -> Rules:
+    def _rules(self, exclude: Any, allow: Any, filter_known: bool, user_ids: Any = True) -> Rules:
+        """``user_ids``: True for the model's users, None for no user ids, or the ids of a call's listeners."""
         return Rules(self.artist_ids_, exclude=exclude, allow=allow, filter_known=filter_known,
-                     user_ids=self.user_ids_ if known_users else None)
+                     user_ids=self.user_ids_ if user_ids is True else user_ids)
 
     def _user_rows(self, user_ids: Any) -> np.ndarray:
         if isinstance(user_ids, (str, bytes)) or not isinstance(user_ids, Iterable):
@@ -353,7 +355,7 @@ class Recommender:
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
-        rules = self._rules(exclude, allow, filter_known, known_users=False)
+        rules = self._rules(exclude, allow, filter_known, user_ids=None)
         return self._rank(self._batch(np.array([-1]), self.history_matrix(history), rules), n, explain)[1]
 
     def recommend_for_histories(self, histories: pd.DataFrame, n: int = 20, explain: bool = False, *,
@@ -373,7 +375,10 @@ class Recommender:
             with no catalogue artist are skipped with a warning.
         n : int
         explain : bool
-        exclude, allow : list of artist ids, optional
+        exclude : list of artist ids or pandas.DataFrame, optional
+            Artists never to recommend to anyone, or ``user_id, artist_id`` rows (ids of
+            the histories' listeners): artists never to recommend to that listener.
+        allow : list of artist ids, optional
         filter_known : bool
             See :meth:`recommend`; a history is what its listener knows.
 
@@ -413,11 +418,11 @@ class Recommender:
                 raise DataError("no listener of the histories has an artist of the catalogue; check the artist ids")
             logger.warning("skipping %d listener(s) whose histories hold no catalogue artist",
                            data.n_users - len(rows))
-        rules = self._rules(exclude, allow, filter_known, known_users=False)
+        rules = self._rules(exclude, allow, filter_known, user_ids=data.user_ids)
 
         def rank_batch(batch_rows: np.ndarray) -> pd.DataFrame:
             new = np.full(len(batch_rows), -1)
-            r, ranked = self._rank(self._batch(new, matrix[batch_rows], rules), n, explain)
+            r, ranked = self._rank(self._batch(new, matrix[batch_rows], rules, rule_rows=batch_rows), n, explain)
             ranked.insert(0, "user_id", data.user_ids[batch_rows[r]])
             return ranked
 
@@ -525,12 +530,29 @@ class Recommender:
             "ranker_candidate_recall": self.ranker_candidate_recall_})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Recommender:
-        """Load a model written by :meth:`save`, verifying every file's checksum first."""
+    def load(cls, path: str | os.PathLike, **runtime: Any) -> Recommender:
+        """Load a model written by :meth:`save`, verifying every file's checksum first.
+
+        Parameters
+        ----------
+        path : path
+        **runtime
+            Settings of how the model runs, not of what it learned: ``n_threads``,
+            ``show_progress`` (e.g. ``n_threads=1`` for a worker that shares its cores).
+
+        Raises
+        ------
+        ConfigError
+            A setting that is not a runtime setting, or an invalid value.
+        """
         path = Path(path)
+        unknown = sorted(set(runtime) - {"n_threads", "show_progress"})
+        if unknown:
+            raise ConfigError(f"load() takes only runtime settings (n_threads, show_progress), not {unknown}: "
+                              "what a model learned is fixed when it is fitted")
         manifest, states = read_model(path)
         try:
-            config = FunnelConfig.from_dict(manifest["config"])
+            config = FunnelConfig.from_dict(manifest["config"]).replace(**runtime)
             self = cls(config)
             self.config_ = config
             self.stages_ = Stages.from_state(config, states, list(manifest["sources"]))

@@ -52,14 +52,15 @@ class Rules:
         Keep artists the listener knows (played, or tagged when the model counts tags as
         known) out of the recommendations; ``False`` lets them come back.
     user_ids : numpy.ndarray, optional
-        The model's sorted user ids, to resolve a per-user ``exclude`` frame.
+        The sorted user ids that a per-user ``exclude`` frame is resolved against: the
+        model's training users, or the listeners of a call scoring histories.
 
     Attributes
     ----------
     blocked_items : numpy.ndarray or None
         Boolean mask of the catalogue: artists nobody in the call may get.
     per_user : scipy.sparse.csr_matrix or None
-        Users x artists, an entry for each artist a training user may not get.
+        Users (of ``user_ids``) x artists, an entry for each artist that user may not get.
     """
 
     def __init__(self, artist_ids: np.ndarray, *, exclude: Any = None, allow: Any = None,
@@ -87,8 +88,8 @@ class Rules:
     @staticmethod
     def _per_user(frame: pd.DataFrame, artist_ids: np.ndarray, user_ids: np.ndarray | None) -> sp.csr_matrix:
         if user_ids is None:
-            raise ConfigError("a per-user exclude frame needs a call for users of the training data "
-                              "(recommend, recommend_all); for a new listener pass a list of artist ids")
+            raise ConfigError("a per-user exclude frame needs a call for several users (recommend, "
+                              "recommend_all, recommend_for_histories); for one new listener pass a list of artist ids")
         missing = [c for c in ("user_id", "artist_id") if c not in frame.columns]
         if missing:
             raise ConfigError(f"the exclude frame lacks column(s) {missing}; it needs user_id, artist_id rows "
@@ -104,15 +105,18 @@ class Rules:
         matrix.sum_duplicates()
         return matrix
 
-    def known(self, rows: np.ndarray, history: sp.csr_matrix, tagged: sp.csr_matrix | None) -> sp.csr_matrix:
+    def known(self, rows: np.ndarray, history: sp.csr_matrix, tagged: sp.csr_matrix | None,
+              rule_rows: np.ndarray | None = None) -> sp.csr_matrix:
         """The artists each of ``rows`` (internal user indices, -1 for new listeners) may not get.
 
         ``history`` holds the rows' plays and ``tagged`` the model's users x artists tagged
-        pairs (or ``None``).
+        pairs (or ``None``). ``rule_rows`` are the rows' indices into ``user_ids`` for the
+        per-user exclusions, when those were resolved against other users than the model's
+        (default: ``rows``).
         """
         known = history if self.filter_known else sp.csr_matrix(history.shape, dtype=np.float32)
         if self.filter_known and tagged is not None:
             known = known.maximum(select_rows(tagged, rows))
         if self.per_user is not None:
-            known = known.maximum(select_rows(self.per_user, rows))
+            known = known.maximum(select_rows(self.per_user, rows if rule_rows is None else rule_rows))
         return sp.csr_matrix(known)

@@ -155,7 +155,7 @@ def test_exclude_per_user_in_batch(fitted, synth):
     (dict(allow=[10**9]), "allow names no artist of this model's catalogue"),
     (dict(filter_known="no"), "filter_known='no' must be True or False"),
     (dict(exclude=pd.DataFrame({"user_id": [2], "artist_id": [1]})), "per-user exclude frame needs a call for "
-                                                                      "users of the training data"),
+                                                                      "several users"),
 ])
 def test_malformed_rules_are_config_errors(fitted, synth, kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -274,6 +274,34 @@ def test_recommend_for_histories_equals_one_history_at_a_time(string_model, stri
         np.testing.assert_allclose(got["score"], one["score"], rtol=1e-5, atol=1e-6)
     plays_only = string_model.recommend_for_histories(rows[["user_id", "artist_id"]], n=5)  # no weight: 1 a row
     assert plays_only.groupby("user_id").size().eq(5).all()
+
+
+def test_recommend_for_histories_takes_per_listener_exclusions(string_model, string_data):
+    rows = string_data.interactions[string_data.interactions["user_id"].isin(string_data.user_ids[:20])]
+    histories = pd.concat([rows, pd.DataFrame({"user_id": ["walk-in"], "artist_id": [rows["artist_id"].iloc[0]],
+                                               "weight": [2.0]})], ignore_index=True)
+    before = string_model.recommend_for_histories(histories, n=5)
+    best = before[before["rank"] == 1][["user_id", "artist_id"]]
+    stray = pd.DataFrame({"user_id": ["nobody-here"], "artist_id": [mbid(3)]})  # not a listener of the call: ignored
+    after = string_model.recommend_for_histories(histories, n=5, exclude=pd.concat([best, stray]))
+    assert after.merge(best, on=["user_id", "artist_id"]).empty
+    assert after.groupby("user_id").size().eq(5).all() and set(after["user_id"]) == set(before["user_id"])
+    # the walk-in's exclusion is its own: the same history under another id keeps that artist
+    twin = histories[histories["user_id"] == "walk-in"].assign(user_id="twin")
+    both = string_model.recommend_for_histories(pd.concat([histories, twin]), n=5, exclude=best)
+    walk_in_best = best.loc[best["user_id"] == "walk-in", "artist_id"].item()
+    assert walk_in_best in both.loc[both["user_id"] == "twin", "artist_id"].tolist()
+    with pytest.raises(ConfigError, match="exclude frame: user"):
+        string_model.recommend_for_histories(histories, exclude=pd.DataFrame({"user_id": [1], "artist_id": [mbid(1)]}))
+
+
+def test_load_takes_runtime_settings_only(fitted, tmp_path):
+    path = fitted.save(tmp_path / "model")
+    assert Recommender.load(path, n_threads=1, show_progress=False).config_.n_threads == 1
+    with pytest.raises(ConfigError, match="only runtime settings"):
+        Recommender.load(path, als_factors=4)
+    with pytest.raises(ConfigError):
+        Recommender.load(path, n_threads=-1)
 
 
 def test_recommend_for_histories_refuses_bad_frames(string_model, fitted):
