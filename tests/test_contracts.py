@@ -207,3 +207,36 @@ def test_index_sources_match_one_search_with_the_largest_margin(name, stages, sy
     np.testing.assert_array_equal(ids, expected[0])
     np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
     assert (ids[3] >= 0).sum() == min(K, 20) and not batch.rows(np.array([3])).excluded(ids[3:4]).any()
+
+
+@pytest.mark.parametrize("name", ["tags", "als"])
+def test_a_listeners_candidates_do_not_depend_on_the_batch(name, stages, synth):
+    """Bit for bit the same candidates and scores alone, in a shuffled batch, or in another batch size."""
+    source = part(stages.sources_, name)
+    batch = batch_of(synth)
+    new = np.full(batch.history.shape[0], -1)  # folded-in listeners: the query itself comes from the history
+    batch = Batch(new, batch.history)
+    ids, scores = source.retrieve(batch)
+    order = np.random.default_rng(0).permutation(len(new))
+    shuffled_ids, shuffled_scores = source.retrieve(batch.rows(order))
+    np.testing.assert_array_equal(shuffled_ids, ids[order])
+    np.testing.assert_array_equal(shuffled_scores, scores[order])
+    for rows in (np.array([7]), np.arange(3, 40), np.arange(0, len(new), 3)):
+        alone_ids, alone_scores = source.retrieve(batch.rows(rows))
+        np.testing.assert_array_equal(alone_ids, ids[rows])
+        np.testing.assert_array_equal(alone_scores, scores[rows])
+
+
+def test_exact_scores_are_inner_products_independent_of_the_rows_around():
+    from funnel.candidates.sources import exact_scores
+
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((500, 37)).astype(np.float32)
+    queries = rng.standard_normal((64, 37)).astype(np.float32)
+    ids = rng.integers(-1, 500, (64, 30))
+    scores = exact_scores(queries, vectors, ids)
+    expected = np.einsum("ij,ikj->ik", queries.astype(np.float64), vectors[np.maximum(ids, 0)].astype(np.float64))
+    np.testing.assert_allclose(scores[ids >= 0], expected[ids >= 0], rtol=1e-5, atol=1e-5)
+    assert np.isneginf(scores[ids < 0]).all()
+    np.testing.assert_array_equal(exact_scores(queries[5:6], vectors, ids[5:6, :11]), scores[5:6, :11])
+    np.testing.assert_array_equal(exact_scores(queries[::-1], vectors, ids[::-1]), scores[::-1])

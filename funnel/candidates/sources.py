@@ -23,6 +23,30 @@ logger = logging.getLogger("funnel")
 
 
 SPLIT_SEARCH_ROWS = 32  # smaller batches are searched once, with the largest margin of their rows
+# artists fetched beyond what a row needs: FAISS's order among near-equal scores depends on the other
+# queries of its matrix product, so the last few fetched are not trusted to be the right ones
+SLACK = 8
+_RESCORE_CELLS = 1 << 22  # float32 cells per chunk of exact scores (16 MB)
+
+
+def exact_scores(queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Inner products of each query with the vectors of its row of ``ids`` (-1: -inf), float32.
+
+    numpy's ``einsum`` (its own loops, no BLAS) sums each pair's products on its own, so a
+    listener gets the same bits whichever other listeners share the batch and however many
+    artists each row holds; FAISS's matrix product over the batch does not, and near ties
+    would then order a listener's candidates by who else was scored with them.
+    """
+    out = np.full(ids.shape, -np.inf, dtype=np.float32)
+    queries = np.asarray(queries, dtype=np.float32)
+    width, dim = ids.shape[1], vectors.shape[1]
+    rows = max(1, _RESCORE_CELLS // max(1, width * dim))
+    for start in range(0, len(ids), rows):  # chunks bound the memory of the gathered vectors
+        chunk = ids[start:start + rows]
+        gathered = np.take(vectors, np.maximum(chunk, 0).ravel(), axis=0).reshape(len(chunk), width, dim)
+        scores = np.einsum("ikj,ij->ik", gathered, queries[start:start + rows])
+        out[start:start + rows] = np.where(chunk >= 0, scores, -np.inf)
+    return out
 
 
 class IndexSource:
@@ -53,6 +77,10 @@ class IndexSource:
     def _queries(self, batch: Batch) -> np.ndarray:
         raise NotImplementedError
 
+    def _artist_vectors(self) -> np.ndarray:
+        """The indexed vectors of every artist, row ``i`` artist ``i`` (for the exact scores)."""
+        raise NotImplementedError
+
     def fit(self, dataset: Dataset) -> Any:
         vectors, ids = self._vectors(dataset)
         self.index_ = build_index(vectors, self.index_kind, self.seed, ids)
@@ -75,12 +103,28 @@ class IndexSource:
         # margin and only the rows it may have cut short are searched again with their own
         margin = int(np.partition(known, int(0.9 * (len(known) - 1)))[int(0.9 * (len(known) - 1))]) \
             if len(known) >= SPLIT_SEARCH_ROWS else int(known.max(initial=0))
-        ids, scores = drop_seen(*search(self.index_, queries, k + margin), batch, k)
-        again = np.flatnonzero((known > margin) & (ids[:, -1] < 0))
+        ids, scores, unsure = self._search(queries, batch, k, k + margin + SLACK)
+        again = np.flatnonzero(unsure)
         if len(again):
             part = batch.rows(again)
-            ids[again], scores[again] = drop_seen(*search(self.index_, queries[again], k + part.max_known()), part, k)
+            ids[again], scores[again], _ = self._search(queries[again], part, k, k + part.max_known() + 2 * SLACK)
         return ids, scores
+
+    def _search(self, queries: np.ndarray, batch: Batch, k: int, fetch: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The best ``k`` unseen artists of ``fetch`` searched, ranked by exact scores (ties: lower id first).
+
+        The first ``k`` + :data:`SLACK` unseen artists in FAISS's order are scored again
+        (:func:`exact_scores`) and the best ``k`` of them kept. Also returns the rows that
+        had fewer than that many unseen while the index holds more, to be searched again wider.
+        """
+        ids, scores = search(self.index_, queries, fetch)
+        cut = ids.shape[1] < self.index_.ntotal
+        ids, _ = drop_seen(ids, scores, batch, k + SLACK)
+        exact = exact_scores(queries, self._artist_vectors(), ids)
+        order = np.lexsort((ids, -exact))[:, :k]
+        unsure = (ids[:, -1] < 0) & cut
+        return np.take_along_axis(ids, order, axis=1), np.take_along_axis(exact, order, axis=1), unsure
 
     def get_state(self) -> PartState:
         return PartState(files={"index.faiss": index_bytes(self.index_)})
@@ -147,6 +191,9 @@ class TagSource(IndexSource):
     def _queries(self, batch: Batch) -> np.ndarray:
         return self.embedder.query(batch.history, self.history_weighting, self.search_vectors)
 
+    def _artist_vectors(self) -> np.ndarray:
+        return self.search_vectors
+
     def similar(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` artists nearest to each artist of ``columns`` in the index, itself excluded.
 
@@ -210,6 +257,9 @@ class ALSSource(IndexSource):
 
     def _queries(self, batch: Batch) -> np.ndarray:
         return self.als.user_vectors(batch)
+
+    def _artist_vectors(self) -> np.ndarray:
+        return self.als.item_factors_
 
 
 class ModelSource(Stateless):
