@@ -59,15 +59,32 @@ def directory_mb(path: Path) -> float:
 
 
 def compare(local, spark) -> dict:
-    """Same artists in the same order for every listener, and the largest score difference."""
+    """Same artists in the same order for every listener, the largest score difference, and what differs.
+
+    Where a listener's two lists differ, each differing position is a swap of two artists
+    whose in-process scores are ``swap_gap`` apart (near ties, if the gap is below the
+    scores' own difference), or an artist missing from the other list.
+    """
     columns = ["user_id", "rank"]
     a = local.sort_values(columns).reset_index(drop=True)
     b = spark.sort_values(columns).reset_index(drop=True)
     same_rows = len(a) == len(b) and bool((a["user_id"].to_numpy() == b["user_id"].to_numpy()).all())
-    same = same_rows and bool((a["artist_id"].to_numpy() == b["artist_id"].to_numpy()).all())
-    diff = float(np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max()) if same_rows else float("nan")
-    return {"rows": len(a), "spark_rows": len(b), "same_artists_same_order": same, "max_score_difference": diff,
-            "equal_within_1e-5": bool(same and diff <= 1e-5)}
+    out = {"rows": len(a), "spark_rows": len(b), "same_artists_same_order": False,
+           "max_score_difference": float("nan")}
+    if same_rows:
+        differ = a["artist_id"].to_numpy() != b["artist_id"].to_numpy()
+        out["same_artists_same_order"] = not differ.any()
+        out["max_score_difference"] = float(np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max())
+        out["listeners_differing"] = int(a.loc[differ, "user_id"].nunique())
+        out["positions_differing"] = int(differ.sum())
+        # the in-process score of the artist Spark put at each differing position
+        theirs = b.loc[differ, ["user_id", "artist_id"]].merge(a[["user_id", "artist_id", "score"]],
+                                                               on=["user_id", "artist_id"], how="left")
+        out["artists_only_in_one_list"] = int(theirs["score"].isna().sum())
+        gaps = np.abs(a.loc[differ, "score"].to_numpy() - theirs["score"].to_numpy())
+        out["max_swap_gap"] = float(np.nanmax(gaps)) if np.isfinite(gaps).any() else 0.0
+    out["equal_within_1e-5"] = bool(out["same_artists_same_order"] and out["max_score_difference"] <= 1e-5)
+    return out
 
 
 def measure(size: str) -> dict:
@@ -141,9 +158,10 @@ def projection(rows: list[dict]) -> list[dict]:
     for users in PROJECTION:
         for cores in PROJECTION_CORES:
             partitions = -(-users // USERS_PER_PARTITION)
-            # each core loads the model once, and waves of partitions run one per core
-            seconds = users / (rate * cores) + largest["model_load_seconds"]
-            table.append({"users": users, "cores": cores, "partitions": partitions,
+            # partitions run in waves, one per core; each core loads the model once
+            waves = -(-partitions // cores)
+            seconds = waves * USERS_PER_PARTITION / rate + largest["model_load_seconds"]
+            table.append({"users": users, "cores": cores, "partitions": partitions, "waves": waves,
                           "minutes": seconds / 60, "from_size": largest["size"], "per_core_rate": rate})
     return table
 
@@ -210,7 +228,8 @@ def main() -> None:
               f"{r['full_model_mb']:7.1f})  load {r['model_load_seconds']:.2f}s  local "
               f"{r['local']['users_per_second_per_core']:8.0f}/s/core  spark "
               f"{r['spark']['users_per_second_per_core']:8.0f}/s/core  ratio {r['spark_over_local_per_core']:.2f}  "
-              f"equal {r['equality']['equal_within_1e-5']} (max diff {r['equality']['max_score_difference']:.1e})")
+              f"equal {r['equality']['equal_within_1e-5']} (max diff {r['equality']['max_score_difference']:.1e}, "
+              f"{r['equality'].get('listeners_differing', '?')} listeners' lists differ)")
 
 
 if __name__ == "__main__":

@@ -42,12 +42,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def call(base: str, path: str, body: object | bytes | None = None, timeout: float = 30.0
-         ) -> tuple[int, dict]:
+def call(base: str, path: str, body: object | bytes | None = None, timeout: float = 30.0,
+         headers: dict[str, str] | None = None) -> tuple[int, dict]:
     """``(status, JSON body)`` of a GET (no body) or a JSON POST."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(base + path, data=data, method="GET" if data is None else "POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **(headers or {})})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
@@ -110,8 +110,8 @@ def assert_documented(spec: dict, method: str, path: str, status: int, body: obj
 
 
 @contextlib.contextmanager
-def served(model, tmp_path_factory) -> Iterator[str]:
-    """The base URL of ``python main.py serve`` of ``model``, a real uvicorn server on a free loopback port."""
+def served(model, tmp_path_factory, *flags: str) -> Iterator[str]:
+    """The base URL of ``python main.py serve`` of ``model`` (and ``flags``), a real uvicorn server on a free port."""
     model_dir = model.save(tmp_path_factory.mktemp("served") / "model")
     # the log goes to a file, not a pipe: unread, a pipe fills up (an access-log line a request) and blocks the server
     log = tmp_path_factory.mktemp("server-log") / "server.log"
@@ -119,7 +119,7 @@ def served(model, tmp_path_factory) -> Iterator[str]:
     with log.open("w") as out:
         process = subprocess.Popen(
             [sys.executable, "main.py", "serve", "--artifacts", str(model_dir.parent), "--port", str(port),
-             "--max-n", "50"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+             "--max-n", "50", *flags], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -513,3 +513,100 @@ def test_any_string_id_is_known_or_a_404(str_server, str_fitted, some_id):
     assert status == (200 if some_id in set(str_fitted.user_ids_.tolist()) else 404)
     status, _ = call(str_server, f"/artists/{urllib.parse.quote(some_id, safe='')}/similar?n=3")
     assert status == (200 if some_id in set(str_fitted.artist_ids_.tolist()) else 404)
+
+
+# access control ---------------------------------------------------------------------------
+KEY, ADMIN_KEY = "k3y-for-tests", "another key, admin"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(fitted, tmp_path_factory):
+    from funnel.serving.auth import digest
+
+    key_file = tmp_path_factory.mktemp("keys") / "keys.txt"
+    key_file.write_text(f"# service keys\n{digest(KEY)}\n\n{digest(ADMIN_KEY).upper()} admin\n")
+    with served(fitted, tmp_path_factory, "--api-key-file", str(key_file), "--cors-origin",
+                "https://app.example.com") as base:
+        yield base, Path(tmp_path_factory.getbasetemp())
+
+
+def test_api_keys_guard_every_endpoint_but_health(keyed_server, fitted):
+    base, _ = keyed_server
+    user = int(fitted.user_ids_[0])
+    artist = int(fitted.artist_ids_[0])
+    requests = [("/recommend", {"user_id": user}), ("/recommend/history", {"artists": [artist]}),
+                (f"/artists/{artist}/similar", None)]
+    for path, body in requests:
+        status, answer = call(base, path, body)
+        assert status == 401 and "API key" in answer["detail"], (path, answer)
+        assert call(base, path, body, headers={"X-API-Key": "wrong"})[0] == 401
+        assert call(base, path, body, headers={"Authorization": f"Basic {KEY}"})[0] == 401
+        assert call(base, path, body, headers={"X-API-Key": KEY})[0] == 200
+        assert call(base, path, body, headers={"Authorization": f"Bearer {ADMIN_KEY}"})[0] == 200
+    assert call(base, "/health")[0] == 200
+    status, spec = call(base, "/openapi.json")
+    assert status == 200 and "401" in spec["paths"]["/recommend"]["post"]["responses"]
+    assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
+    assert "401" not in spec["paths"]["/health"]["get"]["responses"]
+
+
+def test_cors_answers_the_configured_origin_only(keyed_server):
+    base, _ = keyed_server
+
+    def preflight(origin: str) -> str | None:
+        request = urllib.request.Request(base + "/recommend", method="OPTIONS", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.headers.get("access-control-allow-origin")
+        except urllib.error.HTTPError as error:
+            return error.headers.get("access-control-allow-origin")
+
+    assert preflight("https://app.example.com") == "https://app.example.com"
+    assert preflight("https://evil.example.com") is None
+
+
+def test_key_files_are_checked_and_keys_never_logged(keyed_server, tmp_path, caplog):
+    from funnel import ConfigError
+    from funnel.serving.auth import APIKeys, digest, is_loopback
+
+    _, base_temp = keyed_server
+    logs = "".join(p.read_text() for p in base_temp.glob("server-log*/server.log"))
+    assert KEY not in logs and ADMIN_KEY not in logs and "1 of them admin" in logs
+    keys = APIKeys.from_file(next(base_temp.glob("keys*/keys.txt")))
+    assert keys.role(KEY) == "user" and keys.role(ADMIN_KEY) == "admin"
+    assert keys.role("") is None and keys.role(KEY + "x") is None and keys.role(None) is None
+    bad = tmp_path / "bad.txt"
+    for text, message in ((f"{KEY}\n", "line 1: not a SHA-256 hex digest"), ("", "lists no key"),
+                          (f"{digest(KEY)} root\n", "only the word 'admin'")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message) as error:
+            APIKeys.from_file(bad)
+        assert KEY not in str(error.value)
+    with pytest.raises(ConfigError, match="cannot read"):
+        APIKeys.from_file(tmp_path / "missing.txt")
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.0.2.7") and not is_loopback("example.com")
+
+
+def test_serving_beyond_loopback_without_keys_warns(fitted, tmp_path, monkeypatch, caplog):
+    import uvicorn
+
+    from funnel.serving import serve
+    from funnel.serving.auth import KEY_FILE_ENV, digest
+
+    ran = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: ran.append((app, kwargs)))
+    model_dir = fitted.save(tmp_path / "model")
+    with caplog.at_level("WARNING", logger="funnel"):
+        serve(str(model_dir), host="0.0.0.0")
+    assert "without API keys" in caplog.text and ran[-1][1]["host"] == "0.0.0.0"
+    caplog.clear()
+    (tmp_path / "keys").write_text(digest(KEY) + "\n")
+    monkeypatch.setenv(KEY_FILE_ENV, str(tmp_path / "keys"))
+    with caplog.at_level("WARNING", logger="funnel"):
+        serve(str(model_dir), host="0.0.0.0")
+    assert "without API keys" not in caplog.text
+    spec = ran[-1][0].openapi()
+    assert "401" in spec["paths"]["/recommend"]["post"]["responses"]

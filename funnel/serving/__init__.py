@@ -1,5 +1,6 @@
 """Serving: the HTTP service (needs the ``serve`` extra: ``pip install -e ".[serve]"``)."""
 
 from funnel.serving.app import create_app, serve
+from funnel.serving.auth import APIKeys
 
-__all__ = ["create_app", "serve"]
+__all__ = ["APIKeys", "create_app", "serve"]

@@ -13,8 +13,10 @@ therefore built per application (:func:`create_app`), from the generic ones belo
 # no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
 import json
 import logging
+import os
 import re
 import threading
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 import pandas as pd
@@ -43,6 +45,7 @@ from funnel.data.ids import id_kind, lookup_ids
 from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
 from funnel.persistence.model import FORMAT_VERSION
 from funnel.recommender import Recommender
+from funnel.serving.auth import ADMIN, KEY_FILE_ENV, APIKeys, is_loopback
 
 logger = logging.getLogger("funnel")
 
@@ -361,7 +364,8 @@ def _records(frame: pd.DataFrame, explain: bool) -> list[dict[str, Any]]:
     return records
 
 
-def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX_BODY_BYTES) -> Any:
+def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX_BODY_BYTES,
+               api_keys: APIKeys | None = None, cors_origins: Sequence[str] = ()) -> Any:
     """A FastAPI application serving ``model``.
 
     Parameters
@@ -373,6 +377,12 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         Largest ``n`` a request may ask for (capped at the catalogue size).
     max_body_bytes : int
         Larger request bodies get 413.
+    api_keys : APIKeys, optional
+        With keys, every endpoint but ``/health`` (and the API description, ``/docs`` and
+        ``/openapi.json``) answers 401 unless the request carries one of them, as
+        ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. None: no access control.
+    cors_origins : sequence of str
+        Origins a browser may call the service from (CORS); none by default.
 
     Returns
     -------
@@ -383,6 +393,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
     model.check_fitted()
     max_n = min(max_n, len(model.artist_ids_) - 1)
@@ -392,6 +403,27 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
                   description="Two-stage music-artist recommendations from a saved funnel model. "
                               f"User ids are {KIND_WORDS[user_kind]}, artist ids {KIND_WORDS[artist_kind]}.")
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+    guard: list[Any] = []
+    if api_keys is not None:
+        bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
+        header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
+
+        def require_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                        key: Annotated[str | None, Depends(header)]) -> None:
+            if api_keys.role(key or (credentials.credentials if credentials else None)) is None:
+                raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                                    detail="missing or unknown API key: send Authorization: Bearer KEY or "
+                                           "X-API-Key: KEY")
+        guard = [Depends(require_key)]
+
+    def errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+        keys = {401: "No API key, or not one of the service's keys"} if api_keys is not None else {}
+        return _errors({**descriptions, **keys})
     recommend_request = _for_model(RecommendRequest, user_kind, artist_kind, max_n)
     history_request = _for_model(HistoryRequest, user_kind, artist_kind, max_n)
 
@@ -457,8 +489,8 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
                 "sources": model.stages_.source_names, "max_n": max_n}
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
-              responses=_errors({400: unparsable, 404: "Unknown user id: not in the training data"}),
-              dependencies=[query_takes()])
+              responses=errors({400: unparsable, 404: "Unknown user id: not in the training data"}),
+              dependencies=[*guard, query_takes()])
     def recommend(payload: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a known user, under the request's rules; 404 for an unknown user."""
         body = cast(RecommendRequest, payload)
@@ -468,9 +500,9 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
 
     @app.post("/recommend/history", response_model=HistoryRecommendations, response_model_exclude_unset=True,
-              responses=_errors({400: unparsable, 404: "Not sent by this route: unknown artists are listed in "
+              responses=errors({400: unparsable, 404: "Not sent by this route: unknown artists are listed in "
                                 "unknown_artists, and a history without a known one is a 422"}),
-              dependencies=[query_takes()])
+              dependencies=[*guard, query_takes()])
     def recommend_history(payload: history_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a new listener from a history of artist ids or id -> plays, under the rules."""
         body = cast(HistoryRequest, payload)
@@ -495,7 +527,8 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     path_schema = WithJsonSchema({"type": "integer"} if artist_kind == "int" else {"type": "string"})
 
     @app.get("/artists/{artist_id:path}/similar", response_model=SimilarArtists,
-             responses=_errors({404: "Unknown artist id: not in the catalogue"}), dependencies=[query_takes("n")])
+             responses=errors({404: "Unknown artist id: not in the catalogue"}),
+             dependencies=[*guard, query_takes("n")])
     def similar(artist_id: Annotated[str, path_id, path_schema],
                 n: Annotated[int, Query(ge=1, le=max_n, description=f"number of artists (1..{max_n})")
                              ] = min(DEFAULT_N, max_n)) -> dict[str, Any]:
@@ -522,12 +555,25 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
-          log_level: str = "info") -> None:
-    """Load the model saved in ``model_dir`` and serve it with uvicorn until interrupted."""
+          log_level: str = "info", api_key_file: str | None = None, cors_origins: Sequence[str] = ()) -> None:
+    """Load the model saved in ``model_dir`` and serve it with uvicorn until interrupted.
+
+    ``api_key_file`` (default: the ``FUNNEL_API_KEY_FILE`` environment variable) turns on
+    access control (:class:`APIKeys`); serving beyond loopback without it logs a warning.
+    """
     import uvicorn
 
+    key_file = api_key_file or os.environ.get(KEY_FILE_ENV) or None
+    api_keys = APIKeys.from_file(key_file) if key_file else None
+    if api_keys is None and not is_loopback(host):
+        logger.warning("serving on %s without API keys: anyone who reaches this address can call the service; "
+                       "pass --api-key-file FILE (or set %s)", host, KEY_FILE_ENV)
     model = Recommender.load(model_dir)
     logger.info("loaded model from %s (%d users with %s ids, %d artists with %s ids); serving on http://%s:%d "
                 "(docs at /docs)", model_dir, len(model.user_ids_), id_kind(model.user_ids_),
                 len(model.artist_ids_), id_kind(model.artist_ids_), host, port)
-    uvicorn.run(create_app(model, max_n=max_n), host=host, port=port, log_level=log_level, workers=1)
+    if api_keys is not None:
+        logger.info("access control: %d API key(s), %d of them admin", len(api_keys.digests),
+                    sum(role == ADMIN for _, role in api_keys.digests))
+    app = create_app(model, max_n=max_n, api_keys=api_keys, cors_origins=cors_origins)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)

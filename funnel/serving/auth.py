@@ -1,0 +1,101 @@
+"""API keys of the HTTP service: a file of SHA-256 digests, checked in constant time, never logged."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from funnel.errors import ConfigError
+
+KEY_FILE_ENV = "FUNNEL_API_KEY_FILE"
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+USER, ADMIN = "user", "admin"
+
+
+def digest(key: str) -> str:
+    """The SHA-256 hex digest of ``key`` (UTF-8), as a key file lists it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class APIKeys:
+    """The keys a service accepts, as SHA-256 digests with a role each (``user`` or ``admin``).
+
+    Only digests are held, so neither the file nor a memory dump gives a key away; a key
+    presented with a request is hashed and compared with every digest in constant time
+    (:func:`hmac.compare_digest`, no early exit), so the time an answer takes does not say
+    how much of a key was right.
+    """
+
+    digests: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> APIKeys:
+        """Read a key file: one key per line, its SHA-256 hex digest, optionally followed by ``admin``.
+
+        Blank lines and lines starting with ``#`` are skipped. Make a line with
+        ``printf %s "$KEY" | sha256sum | cut -d' ' -f1`` (add `` admin`` for an admin key).
+
+        Raises
+        ------
+        ConfigError
+            The file cannot be read, a line is not a digest (a key written in clear is
+            refused, naming the line but not echoing it), an unknown role, or no key at all.
+        """
+        path = Path(path)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the API key file {path}: {exc}") from exc
+        digests = []
+        for number, line in enumerate(lines, 1):
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            value, *role = fields
+            if not _DIGEST.fullmatch(value.lower()):
+                raise ConfigError(f"{path}, line {number}: not a SHA-256 hex digest (64 hex digits); write each key's "
+                                  "digest, not the key: printf %s \"$KEY\" | sha256sum")
+            if role not in ([], [ADMIN]):
+                raise ConfigError(f"{path}, line {number}: after the digest only the word 'admin' may follow")
+            digests.append((value.lower(), ADMIN if role else USER))
+        if not digests:
+            raise ConfigError(f"the API key file {path} lists no key; add a line per key (its SHA-256 digest)")
+        return cls(tuple(digests))
+
+    def role(self, key: str | None) -> str | None:
+        """The role of ``key`` (``user`` or ``admin``), or None when it is missing or not one of the keys."""
+        if not key:
+            return None
+        presented = digest(key)
+        found = None
+        for value, role in self.digests:  # every digest compared: the time does not depend on which matched
+            if hmac.compare_digest(presented, value):
+                found = role
+        return found
+
+
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key a request carries: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    if api_key:
+        return api_key
+    if authorization:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "bearer" and credentials.strip():
+            return credentials.strip()
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
