@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +44,8 @@ logger = logging.getLogger("funnel")
 _INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
 _NUMERIC = _INTEGRAL + ("FloatType", "DoubleType", "DecimalType")
 _EXCLUDED = "_funnel_excluded"
+# a Python worker runs one task at a time and is reused for the next (spark.python.worker.reuse)
 _CACHE: dict[str, tuple[tuple[int, int], Recommender]] = {}
-_CACHE_LOCK = threading.Lock()  # Spark may run several tasks of one worker process on threads
 
 
 def _pyspark():
@@ -120,13 +119,12 @@ def _model(task: _Task) -> Recommender:
         path = task.path
     stat = os.stat(Path(path) / "manifest.json")
     version = (stat.st_mtime_ns, stat.st_size)
-    with _CACHE_LOCK:
-        cached = _CACHE.get(path)
-        if cached is None or cached[0] != version:
-            _CACHE.clear()  # one model per worker: a new save replaces the old one
-            cached = (version, Recommender.load(path, n_threads=1, show_progress=False))
-            _CACHE[path] = cached
-        return cached[1]
+    cached = _CACHE.get(path)
+    if cached is None or cached[0] != version:
+        _CACHE.clear()  # one model per worker: a new save replaces the old one
+        cached = (version, Recommender.load(path, n_threads=1, show_progress=False))
+        _CACHE[path] = cached
+    return cached[1]
 
 
 def _score_partition(batches: Iterator[pd.DataFrame], task: _Task) -> Iterator[pd.DataFrame]:

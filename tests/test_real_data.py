@@ -295,6 +295,15 @@ def test_recommend_for_histories_takes_per_listener_exclusions(string_model, str
         string_model.recommend_for_histories(histories, exclude=pd.DataFrame({"user_id": [1], "artist_id": [mbid(1)]}))
 
 
+def test_a_listener_who_knows_the_whole_catalogue_gets_an_empty_list(fitted):
+    everything = fitted.artist_ids_.tolist()
+    for explain in (False, True):
+        assert fitted.recommend_for_history(everything, n=5, explain=explain).empty
+    histories = pd.DataFrame({"user_id": [1] * len(everything) + [2], "artist_id": everything + everything[:1]})
+    both = fitted.recommend_for_histories(histories, n=3)
+    assert both["user_id"].unique().tolist() == [2] and len(both) == 3
+
+
 def test_load_takes_runtime_settings_only(fitted, tmp_path):
     path = fitted.save(tmp_path / "model")
     assert Recommender.load(path, n_threads=1, show_progress=False).config_.n_threads == 1

@@ -225,6 +225,8 @@ def test_rules_reach_the_library(server, openapi, fitted, synth):
     assert history == fitted.recommend_for_history({1: 30, 5: 3}, n=10, filter_known=False,
                                                    exclude=[5])["artist_id"].tolist()
     assert set(recommend("/recommend/history", artists=[1, 5], allow=allowed)) <= set(allowed)
+    # a history of the whole catalogue leaves nothing to recommend: an empty list, not a 500
+    assert recommend("/recommend/history", artists=synth.artist_ids.tolist()) == []
     for path, answer in answers:
         assert_documented(openapi, "post", path, 200, answer)
 
@@ -253,6 +255,7 @@ def test_rules_reach_the_library(server, openapi, fitted, synth):
     ("/recommend/history", {"artists": {}}, 422, "at least 1 item"),
     ("/recommend/history", {"artists": {"x": 3}}, 422, "should match pattern"),
     ("/recommend/history", {"artists": {"--1": 3}}, 422, "should match pattern"),
+    ("/recommend/history", {"artists": {"\u00b2": 3}}, 422, "should match pattern"),  # a digit to str.isdigit
     ("/recommend/history", {"artists": {"\u00b2": 3}}, 422, "should match pattern"),
     ("/recommend/history", {"artists": {"9" * 5000: 3}}, 422, "too many digits"),
     ("/recommend/history", {"artists": {"1": -3}}, 422, "greater than 0"),
