@@ -256,6 +256,7 @@ def test_rules_reach_the_library(server, openapi, fitted, synth):
     ("/recommend/history", {"artists": {"x": 3}}, 422, "should match pattern"),
     ("/recommend/history", {"artists": {"--1": 3}}, 422, "should match pattern"),
     ("/recommend/history", {"artists": {"\u00b2": 3}}, 422, "should match pattern"),  # a digit to str.isdigit
+    ("/recommend/history", {"artists": list(range(5_001))}, 422, "at most 5000 items"),
     ("/recommend/history", {"artists": {"\u00b2": 3}}, 422, "should match pattern"),
     ("/recommend/history", {"artists": {"9" * 5000: 3}}, 422, "too many digits"),
     ("/recommend/history", {"artists": {"1": -3}}, 422, "greater than 0"),
@@ -613,3 +614,31 @@ def test_serving_beyond_loopback_without_keys_warns(fitted, tmp_path, monkeypatc
     assert "without API keys" not in caplog.text
     spec = ran[-1][0].openapi()
     assert "401" in spec["paths"]["/recommend"]["post"]["responses"]
+
+
+def test_metrics_count_requests_by_route_template_and_status(server, fitted):
+    artist = int(fitted.artist_ids_[0])
+    call(server, f"/artists/{artist}/similar")
+    call(server, "/recommend", {"user_id": 999999})
+    call(server, "/no/such/route")
+    request = urllib.request.Request(server + "/metrics")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/plain")
+        text = response.read().decode()
+    assert re.search(r'funnel_requests_total\{endpoint="/artists/\{artist_id:path\}/similar",method="GET",'
+                     r'status="200"\} [1-9]', text), text[:2000]
+    assert re.search(r'funnel_requests_total\{endpoint="/recommend",method="POST",status="404"\} [1-9]', text)
+    assert re.search(r'funnel_requests_total\{endpoint="unmatched",method="GET",status="404"\} [1-9]', text)
+    assert 'funnel_request_duration_seconds_bucket{endpoint="/recommend",le="0.005"}' in text
+    assert f'data_fingerprint="{fitted.fingerprint_}"' in text and str(artist) + "/" not in text
+
+
+def test_metrics_need_a_key_where_keys_are_set(keyed_server):
+    base, _ = keyed_server
+    request = urllib.request.Request(base + "/metrics")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    assert error.value.code == 401
+    request = urllib.request.Request(base + "/metrics", headers={"X-API-Key": KEY})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert b"funnel_requests_total" in response.read()

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar, cast
 
@@ -51,7 +52,7 @@ logger = logging.getLogger("funnel")
 
 MAX_N = 100
 MAX_BODY_BYTES = 1 << 20
-MAX_HISTORY = 50_000
+MAX_HISTORY = 5_000  # artists in one history: the cost of a request grows with it
 MAX_RULE_IDS = 10_000  # 10,000 MBIDs are ~390 KB of JSON: both lists fit in the 1 MiB body limit
 DRAIN_BYTES = 64 << 20
 DEFAULT_N = 10
@@ -126,13 +127,13 @@ def _history_form(value: Any) -> str:
     return "dict" if isinstance(value, dict) else "list"
 
 
-def _history_type(artist_id: Any, key: Any) -> Any:
+def _history_type(artist_id: Any, key: Any, max_history: int = MAX_HISTORY) -> Any:
     """``artists`` of a history request: a list of ``artist_id`` or an object of ``key`` -> plays."""
     # pydantic documents pattern-checked keys as patternProperties, which let any other key through
     closed: JsonDict = {"additionalProperties": False}
     return Annotated[
-        Annotated[list[artist_id], Field(min_length=1, max_length=MAX_HISTORY), Tag("list")]
-        | Annotated[dict[key, Plays], Field(min_length=1, max_length=MAX_HISTORY,
+        Annotated[list[artist_id], Field(min_length=1, max_length=max_history), Tag("list")]
+        | Annotated[dict[key, Plays], Field(min_length=1, max_length=max_history,
                                             json_schema_extra=None if key is str else closed), Tag("dict")],
         Discriminator(_history_form),  # errors name the one form sent, not both
     ]
@@ -147,8 +148,9 @@ def _n_field(max_n: int = MAX_N) -> Any:
     return Field(min(DEFAULT_N, max_n), ge=1, le=max_n, description=f"number of artists (1..{max_n})")
 
 
-def _artists_field() -> Any:
-    return Field(..., description="artist ids (a repeated id counts once more), or artist id -> plays (> 0)")
+def _artists_field(max_history: int = MAX_HISTORY) -> Any:
+    return Field(..., description=f"artist ids (a repeated id counts once more), or artist id -> plays (> 0); "
+                                  f"1 to {max_history:,} entries")
 
 
 def _exclude_field() -> Any:
@@ -198,8 +200,9 @@ class HistoryRequest(Strict):
 Body = TypeVar("Body", RecommendRequest, HistoryRequest)
 
 
-def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int) -> type[Body]:
-    """``request`` with its ids typed as the model's and ``n`` checked as 1..max_n (both known per app only)."""
+def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int,
+               max_history: int = MAX_HISTORY) -> type[Body]:
+    """``request`` with its ids typed as the model's, ``n`` checked as 1..max_n and histories bounded (per app)."""
     artist_id = _id_type(artist_kind, "artist")
     fields: dict[str, Any] = {
         "n": (JsonInt, _n_field(max_n)),
@@ -211,7 +214,7 @@ def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int
     if "artists" in request.model_fields:
         # for integer ids an object's keys are strings of digits; for string ids they are the ids
         key = IntKey if artist_kind == "int" else str
-        fields["artists"] = (_history_type(artist_id, key), _artists_field())
+        fields["artists"] = (_history_type(artist_id, key, max_history), _artists_field(max_history))
     return create_model(request.__name__, __base__=request, __doc__=request.__doc__, **fields)
 
 
@@ -288,6 +291,7 @@ class Health(BaseModel):
     artist_id_type: IdKind = Field(description="JSON type of artist ids in requests and answers")
     sources: list[str]
     max_n: int
+    max_history: int = Field(description="most artists a history may hold")
 
 
 def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -345,6 +349,46 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+class Metrics:
+    """ASGI middleware counting answers by endpoint and status, and timing them, for ``GET /metrics``.
+
+    The endpoint is the route's path template (``/artists/{artist_id}/similar``), so ids do
+    not become labels; requests no route matched are ``unmatched``. Each application has
+    its own registry (prometheus-client's ``CollectorRegistry``).
+    """
+
+    def __init__(self, app: Any, registry: Any) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.app = app
+        self.requests = Counter("funnel_requests", "HTTP requests answered", ["endpoint", "method", "status"],
+                                registry=registry)
+        self.latency = Histogram("funnel_request_duration_seconds", "Time to answer a request, by endpoint",
+                                 ["endpoint"], registry=registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def recorded(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recorded)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.requests.labels(endpoint, scope["method"], str(status)).inc()
+            self.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
 def _scalar(value: Any) -> Any:
     """A numpy id (int64 or str_) as the Python int or str JSON encodes as the model's type."""
     return value.item() if hasattr(value, "item") else value
@@ -365,7 +409,8 @@ def _records(frame: pd.DataFrame, explain: bool) -> list[dict[str, Any]]:
 
 
 def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX_BODY_BYTES,
-               api_keys: APIKeys | None = None, cors_origins: Sequence[str] = ()) -> Any:
+               api_keys: APIKeys | None = None, cors_origins: Sequence[str] = (),
+               max_history: int = MAX_HISTORY) -> Any:
     """A FastAPI application serving ``model``.
 
     Parameters
@@ -383,6 +428,9 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``. None: no access control.
     cors_origins : sequence of str
         Origins a browser may call the service from (CORS); none by default.
+    max_history : int
+        Most artists a history may hold (longer ones are a 422): a request's cost grows
+        with its history.
 
     Returns
     -------
@@ -392,7 +440,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     """
     from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
     model.check_fitted()
@@ -408,6 +456,13 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+    from prometheus_client import CollectorRegistry, Info
+
+    registry = CollectorRegistry()
+    Info("funnel_model", "The served model's provenance", registry=registry).info({
+        "format_version": str(FORMAT_VERSION), "funnel_version": __version__,
+        "data_fingerprint": model.fingerprint_, "n_artists": str(len(model.artist_ids_))})
+    app.add_middleware(Metrics, registry=registry)  # outermost: it counts the 413s of BodyLimit too
     guard: list[Any] = []
     if api_keys is not None:
         bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
@@ -425,7 +480,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         keys = {401: "No API key, or not one of the service's keys"} if api_keys is not None else {}
         return _errors({**descriptions, **keys})
     recommend_request = _for_model(RecommendRequest, user_kind, artist_kind, max_n)
-    history_request = _for_model(HistoryRequest, user_kind, artist_kind, max_n)
+    history_request = _for_model(HistoryRequest, user_kind, artist_kind, max_n, max_history)
 
     def unprocessable(loc: tuple, message: str) -> JSONResponse:
         """A 422 shaped like FastAPI's (the documented ``HTTPValidationError``)."""
@@ -486,7 +541,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         return {"status": "ok", "funnel_version": __version__, "format_version": FORMAT_VERSION,
                 "data_fingerprint": model.fingerprint_, "n_users": len(model.user_ids_),
                 "n_artists": len(model.artist_ids_), "user_id_type": user_kind, "artist_id_type": artist_kind,
-                "sources": model.stages_.source_names, "max_n": max_n}
+                "sources": model.stages_.source_names, "max_n": max_n, "max_history": max_history}
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
               responses=errors({400: unparsable, 404: "Unknown user id: not in the training data"}),
@@ -520,6 +575,15 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
             frame = model.recommend_for_history(history, n=body.n, explain=body.explain, exclude=body.exclude,
                                                 allow=body.allow, filter_known=body.filter_known)
         return {"unknown_artists": unknown.tolist(), "recommendations": _records(frame, body.explain)}
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[*guard, query_takes()],
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus text format"}, **errors({})})
+    def metrics() -> PlainTextResponse:
+        """Requests by endpoint, method and status; latency histograms by endpoint; the model's provenance."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     # ``:path``: a string id may hold "/" (sent as %2F, which the server decodes before routing)
     path_id = Path(description=f"an artist id of the catalogue ({KIND_WORDS[artist_kind]}); percent-encode "
@@ -555,7 +619,8 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
-          log_level: str = "info", api_key_file: str | None = None, cors_origins: Sequence[str] = ()) -> None:
+          log_level: str = "info", api_key_file: str | None = None, cors_origins: Sequence[str] = (),
+          max_history: int = MAX_HISTORY) -> None:
     """Load the model saved in ``model_dir`` and serve it with uvicorn until interrupted.
 
     ``api_key_file`` (default: the ``FUNNEL_API_KEY_FILE`` environment variable) turns on
@@ -575,5 +640,5 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     if api_keys is not None:
         logger.info("access control: %d API key(s), %d of them admin", len(api_keys.digests),
                     sum(role == ADMIN for _, role in api_keys.digests))
-    app = create_app(model, max_n=max_n, api_keys=api_keys, cors_origins=cors_origins)
+    app = create_app(model, max_n=max_n, api_keys=api_keys, cors_origins=cors_origins, max_history=max_history)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
