@@ -642,3 +642,42 @@ def test_metrics_need_a_key_where_keys_are_set(keyed_server):
     request = urllib.request.Request(base + "/metrics", headers={"X-API-Key": KEY})
     with urllib.request.urlopen(request, timeout=30) as response:
         assert b"funnel_requests_total" in response.read()
+
+
+def test_batch_answers_as_the_single_endpoints(server, openapi, fitted):
+    users = [int(u) for u in fitted.user_ids_[:3]]
+    artists = [int(a) for a in fitted.artist_ids_[:4]]
+    body = {"users": [*users, 999999, users[0]], "n": 5, "exclude": [artists[3]],
+            "histories": [{"id": "walk-in", "artists": {str(artists[0]): 3.0, str(artists[1]): 1.0}},
+                          {"id": 7, "artists": [artists[2], 999998]},
+                          {"id": "ghost", "artists": [999997]}]}
+    status, answer = call(server, "/recommend/batch", body)
+    assert status == 200, answer
+    assert_documented(openapi, "post", "/recommend/batch", status, answer)
+    assert [u["user_id"] for u in answer["users"]] == users and answer["unknown_users"] == [999999]
+    for got in answer["users"]:
+        want = fitted.recommend(got["user_id"], n=5, exclude=[artists[3]])
+        assert ids(got) == want["artist_id"].tolist()
+        np.testing.assert_allclose([r["score"] for r in got["recommendations"]], want["score"], rtol=1e-5, atol=1e-6)
+    by_id = {h["id"]: h for h in answer["histories"]}
+    assert list(by_id) == ["walk-in", 7, "ghost"]
+    walk_in = fitted.recommend_for_history({artists[0]: 3.0, artists[1]: 1.0}, n=5, exclude=[artists[3]])
+    assert ids(by_id["walk-in"]) == walk_in["artist_id"].tolist()
+    assert ids(by_id[7]) == fitted.recommend_for_history([artists[2]], n=5, exclude=[artists[3]])["artist_id"].tolist()
+    assert by_id[7]["unknown_artists"] == [999998]
+    assert by_id["ghost"] == {"id": "ghost", "unknown_artists": [999997], "recommendations": []}
+
+
+@pytest.mark.parametrize("body, message", [
+    ({}, "send users, histories or both"),
+    ({"users": list(range(101))}, "at most 100 items"),
+    ({"users": list(range(60)), "histories": [{"id": i, "artists": [1]} for i in range(41)]},
+     "at most 100 users and histories in all"),
+    ({"histories": [{"id": 1, "artists": [1]}, {"id": 1, "artists": [2]}]}, "each history needs its own id"),
+    ({"histories": [{"id": 1, "artists": []}]}, "at least 1 item"),
+    ({"histories": [{"id": 1, "artists": [1], "n": 3}]}, "Extra inputs are not permitted"),
+    ({"users": ["2"]}, "this model's user ids are integers"),
+    ({"users": [2], "n": 0}, "greater than or equal to 1"),
+])
+def test_bad_batches_are_422(server, openapi, body, message):
+    check_error(server, openapi, "/recommend/batch", body, 422, message)

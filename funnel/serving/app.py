@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, TypeVar, cast
 
+import numpy as np
 import pandas as pd
 from pydantic import (
     BaseModel,
@@ -53,6 +54,7 @@ logger = logging.getLogger("funnel")
 MAX_N = 100
 MAX_BODY_BYTES = 1 << 20
 MAX_HISTORY = 5_000  # artists in one history: the cost of a request grows with it
+MAX_BATCH = 100  # users and histories in one batch request
 MAX_RULE_IDS = 10_000  # 10,000 MBIDs are ~390 KB of JSON: both lists fit in the 1 MiB body limit
 DRAIN_BYTES = 64 << 20
 DEFAULT_N = 10
@@ -197,11 +199,30 @@ class HistoryRequest(Strict):
     filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
 
 
-Body = TypeVar("Body", RecommendRequest, HistoryRequest)
+class BatchHistory(Strict):
+    """One new listener of ``POST /recommend/batch``: a label of the caller's and a history."""
+
+    id: AnyId = Field(..., description="the caller's label for this listener, echoed in the answer")
+    artists: _history_type(AnyId, str) = _artists_field()  # type: ignore[valid-type]
+
+
+class BatchRequest(Strict):
+    """Body of ``POST /recommend/batch``: known users and new listeners' histories, scored in one call."""
+
+    users: list[AnyId] = Field(default_factory=list, description="users of the training data")
+    histories: list[BatchHistory] = Field(default_factory=list, description="new listeners, with their histories")
+    n: JsonInt = _n_field()
+    explain: StrictBool = False
+    exclude: list[AnyId] | None = _exclude_field()
+    allow: list[AnyId] | None = _allow_field()
+    filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
+
+
+Body = TypeVar("Body", RecommendRequest, HistoryRequest, BatchRequest, BatchHistory)
 
 
 def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int,
-               max_history: int = MAX_HISTORY) -> type[Body]:
+               max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH) -> type[Body]:
     """``request`` with its ids typed as the model's, ``n`` checked as 1..max_n and histories bounded (per app)."""
     artist_id = _id_type(artist_kind, "artist")
     fields: dict[str, Any] = {
@@ -209,12 +230,21 @@ def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int
         "exclude": (_id_list(artist_id), _exclude_field()),
         "allow": (_id_list(artist_id), _allow_field()),
     }
+    if "n" not in request.model_fields:  # a batch's history item: only its artists are typed here
+        fields = {}
     if "user_id" in request.model_fields:
         fields["user_id"] = (_id_type(user_kind, "user"), Field(..., description="a user of the training data"))
     if "artists" in request.model_fields:
         # for integer ids an object's keys are strings of digits; for string ids they are the ids
         key = IntKey if artist_kind == "int" else str
         fields["artists"] = (_history_type(artist_id, key, max_history), _artists_field(max_history))
+    if "users" in request.model_fields:  # the batch: its own ids, bounded lists, its histories typed alike
+        item = _for_model(BatchHistory, user_kind, artist_kind, max_n, max_history)
+        fields["users"] = (list[_id_type(user_kind, "user")],  # type: ignore[misc]
+                           Field(default_factory=list, max_length=max_batch, description=(
+                               f"users of the training data (with the histories, at most {max_batch:,} in all)")))
+        fields["histories"] = (list[item], Field(default_factory=list, max_length=max_batch,  # type: ignore[valid-type]
+                                                 description="new listeners, with their histories"))
     return create_model(request.__name__, __base__=request, __doc__=request.__doc__, **fields)
 
 
@@ -260,6 +290,26 @@ class HistoryRecommendations(BaseModel):
                                                               "leave fewer")
 
 
+class UserRecommendations(BaseModel):
+    user_id: ResponseId
+    recommendations: list[Recommendation]
+
+
+class ListenerRecommendations(BaseModel):
+    id: ResponseId = Field(description="the label the request gave this history")
+    unknown_artists: list[ResponseId] = Field(description="history artist ids not in the catalogue (ignored)")
+    recommendations: list[Recommendation] = Field(description="best first; empty when no artist of the history "
+                                                              "is in the catalogue")
+
+
+class BatchRecommendations(BaseModel):
+    """Answer of ``POST /recommend/batch``, in the order of the request."""
+
+    users: list[UserRecommendations] = Field(description="each known user of the request")
+    histories: list[ListenerRecommendations]
+    unknown_users: list[ResponseId] = Field(description="user ids not in the training data (no answer for them)")
+
+
 class SimilarArtist(BaseModel):
     rank: int
     artist_id: ResponseId
@@ -292,6 +342,7 @@ class Health(BaseModel):
     sources: list[str]
     max_n: int
     max_history: int = Field(description="most artists a history may hold")
+    max_batch: int = Field(description="most users and histories in one batch request")
 
 
 def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -410,7 +461,7 @@ def _records(frame: pd.DataFrame, explain: bool) -> list[dict[str, Any]]:
 
 def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX_BODY_BYTES,
                api_keys: APIKeys | None = None, cors_origins: Sequence[str] = (),
-               max_history: int = MAX_HISTORY) -> Any:
+               max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH) -> Any:
     """A FastAPI application serving ``model``.
 
     Parameters
@@ -431,6 +482,8 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     max_history : int
         Most artists a history may hold (longer ones are a 422): a request's cost grows
         with its history.
+    max_batch : int
+        Most users and histories, together, in one ``POST /recommend/batch``.
 
     Returns
     -------
@@ -481,6 +534,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         return _errors({**descriptions, **keys})
     recommend_request = _for_model(RecommendRequest, user_kind, artist_kind, max_n)
     history_request = _for_model(HistoryRequest, user_kind, artist_kind, max_n, max_history)
+    batch_request = _for_model(BatchRequest, user_kind, artist_kind, max_n, max_history, max_batch)
 
     def unprocessable(loc: tuple, message: str) -> JSONResponse:
         """A 422 shaped like FastAPI's (the documented ``HTTPValidationError``)."""
@@ -541,7 +595,8 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
         return {"status": "ok", "funnel_version": __version__, "format_version": FORMAT_VERSION,
                 "data_fingerprint": model.fingerprint_, "n_users": len(model.user_ids_),
                 "n_artists": len(model.artist_ids_), "user_id_type": user_kind, "artist_id_type": artist_kind,
-                "sources": model.stages_.source_names, "max_n": max_n, "max_history": max_history}
+                "sources": model.stages_.source_names, "max_n": max_n, "max_history": max_history,
+                "max_batch": max_batch}
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
               responses=errors({400: unparsable, 404: "Unknown user id: not in the training data"}),
@@ -585,6 +640,71 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    def int_keys(history: Any) -> Any:
+        """An object history's keys as the integer ids they spell (they match -?[0-9]+)."""
+        if isinstance(history, dict) and artist_kind == "int":
+            try:
+                return {int(key): value for key, value in history.items()}
+            except ValueError:  # over sys.get_int_max_str_digits() digits
+                raise invalid_input(("body", "artists"), "an artist id has too many digits") from None
+        return history
+
+    @app.post("/recommend/batch", response_model=BatchRecommendations, response_model_exclude_unset=True,
+              responses=errors({400: unparsable, 404: "Not sent by this route: unknown users are listed in "
+                                "unknown_users"}),
+              dependencies=[*guard, query_takes()])
+    def recommend_batch(payload: batch_request) -> dict[str, Any]:  # type: ignore[valid-type]
+        """Top-n artists for several known users and new listeners' histories in one call, under one set of rules."""
+        body = cast(BatchRequest, payload)
+        if not body.users and not body.histories:
+            raise invalid_input(("body",), "send users, histories or both")
+        if len(body.users) + len(body.histories) > max_batch:
+            raise invalid_input(("body",), f"at most {max_batch} users and histories in all; got "
+                                           f"{len(body.users) + len(body.histories)}")
+        labels = [h.id for h in body.histories]
+        if len(set(labels)) < len(labels):
+            raise invalid_input(("body", "histories"), "each history needs its own id")
+        users = list(dict.fromkeys(body.users))
+        rows = lookup_ids(model.user_ids_, users) if users else np.empty(0, np.int64)
+        known = [u for u, r in zip(users, rows) if r >= 0]
+        rules: dict[str, Any] = dict(n=body.n, explain=body.explain, exclude=body.exclude, allow=body.allow,
+                                     filter_known=body.filter_known)
+        answer: dict[str, Any] = {"users": [], "histories": [],
+                                  "unknown_users": [u for u, r in zip(users, rows) if r < 0]}
+        if known:
+            with lock:
+                frame = model.recommend(users=known, **rules)
+            per_user = dict(tuple(frame.groupby("user_id", sort=False)))
+            answer["users"] = [{"user_id": u, "recommendations": _records(per_user[u], body.explain)
+                                if u in per_user else []} for u in known]
+        parsed, plays = [], []
+        for item in body.histories:
+            history = int_keys(item.artists)
+            listed = list(dict.fromkeys(history))
+            if (lookup_ids(model.artist_ids_, listed) < 0).all():  # nothing to score: an empty answer, not a 422
+                parsed.append((item.id, np.asarray(listed)))
+                continue
+            try:
+                row, unknown = parse_history(history, model.artist_ids_)
+            except DataError as exc:
+                raise invalid_input(("body", "histories"), f"history {_shown(item.id)}: {exc}") from None
+            # the model sees each history under its position, so labels of any JSON type may mix
+            plays.append(pd.DataFrame({"user_id": np.full(row.nnz, len(parsed)),
+                                       "artist_id": model.artist_ids_[row.indices],
+                                       "weight": row.data.astype(np.float64)}))
+            parsed.append((item.id, unknown))
+        if parsed:
+            frame = pd.concat(plays, ignore_index=True) if plays else pd.DataFrame()
+            per_listener: dict[Any, pd.DataFrame] = {}
+            if len(frame):
+                with lock:
+                    scored = model.recommend_for_histories(frame, **rules)
+                per_listener = dict(tuple(scored.groupby("user_id", sort=False)))
+            answer["histories"] = [{"id": label, "unknown_artists": unknown.tolist(),
+                                    "recommendations": _records(per_listener[i], body.explain)
+                                    if i in per_listener else []} for i, (label, unknown) in enumerate(parsed)]
+        return answer
+
     # ``:path``: a string id may hold "/" (sent as %2F, which the server decodes before routing)
     path_id = Path(description=f"an artist id of the catalogue ({KIND_WORDS[artist_kind]}); percent-encode "
                                "characters such as / ? # % and spaces")
@@ -620,7 +740,7 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
           log_level: str = "info", api_key_file: str | None = None, cors_origins: Sequence[str] = (),
-          max_history: int = MAX_HISTORY) -> None:
+          max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH) -> None:
     """Load the model saved in ``model_dir`` and serve it with uvicorn until interrupted.
 
     ``api_key_file`` (default: the ``FUNNEL_API_KEY_FILE`` environment variable) turns on
@@ -640,5 +760,6 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     if api_keys is not None:
         logger.info("access control: %d API key(s), %d of them admin", len(api_keys.digests),
                     sum(role == ADMIN for _, role in api_keys.digests))
-    app = create_app(model, max_n=max_n, api_keys=api_keys, cors_origins=cors_origins, max_history=max_history)
+    app = create_app(model, max_n=max_n, api_keys=api_keys, cors_origins=cors_origins, max_history=max_history,
+                     max_batch=max_batch)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
