@@ -187,12 +187,13 @@ def serve(args) -> None:
         raise ConfigError(f"--port {args.port} must be between 1 and 65535")
     if args.max_n < 1:
         raise ConfigError(f"--max-n {args.max_n} must be at least 1")
-    for flag, value in (("--max-history", args.max_history), ("--max-batch", args.max_batch)):
+    for flag, value in (("--max-history", args.max_history), ("--max-batch", args.max_batch),
+                        ("--workers", args.workers)):
         if value < 1:
             raise ConfigError(f"{flag} {value} must be at least 1")
     serve_model(str(model_dir(Path(args.artifacts))), args.host, args.port, args.max_n,
                 api_key_file=args.api_key_file, cors_origins=args.cors_origins, max_history=args.max_history,
-                max_batch=args.max_batch)
+                max_batch=args.max_batch, workers=args.workers)
 
 
 def parquet_dataset(path: str, flag: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()):

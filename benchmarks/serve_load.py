@@ -6,6 +6,8 @@ histories, similar artists, and a share of malformed requests), then stops the s
 
     python main.py --runsvd True                  # once, to save artifacts/model
     python benchmarks/serve_load.py --requests 5000 --clients 4 --malformed 0.1
+    python benchmarks/serve_load.py --requests 5000 --clients 4 --workers 2 \
+        --output benchmarks/results/serve_load_2_workers.json
 
 Exits non-zero if any response is a 5xx or a request gets no answer.
 """
@@ -51,9 +53,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_dir: Path, port: int) -> subprocess.Popen:
+def start_server(model_dir: Path, port: int, workers: int = 1) -> subprocess.Popen:
     process = subprocess.Popen([sys.executable, "main.py", "serve", "--artifacts", str(model_dir),
-                                "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                "--port", str(port), "--workers", str(workers)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -116,6 +118,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes (main.py serve --workers)")
     parser.add_argument("--output", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args()
     if not (1 <= args.clients <= 64 and 1 <= args.requests <= 1_000_000 and 0 <= args.malformed <= 1):
@@ -131,7 +134,7 @@ def main() -> None:
     users, artists = model.user_ids_.tolist(), model.artist_ids_.tolist()
     del model
     port = free_port()
-    server = start_server(model_dir, port)
+    server = start_server(model_dir, port, args.workers)
     try:
         requests = plan(args.requests, args.malformed, users, artists, args.seed)
         results: list[tuple] = []
@@ -155,7 +158,7 @@ def main() -> None:
     failures = sum(n for status, n in statuses.items() if not status.isdigit() or status.startswith("5"))
     report = {
         "machine": f"{platform.machine()}, {platform.python_version()}", "requests": len(results),
-        "clients": args.clients, "malformed_share": args.malformed, "seconds": elapsed,
+        "clients": args.clients, "workers": args.workers, "malformed_share": args.malformed, "seconds": elapsed,
         "requests_per_second": len(results) / elapsed, "statuses": dict(statuses),
         "failures_5xx_or_unanswered": failures, "alive_after": alive,
         "latency_ms": {kind: {"count": int(len(v)), "p50": float(np.percentile(v, 50)),

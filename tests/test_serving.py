@@ -109,6 +109,9 @@ def assert_documented(spec: dict, method: str, path: str, status: int, body: obj
     assert conforms(body, schema, spec), f"{method.upper()} {path} -> {status} {body} does not fit {schema}"
 
 
+PROCESSES: dict[str, subprocess.Popen] = {}  # base URL -> the server's process
+
+
 @contextlib.contextmanager
 def served(model, tmp_path_factory, *flags: str) -> Iterator[str]:
     """The base URL of ``python main.py serve`` of ``model`` (and ``flags``), a real uvicorn server on a free port."""
@@ -132,6 +135,7 @@ def served(model, tmp_path_factory, *flags: str) -> Iterator[str]:
                 process.wait(timeout=30)
                 pytest.fail(f"the server did not start:\n{log.read_text()}")
             time.sleep(0.2)
+    PROCESSES[base] = process
     try:
         yield base
     finally:
@@ -681,3 +685,34 @@ def test_batch_answers_as_the_single_endpoints(server, openapi, fitted):
 ])
 def test_bad_batches_are_422(server, openapi, body, message):
     check_error(server, openapi, "/recommend/batch", body, 422, message)
+
+
+def test_several_workers_serve_from_the_app_factory(fitted, tmp_path_factory):
+    with served(fitted, tmp_path_factory, "--workers", "2") as base:
+        children = Path(f"/proc/{PROCESSES[base].pid}/task/{PROCESSES[base].pid}/children").read_text().split()
+        workers = [pid for pid in children if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes().decode()]
+        assert len(workers) == 2, [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
+        user = int(fitted.user_ids_[0])
+        want = fitted.recommend(user, n=5)["artist_id"].tolist()
+        for _ in range(20):  # spread over both workers by the kernel
+            status, answer = call(base, "/recommend", {"user_id": user, "n": 5, "explain": False})
+            assert status == 200 and ids(answer) == want
+        status, health = call(base, "/health")
+        assert status == 200 and health["max_batch"] == 100
+
+
+def test_the_factory_reads_the_environment(fitted, tmp_path, monkeypatch):
+    from funnel import ConfigError
+    from funnel.serving import create_app
+
+    monkeypatch.delenv("FUNNEL_MODEL_DIR", raising=False)
+    with pytest.raises(ConfigError, match="FUNNEL_MODEL_DIR"):
+        create_app()
+    monkeypatch.setenv("FUNNEL_MODEL_DIR", str(fitted.save(tmp_path / "model")))
+    monkeypatch.setenv("FUNNEL_MAX_HISTORY", "7")
+    app = create_app()
+    schema = app.openapi()["components"]["schemas"]
+    assert "1 to 7 entries" in json.dumps(schema)
+    monkeypatch.setenv("FUNNEL_MAX_BATCH", "zero")
+    with pytest.raises(ConfigError, match="FUNNEL_MAX_BATCH='zero'"):
+        create_app()

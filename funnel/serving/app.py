@@ -459,15 +459,41 @@ def _records(frame: pd.DataFrame, explain: bool) -> list[dict[str, Any]]:
     return records
 
 
-def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX_BODY_BYTES,
-               api_keys: APIKeys | None = None, cors_origins: Sequence[str] = (),
-               max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH) -> Any:
-    """A FastAPI application serving ``model``.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+ENV = {"model": "FUNNEL_MODEL_DIR", "max_n": "FUNNEL_MAX_N", "max_history": "FUNNEL_MAX_HISTORY",
+       "max_batch": "FUNNEL_MAX_BATCH", "cors_origins": "FUNNEL_CORS_ORIGINS"}
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(ENV[name])
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{ENV[name]}={text!r} must be a whole number of at least 1")
+    return value
+
+
+def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES, api_keys: APIKeys | None = None,
+               cors_origins: Sequence[str] | None = None, max_history: int | None = None,
+               max_batch: int | None = None) -> Any:
+    """A FastAPI application serving ``model``; called with no arguments, the app of the environment.
+
+    ``uvicorn --factory funnel.serving:create_app --workers 2`` (or gunicorn with uvicorn's
+    worker, ``'funnel.serving:create_app()'``) builds one app per worker process from
+    ``FUNNEL_MODEL_DIR``, ``FUNNEL_MAX_N``, ``FUNNEL_MAX_HISTORY``, ``FUNNEL_MAX_BATCH``,
+    ``FUNNEL_CORS_ORIGINS`` (comma-separated) and ``FUNNEL_API_KEY_FILE``; an argument
+    given here wins over its variable.
 
     Parameters
     ----------
-    model : Recommender
-        A fitted or loaded model, with integer or string ids; requests must send ids of the
+    model : Recommender or path, optional
+        A fitted or loaded model, or the directory of a saved one (default:
+        ``$FUNNEL_MODEL_DIR``), with integer or string ids; requests must send ids of the
         same type (anything else is a 422 saying which type the model's ids are).
     max_n : int
         Largest ``n`` a request may ask for (capped at the catalogue size).
@@ -496,6 +522,24 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
     from fastapi.responses import JSONResponse, PlainTextResponse
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+    if model is None:
+        directory = os.environ.get(ENV["model"])
+        if not directory:
+            raise ConfigError(f"no model to serve: pass create_app(model) or set {ENV['model']} to a saved "
+                              "model's directory")
+        model = directory
+    if not isinstance(model, Recommender):
+        path = os.fspath(model)
+        model = Recommender.load(path)
+        logger.info("loaded model from %s (%d users with %s ids, %d artists with %s ids)", path,
+                    len(model.user_ids_), id_kind(model.user_ids_), len(model.artist_ids_), id_kind(model.artist_ids_))
+    if api_keys is None and os.environ.get(KEY_FILE_ENV):
+        api_keys = APIKeys.from_file(os.environ[KEY_FILE_ENV])
+    if cors_origins is None:
+        cors_origins = [o.strip() for o in os.environ.get(ENV["cors_origins"], "").split(",") if o.strip()]
+    max_n = max_n if max_n is not None else _env_int("max_n", MAX_N)
+    max_history = max_history if max_history is not None else _env_int("max_history", MAX_HISTORY)
+    max_batch = max_batch if max_batch is not None else _env_int("max_batch", MAX_BATCH)
     model.check_fitted()
     max_n = min(max_n, len(model.artist_ids_) - 1)
     user_kind, artist_kind = id_kind(model.user_ids_), id_kind(model.artist_ids_)
@@ -740,26 +784,38 @@ def create_app(model: Recommender, max_n: int = MAX_N, max_body_bytes: int = MAX
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
           log_level: str = "info", api_key_file: str | None = None, cors_origins: Sequence[str] = (),
-          max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH) -> None:
-    """Load the model saved in ``model_dir`` and serve it with uvicorn until interrupted.
+          max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH, workers: int = 1) -> None:
+    """Serve the model saved in ``model_dir`` with uvicorn until interrupted.
 
     ``api_key_file`` (default: the ``FUNNEL_API_KEY_FILE`` environment variable) turns on
     access control (:class:`APIKeys`); serving beyond loopback without it logs a warning.
+    With ``workers`` > 1, uvicorn starts that many worker processes, each building its app
+    with :func:`create_app` from the environment, which this function sets.
     """
     import uvicorn
 
     key_file = api_key_file or os.environ.get(KEY_FILE_ENV) or None
-    api_keys = APIKeys.from_file(key_file) if key_file else None
+    api_keys = APIKeys.from_file(key_file) if key_file else None  # a bad file fails here, before any worker
     if api_keys is None and not is_loopback(host):
         logger.warning("serving on %s without API keys: anyone who reaches this address can call the service; "
                        "pass --api-key-file FILE (or set %s)", host, KEY_FILE_ENV)
-    model = Recommender.load(model_dir)
-    logger.info("loaded model from %s (%d users with %s ids, %d artists with %s ids); serving on http://%s:%d "
-                "(docs at /docs)", model_dir, len(model.user_ids_), id_kind(model.user_ids_),
-                len(model.artist_ids_), id_kind(model.artist_ids_), host, port)
     if api_keys is not None:
         logger.info("access control: %d API key(s), %d of them admin", len(api_keys.digests),
                     sum(role == ADMIN for _, role in api_keys.digests))
-    app = create_app(model, max_n=max_n, api_keys=api_keys, cors_origins=cors_origins, max_history=max_history,
-                     max_batch=max_batch)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+    logger.info("starting %d worker(s) on http://%s:%d (docs at /docs)", workers, host, port)
+    if workers == 1:
+        app = create_app(model_dir, max_n=max_n, api_keys=api_keys, cors_origins=list(cors_origins),
+                         max_history=max_history, max_batch=max_batch)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+        return
+    os.environ.update({ENV["model"]: os.fspath(model_dir), ENV["max_n"]: str(max_n),
+                       ENV["max_history"]: str(max_history), ENV["max_batch"]: str(max_batch),
+                       ENV["cors_origins"]: ",".join(cors_origins)})
+    if key_file:
+        os.environ[KEY_FILE_ENV] = os.fspath(key_file)
+    # the workers share the cores: each one's BLAS and OpenMP (read when a worker imports them) get its share
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for variable in THREAD_VARIABLES:
+        os.environ.setdefault(variable, share)
+    uvicorn.run("funnel.serving:create_app", factory=True, host=host, port=port, log_level=log_level,
+                workers=workers)
