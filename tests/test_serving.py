@@ -716,3 +716,75 @@ def test_the_factory_reads_the_environment(fitted, tmp_path, monkeypatch):
     monkeypatch.setenv("FUNNEL_MAX_BATCH", "zero")
     with pytest.raises(ConfigError, match="FUNNEL_MAX_BATCH='zero'"):
         create_app()
+
+
+# model swaps -------------------------------------------------------------------------------
+def post(base: str, path: str, body: object, key: str | None = None) -> tuple[int, dict]:
+    return call(base, path, body, headers={"X-API-Key": key} if key else None)
+
+
+def test_reload_swaps_models_without_failed_requests(keyed_server, fitted, small_config, tmp_path):
+    from funnel.datasets import synthetic
+    from tests.conftest import SYNTH
+
+    base, _ = keyed_server
+    other = Recommender(small_config).fit(synthetic(**{**SYNTH, "seed": 4})).save(tmp_path / "other")
+    assert post(base, "/admin/reload", {})[0] == 401
+    assert post(base, "/admin/reload", {}, KEY)[0] == 403  # a user key is not an admin key
+    status, health = call(base, "/health")
+    assert health["trained"]["saved_at"] and health["trained"]["versions"]["funnel"]
+    failures, answered = [], [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        user = int(fitted.user_ids_[0])
+        while not stop.is_set():
+            status, _ = post(base, "/recommend", {"user_id": user, "n": 5, "explain": False}, KEY)
+            answered[0] += 1
+            if status != 200:
+                failures.append(status)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        status, swapped = post(base, "/admin/reload", {"model_dir": str(other)}, ADMIN_KEY)
+        assert status == 200, swapped
+        assert swapped["data_fingerprint"] != swapped["previous_data_fingerprint"]
+        assert call(base, "/health")[1]["data_fingerprint"] == swapped["data_fingerprint"]
+        status, back = post(base, "/admin/reload", {"model_dir": str(Path(other).parent / "missing")}, ADMIN_KEY)
+        assert status == 409 and "old model still serves" in back["detail"]
+        assert call(base, "/health")[1]["data_fingerprint"] == swapped["data_fingerprint"]
+        status, again = post(base, "/admin/reload", b"", ADMIN_KEY)  # no body: the directory served now, again
+        assert status == 200 and again["model_dir"] == str(other)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert answered[0] > 0 and failures == []
+    status, restored = post(base, "/admin/reload", {"model_dir": str(fitted.save(tmp_path / "back"))}, ADMIN_KEY)
+    assert status == 200 and restored["data_fingerprint"] == fitted.fingerprint_
+
+
+def test_reload_refuses_a_model_of_other_ids_and_needs_keys(keyed_server, server, str_fitted, tmp_path):
+    base, _ = keyed_server
+    status, answer = post(base, "/admin/reload", {"model_dir": str(str_fitted.save(tmp_path / "strings"))}, ADMIN_KEY)
+    assert status == 409 and "restart the service" in answer["detail"]
+    status, answer = post(server, "/admin/reload", {})
+    assert status == 403 and "--api-key-file" in answer["detail"]
+
+
+def test_sighup_reloads_the_served_directory(keyed_server):
+    import os
+    import signal
+
+    base, base_temp = keyed_server
+    process = PROCESSES[base]
+    logs = list(Path(base_temp).glob("server-log*/server.log"))
+    before = sum(p.read_text().count("now serving") for p in logs)
+    os.kill(process.pid, signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while sum(p.read_text().count("now serving") for p in logs) == before:
+        assert time.monotonic() < deadline, "no reload after SIGHUP"
+        time.sleep(0.2)
+    assert call(base, "/health")[0] == 200

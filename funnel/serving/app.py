@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
 
 import numpy as np
@@ -343,6 +344,25 @@ class Health(BaseModel):
     max_n: int
     max_history: int = Field(description="most artists a history may hold")
     max_batch: int = Field(description="most users and histories in one batch request")
+    trained: dict[str, Any] = Field(description="the served model's provenance from its manifest: saved_at, "
+                                                "format_version, versions (funnel and libraries at training time); "
+                                                "empty for a model served from memory")
+
+
+class ReloadRequest(Strict):
+    """Body of ``POST /admin/reload`` (optional): another model directory to serve instead."""
+
+    model_dir: StrictStr | None = Field(None, description="a saved model's directory on the server; default: the "
+                                                          "one being served, loaded again")
+
+
+class Reloaded(BaseModel):
+    """Answer of ``POST /admin/reload``."""
+
+    status: Literal["reloaded"]
+    model_dir: str
+    data_fingerprint: str
+    previous_data_fingerprint: str
 
 
 def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
@@ -459,6 +479,37 @@ def _records(frame: pd.DataFrame, explain: bool) -> list[dict[str, Any]]:
     return records
 
 
+@dataclass(frozen=True)
+class _Served:
+    """The model being served, its directory (None: given as an object) and its manifest's provenance."""
+
+    model: Recommender
+    directory: str | None
+    provenance: dict[str, Any]
+
+
+def _model_dir(directory: str) -> str:
+    """A saved model's directory: ``directory`` itself, or the ``model/`` of a main.py ``--artifacts`` one."""
+    path = os.path.join(directory, "model")
+    return path if not os.path.isfile(os.path.join(directory, "manifest.json")) and os.path.isdir(path) else directory
+
+
+def _load(directory: str) -> Recommender:
+    model = Recommender.load(directory)
+    logger.info("loaded model from %s (%d users with %s ids, %d artists with %s ids)", directory,
+                len(model.user_ids_), id_kind(model.user_ids_), len(model.artist_ids_), id_kind(model.artist_ids_))
+    return model
+
+
+def _provenance(directory: str | None) -> dict[str, Any]:
+    """What the manifest says of the training run: when it was saved, its format and library versions."""
+    if directory is None:
+        return {}
+    with open(os.path.join(directory, "manifest.json"), encoding="utf-8") as file:
+        manifest = json.load(file)
+    return {key: manifest[key] for key in ("saved_at", "format_version", "versions") if key in manifest}
+
+
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ENV = {"model": "FUNNEL_MODEL_DIR", "max_n": "FUNNEL_MAX_N", "max_history": "FUNNEL_MAX_HISTORY",
        "max_batch": "FUNNEL_MAX_BATCH", "cors_origins": "FUNNEL_CORS_ORIGINS"}
@@ -523,16 +574,14 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
     if model is None:
-        directory = os.environ.get(ENV["model"])
-        if not directory:
+        model = os.environ.get(ENV["model"]) or None
+        if model is None:
             raise ConfigError(f"no model to serve: pass create_app(model) or set {ENV['model']} to a saved "
                               "model's directory")
-        model = directory
+    directory: str | None = None
     if not isinstance(model, Recommender):
-        path = os.fspath(model)
-        model = Recommender.load(path)
-        logger.info("loaded model from %s (%d users with %s ids, %d artists with %s ids)", path,
-                    len(model.user_ids_), id_kind(model.user_ids_), len(model.artist_ids_), id_kind(model.artist_ids_))
+        directory = _model_dir(os.fspath(model))
+        model = _load(directory)
     if api_keys is None and os.environ.get(KEY_FILE_ENV):
         api_keys = APIKeys.from_file(os.environ[KEY_FILE_ENV])
     if cors_origins is None:
@@ -544,6 +593,9 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     max_n = min(max_n, len(model.artist_ids_) - 1)
     user_kind, artist_kind = id_kind(model.user_ids_), id_kind(model.artist_ids_)
     lock = threading.Lock()
+    # what is served; a reload replaces it in one assignment, and a request reads it once, at its start
+    current = _Served(model, directory, _provenance(directory))
+    reloading = threading.Lock()  # one reload at a time; requests never wait for it
     app = FastAPI(title="funnel", version=__version__,
                   description="Two-stage music-artist recommendations from a saved funnel model. "
                               f"User ids are {KIND_WORDS[user_kind]}, artist ids {KIND_WORDS[artist_kind]}.")
@@ -556,9 +608,14 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     from prometheus_client import CollectorRegistry, Info
 
     registry = CollectorRegistry()
-    Info("funnel_model", "The served model's provenance", registry=registry).info({
-        "format_version": str(FORMAT_VERSION), "funnel_version": __version__,
-        "data_fingerprint": model.fingerprint_, "n_artists": str(len(model.artist_ids_))})
+    model_info = Info("funnel_model", "The served model's provenance", registry=registry)
+
+    def describe(served: _Served) -> None:
+        model_info.info({"format_version": str(FORMAT_VERSION), "funnel_version": __version__,
+                         "data_fingerprint": served.model.fingerprint_,
+                         "n_artists": str(len(served.model.artist_ids_)),
+                         "saved_at": str(served.provenance.get("saved_at", ""))})
+    describe(current)
     app.add_middleware(Metrics, registry=registry)  # outermost: it counts the 413s of BodyLimit too
     guard: list[Any] = []
     if api_keys is not None:
@@ -572,6 +629,19 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                                     detail="missing or unknown API key: send Authorization: Bearer KEY or "
                                            "X-API-Key: KEY")
         guard = [Depends(require_key)]
+
+    def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(
+                          auto_error=False, description="Authorization: Bearer ADMIN_KEY"))],
+                      key: Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]) -> None:
+        if api_keys is None:
+            raise HTTPException(status_code=403, detail="admin endpoints need API keys: start the service with "
+                                                        "--api-key-file FILE holding an admin key")
+        role = api_keys.role(key or (credentials.credentials if credentials else None))
+        if role is None:
+            raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
+                                detail="missing or unknown API key: send Authorization: Bearer KEY or X-API-Key: KEY")
+        if role != ADMIN:
+            raise HTTPException(status_code=403, detail="this endpoint needs an admin key")
 
     def errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
         keys = {401: "No API key, or not one of the service's keys"} if api_keys is not None else {}
@@ -635,8 +705,11 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     @app.get("/health", response_model=Health, responses=dict(sorted({**_errors({}), **refused_query}.items())),
              dependencies=[query_takes()])
     def health() -> dict[str, Any]:
-        """Model format version, training-data fingerprint, sizes and id types."""
-        return {"status": "ok", "funnel_version": __version__, "format_version": FORMAT_VERSION,
+        """Model format version, training-data fingerprint, provenance, sizes and id types."""
+        served = current
+        model = served.model
+        return {"status": "ok", "trained": served.provenance, "funnel_version": __version__,
+                "format_version": FORMAT_VERSION,
                 "data_fingerprint": model.fingerprint_, "n_users": len(model.user_ids_),
                 "n_artists": len(model.artist_ids_), "user_id_type": user_kind, "artist_id_type": artist_kind,
                 "sources": model.stages_.source_names, "max_n": max_n, "max_history": max_history,
@@ -647,6 +720,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
               dependencies=[*guard, query_takes()])
     def recommend(payload: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a known user, under the request's rules; 404 for an unknown user."""
+        model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(RecommendRequest, payload)
         with lock:  # an unknown user (an id past 64 bits too) raises UnknownUserError: 404
             frame = model.recommend(body.user_id, n=body.n, explain=body.explain, exclude=body.exclude,
@@ -659,6 +733,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
               dependencies=[*guard, query_takes()])
     def recommend_history(payload: history_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a new listener from a history of artist ids or id -> plays, under the rules."""
+        model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(HistoryRequest, payload)
         history: Any = body.artists
         if isinstance(history, dict) and artist_kind == "int":  # the keys match -?[0-9]+
@@ -699,6 +774,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
               dependencies=[*guard, query_takes()])
     def recommend_batch(payload: batch_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for several known users and new listeners' histories in one call, under one set of rules."""
+        model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(BatchRequest, payload)
         if not body.users and not body.histories:
             raise invalid_input(("body",), "send users, histories or both")
@@ -761,6 +837,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                 n: Annotated[int, Query(ge=1, le=max_n, description=f"number of artists (1..{max_n})")
                              ] = min(DEFAULT_N, max_n)) -> dict[str, Any]:
         """Nearest artists (the tag embedding, else co-listening); 404 for an unknown artist."""
+        model = current.model
         wanted: int | str | None = artist_id
         if artist_kind == "int":
             if not INT_ID.fullmatch(artist_id):
@@ -779,7 +856,71 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                 "similar": [{"rank": int(r.rank), "artist_id": _scalar(r.artist_id), "name": str(r.artist_name),
                              "similarity": float(r.similarity)} for r in frame.itertuples(index=False)]}
 
+    def reload_model(directory: str | None) -> dict[str, Any]:
+        """Load ``directory`` (default: the served one) beside the served model, check it, then swap it in.
+
+        Raises ConfigError (nothing to reload, ids of another kind, a catalogue too small for
+        ``max_n``) or what loading raises (ArtifactError); the old model stays served.
+        """
+        nonlocal current
+        with reloading:
+            old = current
+            target = directory or old.directory
+            if target is None:
+                raise ConfigError("this service was given a model object, not a directory: name one (model_dir)")
+            target = _model_dir(target)
+            new = _load(target)
+            kinds = (id_kind(new.user_ids_), id_kind(new.artist_ids_))
+            if kinds != (user_kind, artist_kind):
+                raise ConfigError(f"the model in {target} has {KIND_WORDS[kinds[0]]} user and {KIND_WORDS[kinds[1]]} "
+                                  f"artist ids, the served one {KIND_WORDS[user_kind]} and {KIND_WORDS[artist_kind]}: "
+                                  "requests are typed by them, so restart the service to serve it")
+            if len(new.artist_ids_) - 1 < max_n:
+                raise ConfigError(f"the model in {target} has {len(new.artist_ids_)} artists, too few for max_n "
+                                  f"{max_n}: restart the service with a lower --max-n")
+            new.recommend_for_history([new.artist_ids_[0]], n=1)  # a smoke request, before anyone depends on it
+            current = _Served(new, target, _provenance(target))
+            describe(current)
+            logger.info("now serving %s (data fingerprint %s, was %s)", target, new.fingerprint_,
+                        old.model.fingerprint_)
+            return {"status": "reloaded", "model_dir": target, "data_fingerprint": new.fingerprint_,
+                    "previous_data_fingerprint": old.model.fingerprint_}
+
+    app.state.reload_model = reload_model  # for SIGHUP (serve)
+
+    @app.post("/admin/reload", response_model=Reloaded, dependencies=[Depends(require_admin), query_takes()],
+              responses=dict(sorted({**_errors({400: unparsable}),
+                                     401: {"model": ErrorMessage, "description": "No API key, or an unknown one"},
+                                     403: {"model": ErrorMessage, "description": "Not an admin key, or the service "
+                                                                                 "has no API keys"},
+                                     409: {"model": ErrorMessage, "description": "The model could not be loaded or "
+                                                                                 "checked; the old one still serves"}
+                                     }.items())))
+    def reload(payload: ReloadRequest | None = None) -> dict[str, Any]:
+        """Load the served model directory again (or ``model_dir``), check it, and swap it in without downtime."""
+        try:
+            return reload_model(payload.model_dir if payload is not None else None)
+        except (FunnelError, OSError) as exc:
+            logger.warning("reload failed, still serving %s: %s", current.directory, exc)
+            raise HTTPException(status_code=409, detail=f"reload failed, the old model still serves: {exc}") from None
+
     return app
+
+
+def _reload_on_sighup(app: Any) -> None:
+    """SIGHUP reloads the served directory, on a thread of its own (a signal handler must return quickly)."""
+    import signal
+
+    if not hasattr(signal, "SIGHUP"):  # Windows
+        return
+
+    def reload() -> None:
+        try:
+            app.state.reload_model(None)
+        except (FunnelError, OSError) as exc:
+            logger.warning("reload on SIGHUP failed, the old model still serves: %s", exc)
+
+    signal.signal(signal.SIGHUP, lambda signum, frame: threading.Thread(target=reload, daemon=True).start())
 
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
@@ -806,6 +947,7 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     if workers == 1:
         app = create_app(model_dir, max_n=max_n, api_keys=api_keys, cors_origins=list(cors_origins),
                          max_history=max_history, max_batch=max_batch)
+        _reload_on_sighup(app)
         uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
         return
     os.environ.update({ENV["model"]: os.fspath(model_dir), ENV["max_n"]: str(max_n),
