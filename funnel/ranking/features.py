@@ -66,7 +66,7 @@ def stack_columns(blocks: list[np.ndarray], n_rows: int) -> np.ndarray:
     Column-major, so each block is written contiguously instead of in strided pieces.
     """
     # the width of a 1-D block is 1 and of a 2-D one its columns, also when there are no rows
-    shaped = [np.asarray(b).reshape(n_rows, np.asarray(b).shape[1] if np.ndim(b) == 2 else 1) for b in blocks]
+    shaped = [a.reshape(n_rows, a.shape[1] if a.ndim == 2 else 1) for a in map(np.asarray, blocks)]
     out = np.empty((n_rows, sum(b.shape[1] for b in shaped)), np.float32, order="F")
     at = 0
     for block in shaped:

@@ -617,29 +617,26 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                          "saved_at": str(served.provenance.get("saved_at", ""))})
     describe(current)
     app.add_middleware(Metrics, registry=registry)  # outermost: it counts the 413s of BodyLimit too
-    guard: list[Any] = []
-    if api_keys is not None:
-        bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
-        header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
+    bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
+    header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
 
-        def require_key(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-                        key: Annotated[str | None, Depends(header)]) -> None:
-            if api_keys.role(key or (credentials.credentials if credentials else None)) is None:
-                raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
-                                    detail="missing or unknown API key: send Authorization: Bearer KEY or "
-                                           "X-API-Key: KEY")
-        guard = [Depends(require_key)]
-
-    def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(
-                          auto_error=False, description="Authorization: Bearer ADMIN_KEY"))],
-                      key: Annotated[str | None, Depends(APIKeyHeader(name="X-API-Key", auto_error=False))]) -> None:
-        if api_keys is None:
-            raise HTTPException(status_code=403, detail="admin endpoints need API keys: start the service with "
-                                                        "--api-key-file FILE holding an admin key")
-        role = api_keys.role(key or (credentials.credentials if credentials else None))
+    def role_of(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+                key: Annotated[str | None, Depends(header)]) -> str:
+        """The role of the request's key; 401 without one of the service's keys."""
+        role = api_keys.role(key or (credentials.credentials if credentials else None)) if api_keys else None
         if role is None:
             raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
                                 detail="missing or unknown API key: send Authorization: Bearer KEY or X-API-Key: KEY")
+        return role
+
+    guard: list[Any] = [Depends(role_of)] if api_keys is not None else []
+
+    def no_keys() -> None:
+        if api_keys is None:  # checked before the key: without keys an admin endpoint is closed, not open
+            raise HTTPException(status_code=403, detail="admin endpoints need API keys: start the service with "
+                                                        "--api-key-file FILE holding an admin key")
+
+    def require_admin(role: Annotated[str, Depends(role_of)]) -> None:
         if role != ADMIN:
             raise HTTPException(status_code=403, detail="this endpoint needs an admin key")
 
@@ -727,6 +724,15 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                                     allow=body.allow, filter_known=body.filter_known)
         return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
 
+    def int_keys(history: Any) -> Any:
+        """An object history's keys as the integer ids they spell (they match -?[0-9]+)."""
+        if isinstance(history, dict) and artist_kind == "int":
+            try:
+                return {int(key): value for key, value in history.items()}
+            except ValueError:  # over sys.get_int_max_str_digits() digits
+                raise invalid_input(("body", "artists"), "an artist id has too many digits") from None
+        return history
+
     @app.post("/recommend/history", response_model=HistoryRecommendations, response_model_exclude_unset=True,
               responses=errors({400: unparsable, 404: "Not sent by this route: unknown artists are listed in "
                                 "unknown_artists, and a history without a known one is a 422"}),
@@ -735,12 +741,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         """Top-n artists for a new listener from a history of artist ids or id -> plays, under the rules."""
         model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(HistoryRequest, payload)
-        history: Any = body.artists
-        if isinstance(history, dict) and artist_kind == "int":  # the keys match -?[0-9]+
-            try:
-                history = {int(key): value for key, value in history.items()}
-            except ValueError:  # over sys.get_int_max_str_digits() digits
-                raise invalid_input(("body", "artists"), "an artist id has too many digits") from None
+        history = int_keys(body.artists)
         try:
             _, unknown = parse_history(history, model.artist_ids_)  # the model ignores these, with a warning
         except DataError as exc:
@@ -758,15 +759,6 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    def int_keys(history: Any) -> Any:
-        """An object history's keys as the integer ids they spell (they match -?[0-9]+)."""
-        if isinstance(history, dict) and artist_kind == "int":
-            try:
-                return {int(key): value for key, value in history.items()}
-            except ValueError:  # over sys.get_int_max_str_digits() digits
-                raise invalid_input(("body", "artists"), "an artist id has too many digits") from None
-        return history
 
     @app.post("/recommend/batch", response_model=BatchRecommendations, response_model_exclude_unset=True,
               responses=errors({400: unparsable, 404: "Not sent by this route: unknown users are listed in "
@@ -888,7 +880,8 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
 
     app.state.reload_model = reload_model  # for SIGHUP (serve)
 
-    @app.post("/admin/reload", response_model=Reloaded, dependencies=[Depends(require_admin), query_takes()],
+    @app.post("/admin/reload", response_model=Reloaded,
+              dependencies=[Depends(no_keys), Depends(require_admin), query_takes()],
               responses=dict(sorted({**_errors({400: unparsable}),
                                      401: {"model": ErrorMessage, "description": "No API key, or an unknown one"},
                                      403: {"model": ErrorMessage, "description": "Not an admin key, or the service "

@@ -80,17 +80,6 @@ class APIKeys:
         return found
 
 
-def presented_key(authorization: str | None, api_key: str | None) -> str | None:
-    """The key a request carries: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
-    if api_key:
-        return api_key
-    if authorization:
-        scheme, _, credentials = authorization.partition(" ")
-        if scheme.lower() == "bearer" and credentials.strip():
-            return credentials.strip()
-    return None
-
-
 def is_loopback(host: str) -> bool:
     """Whether binding ``host`` serves this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
     if host == "localhost":
