@@ -105,7 +105,9 @@ def build_serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-history", type=int, default=5_000, dest="max_history",
                         help="most artists a history request may hold (default: 5000)")
     parser.add_argument("--workers", type=int, default=1,
-                        help="worker processes, each with its own copy of the model (default: 1)")
+                        help="worker processes; they share the memory-mapped model (default: 1)")
+    parser.add_argument("--time-budget", type=float, default=10.0, dest="time_budget", metavar="SECONDS",
+                        help="a request taking longer answers 503 (default: 10)")
     parser.add_argument("--max-batch", type=int, default=100, dest="max_batch",
                         help="most users and histories in one POST /recommend/batch (default: 100)")
     parser.add_argument("--api-key-file", default=None, dest="api_key_file", metavar="FILE",

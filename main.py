@@ -191,9 +191,11 @@ def serve(args) -> None:
                         ("--workers", args.workers)):
         if value < 1:
             raise ConfigError(f"{flag} {value} must be at least 1")
+    if not 0 < args.time_budget < float("inf"):
+        raise ConfigError(f"--time-budget {args.time_budget} must be a number of seconds above 0")
     serve_model(str(model_dir(Path(args.artifacts))), args.host, args.port, args.max_n,
                 api_key_file=args.api_key_file, cors_origins=args.cors_origins, max_history=args.max_history,
-                max_batch=args.max_batch, workers=args.workers)
+                max_batch=args.max_batch, workers=args.workers, time_budget=args.time_budget)
 
 
 def parquet_dataset(path: str, flag: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()):

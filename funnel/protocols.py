@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,10 +25,15 @@ if TYPE_CHECKING:
 
 @dataclass
 class PartState:
-    """A fitted part's state: arrays (saved in the model's ``.npz``) and files (saved as they are)."""
+    """A fitted part's state: arrays (saved as ``.npy`` files) and files (saved as they are).
+
+    ``paths`` is filled by a memory-mapped load only: where each of ``files`` lies on disk
+    (checked), for a part whose library can map the file itself.
+    """
 
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
+    paths: dict[str, Path] = field(default_factory=dict)
 
 
 @runtime_checkable

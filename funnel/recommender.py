@@ -530,12 +530,18 @@ class Recommender:
             "ranker_candidate_recall": self.ranker_candidate_recall_})
 
     @classmethod
-    def load(cls, path: str | os.PathLike, **runtime: Any) -> Recommender:
+    def load(cls, path: str | os.PathLike, mmap: bool = True, **runtime: Any) -> Recommender:
         """Load a model written by :meth:`save`, verifying every file's checksum first.
 
         Parameters
         ----------
         path : path
+        mmap : bool
+            Memory-map the saved arrays and FAISS indexes read-only instead of copying them
+            into this process: processes that load the same directory (service workers, Spark
+            Python workers on one machine) share one copy in the page cache. The files must
+            stay where they are while the model is used; :meth:`save` never changes a file in
+            place, so saving a new model into the directory is safe.
         **runtime
             Settings of how the model runs, not of what it learned: ``n_threads``,
             ``show_progress`` (e.g. ``n_threads=1`` for a worker that shares its cores).
@@ -550,7 +556,7 @@ class Recommender:
         if unknown:
             raise ConfigError(f"load() takes only runtime settings (n_threads, show_progress), not {unknown}: "
                               "what a model learned is fixed when it is fitted")
-        manifest, states = read_model(path)
+        manifest, states = read_model(path, mmap=mmap)
         try:
             config = FunnelConfig.from_dict(manifest["config"]).replace(**runtime)
             self = cls(config)

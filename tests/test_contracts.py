@@ -205,7 +205,7 @@ def test_index_sources_match_one_search_with_the_largest_margin(name, stages, sy
     ids, scores = source.retrieve(batch)
     expected = drop_seen(*search(source.index_, source._queries(batch), K + batch.max_known()), batch, K)
     np.testing.assert_array_equal(ids, expected[0])
-    np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
+    np.testing.assert_allclose(scores, expected[1], rtol=1e-6, atol=1e-6)
     assert (ids[3] >= 0).sum() == min(K, 20) and not batch.rows(np.array([3])).excluded(ids[3:4]).any()
 
 

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import mmap
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
@@ -249,25 +250,40 @@ def test_many_new_listeners_at_once_get_what_they_get_one_at_a_time(fitted, synt
 def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 3
+    assert manifest["format_version"] == FORMAT_VERSION == 4
     assert manifest["data_fingerprint"] == synth.fingerprint() == fitted.fingerprint_
     assert {"funnel", *LIBRARIES} <= set(manifest["versions"]) and manifest["versions"]["funnel"]
     assert manifest["saved_at"].endswith("+00:00")
     assert manifest["config"] == fitted.config_.to_dict() and manifest["feature_names"] == fitted.feature_names_
-    for entry in manifest["files"].values():  # every data file listed with its checksum
+    entries = [*manifest["arrays"].values(), *manifest["files"].values()]
+    for entry in entries:  # every data file listed with its checksum
         assert hashlib.sha256((path / entry["name"]).read_bytes()).hexdigest() == entry["sha256"]
-    assert {entry["name"] for entry in manifest["files"].values()} | {"manifest.json"} == \
-        {f.name for f in path.iterdir()}
-    assert {f.suffix for f in path.iterdir()} == {".json", ".npz", ".faiss"}
+    assert {entry["name"] for entry in entries} | {"manifest.json"} == {f.name for f in path.iterdir()}
+    assert {f.suffix for f in path.iterdir()} == {".json", ".npy", ".faiss"}
     assert {"rp3_score", "log_ease_score"} <= set(fitted.feature_names_)  # the neighbourhood models are saved too
-    loaded = Recommender.load(path)
-    assert loaded.config_ == fitted.config_ and loaded.feature_names_ == fitted.feature_names_
-    pd.testing.assert_frame_equal(loaded.recommend_all(n=20), fitted.recommend_all(n=20))
-    pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
-                                  fitted.recommend_for_history([1, 5, 9], n=10))
-    pd.testing.assert_frame_equal(loaded.similar_artists(1, n=5), fitted.similar_artists(1, n=5))
-    fitted.save(path)  # saving again over the same directory keeps one copy of each file
-    assert len(list(path.glob("arrays-*.npz"))) == 1
+    for mapped in (True, False):
+        loaded = Recommender.load(path, mmap=mapped)
+        assert loaded.config_ == fitted.config_ and loaded.feature_names_ == fitted.feature_names_
+        models = loaded.stages_.models_
+        for array in (models["als"].item_factors_, models["ease"].weights_, models["rp3"].weights_.data,
+                      loaded.history_.indices, loaded.artist_names_):  # maps of the files, not copies
+            assert _mapped(array) is mapped
+        pd.testing.assert_frame_equal(loaded.recommend_all(n=20), fitted.recommend_all(n=20))
+        pd.testing.assert_frame_equal(loaded.recommend_for_history([1, 5, 9], n=10),
+                                      fitted.recommend_for_history([1, 5, 9], n=10))
+        pd.testing.assert_frame_equal(loaded.similar_artists(1, n=5), fitted.similar_artists(1, n=5))
+    files = sorted(f.name for f in path.iterdir())
+    loaded.save(path)  # saving again over the same directory keeps one copy of each file
+    assert sorted(f.name for f in path.iterdir()) == files
+
+
+def _mapped(array: np.ndarray) -> bool:
+    """Whether ``array`` is, or is a view of, a memory map."""
+    while array is not None:
+        if isinstance(array, (np.memmap, mmap.mmap)):
+            return True
+        array = getattr(array, "base", None)
+    return False
 
 
 @pytest.mark.parametrize("index", ["ivf", "hnsw"])
@@ -283,7 +299,7 @@ def test_load_refuses_corrupt_or_newer_artifacts(fitted, tmp_path):
     path = fitted.save(tmp_path / "model")
     with pytest.raises(ArtifactError, match="does not exist"):
         Recommender.load(tmp_path / "missing")
-    arrays = next(path.glob("arrays-*.npz"))
+    arrays = next(path.glob("models-als-item_factors-*.npy"))
     data = bytearray(arrays.read_bytes())
     data[len(data) // 2] ^= 0xFF
     arrays.write_bytes(bytes(data))
@@ -310,7 +326,7 @@ def test_failed_save_leaves_previous_model_loadable(fitted, tmp_path, monkeypatc
     with pytest.raises(OSError):
         other.save(path)
     monkeypatch.undo()
-    assert len(list(path.glob("arrays-*.npz"))) == 2
+    assert len(list(path.glob("ranker-coef-*.npy"))) == 2
     pd.testing.assert_frame_equal(Recommender.load(path).recommend_all(n=5), before)
 
 

@@ -52,18 +52,18 @@ def _manifest(path: Path, **changes) -> None:
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda p: next(p.glob("arrays-*.npz")).unlink(), "(arrays) is missing"),
+    (lambda p: next(p.glob("models-als-item_factors-*.npy")).unlink(), "(models/als|item_factors) is missing"),
     (lambda p: next(p.glob("sources-tags-index-*.faiss")).unlink(), "(sources/tags|index.faiss) is missing"),
-    (lambda p: _flip(next(p.glob("arrays-*.npz"))), "(arrays) fails its checksum"),
+    (lambda p: _flip(next(p.glob("data-artist_ids-*.npy"))), "(data|artist_ids) fails its checksum"),
     (lambda p: _flip(next(p.glob("sources-als-index-*.faiss")), 0.9), "(sources/als|index.faiss) fails its checksum"),
     (lambda p: _truncate(next(p.glob("sources-tags-index-*.faiss"))), "(sources/tags|index.faiss) fails its checksum"),
     (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
-    (lambda p: (p / "manifest.json").write_text('{"format_version": 3, '), "not valid JSON"),
-    (lambda p: (p / "manifest.json").write_text('{"format_version": 3}'), "lack entry 'files'"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 4, '), "not valid JSON"),
+    (lambda p: (p / "manifest.json").write_text('{"format_version": 4}'), "lacks entry 'arrays'"),
     (lambda p: (p / "manifest.json").write_text("[2]"), "does not hold a JSON object"),
-    (lambda p: _manifest(p, format_version=1), "saved by format 1; this funnel reads format 3 only: retrain"),
-    (lambda p: _manifest(p, format_version=4), "saved by format 4"),
-    (lambda p: _manifest(p, format_version="3"), "saved by format '3'"),
+    (lambda p: _manifest(p, format_version=1), "saved by format 1; this funnel reads format 4 only: retrain"),
+    (lambda p: _manifest(p, format_version=5), "saved by format 5"),
+    (lambda p: _manifest(p, format_version="4"), "saved by format '4'"),
     (lambda p: (p / "manifest.json").write_text(json.dumps(
         {k: v for k, v in json.loads((p / "manifest.json").read_text()).items() if k != "format_version"})),
      "saved by format None"),
@@ -72,21 +72,22 @@ def test_damaged_artifacts_are_refused_before_parsing(saved, damage, message, mo
     import funnel.candidates.sources as sources_module
 
     parsed = []
-    monkeypatch.setattr(sources_module, "index_from_bytes", lambda blob, what="": parsed.append(blob))
+    for reader in ("index_from_bytes", "index_from_file"):
+        monkeypatch.setattr(sources_module, reader, lambda blob, what="": parsed.append(blob))
     damage(saved)
     with pytest.raises(ArtifactError, match=re.escape(message)):
         Recommender.load(saved)
     assert parsed == []  # no FAISS reader ran on unverified bytes
 
 
-def test_an_undamaged_save_reaches_the_faiss_reader(saved, monkeypatch):
+@pytest.mark.parametrize("mmap, reader", [(True, "index_from_file"), (False, "index_from_bytes")])
+def test_an_undamaged_save_reaches_the_faiss_reader(saved, monkeypatch, mmap, reader):
     import funnel.candidates.sources as sources_module
 
     parsed = []
-    real = sources_module.index_from_bytes
-    monkeypatch.setattr(sources_module, "index_from_bytes",
-                        lambda blob, what="": parsed.append(what) or real(blob, what))
-    Recommender.load(saved)
+    real = getattr(sources_module, reader)
+    monkeypatch.setattr(sources_module, reader, lambda source, what="": parsed.append(what) or real(source, what))
+    Recommender.load(saved, mmap=mmap)
     assert sorted(parsed) == ["the als source's index", "the tags source's index"]  # the spy above can see them
 
 

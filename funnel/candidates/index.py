@@ -8,6 +8,7 @@ and HNSW at 100,000 and 200,000 artists are in ``docs/performance.md``
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -94,3 +95,18 @@ def index_from_bytes(data: bytes, what: str = "FAISS index"):
         return faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
     except RuntimeError as exc:
         raise ArtifactError(f"{what} is not a readable FAISS index ({exc}); retrain and save again") from exc
+
+
+def index_from_file(path: str | os.PathLike, what: str = "FAISS index"):
+    """The index in ``path`` with its vectors memory-mapped (``IO_FLAG_MMAP_IFC``), not copied.
+
+    Processes that load the same file share its pages. The file must not change while the
+    index is used (saved models are written to new files, never in place).
+    """
+    import faiss
+
+    use_blas_for_batches()
+    try:
+        return faiss.read_index(os.fspath(path), faiss.IO_FLAG_MMAP_IFC)
+    except RuntimeError as exc:
+        raise ArtifactError(f"{what} ({path}) is not a readable FAISS index ({exc}); retrain and save again") from exc

@@ -10,7 +10,7 @@ import numpy as np
 
 from funnel.batch import Batch
 from funnel.candidates.base import drop_seen, pad, top_k_ordered, top_k_unseen
-from funnel.candidates.index import build_index, index_bytes, index_from_bytes, resolve_kind, search
+from funnel.candidates.index import build_index, index_bytes, index_from_bytes, index_from_file, resolve_kind, search
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
 from funnel.factors import EASE, ALSFactors, ArtistEmbedder, FriendListening, PopularityChart
@@ -130,7 +130,9 @@ class IndexSource:
         return PartState(files={"index.faiss": index_bytes(self.index_)})
 
     def set_state(self, state: PartState) -> Any:
-        self.index_ = index_from_bytes(state.files["index.faiss"], f"the {self.name} source's index")
+        what = f"the {self.name} source's index"
+        path = state.paths.get("index.faiss")
+        self.index_ = index_from_file(path, what) if path else index_from_bytes(state.files["index.faiss"], what)
         return self
 
 

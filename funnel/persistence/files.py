@@ -99,6 +99,40 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def npy_bytes(array: np.ndarray, what: str = "array") -> bytes:
+    """``array`` as the bytes of a ``.npy`` file (object arrays refused: they need pickle)."""
+    array = np.asarray(array)
+    if array.dtype == object:
+        raise ArtifactError(f"{what} has dtype object, which cannot be saved without pickle")
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def load_npy(source: str | os.PathLike | bytes, what: str = "array", mmap: bool = False) -> np.ndarray:
+    """One ``.npy`` (a path or its bytes) read with ``allow_pickle=False``; with ``mmap``, a read-only map."""
+    handle: Any = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return np.load(handle, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{os.fspath(handle)!s} ({what}) is missing; retrain and save again") from exc
+    except (ValueError, OSError, EOFError) as exc:
+        raise ArtifactError(f"{what} is unreadable or corrupt ({exc}); retrain and save again") from exc
+
+
+def verify_file(path: str | os.PathLike, sha256: str, what: str = "file") -> None:
+    """Check ``path`` against its recorded SHA-256 without holding its bytes (for a file then mapped)."""
+    try:
+        digest = sha256_file(path)
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{path} ({what}) is missing; retrain and save again") from exc
+    except OSError as exc:
+        raise ArtifactError(f"{path} ({what}) cannot be read: {exc.strerror or exc}") from exc
+    if digest != sha256:
+        raise ArtifactError(f"{path} ({what}) fails its checksum: the file is corrupt or was changed "
+                            "after saving; retrain and save again")
+
+
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     """``arrays`` as the bytes of an uncompressed ``.npz`` (object arrays refused: they need pickle)."""
     for name, value in arrays.items():

@@ -1,9 +1,9 @@
 """The HTTP service: a FastAPI app around one loaded :class:`funnel.Recommender` (never retrains).
 
-The model is read-only while serving (per-call state lives in each call's batch), but model
-calls are still serialised with a lock so that one process never runs several scorings, each
-with its own BLAS and OpenMP threads, on the same cores; concurrency comes from request
-parsing.
+The model is read-only while serving and every call's state lives in that call, so requests
+run side by side on the server's threads with no lock around scoring; a model loaded from a
+directory is memory-mapped, so worker processes serving the same directory share its pages.
+Each request runs within a time budget, and a request past it answers 503 at once.
 
 Ids in requests and answers are of the served model's kind: JSON integers for a model
 trained on integer ids, JSON strings for one trained on string ids. The request models are
@@ -11,10 +11,12 @@ therefore built per application (:func:`create_app`), from the generic ones belo
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
+import functools
 import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from typing import Annotated, Any, Literal, TypeVar, cast
 import numpy as np
 import pandas as pd
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -48,7 +51,7 @@ from funnel.data.ids import id_kind, lookup_ids
 from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
 from funnel.persistence.model import FORMAT_VERSION
 from funnel.recommender import Recommender
-from funnel.serving.auth import ADMIN, KEY_FILE_ENV, APIKeys, is_loopback
+from funnel.serving.auth import ADMIN, KEY_FILE_ENV, USER, APIKeys, is_loopback
 
 logger = logging.getLogger("funnel")
 
@@ -59,6 +62,7 @@ MAX_BATCH = 100  # users and histories in one batch request
 MAX_RULE_IDS = 10_000  # 10,000 MBIDs are ~390 KB of JSON: both lists fit in the 1 MiB body limit
 DRAIN_BYTES = 64 << 20
 DEFAULT_N = 10
+TIME_BUDGET = 10.0  # seconds a request may take: a backstop, the limits above bound the cost
 INT_ID = re.compile(r"-?[0-9]+")
 INT64_DIGITS = 19  # a longer run of digits is beyond 64 bits, so in no catalogue
 
@@ -121,7 +125,19 @@ def _id_type(kind: str, what: str) -> Any:
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]  # no strings, no bools, no 36.5
 AnyId = Annotated[StrictInt | StrictStr, BeforeValidator(_integral)]  # the generic models; each app narrows it
 IntKey = Annotated[str, StringConstraints(pattern=r"^-?[0-9]+$")]
-Plays = Annotated[StrictFloat, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False)]  # the bound of training plays
+# the bounds of float32, in which plays are stored: a smaller count would become 0
+MIN_PLAYS = 1e-30
+
+
+def _plays_in_range(value: float) -> float:
+    if not MIN_PLAYS <= value <= MAX_WEIGHT:
+        raise PydanticCustomError("plays_range", "a play count must be from 1e-30 to 1e30 (float32's range); got {v}",
+                                  {"v": value})
+    return value
+
+
+Plays = Annotated[StrictFloat, Field(allow_inf_nan=False), AfterValidator(_plays_in_range),
+                  WithJsonSchema({"type": "number", "minimum": MIN_PLAYS, "maximum": MAX_WEIGHT})]
 Finite = Annotated[float, Field(allow_inf_nan=False)]  # a NaN score is a 500, not a null
 ResponseId = int | str
 
@@ -243,9 +259,10 @@ def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int
         item = _for_model(BatchHistory, user_kind, artist_kind, max_n, max_history)
         fields["users"] = (list[_id_type(user_kind, "user")],  # type: ignore[misc]
                            Field(default_factory=list, max_length=max_batch, description=(
-                               f"users of the training data (with the histories, at most {max_batch:,} in all)")))
+                               f"users of the training data (at most {max_batch:,})")))
         fields["histories"] = (list[item], Field(default_factory=list, max_length=max_batch,  # type: ignore[valid-type]
-                                                 description="new listeners, with their histories"))
+                                                 description=f"new listeners, with their histories (at most "
+                                                             f"{max_batch:,}; ids echoed back in order)"))
     return create_model(request.__name__, __base__=request, __doc__=request.__doc__, **fields)
 
 
@@ -343,7 +360,7 @@ class Health(BaseModel):
     sources: list[str]
     max_n: int
     max_history: int = Field(description="most artists a history may hold")
-    max_batch: int = Field(description="most users and histories in one batch request")
+    max_batch: int = Field(description="most users, and most histories, in one batch request")
     trained: dict[str, Any] = Field(description="the served model's provenance from its manifest: saved_at, "
                                                 "format_version, versions (funnel and libraries at training time); "
                                                 "empty for a model served from memory")
@@ -420,6 +437,40 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": payload})
 
 
+class CatchErrors:
+    """ASGI middleware answering an unhandled exception with a 500 and logging its traceback once.
+
+    Starlette's own last handler re-raises after answering, so the server logs the same
+    traceback a second time; this one, inside it, does not.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:  # the answer is under way: nothing better to do than to end it
+                return
+            payload = b'{"detail":"internal error; see the server log"}'
+            await send({"type": "http.response.start", "status": 500,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(payload)).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+
+
 class Metrics:
     """ASGI middleware counting answers by endpoint and status, and timing them, for ``GET /metrics``.
 
@@ -460,6 +511,11 @@ class Metrics:
             self.latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
+def _rules(body: Any) -> dict[str, Any]:
+    """The business rules and the explain flag of a request, as the model's keyword arguments."""
+    return {"explain": body.explain, "exclude": body.exclude, "allow": body.allow, "filter_known": body.filter_known}
+
+
 def _scalar(value: Any) -> Any:
     """A numpy id (int64 or str_) as the Python int or str JSON encodes as the model's type."""
     return value.item() if hasattr(value, "item") else value
@@ -495,7 +551,8 @@ def _model_dir(directory: str) -> str:
 
 
 def _load(directory: str) -> Recommender:
-    model = Recommender.load(directory)
+    # one thread per call: the server's threads, each on a request, are the parallelism
+    model = Recommender.load(directory, mmap=True, n_threads=1, show_progress=False)
     logger.info("loaded model from %s (%d users with %s ids, %d artists with %s ids)", directory,
                 len(model.user_ids_), id_kind(model.user_ids_), len(model.artist_ids_), id_kind(model.artist_ids_))
     return model
@@ -512,7 +569,7 @@ def _provenance(directory: str | None) -> dict[str, Any]:
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ENV = {"model": "FUNNEL_MODEL_DIR", "max_n": "FUNNEL_MAX_N", "max_history": "FUNNEL_MAX_HISTORY",
-       "max_batch": "FUNNEL_MAX_BATCH", "cors_origins": "FUNNEL_CORS_ORIGINS"}
+       "max_batch": "FUNNEL_MAX_BATCH", "cors_origins": "FUNNEL_CORS_ORIGINS", "time_budget": "FUNNEL_TIME_BUDGET"}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -528,17 +585,30 @@ def _env_int(name: str, default: int) -> int:
     return value
 
 
+def _env_seconds(name: str, default: float) -> float:
+    text = os.environ.get(ENV[name])
+    if text is None or text == "":
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{ENV[name]}={text!r} must be a number of seconds above 0")
+    return value
+
+
 def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int | None = None,
                max_body_bytes: int = MAX_BODY_BYTES, api_keys: APIKeys | None = None,
                cors_origins: Sequence[str] | None = None, max_history: int | None = None,
-               max_batch: int | None = None) -> Any:
+               max_batch: int | None = None, time_budget: float | None = None) -> Any:
     """A FastAPI application serving ``model``; called with no arguments, the app of the environment.
 
     ``uvicorn --factory funnel.serving:create_app --workers 2`` (or gunicorn with uvicorn's
     worker, ``'funnel.serving:create_app()'``) builds one app per worker process from
     ``FUNNEL_MODEL_DIR``, ``FUNNEL_MAX_N``, ``FUNNEL_MAX_HISTORY``, ``FUNNEL_MAX_BATCH``,
-    ``FUNNEL_CORS_ORIGINS`` (comma-separated) and ``FUNNEL_API_KEY_FILE``; an argument
-    given here wins over its variable.
+    ``FUNNEL_TIME_BUDGET``, ``FUNNEL_CORS_ORIGINS`` (comma-separated) and
+    ``FUNNEL_API_KEY_FILE``; an argument given here wins over its variable.
 
     Parameters
     ----------
@@ -560,7 +630,11 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         Most artists a history may hold (longer ones are a 422): a request's cost grows
         with its history.
     max_batch : int
-        Most users and histories, together, in one ``POST /recommend/batch``.
+        Most users, and most histories, in one ``POST /recommend/batch``.
+    time_budget : float
+        Seconds a request may take (default 10): past it the request answers 503 with
+        ``Retry-After`` at once. The abandoned computation cannot be interrupted and ends on
+        its own thread, at a cost the limits above bound.
 
     Returns
     -------
@@ -589,16 +663,19 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     max_n = max_n if max_n is not None else _env_int("max_n", MAX_N)
     max_history = max_history if max_history is not None else _env_int("max_history", MAX_HISTORY)
     max_batch = max_batch if max_batch is not None else _env_int("max_batch", MAX_BATCH)
+    time_budget = time_budget if time_budget is not None else _env_seconds("time_budget", TIME_BUDGET)
+    if not time_budget > 0:
+        raise ConfigError(f"time_budget must be a number of seconds above 0, not {time_budget!r}")
     model.check_fitted()
     max_n = min(max_n, len(model.artist_ids_) - 1)
     user_kind, artist_kind = id_kind(model.user_ids_), id_kind(model.artist_ids_)
-    lock = threading.Lock()
     # what is served; a reload replaces it in one assignment, and a request reads it once, at its start
     current = _Served(model, directory, _provenance(directory))
     reloading = threading.Lock()  # one reload at a time; requests never wait for it
     app = FastAPI(title="funnel", version=__version__,
                   description="Two-stage music-artist recommendations from a saved funnel model. "
                               f"User ids are {KIND_WORDS[user_kind]}, artist ids {KIND_WORDS[artist_kind]}.")
+    app.add_middleware(CatchErrors)  # innermost of these: the metrics count its 500s
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -620,14 +697,21 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
 
-    def role_of(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    def role_of(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
                 key: Annotated[str | None, Depends(header)]) -> str:
-        """The role of the request's key; 401 without one of the service's keys."""
-        role = api_keys.role(key or (credentials.credentials if credentials else None)) if api_keys else None
-        if role is None:
+        """The role of the request's key; 401 without one of the service's keys.
+
+        A request may carry its key in either header; every credential it presents must be
+        valid (an unknown key beside a valid one, or an ``Authorization`` of another scheme,
+        is refused), and the lesser role of two keys counts.
+        """
+        presented = [k for k in (key, credentials.credentials if credentials else None) if k is not None]
+        roles = [api_keys.role(k) for k in presented] if api_keys else []
+        other_scheme = "authorization" in request.headers and credentials is None
+        if not roles or None in roles or other_scheme:
             raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
                                 detail="missing or unknown API key: send Authorization: Bearer KEY or X-API-Key: KEY")
-        return role
+        return USER if USER in roles else ADMIN  # a user key beside an admin key: user
 
     guard: list[Any] = [Depends(role_of)] if api_keys is not None else []
 
@@ -687,10 +771,23 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
             return unprocessable(("body",) if request.method == "POST" else ("query",), str(exc))
         return JSONResponse(status_code=500, content={"detail": str(exc)})
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(status_code=500, content={"detail": "internal error; see the server log"})
+    def budgeted(handler: Any) -> Any:
+        """``handler`` run on a thread of the server's pool, answering 503 once past the time budget."""
+        import anyio
+
+        @functools.wraps(handler)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                with anyio.fail_after(time_budget):
+                    return await anyio.to_thread.run_sync(functools.partial(handler, *args, **kwargs),
+                                                          abandon_on_cancel=True)
+            except TimeoutError:
+                raise HTTPException(status_code=503, headers={"Retry-After": "1"},
+                                    detail=f"the request took longer than the service's {time_budget:g} s budget; "
+                                           "send a shorter history or a smaller batch, or retry later") from None
+        return run
+
+    budget_exceeded = f"The request took longer than the service's time budget ({time_budget:g} s); retry later"
 
     unparsable = "The body is not JSON that FastAPI can parse (not UTF-8, or a number too long to convert)"
 
@@ -713,15 +810,18 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                 "max_batch": max_batch}
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
-              responses=errors({400: unparsable, 404: "Unknown user id: not in the training data"}),
+              responses=errors({400: unparsable, 404: "Unknown user id: not in the training data",
+                                503: budget_exceeded}),
               dependencies=[*guard, query_takes()])
+    @budgeted
     def recommend(payload: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a known user, under the request's rules; 404 for an unknown user."""
         model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(RecommendRequest, payload)
-        with lock:  # an unknown user (an id past 64 bits too) raises UnknownUserError: 404
-            frame = model.recommend(body.user_id, n=body.n, explain=body.explain, exclude=body.exclude,
-                                    allow=body.allow, filter_known=body.filter_known)
+        # an unknown user (an id past 64 bits too) raises UnknownUserError: 404
+        if allows_nothing(model, body) and lookup_ids(model.user_ids_, [body.user_id])[0] >= 0:
+            return {"user_id": body.user_id, "recommendations": []}
+        frame = model.recommend(body.user_id, n=body.n, **_rules(body))
         return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
 
     def int_keys(history: Any) -> Any:
@@ -733,27 +833,53 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                 raise invalid_input(("body", "artists"), "an artist id has too many digits") from None
         return history
 
+    def known_history(model: Recommender, history: Any, loc: tuple, label: str = "") -> tuple[Any, list]:
+        """A history's catalogue artists as one CSR row of plays (None if it has none), and its other ids.
+
+        Ids in no catalogue, those beyond 64 bits too, are listed, not an error; with none
+        known there is nothing to score, which is an empty answer.
+        """
+        listed = list(dict.fromkeys(history))
+        columns = lookup_ids(model.artist_ids_, listed)
+        unknown = [artist for artist, column in zip(listed, columns) if column < 0]
+        if len(unknown) == len(listed):
+            return None, unknown
+        if unknown:
+            drop = set(unknown)
+            history = ({a: v for a, v in history.items() if a not in drop} if isinstance(history, dict)
+                       else [a for a in history if a not in drop])
+        try:
+            return parse_history(history, model.artist_ids_)[0], unknown
+        except DataError as exc:
+            raise invalid_input(loc, f"{label}{exc}") from None
+
+    def allows_nothing(model: Recommender, body: Any) -> bool:
+        """An allow-list naming no catalogue artist: nothing may be recommended (an empty answer)."""
+        return body.allow is not None and bool((lookup_ids(model.artist_ids_, list(body.allow)) < 0).all())
+
     @app.post("/recommend/history", response_model=HistoryRecommendations, response_model_exclude_unset=True,
               responses=errors({400: unparsable, 404: "Not sent by this route: unknown artists are listed in "
-                                "unknown_artists, and a history without a known one is a 422"}),
+                                "unknown_artists", 503: budget_exceeded}),
               dependencies=[*guard, query_takes()])
+    @budgeted
     def recommend_history(payload: history_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a new listener from a history of artist ids or id -> plays, under the rules."""
         model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(HistoryRequest, payload)
-        history = int_keys(body.artists)
-        try:
-            _, unknown = parse_history(history, model.artist_ids_)  # the model ignores these, with a warning
-        except DataError as exc:
-            raise invalid_input(("body", "artists"), str(exc)) from None
-        with lock:
-            frame = model.recommend_for_history(history, n=body.n, explain=body.explain, exclude=body.exclude,
-                                                allow=body.allow, filter_known=body.filter_known)
-        return {"unknown_artists": unknown.tolist(), "recommendations": _records(frame, body.explain)}
+        row, unknown = known_history(model, int_keys(body.artists), ("body", "artists"))
+        if row is None or allows_nothing(model, body):
+            return {"unknown_artists": unknown, "recommendations": []}
+        frame = model.recommend_for_history(dict(zip(model.artist_ids_[row.indices].tolist(), row.data.tolist())),
+                                            n=body.n, **_rules(body))
+        return {"unknown_artists": unknown, "recommendations": _records(frame, body.explain)}
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=[*guard, query_takes()],
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
-                              "description": "Prometheus text format"}, **errors({})})
+                              "description": "Prometheus text format"},
+                        # errors are JSON here too, which FastAPI would document as the route's text/plain
+                        **{code: {"description": error["description"], "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorMessage"}}}}
+                           for code, error in errors({}).items()}})
     def metrics() -> PlainTextResponse:
         """Requests by endpoint, method and status; latency histograms by endpoint; the model's provenance."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -762,44 +888,33 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
 
     @app.post("/recommend/batch", response_model=BatchRecommendations, response_model_exclude_unset=True,
               responses=errors({400: unparsable, 404: "Not sent by this route: unknown users are listed in "
-                                "unknown_users"}),
+                                "unknown_users", 503: budget_exceeded}),
               dependencies=[*guard, query_takes()])
+    @budgeted
     def recommend_batch(payload: batch_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for several known users and new listeners' histories in one call, under one set of rules."""
         model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(BatchRequest, payload)
-        if not body.users and not body.histories:
-            raise invalid_input(("body",), "send users, histories or both")
-        if len(body.users) + len(body.histories) > max_batch:
-            raise invalid_input(("body",), f"at most {max_batch} users and histories in all; got "
-                                           f"{len(body.users) + len(body.histories)}")
-        labels = [h.id for h in body.histories]
-        if len(set(labels)) < len(labels):
-            raise invalid_input(("body", "histories"), "each history needs its own id")
         users = list(dict.fromkeys(body.users))
         rows = lookup_ids(model.user_ids_, users) if users else np.empty(0, np.int64)
         known = [u for u, r in zip(users, rows) if r >= 0]
-        rules: dict[str, Any] = dict(n=body.n, explain=body.explain, exclude=body.exclude, allow=body.allow,
-                                     filter_known=body.filter_known)
+        rules = {"n": body.n, **_rules(body)}
+        scored_at_all = not allows_nothing(model, body)  # else each user and history gets an empty list
         answer: dict[str, Any] = {"users": [], "histories": [],
                                   "unknown_users": [u for u, r in zip(users, rows) if r < 0]}
         if known:
-            with lock:
-                frame = model.recommend(users=known, **rules)
-            per_user = dict(tuple(frame.groupby("user_id", sort=False)))
+            per_user: dict[Any, pd.DataFrame] = {}
+            if scored_at_all:
+                per_user = dict(tuple(model.recommend(users=known, **rules).groupby("user_id", sort=False)))
             answer["users"] = [{"user_id": u, "recommendations": _records(per_user[u], body.explain)
                                 if u in per_user else []} for u in known]
         parsed, plays = [], []
         for item in body.histories:
-            history = int_keys(item.artists)
-            listed = list(dict.fromkeys(history))
-            if (lookup_ids(model.artist_ids_, listed) < 0).all():  # nothing to score: an empty answer, not a 422
-                parsed.append((item.id, np.asarray(listed)))
+            row, unknown = known_history(model, int_keys(item.artists), ("body", "histories"),
+                                         f"history {_shown(item.id)}: ")
+            if row is None:
+                parsed.append((item.id, unknown))
                 continue
-            try:
-                row, unknown = parse_history(history, model.artist_ids_)
-            except DataError as exc:
-                raise invalid_input(("body", "histories"), f"history {_shown(item.id)}: {exc}") from None
             # the model sees each history under its position, so labels of any JSON type may mix
             plays.append(pd.DataFrame({"user_id": np.full(row.nnz, len(parsed)),
                                        "artist_id": model.artist_ids_[row.indices],
@@ -808,11 +923,10 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         if parsed:
             frame = pd.concat(plays, ignore_index=True) if plays else pd.DataFrame()
             per_listener: dict[Any, pd.DataFrame] = {}
-            if len(frame):
-                with lock:
-                    scored = model.recommend_for_histories(frame, **rules)
+            if len(frame) and scored_at_all:
+                scored = model.recommend_for_histories(frame, **rules)
                 per_listener = dict(tuple(scored.groupby("user_id", sort=False)))
-            answer["histories"] = [{"id": label, "unknown_artists": unknown.tolist(),
+            answer["histories"] = [{"id": label, "unknown_artists": unknown,
                                     "recommendations": _records(per_listener[i], body.explain)
                                     if i in per_listener else []} for i, (label, unknown) in enumerate(parsed)]
         return answer
@@ -823,8 +937,9 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     path_schema = WithJsonSchema({"type": "integer"} if artist_kind == "int" else {"type": "string"})
 
     @app.get("/artists/{artist_id:path}/similar", response_model=SimilarArtists,
-             responses=errors({404: "Unknown artist id: not in the catalogue"}),
+             responses=errors({404: "Unknown artist id: not in the catalogue", 503: budget_exceeded}),
              dependencies=[*guard, query_takes("n")])
+    @budgeted
     def similar(artist_id: Annotated[str, path_id, path_schema],
                 n: Annotated[int, Query(ge=1, le=max_n, description=f"number of artists (1..{max_n})")
                              ] = min(DEFAULT_N, max_n)) -> dict[str, Any]:
@@ -841,8 +956,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         if column < 0:
             label = _cut(artist_id) if artist_kind == "int" else _shown(artist_id)
             raise HTTPException(status_code=404, detail=f"unknown artist id {label}: not in the catalogue")
-        with lock:
-            frame = model.similar_artists(wanted, n=n)
+        frame = model.similar_artists(wanted, n=n)
         return {"artist_id": _scalar(model.artist_ids_[column]), "name": str(model.artist_names_[column]),
                 "space": str(frame["space"].iloc[0]) if len(frame) else "tags",
                 "similar": [{"rank": int(r.rank), "artist_id": _scalar(r.artist_id), "name": str(r.artist_name),
@@ -900,6 +1014,23 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     return app
 
 
+def _check_bindable(host: str, port: int) -> None:
+    """Raise ConfigError now, before the model loads, when uvicorn could not bind ``host:port``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot serve on {host}: {exc.strerror}; pass --host with an address of this "
+                          "machine") from None
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; stop what uses that port "
+                              "or pass another --port") from None
+
+
 def _reload_on_sighup(app: Any) -> None:
     """SIGHUP reloads the served directory, on a thread of its own (a signal handler must return quickly)."""
     import signal
@@ -918,16 +1049,23 @@ def _reload_on_sighup(app: Any) -> None:
 
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
           log_level: str = "info", api_key_file: str | None = None, cors_origins: Sequence[str] = (),
-          max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH, workers: int = 1) -> None:
+          max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH, workers: int = 1,
+          time_budget: float = TIME_BUDGET) -> None:
     """Serve the model saved in ``model_dir`` with uvicorn until interrupted.
 
     ``api_key_file`` (default: the ``FUNNEL_API_KEY_FILE`` environment variable) turns on
     access control (:class:`APIKeys`); serving beyond loopback without it logs a warning.
     With ``workers`` > 1, uvicorn starts that many worker processes, each building its app
     with :func:`create_app` from the environment, which this function sets.
+
+    Raises
+    ------
+    ConfigError
+        The address cannot be bound (the port is in use, or the host is not this machine's).
     """
     import uvicorn
 
+    _check_bindable(host, port)
     key_file = api_key_file or os.environ.get(KEY_FILE_ENV) or None
     api_keys = APIKeys.from_file(key_file) if key_file else None  # a bad file fails here, before any worker
     if api_keys is None and not is_loopback(host):
@@ -939,13 +1077,13 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     logger.info("starting %d worker(s) on http://%s:%d (docs at /docs)", workers, host, port)
     if workers == 1:
         app = create_app(model_dir, max_n=max_n, api_keys=api_keys, cors_origins=list(cors_origins),
-                         max_history=max_history, max_batch=max_batch)
+                         max_history=max_history, max_batch=max_batch, time_budget=time_budget)
         _reload_on_sighup(app)
         uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
         return
     os.environ.update({ENV["model"]: os.fspath(model_dir), ENV["max_n"]: str(max_n),
                        ENV["max_history"]: str(max_history), ENV["max_batch"]: str(max_batch),
-                       ENV["cors_origins"]: ",".join(cors_origins)})
+                       ENV["time_budget"]: repr(float(time_budget)), ENV["cors_origins"]: ",".join(cors_origins)})
     if key_file:
         os.environ[KEY_FILE_ENV] = os.fspath(key_file)
     # the workers share the cores: each one's BLAS and OpenMP (read when a worker imports them) get its share
