@@ -15,7 +15,11 @@ stops the server.
 Writes ``benchmarks/results/serve_load.json`` and ``serve_load.png``; exits non-zero if any
 response is a 5xx or a request gets no answer. A client whose kept-alive connection was
 closed by a retiring worker before it answered sends the request again on a new
-connection, as HTTP clients do; such retries are counted.
+connection, as HTTP clients do; such retries are counted. Each client opens a new
+connection every ``--requests-per-connection`` requests (100, the ``keepalive_requests`` of
+nginx before 1.19.10): which worker accepts a connection is the kernel's draw, and
+connections opened in one burst tend to land on one worker, so without reconnections one
+draw would decide the whole run.
 """
 
 from __future__ import annotations
@@ -115,10 +119,14 @@ def plan(n: int, malformed: float, users: list, artists: list, seed: int) -> lis
     return requests
 
 
-def client(port: int, key: str, requests: list[tuple], out: list[tuple], done: list[int], origin: float) -> None:
+def client(port: int, key: str, requests: list[tuple], out: list[tuple], done: list[int], origin: float,
+           per_connection: int) -> None:
     headers = {"Content-Type": "application/json", "X-API-Key": key}
     connection, fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=60), True
-    for method, path, body, kind in requests:
+    for number, (method, path, body, kind) in enumerate(requests):
+        if number and number % per_connection == 0:
+            connection.close()
+            connection, fresh = http.client.HTTPConnection("127.0.0.1", port, timeout=60), True
         started = time.perf_counter()
         retried = False
         while True:
@@ -182,26 +190,36 @@ def reload(port: int, admin_key: str, server: subprocess.Popen, workers: int) ->
             "seconds": time.perf_counter() - started}
 
 
-def run(model_dir: Path, workers: int, requests: list[tuple], clients: int, keys: tuple[str, str, Path]) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(model_dir: Path, workers: int, requests: list[tuple], clients: int, keys: tuple[str, str, Path],
+        per_connection: int) -> dict:
     key, admin_key, key_file = keys
     port = free_port()
     server = start_server(model_dir, port, workers, key_file)
     try:
         results: list[tuple] = []
         done = [0]
-        origin = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(port, key, requests[i::clients], results, done, origin))
-                   for i in range(clients)]
+        origin, client_cpu = time.perf_counter(), time.process_time()
+        threads = [threading.Thread(target=client, args=(port, key, requests[i::clients], results, done, origin,
+                                                         per_connection)) for i in range(clients)]
         for thread in threads:
             thread.start()
         while done[0] < len(requests) // 2:
             time.sleep(0.05)
         reloaded_at = time.perf_counter() - origin
         reloaded = reload(port, admin_key, server, workers)
+        pids = worker_pids(server, workers)  # after the reload: the workers that serve the second half
+        cpu_from, cpu_at = {pid: cpu_seconds(pid) for pid in pids}, time.perf_counter()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - origin
-        pids = worker_pids(server, workers)
+        client_cpu = time.process_time() - client_cpu
+        cores = [round((cpu_seconds(pid) - cpu_from[pid]) / (time.perf_counter() - cpu_at), 2) for pid in pids]
         memory = {"workers_pss_mb": [round(pss_mb(pid), 1) for pid in pids]}
         if workers > 1:
             memory["supervisor_pss_mb"] = round(pss_mb(server.pid), 1)
@@ -219,6 +237,8 @@ def run(model_dir: Path, workers: int, requests: list[tuple], clients: int, keys
         "requests_per_second": len(results) / elapsed, "statuses": dict(statuses),
         "failures_5xx_or_unanswered": failures, "retried_on_a_closed_connection": sum(r[4] for r in results),
         "alive_after": alive, "reload": {**reloaded, "at_second": reloaded_at}, **memory,
+        "load_generator_cores": client_cpu / elapsed,  # what the clients of this process took from the machine
+        "worker_cores_after_reload": cores,  # how the load spread over the workers
         "workers_pss_mb_total": round(sum(memory["workers_pss_mb"]), 1),
         "latency_ms": {kind: {"count": int(len(v)), "p50": float(np.percentile(v, 50)),
                               "p99": float(np.percentile(v, 99))} for kind, v in latency.items() if len(v)},
@@ -266,12 +286,16 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--malformed", type=float, default=0.1, help="share of malformed requests")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--requests-per-connection", type=int, default=100, dest="per_connection",
+                        help="requests each client sends on one kept-alive connection (default: 100)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="server worker counts to run in turn (main.py serve --workers; default: 1 2)")
     parser.add_argument("--output", type=Path, default=RESULTS / "serve_load.json")
     args = parser.parse_args()
     if not (1 <= args.clients <= 64 and 2 <= args.requests <= 1_000_000 and 0 <= args.malformed <= 1):
         raise SystemExit("need 1 <= --clients <= 64, 2 <= --requests <= 1,000,000, 0 <= --malformed <= 1")
+    if args.per_connection < 1:
+        raise SystemExit("--requests-per-connection must be at least 1")
     if not all(1 <= w <= 16 for w in args.workers):
         raise SystemExit("each --workers count must be between 1 and 16")
     model_dir = args.artifacts if (args.artifacts / "manifest.json").is_file() else args.artifacts / "model"
@@ -291,12 +315,14 @@ def main() -> None:
                             f"{hashlib.sha256(admin_key.encode()).hexdigest()} admin\n")
         runs = []
         for workers in args.workers:
-            runs.append(run(model_dir, workers, requests, args.clients, (key, admin_key, key_file)))
+            runs.append(run(model_dir, workers, requests, args.clients, (key, admin_key, key_file),
+                            args.per_connection))
             summary = {k: v for k, v in runs[-1].items() if k != "timeline"}
             print(json.dumps(summary, indent=1), flush=True)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "command": " ".join(["python", "benchmarks/serve_load.py", *sys.argv[1:]]),
-              "clients": args.clients, "malformed_share": args.malformed, "runs": runs}
+              "clients": args.clients, "requests_per_connection": args.per_connection,
+              "malformed_share": args.malformed, "runs": runs}
     by_workers = {r["workers"]: r for r in runs}
     if 1 in by_workers and 2 in by_workers:
         report["two_workers_vs_one"] = {

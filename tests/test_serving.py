@@ -623,7 +623,8 @@ def test_serving_beyond_loopback_without_keys_warns(fitted, tmp_path, monkeypatc
     from funnel.serving.auth import KEY_FILE_ENV, digest
 
     ran = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: ran.append((app, kwargs)))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: ran.append(
+        (self.config.app, {"host": self.config.host, "sockets": sockets})))
     model_dir = fitted.save(tmp_path / "model")
     with caplog.at_level("WARNING", logger="funnel"):
         serve(str(model_dir), host="0.0.0.0", port=free_port())
@@ -954,3 +955,30 @@ def test_the_live_service_keeps_to_its_openapi_document(request, which, mode):
             case.call_and_validate()
 
         check()
+
+
+def test_the_listening_socket_turns_nagle_off_on_each_connection():
+    """asyncio sets TCP_NODELAY on an accepted connection only when the listener says IPPROTO_TCP."""
+    import asyncio
+
+    from funnel.serving.app import _listening_socket
+
+    sock = _listening_socket("127.0.0.1", 0)
+    assert sock.proto == socket.IPPROTO_TCP and sock.get_inheritable()
+
+    async def accepted_nodelay() -> int:
+        seen: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                seen.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname())
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) == 1

@@ -771,6 +771,16 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
             return unprocessable(("body",) if request.method == "POST" else ("query",), str(exc))
         return JSONResponse(status_code=500, content={"detail": str(exc)})
 
+    from threadpoolctl import ThreadpoolController
+
+    openmp = ThreadpoolController().select(user_api="openmp")  # FAISS's runtime among them, loaded with the model
+
+    def one_thread(handler: Any, *args: Any, **kwargs: Any) -> Any:
+        # OpenMP's thread count is per calling thread: without this each of the server's threads
+        # keeps a team of its own, whose idle threads spin and take the cores from the others
+        with openmp.limit(limits=1):
+            return handler(*args, **kwargs)
+
     def budgeted(handler: Any) -> Any:
         """``handler`` run on a thread of the server's pool, answering 503 once past the time budget."""
         import anyio
@@ -779,7 +789,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         async def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 with anyio.fail_after(time_budget):
-                    return await anyio.to_thread.run_sync(functools.partial(handler, *args, **kwargs),
+                    return await anyio.to_thread.run_sync(functools.partial(one_thread, handler, *args, **kwargs),
                                                           abandon_on_cancel=True)
             except TimeoutError:
                 raise HTTPException(status_code=503, headers={"Retry-After": "1"},
@@ -1014,21 +1024,29 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     return app
 
 
-def _check_bindable(host: str, port: int) -> None:
-    """Raise ConfigError now, before the model loads, when uvicorn could not bind ``host:port``."""
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The TCP socket the server listens on, bound now: ConfigError, before the model loads, if it cannot be.
+
+    Made with ``IPPROTO_TCP`` as its protocol, which asyncio reads to turn Nagle's algorithm
+    off on every connection it accepts; uvicorn's own socket for several workers leaves it 0,
+    and each keep-alive request then waits about 40 ms for a delayed ACK (Kludex/uvicorn#3149).
+    """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                      proto=socket.IPPROTO_TCP)[0]
     except socket.gaierror as exc:
         raise ConfigError(f"cannot serve on {host}: {exc.strerror}; pass --host with an address of this "
                           "machine") from None
-    family, kind, protocol, _, address = infos[0]
-    with socket.socket(family, kind, protocol) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; stop what uses that port "
-                              "or pass another --port") from None
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; stop what uses that port "
+                          "or pass another --port") from None
+    sock.set_inheritable(True)  # the workers listen on it
+    return sock
 
 
 def _reload_on_sighup(app: Any) -> None:
@@ -1055,8 +1073,9 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
 
     ``api_key_file`` (default: the ``FUNNEL_API_KEY_FILE`` environment variable) turns on
     access control (:class:`APIKeys`); serving beyond loopback without it logs a warning.
-    With ``workers`` > 1, uvicorn starts that many worker processes, each building its app
-    with :func:`create_app` from the environment, which this function sets.
+    With ``workers`` > 1, uvicorn's supervisor starts that many worker processes on one
+    socket, each building its app with :func:`create_app` from the environment, which this
+    function sets.
 
     Raises
     ------
@@ -1064,8 +1083,8 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
         The address cannot be bound (the port is in use, or the host is not this machine's).
     """
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    _check_bindable(host, port)
     key_file = api_key_file or os.environ.get(KEY_FILE_ENV) or None
     api_keys = APIKeys.from_file(key_file) if key_file else None  # a bad file fails here, before any worker
     if api_keys is None and not is_loopback(host):
@@ -1074,12 +1093,13 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     if api_keys is not None:
         logger.info("access control: %d API key(s), %d of them admin", len(api_keys.digests),
                     sum(role == ADMIN for _, role in api_keys.digests))
+    sock = _listening_socket(host, port)
     logger.info("starting %d worker(s) on http://%s:%d (docs at /docs)", workers, host, port)
     if workers == 1:
         app = create_app(model_dir, max_n=max_n, api_keys=api_keys, cors_origins=list(cors_origins),
                          max_history=max_history, max_batch=max_batch, time_budget=time_budget)
         _reload_on_sighup(app)
-        uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run(sockets=[sock])
         return
     os.environ.update({ENV["model"]: os.fspath(model_dir), ENV["max_n"]: str(max_n),
                        ENV["max_history"]: str(max_history), ENV["max_batch"]: str(max_batch),
@@ -1090,5 +1110,6 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     share = str(max(1, (os.cpu_count() or 1) // workers))
     for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, share)
-    uvicorn.run("funnel.serving:create_app", factory=True, host=host, port=port, log_level=log_level,
-                workers=workers)
+    config = uvicorn.Config("funnel.serving:create_app", factory=True, host=host, port=port, log_level=log_level,
+                            workers=workers)
+    Multiprocess(config, sockets=[sock]).run()
