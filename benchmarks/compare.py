@@ -3,11 +3,15 @@
     python benchmarks/compare.py            # per-user, global and temporal protocols, seeds 0-2
     python benchmarks/compare.py --quick    # smoke run: one seed, per-user split, 4 methods
     python benchmarks/compare.py --protocols temporal --merge   # re-run one protocol, keep the others
+    python benchmarks/compare.py --protocols recbole --seeds 0 1 2 3 4 --merge   # RecBole-GNN's LastFM protocol
 
 Every method counts artists a listener tagged as known and never recommends them (the
 known-artist rule); "funnel, tagged artists not known" shows the funnel without the rule.
 The temporal protocol runs on the synthetic event log of ``benchmarks/eventlog.py`` (a new
-log per seed): each listener's artists started last are held out.
+log per seed): each listener's artists started last are held out. The RecBole protocol is
+RecBole-GNN's published LastFM setting: a per-user 8:1:1 ratio split rounded as RecBole does
+(``split.ratio``), models trained on the 80% part, the full catalogue ranked with training
+and validation artists masked, metrics on the test 10%; the published rows are printed beside.
 
 Writes benchmarks/results/compare.json, compare.md, quality.png and candidate_recall.png.
 """
@@ -64,6 +68,10 @@ class StageOneOnly:
 
 DEFAULTS = FunnelConfig()
 TEMPORAL = "temporal: last-started 20% (synthetic event log)"
+RECBOLE = "RecBole 8:1:1 per-user ratio split (RecBole-GNN's LastFM protocol)"
+# RUCAIBox/RecBole-GNN, results/social/lastfm.md: NDCG@10, Recall@10, Precision@10 (None: not copied here)
+PUBLISHED = {"MHCN": (0.2068, 0.2123, 0.1042), "SEPT": (0.2057, None, None), "LightGCN": (0.1972, None, None),
+             "NGCF": (0.1898, None, None), "BPR": (0.1674, None, None)}
 
 
 def without(group: str) -> tuple[str, ...]:
@@ -71,7 +79,8 @@ def without(group: str) -> tuple[str, ...]:
     return tuple(name for name in DEFAULTS.features if name != group)
 
 
-def methods(seed: int, quick: bool, temporal: bool = False) -> dict[str, Callable[[], object]]:
+def methods(seed: int, quick: bool, temporal: bool = False, recbole: bool = False
+            ) -> dict[str, Callable[[], object]]:
     table = {
         "funnel": lambda: Recommender(seed=seed),
         "ALS-only (tuned)": lambda: ALSRecommender(seed=seed),
@@ -79,6 +88,10 @@ def methods(seed: int, quick: bool, temporal: bool = False) -> dict[str, Callabl
         "popularity": lambda: PopularityRecommender(),
     }
     if quick:
+        return table
+    if recbole:
+        table.update({"BPR": lambda: BPRRecommender(seed=seed),
+                      "funnel, tagged artists not known": lambda: Recommender(seed=seed, tagged_known=False)})
         return table
     if temporal:
         table.update({
@@ -101,16 +114,24 @@ def methods(seed: int, quick: bool, temporal: bool = False) -> dict[str, Callabl
     return table
 
 
-def run_one(make: Callable[[], object], train, test, recall_curve: bool = False) -> dict:
+def run_one(make: Callable[[], object], train, test, recall_curve: bool = False,
+            masked: pd.DataFrame | None = None) -> dict:
+    """Fit on ``train`` and score on ``test``; artists of ``masked`` (user, artist pairs) are never counted."""
     users = np.intersect1d(test["user_id"].unique(), train.user_ids)
     test = test[test["user_id"].isin(users)]
+    extra = int(masked.groupby("user_id").size().max()) if masked is not None and len(masked) else 0
     with PeakMemory() as memory:
         started = time.perf_counter()
         model = make().fit(train)
         fit_time = time.perf_counter() - started
         started = time.perf_counter()
-        recs = model.recommend_all(n=max(KS), users=users)
+        recs = model.recommend_all(n=max(KS) + extra, users=users)
         recommend_time = time.perf_counter() - started
+    if extra:  # drop the masked artists, then rank what is left
+        pairs = pd.MultiIndex.from_frame(recs[["user_id", "artist_id"]])
+        recs = recs[~pairs.isin(pd.MultiIndex.from_frame(masked[["user_id", "artist_id"]]))].copy()
+        recs["rank"] = recs.groupby("user_id").cumcount() + 1
+        recs = recs[recs["rank"] <= max(KS)]
     row = ranking_metrics(recs, test, KS)
     row.update(coverage=recs["artist_id"].nunique() / train.n_artists, novelty=novelty(recs, train),
                fit_seconds=fit_time, recommend_seconds=recommend_time, peak_memory_mb=memory.mb)
@@ -155,7 +176,8 @@ def markdown(results: dict) -> str:
     lines = []
     for protocol, by_method in results["protocols"].items():
         command = results.get("commands", {}).get(protocol, results["command"])
-        lines += [f"### {protocol} (`{command}`, seeds {', '.join(map(str, results['seeds']))}; mean ± std)", "",
+        seeds = results.get("seeds_by_protocol", {}).get(protocol, results["seeds"])
+        lines += [f"### {protocol} (`{command}`, seeds {', '.join(map(str, seeds))}; mean ± std)", "",
                   "| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for method, summary in by_method.items():
             cells = []
@@ -167,6 +189,11 @@ def markdown(results: dict) -> str:
                 else:
                     cells.append(f"{summary[c]['mean']:.4f} ± {summary[c]['std']:.4f}")
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        if protocol == RECBOLE:
+            lines += ["", "Published on this protocol (RUCAIBox/RecBole-GNN, `results/social/lastfm.md`; "
+                      "NDCG@10 / Recall@10 / Precision@10):", ""]
+            lines += [f"- {name}: " + " / ".join("-" if v is None else f"{v:.4f}" for v in values)
+                      for name, values in PUBLISHED.items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -214,7 +241,7 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="Last.fm directory (default: FUNNEL_DATA or ../shared)")
     parser.add_argument("--quick", action="store_true", help="one seed, per-user split, four methods")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--protocols", nargs="+", choices=["per_user", "global", "temporal"],
+    parser.add_argument("--protocols", nargs="+", choices=["per_user", "global", "temporal", "recbole"],
                         default=["per_user", "global", "temporal"])
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--merge", action="store_true",
@@ -229,26 +256,32 @@ def main() -> None:
         "per_user": ("per-user 20% holdout", lambda s: split.per_user(data, seed=s)),
         "global": ("global 80/20 (implicit train_test_split)", lambda s: split.global_random(data, 0.8, seed=s)),
         "temporal": (TEMPORAL, lambda s: split.temporal(event_log_dataset(s))),
+        "recbole": (RECBOLE, lambda s: split.ratio(data, (0.8, 0.1, 0.1), seed=s)),
     }
     protocols = dict(every[name] for name in chosen)
     every_names = list(every)
     runs: dict[str, dict[str, list]] = {}
     for protocol, make_split in protocols.items():
         for seed in seeds:
-            train, test = make_split(seed)
-            for name, make in methods(seed, args.quick, temporal=protocol == TEMPORAL).items():
-                row = run_one(make, train, test, recall_curve=name == "funnel")
+            parts = make_split(seed)
+            train, test = parts.train, parts.test
+            masked = parts.validation if protocol == RECBOLE else None  # tuning data, never counted
+            for name, make in methods(seed, args.quick, temporal=protocol == TEMPORAL,
+                                      recbole=protocol == RECBOLE).items():
+                row = run_one(make, train, test, recall_curve=name == "funnel", masked=masked)
                 runs.setdefault(protocol, {}).setdefault(name, []).append(row)
                 print(f"{protocol} seed {seed} {name}: ndcg@10 {row['ndcg@10']:.4f} "
                       f"fit {row['fit_seconds']:.1f}s", flush=True)
     command = ("python benchmarks/compare.py" + (" --quick" if args.quick else "")
-               + ("" if args.quick or chosen == every_names else " --protocols " + " ".join(chosen)))
+               + ("" if args.quick or chosen == every_names else " --protocols " + " ".join(chosen))
+               + ("" if args.quick or seeds == [0, 1, 2] else " --seeds " + " ".join(map(str, seeds))))
     results = {
         "command": command,
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}",
         "seeds": seeds,
         "protocols": {p: {m: summarise(r) for m, r in by.items()} for p, by in runs.items()},
         "commands": {p: command for p in runs},
+        "seeds_by_protocol": {p: seeds for p in runs},
         "runs": runs,
     }
     if args.merge and (out / "compare.json").is_file():
@@ -258,6 +291,8 @@ def main() -> None:
         results["runs"] = {**{p: before["runs"][p] for p in kept}, **runs}
         old_commands = before.get("commands", {p: before["command"] for p in before["protocols"]})
         results["commands"] = {**{p: old_commands[p] for p in kept}, **results["commands"]}
+        old_seeds = before.get("seeds_by_protocol", {p: before["seeds"] for p in before["protocols"]})
+        results["seeds_by_protocol"] = {**{p: old_seeds[p] for p in kept}, **results["seeds_by_protocol"]}
         results["command"] = "; ".join(dict.fromkeys(results["commands"].values()))
     (out / "compare.json").write_text(json.dumps(results, indent=2))
     (out / "compare.md").write_text(markdown(results))

@@ -36,9 +36,12 @@ class FunnelConfig(BaseModel):
     features : tuple of str
         The stage-two feature groups, by registry name, in column order.
     ranker : str
-        The stage-two model, by registry name (``logistic``).
+        The stage-two model, by registry name: ``logistic`` (scikit-learn's logistic
+        regression, scores are probabilities) or ``lightgbm`` (LightGBM's LambdaRank, a
+        query per user, scores order one user's list).
     ranker_params : dict
-        Keyword arguments of the ranker class (e.g. ``{"C": 0.1}`` for ``logistic``).
+        Keyword arguments of the ranker class (e.g. ``{"C": 0.1}`` for ``logistic``,
+        ``{"n_estimators": 300, "num_leaves": 31}`` for ``lightgbm``).
     tag_dim : int
         Dimensions of the truncated-SVD projection of the TF-IDF tag text. The design card
         asks for about 500; 250 scored the same on validation at half the cost.

@@ -73,24 +73,46 @@ def top_contributions(contributions: np.ndarray, names: list[str], k: int = 3) -
     return [{groups[g]: round(float(v), 4) for g, v in zip(gs, vs)} for gs, vs in zip(top.tolist(), values)]
 
 
-def reason(sources: dict[str, int], because: list[str], contributions: dict[str, float]) -> str:
-    """A one-line human reading of an explanation."""
-    parts = []
-    if sources:
-        parts.append("found by " + ", ".join(f"{name} #{rank}" for name, rank in
-                                              sorted(sources.items(), key=lambda item: item[1])))
-    else:
-        parts.append("popular fallback")
+# what led to an artist, by the feature groups whose contributions speak for it
+DRIVERS = (("friends", "friends"), ("tag", "tags"), ("popularity", "popular"), ("artist_", "popular"))
+
+
+def driver(group: str) -> str:
+    """What a feature group stands for in words: friends, tags, popularity, else the listener's own listening."""
+    return next((word for prefix, word in DRIVERS if group.startswith(prefix)), "listening")
+
+
+def _listed(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def reason(sources: dict[str, int], because: list[str], contributions: dict[str, float], friends: int = 0) -> str:
+    """A listener's reading of an explanation: which listening, friends or tags led to the artist.
+
+    Each reason with evidence gets a phrase: the history artists closest to it, the friends
+    who play it, a tag-source match, else its popularity. The phrases come in the order of
+    the ranker's contributions for them (the strongest first).
+    """
+    phrases = {}
     if because:
-        parts.append("because you listen to " + ", ".join(because))
-    if contributions:
-        parts.append("ranked by " + ", ".join(f"{name} {value:+.2f}" for name, value in contributions.items()))
-    return "; ".join(parts)
+        phrases["listening"] = "because you listen to " + _listed(because)
+    if friends >= 1:
+        phrases["friends"] = f"{friends} of your friends {'plays' if friends == 1 else 'play'} it"
+    if "tags" in sources:
+        phrases["tags"] = "its tags match what you play"
+    if not phrases:
+        only_popular = sources.keys() <= {"popularity"}
+        phrases["popular"] = "popular with listeners" if only_popular else "listeners like you play it"
+    weight: dict[str, float] = {}
+    for group, value in contributions.items():
+        weight[driver(group)] = weight.get(driver(group), 0.0) + value
+    order = sorted(phrases, key=lambda word: -weight.get(word, float("-inf")))  # stable: the default order on ties
+    return "; ".join(phrases[word] for word in order)
 
 
 def explanation_columns(sources: list[dict[str, int]], because_pairs: tuple[np.ndarray, np.ndarray],
                         n_pairs: int, artist_ids: np.ndarray, artist_names: np.ndarray,
-                        contributions: list[dict[str, float]]) -> pd.DataFrame:
+                        contributions: list[dict[str, float]], friends: np.ndarray | None = None) -> pd.DataFrame:
     """The explanation columns: ``sources, because_ids, because, contributions, reason``."""
     pair, artist = because_pairs
     bounds = np.searchsorted(pair, np.arange(n_pairs + 1))
@@ -101,7 +123,8 @@ def explanation_columns(sources: list[dict[str, int]], because_pairs: tuple[np.n
     return pd.DataFrame({
         "sources": sources, "because_ids": because_ids, "because": because,
         "contributions": contributions,
-        "reason": [reason(s, b, c) for s, b, c in zip(sources, because, contributions)],
+        "reason": [reason(s, b, c, f) for s, b, c, f in
+                   zip(sources, because, contributions, np.zeros(n_pairs, np.int64) if friends is None else friends)],
     })
 
 
@@ -122,5 +145,8 @@ def explanations(model: Recommender, batch: Batch, cands: CandidateSet, X: np.nd
         ranking = stages.ranking_columns_
         names = [f for f, r in zip(model.feature_names_, ranking) if r]
         contributions = top_contributions(model.ranker_.contributions(X[best])[:, ranking], names)
+    friends = None
+    if "friends_log_count" in model.feature_names_:  # log1p of the friends who play the artist
+        friends = np.rint(np.expm1(X[best, model.feature_names_.index("friends_log_count")])).astype(np.int64)
     return explanation_columns(sources, (pair, artist), len(best), model.artist_ids_, model.artist_names_,
-                               contributions)
+                               contributions, friends)

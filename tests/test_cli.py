@@ -60,7 +60,8 @@ def test_writes_csv_then_reuses_saved_parts(tmp_path, data_dir, capsys, caplog):
     explained = pd.read_csv(tmp_path / "recs.csv")
     assert list(explained.columns) == [*csv.columns, "reason"]
     pd.testing.assert_frame_equal(explained[csv.columns], csv)
-    assert explained["reason"].str.contains("found by|popular fallback").all()
+    assert explained["reason"].str.contains("because you listen to|of your friends play|its tags match|popular with|"
+                                            "listeners like you").all()
 
 
 def test_errors_are_one_line_and_leave_no_partial_csv(tmp_path, data_dir, capsys, monkeypatch):

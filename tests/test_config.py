@@ -44,7 +44,7 @@ def test_settings_of_the_old_design_are_unknown(old):
     ({"features": ()}, "name at least one feature group"),
     ({"features": ("svd", "svd")}, "name one group twice"),
     ({"features": ("svd", "knn")}, "unknown feature group 'knn' in setting 'features'"),
-    ({"ranker": "forest"}, r"unknown ranker 'forest' in setting 'ranker'; registered: \['logistic'\]"),
+    ({"ranker": "forest"}, r"unknown ranker 'forest' in setting 'ranker'; registered: \['lightgbm', 'logistic'\]"),
     ({"ranker_params": {"C": 0}}, "ranker_params C=0 must be a number > 0"),
     ({"ranker_params": {"C": "1"}}, "ranker_params C='1' must be a number"),
     ({"ranker_params": {"max_iter": 0}}, "max_iter=0 must be an integer >= 1"),

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from funnel import Dataset, Recommender
 from funnel.batch import Batch
-from funnel.explain import closest_history, feature_groups, found_by, reason, top_contributions
+from funnel.explain import closest_history, driver, feature_groups, found_by, reason, top_contributions
 
 EXPLAIN_COLUMNS = ["sources", "because_ids", "because", "contributions", "reason"]
 
@@ -33,11 +33,19 @@ def test_found_by_and_grouped_contributions():
     assert groups == ["svd_artist", "ease_score", "tag_similarity"] and group_of.tolist() == [0, 0, 1, 2]
 
 
-def test_reason_reads_sources_best_first():
-    line = reason({"ease": 3, "tags": 1}, ["Artist 2"], {"als_score": 0.5, "ease_score": -0.25})
-    assert line == "found by tags #1, ease #3; because you listen to Artist 2; ranked by als_score +0.50, " \
-        "ease_score -0.25"
-    assert reason({}, [], {}) == "popular fallback"
+def test_reason_says_in_words_what_led_to_the_artist():
+    line = reason({"ease": 3, "tags": 1}, ["Duran Duran", "Camouflage"], {"ease_score": 0.5, "tag_similarity": 0.2},
+                  friends=3)
+    assert line == "because you listen to Duran Duran and Camouflage; its tags match what you play; " \
+        "3 of your friends play it"
+    # the strongest contribution comes first: here the friends
+    assert reason({"friends": 1}, ["A", "B", "C"], {"friends_log_count": 2.0, "als_score": 0.4}, friends=1) == \
+        "1 of your friends plays it; because you listen to A, B and C"
+    assert reason({"popularity": 2}, [], {}) == "popular with listeners"
+    assert reason({"als": 4}, [], {"als_score": 1.0}) == "listeners like you play it"
+    assert [driver(g) for g in ("friends_share", "tags_log_rank", "tag_similarity", "artist_log_plays",
+                                "popularity_source_score", "ease_score", "svd_prediction")] == \
+        ["friends", "tags", "tags", "popular", "popular", "listening", "listening"]
 
 
 def check_explanations(frame: pd.DataFrame, model: Recommender, history_ids: set[int]) -> None:

@@ -1,4 +1,4 @@
-"""Stage two: the logistic ranker, its training examples, and the factor models behind the features.
+"""Stage two: the logistic and LightGBM rankers, their training examples, and the factor models behind the features.
 
 The contract every registered ranker and feature group passes is in tests/test_contracts.py.
 """
@@ -12,7 +12,7 @@ from funnel import ArtifactError, ConfigError, DataError, FunnelConfig, NotFitte
 from funnel.batch import Batch
 from funnel.factors import ALSFactors, BiasedSVDFactors, plays_to_ratings
 from funnel.protocols import PartState
-from funnel.ranking import LogisticRanker
+from funnel.ranking import LambdaRankRanker, LogisticRanker
 from funnel.ranking.training import history_split, sample_negatives
 
 
@@ -70,6 +70,63 @@ def test_ranker_is_built_from_its_params():
                             ({"gamma": 1.0}, "do not fit LogisticRanker")]:
         with pytest.raises(ConfigError, match=message):
             FunnelConfig(ranker_params=params)
+
+
+def ranked_queries(seed=0, n_users=60, per_user=40):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_users), per_user)
+    X = rng.normal(size=(len(groups), 5))
+    y = (X[:, 0] - 0.5 * X[:, 3] + 0.3 * rng.normal(size=len(groups))) > 1.0
+    return X, y, groups
+
+
+def test_lightgbm_ranker_orders_each_query_and_explains_its_scores():
+    X, y, groups = ranked_queries()
+    order = np.random.default_rng(3).permutation(len(X))  # a query's rows need not be together
+    ranker = LambdaRankRanker(n_estimators=60, min_child_samples=10, n_threads=1).fit(X[order], y[order],
+                                                                                      groups[order])
+    X_test, y_test, groups_test = ranked_queries(seed=1)
+    scores = ranker.score(X_test)
+    pos, neg = scores[y_test], scores[~y_test]
+    assert (pos[:, None] > neg[None, :]).mean() > 0.85
+    contributions = ranker.contributions(X_test)
+    assert contributions.shape == X_test.shape
+    # SHAP values and the expected value add up to the score; features 0 and 3 decide
+    expected = ranker.booster_.predict(X_test, pred_contrib=True)[:, -1]
+    np.testing.assert_allclose(contributions.sum(axis=1) + expected, scores, rtol=1e-6, atol=1e-6)
+    assert set(np.argsort(-np.abs(contributions).mean(axis=0))[:2]) == {0, 3}
+    state = ranker.get_state()
+    assert state.files["model.txt"].startswith(b"tree")  # LightGBM's own text, no pickle
+    clone = LambdaRankRanker().set_state(state)
+    np.testing.assert_allclose(clone.score(X_test), scores, rtol=1e-9)
+    again = LambdaRankRanker(n_estimators=60, min_child_samples=10, n_threads=1).fit(X[order], y[order],
+                                                                                     groups[order])
+    np.testing.assert_allclose(again.score(X_test), scores, rtol=1e-9)  # seeded and deterministic
+
+
+def test_lightgbm_ranker_params_and_errors():
+    config = FunnelConfig(ranker="lightgbm", ranker_params={"n_estimators": 40, "num_leaves": 7}, seed=5)
+    ranker = LambdaRankRanker.from_config(config)
+    assert ranker.get_params()["n_estimators"] == 40 and ranker.seed == 5 and ranker.num_leaves == 7
+    assert ranker.set_params(learning_rate=0.2) is ranker and ranker.learning_rate == 0.2
+    for params, message in [({"n_estimators": 0}, "integer >= 1"), ({"learning_rate": 0}, "> 0"),
+                            ({"num_leaves": 1.5}, "integer >= 2"), ({"C": 1.0}, "do not fit LambdaRankRanker")]:
+        with pytest.raises(ConfigError, match=message):
+            FunnelConfig(ranker="lightgbm", ranker_params=params)
+    with pytest.raises(NotFittedError):
+        LambdaRankRanker().score(np.zeros((1, 5)))
+    X, y, groups = ranked_queries()
+    with pytest.raises(DataError, match="groups"):
+        LambdaRankRanker().fit(X, y)
+    with pytest.raises(DataError, match="positive and negative"):
+        LambdaRankRanker().fit(X, np.zeros(len(X), bool), groups)
+    ranker = LambdaRankRanker(n_estimators=5, n_threads=1).fit(X, y, groups)
+    with pytest.raises(DataError, match="expects 5 features"):
+        ranker.score(np.zeros((1, 3)))
+    state = ranker.get_state()
+    state.files["model.txt"] = b"not a model"
+    with pytest.raises(ArtifactError, match="not a readable LightGBM model"):
+        LambdaRankRanker().set_state(state)
 
 
 @pytest.mark.parametrize("C", [0.01, 1.0])

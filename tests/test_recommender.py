@@ -465,3 +465,15 @@ def test_similar_artists(fitted):
                                   fitted.similar_artists(1, n=3))
     with pytest.raises(ConfigError, match="n="):
         fitted.similar_artists(1, n=len(fitted.artist_ids_))
+
+
+def test_a_lightgbm_ranked_model_saves_its_trees_as_lightgbm_text(synth, small_config, tmp_path):
+    model = Recommender(small_config, ranker="lightgbm", ranker_params={"n_estimators": 40}).fit(synth)
+    assert model.ranker_.name == "lightgbm"
+    path = model.save(tmp_path / "model")
+    trees = list(path.glob("ranker-model-*.txt"))
+    assert len(trees) == 1 and trees[0].read_text().startswith("tree")
+    loaded = Recommender.load(path)
+    pd.testing.assert_frame_equal(loaded.recommend_all(n=10), model.recommend_all(n=10))
+    explained = loaded.recommend(int(synth.interactions["user_id"].iloc[0]), n=5, explain=True)
+    assert all(len(c) == 3 for c in explained["contributions"])  # the ranker's own per-pair contributions

@@ -60,3 +60,29 @@ def test_new_users_leave_training_entirely(synth):
     assert again.test.equals(test) and again.history.equals(history)
     with pytest.raises(ConfigError, match="user_fraction"):
         split.new_users(synth, user_fraction=1.0)
+
+
+def test_ratio_split_rounds_as_recbole_does():
+    import pandas as pd
+
+    from funnel import Dataset
+
+    # users with 1, 2, 5, 9, 10, 23 and 50 artists; RecBole's [train, validation, test] counts
+    expected = {1: [1, 0, 0], 2: [1, 0, 1], 5: [3, 1, 1], 9: [7, 1, 1], 10: [8, 1, 1], 23: [19, 2, 2], 50: [40, 5, 5]}
+    rows = [(user, user * 100 + a, 1.0 + a) for user, n in enumerate(expected) for a in range(list(expected)[user])]
+    data = Dataset.from_frames(pd.DataFrame(rows, columns=["user_id", "artist_id", "weight"]))
+    parts = split.ratio(data, seed=3)
+    counts = {user: [int((frame["user_id"] == user).sum()) for frame in
+                     (parts.train.interactions, parts.validation, parts.test)] for user in range(len(expected))}
+    assert list(counts.values()) == list(expected.values())
+    every = [pairs(parts.train.interactions), pairs(parts.validation), pairs(parts.test)]
+    assert not (every[0] & every[1] or every[0] & every[2] or every[1] & every[2])
+    assert every[0] | every[1] | every[2] == pairs(data.interactions)
+    assert split.ratio(data, seed=3).test.equals(parts.test) and not split.ratio(data, seed=4).test.equals(parts.test)
+    with pytest.raises(ConfigError, match="three positive numbers"):
+        split.ratio(data, ratios=(0.8, 0.2))
+
+
+def test_ratio_split_removes_both_held_out_parts_from_tag_assignments(synth):
+    parts = split.ratio(synth, seed=0)
+    assert not pairs(parts.train.tag_assignments) & (pairs(parts.validation) | pairs(parts.test))

@@ -158,3 +158,53 @@ def global_random(dataset: Dataset, train_percentage: float = 0.8, seed: int = 0
     cols = dataset.artist_index(dataset.interactions["artist_id"].to_numpy())
     held_out = np.asarray(test_matrix[rows, cols]).ravel() != 0
     return _finish(dataset, held_out)
+
+
+class RatioSplit(NamedTuple):
+    """A training dataset and two held-out parts: ``validation`` (for tuning) and ``test``."""
+
+    train: Dataset
+    validation: pd.DataFrame
+    test: pd.DataFrame
+
+
+def ratio(dataset: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0) -> RatioSplit:
+    """Each user's artists in random order cut by ``ratios``, rounded as RecBole does.
+
+    RecBole's per-user ratio split (``split_by_ratio`` with random ordering): the validation
+    and test parts get ``int(ratio * n)`` of a user's ``n`` artists each, and training the
+    rest; then, while training keeps more than one artist, a part whose share is between 0
+    and 1 artist gets one (the test part first). This is the split of RecBole's published
+    tables (e.g. RecBole-GNN's LastFM results, 8:1:1).
+
+    Parameters
+    ----------
+    dataset : Dataset
+    ratios : three floats
+        Training, validation and test shares (normalised to sum 1).
+    seed : int
+        Random seed of the order; the same seed gives the same split.
+    """
+    shares = np.asarray(ratios, dtype=np.float64)
+    if shares.shape != (3,) or not np.isfinite(shares).all() or (shares <= 0).any():
+        raise ConfigError(f"ratios={ratios!r} must be three positive numbers (training, validation, test)")
+    shares = shares / shares.sum()
+    users = dataset.interactions["user_id"].to_numpy()
+    keys = np.random.default_rng(seed).random(len(users))
+    order = np.lexsort((keys, users))
+    _, starts, counts = np.unique(users[order], return_index=True, return_counts=True)
+    position = np.arange(len(users)) - np.repeat(starts, counts)
+    held = [(shares[i] * counts).astype(np.int64) for i in (1, 2)]  # int() of each share, as RecBole
+    n_train = counts - held[0] - held[1]
+    for part in (1, 0):  # the test part, then validation: a share under one artist becomes one
+        share = shares[part + 1] * counts
+        bump = (n_train > 1) & (share > 0) & (share < 1)
+        held[part] = held[part] + bump
+        n_train = n_train - bump
+    part_sorted = np.where(position < np.repeat(n_train, counts), 0,
+                           np.where(position < np.repeat(n_train + held[0], counts), 1, 2))
+    parts = np.empty(len(users), dtype=np.int64)
+    parts[order] = part_sorted
+    train, held_out = _finish(dataset, parts > 0)
+    which = parts[parts > 0]
+    return RatioSplit(train, held_out[which == 1].reset_index(drop=True), held_out[which == 2].reset_index(drop=True))

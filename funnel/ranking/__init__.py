@@ -21,6 +21,7 @@ from funnel.ranking.features import (
     UserFeature,
     pair_scores,
 )
+from funnel.ranking.lambdarank import LambdaRankRanker
 from funnel.ranking.logistic import LogisticRanker
 from funnel.registry import Registry
 
@@ -31,5 +32,7 @@ for _group in (SVDFeature, ALSFeature, TagFeature, EASEFeature, FriendsFeature, 
 
 RANKERS = Registry("ranker", "ranker")
 RANKERS.add("logistic", LogisticRanker)
+RANKERS.add("lightgbm", LambdaRankRanker)
 
-__all__ = ["FEATURES", "FeatureGroup", "LogisticRanker", "ModelFeature", "RANKERS", "Ranker", "pair_scores"]
+__all__ = ["FEATURES", "FeatureGroup", "LambdaRankRanker", "LogisticRanker", "ModelFeature", "RANKERS", "Ranker",
+           "pair_scores"]

@@ -1,0 +1,172 @@
+"""The learning-to-rank ranker: LightGBM's ``LGBMRanker`` with the LambdaRank objective, a query per user."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from funnel.errors import ArtifactError, DataError, NotFittedError
+from funnel.protocols import PartState
+
+if TYPE_CHECKING:
+    from funnel.config import FunnelConfig
+
+MODEL_FILE = "model.txt"  # LightGBM's own text format
+
+
+class LambdaRankRanker:
+    """Gradient-boosted trees that order each user's candidates for NDCG (LightGBM ``lambdarank``).
+
+    Each user's candidate pairs are one query (``groups``); the model learns a score whose
+    order within a query is what counts, so scores are not probabilities and are comparable
+    within one user's list only. The trees are saved in LightGBM's own model text.
+
+    Parameters
+    ----------
+    objective : {"lambdarank", "rank_xendcg"}
+        LightGBM's ranking objective: LambdaRank, or the cheaper cross-entropy surrogate of NDCG.
+    n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda
+        LightGBM's parameters of the same names.
+    truncation_level : int
+        ``lambdarank_truncation_level``: pairs are weighted by how they move NDCG within
+        the top this many of a query.
+    n_threads : int
+        LightGBM's threads (0: all cores).
+    seed : int
+
+    Attributes
+    ----------
+    booster_ : lightgbm.Booster
+    n_features_ : int
+    """
+
+    name = "lightgbm"
+
+    # small trees and large leaves: the examples are a few hundred thousand pairs, and deeper
+    # trees scored lower on validation splits (docs/experiments.md)
+    def __init__(self, *, objective: str = "lambdarank", n_estimators: int = 150, learning_rate: float = 0.05,
+                 num_leaves: int = 7, min_child_samples: int = 400, reg_lambda: float = 1.0,
+                 truncation_level: int = 20, n_threads: int = 0, seed: int = 0) -> None:
+        self.objective = objective
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.reg_lambda = reg_lambda
+        self.truncation_level = truncation_level
+        self.n_threads = n_threads
+        self.seed = seed
+
+    @classmethod
+    def from_config(cls, config: FunnelConfig) -> LambdaRankRanker:
+        params = {"n_threads": config.n_threads, "seed": config.seed, **config.ranker_params}
+        try:
+            ranker = cls(**params)
+        except TypeError as exc:
+            raise ValueError(f"ranker_params {config.ranker_params} do not fit LambdaRankRanker("
+                             "objective, n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda, "
+                             f"truncation_level): {exc}") from None
+        ranker._validate()
+        return ranker
+
+    def _validate(self) -> None:
+        if self.objective not in ("lambdarank", "rank_xendcg"):
+            raise ValueError(f"ranker_params objective={self.objective!r} must be 'lambdarank' or 'rank_xendcg'")
+        def integer(name: str, low: int) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"ranker_params {name}={value!r} must be an integer >= {low}")
+
+        for name, low in (("n_estimators", 1), ("num_leaves", 2), ("min_child_samples", 1),
+                          ("truncation_level", 1), ("n_threads", 0)):
+            integer(name, low)
+        for name in ("learning_rate", "reg_lambda"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                    or (name == "learning_rate" and not value > 0):
+                raise ValueError(f"ranker_params {name}={value!r} must be a number "
+                                 f"{'> 0' if name == 'learning_rate' else '>= 0'}")
+
+    def get_params(self, deep: bool = True) -> dict[str, object]:
+        return {name: getattr(self, name) for name in ("objective", "n_estimators", "learning_rate", "num_leaves",
+                                                       "min_child_samples", "reg_lambda", "truncation_level",
+                                                       "n_threads", "seed")}
+
+    def set_params(self, **params: Any) -> LambdaRankRanker:
+        unknown = sorted(set(params) - set(self.get_params()))
+        if unknown:
+            raise ValueError(f"LambdaRankRanker has no parameter(s) {unknown}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> LambdaRankRanker:
+        """Fit on features ``X``, binary labels ``y`` and each row's user ``groups``; returns ``self``."""
+        from lightgbm import LGBMRanker
+
+        self._validate()
+        X, y = np.asarray(X, dtype=np.float64), np.asarray(y)
+        if X.ndim != 2 or len(X) != len(y):
+            raise DataError(f"ranker needs X of shape (n, d) and y of length n; got {X.shape} and {y.shape}")
+        if groups is None or len(groups) != len(y):
+            raise DataError("the lightgbm ranker needs each example's user (groups) to rank within")
+        if not np.isfinite(X).all():
+            raise DataError("ranker features contain NaN or infinite values")
+        if not (np.asarray(y) > 0).any() or (np.asarray(y) > 0).all():
+            raise DataError("ranker training needs positive and negative examples (too little data for the "
+                            "ranker's holdout: add interactions or lower ranker_holdout)")
+        order = np.argsort(np.asarray(groups), kind="stable")  # LightGBM wants each query's rows together
+        X, y, groups = X[order], (y[order] > 0).astype(np.int32), np.asarray(groups)[order]
+        _, sizes = np.unique(groups, return_counts=True)
+        model = LGBMRanker(objective=self.objective, n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+                           num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
+                           reg_lambda=self.reg_lambda, lambdarank_truncation_level=self.truncation_level,
+                           n_jobs=self.n_threads or os.cpu_count() or 1, random_state=self.seed,
+                           deterministic=True, force_row_wise=True, verbose=-1)
+        model.fit(X, y, group=sizes)
+        self.booster_ = model.booster_
+        self.n_features_ = X.shape[1]
+        return self
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("LambdaRankRanker is not fitted; call fit() first")
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_:
+            raise DataError(f"ranker expects {self.n_features_} features, got array of shape {X.shape}")
+        return X
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Each row's ranking score (higher ranks first; comparable within one user's candidates)."""
+        X = self._check(X)
+        if not len(X):
+            return np.empty(0)
+        return self.booster_.predict(X, num_threads=self.n_threads or os.cpu_count() or 1)
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to each row's score (LightGBM's ``pred_contrib``, SHAP values)."""
+        X = self._check(X)
+        if not len(X):
+            return np.empty((0, self.n_features_))
+        return self.booster_.predict(X, pred_contrib=True)[:, :-1]  # the last column is the expected value
+
+    def get_state(self) -> PartState:
+        if not hasattr(self, "booster_"):
+            raise NotFittedError("LambdaRankRanker is not fitted; call fit() first")
+        return PartState(arrays={"n_features": np.array([self.n_features_])},
+                         files={MODEL_FILE: self.booster_.model_to_string().encode("utf-8")})
+
+    def set_state(self, state: PartState) -> LambdaRankRanker:
+        from lightgbm import Booster
+
+        try:
+            self.booster_ = Booster(model_str=state.files[MODEL_FILE].decode("utf-8"))
+        except Exception as exc:  # LightGBM raises its own LightGBMError on a malformed model text
+            raise ArtifactError(f"the saved lightgbm ranker is not a readable LightGBM model ({exc}); "
+                                "retrain and save again") from exc
+        self.n_features_ = int(state.arrays["n_features"][0])
+        if self.booster_.num_feature() != self.n_features_:
+            raise ArtifactError("the saved lightgbm ranker's trees and feature count disagree; retrain it")
+        return self
