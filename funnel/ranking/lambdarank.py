@@ -123,12 +123,15 @@ class LambdaRankRanker:
         model = LGBMRanker(objective=self.objective, n_estimators=self.n_estimators, learning_rate=self.learning_rate,
                            num_leaves=self.num_leaves, min_child_samples=self.min_child_samples,
                            reg_lambda=self.reg_lambda, lambdarank_truncation_level=self.truncation_level,
-                           n_jobs=self.n_threads or os.cpu_count() or 1, random_state=self.seed,
+                           n_jobs=self._threads(), random_state=self.seed,
                            deterministic=True, force_row_wise=True, verbose=-1)
         model.fit(X, y, group=sizes)
         self.booster_ = model.booster_
         self.n_features_ = X.shape[1]
         return self
+
+    def _threads(self) -> int:
+        return self.n_threads or os.cpu_count() or 1
 
     def _check(self, X: np.ndarray) -> np.ndarray:
         if not hasattr(self, "booster_"):
@@ -143,14 +146,15 @@ class LambdaRankRanker:
         X = self._check(X)
         if not len(X):
             return np.empty(0)
-        return self.booster_.predict(X, num_threads=self.n_threads or os.cpu_count() or 1)
+        return np.asarray(self.booster_.predict(X, num_threads=self._threads()))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature contributions to each row's score (LightGBM's ``pred_contrib``, SHAP values)."""
         X = self._check(X)
         if not len(X):
             return np.empty((0, self.n_features_))
-        return self.booster_.predict(X, pred_contrib=True)[:, :-1]  # the last column is the expected value
+        contributions = np.asarray(self.booster_.predict(X, pred_contrib=True, num_threads=self._threads()))
+        return contributions[:, :-1]  # the last column is the expected value
 
     def get_state(self) -> PartState:
         if not hasattr(self, "booster_"):
