@@ -569,6 +569,10 @@ def test_api_keys_guard_every_endpoint_but_health(keyed_server, fitted):
         assert call(base, path, body, headers={"Authorization": f"Basic {KEY}"})[0] == 401
         assert call(base, path, body, headers={"X-API-Key": KEY})[0] == 200
         assert call(base, path, body, headers={"Authorization": f"Bearer {ADMIN_KEY}"})[0] == 200
+        # every credential presented must hold: a wrong or foreign one beside a right key is refused
+        assert call(base, path, body, headers={"X-API-Key": KEY, "Authorization": "Bearer wrong"})[0] == 401
+        assert call(base, path, body, headers={"X-API-Key": KEY, "Authorization": "Basic dXNlcjpwdw=="})[0] == 401
+        assert call(base, path, body, headers={"X-API-Key": KEY, "Authorization": f"Bearer {ADMIN_KEY}"})[0] == 200
     assert call(base, "/health")[0] == 200
     status, spec = call(base, "/openapi.json")
     assert status == 200 and "401" in spec["paths"]["/recommend"]["post"]["responses"]
@@ -788,6 +792,8 @@ def test_reload_refuses_a_model_of_other_ids_and_needs_keys(keyed_server, server
     assert status == 409 and "restart the service" in answer["detail"]
     status, answer = post(server, "/admin/reload", {})
     assert status == 403 and "--api-key-file" in answer["detail"]
+    status, answer = call(base, "/admin/reload", {}, headers={"X-API-Key": KEY, "Authorization": f"Bearer {ADMIN_KEY}"})
+    assert status == 403 and "admin key" in answer["detail"]  # a user key beside an admin key: the lesser role
 
 
 def test_sighup_reloads_the_served_directory(keyed_server):
