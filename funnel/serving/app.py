@@ -572,29 +572,18 @@ ENV = {"model": "FUNNEL_MODEL_DIR", "max_n": "FUNNEL_MAX_N", "max_history": "FUN
        "max_batch": "FUNNEL_MAX_BATCH", "cors_origins": "FUNNEL_CORS_ORIGINS", "time_budget": "FUNNEL_TIME_BUDGET"}
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_number(name: str, default: Any, parse: Any = int) -> Any:
+    """The number in setting ``name``'s environment variable (``parse``: int, or float seconds), else ``default``."""
     text = os.environ.get(ENV[name])
     if text is None or text == "":
         return default
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
         value = 0
-    if value < 1:
-        raise ConfigError(f"{ENV[name]}={text!r} must be a whole number of at least 1")
-    return value
-
-
-def _env_seconds(name: str, default: float) -> float:
-    text = os.environ.get(ENV[name])
-    if text is None or text == "":
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{ENV[name]}={text!r} must be a number of seconds above 0")
+    if not (value >= 1 if parse is int else 0 < value < float("inf")):
+        raise ConfigError(f"{ENV[name]}={text!r} must be " + ("a whole number of at least 1" if parse is int
+                                                              else "a number of seconds above 0"))
     return value
 
 
@@ -660,10 +649,10 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         api_keys = APIKeys.from_file(os.environ[KEY_FILE_ENV])
     if cors_origins is None:
         cors_origins = [o.strip() for o in os.environ.get(ENV["cors_origins"], "").split(",") if o.strip()]
-    max_n = max_n if max_n is not None else _env_int("max_n", MAX_N)
-    max_history = max_history if max_history is not None else _env_int("max_history", MAX_HISTORY)
-    max_batch = max_batch if max_batch is not None else _env_int("max_batch", MAX_BATCH)
-    time_budget = time_budget if time_budget is not None else _env_seconds("time_budget", TIME_BUDGET)
+    max_n = max_n if max_n is not None else _env_number("max_n", MAX_N)
+    max_history = max_history if max_history is not None else _env_number("max_history", MAX_HISTORY)
+    max_batch = max_batch if max_batch is not None else _env_number("max_batch", MAX_BATCH)
+    time_budget = time_budget if time_budget is not None else _env_number("time_budget", TIME_BUDGET, float)
     if not time_budget > 0:
         raise ConfigError(f"time_budget must be a number of seconds above 0, not {time_budget!r}")
     model.check_fitted()
