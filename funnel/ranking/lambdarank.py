@@ -44,7 +44,7 @@ class LambdaRankRanker:
 
     name = "lightgbm"
 
-    # small trees and large leaves: the examples are a few hundred thousand pairs, and deeper
+    # small trees, many examples a leaf: Last.fm gives about a hundred thousand pairs, and larger
     # trees scored lower on validation splits (docs/experiments.md)
     def __init__(self, *, objective: str = "lambdarank", n_estimators: int = 150, learning_rate: float = 0.05,
                  num_leaves: int = 7, min_child_samples: int = 400, reg_lambda: float = 1.0,
