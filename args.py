@@ -26,6 +26,22 @@ def boolean(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got {text!r}")
 
 
+def add_spreadsheet_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--csv-spreadsheet-safe``, the CSV output's opt-in guard against spreadsheet formulas."""
+    parser.add_argument("--csv-spreadsheet-safe", type=boolean, default=False, dest="csv_spreadsheet_safe",
+                        metavar="True/False",
+                        help="a .csv --output for spreadsheets: put ' before every text cell starting with =, +, -, "
+                             "@ or a tab, so it is not run as a formula; such ids and names then no longer read "
+                             "back as they were (default: False: the CSV holds them exactly)")
+
+
+def check_spreadsheet_flag(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse ``--csv-spreadsheet-safe True`` for an output that is not CSV (it would be ignored)."""
+    if args.csv_spreadsheet_safe and not args.output.lower().endswith(".csv"):
+        parser.error(f"--csv-spreadsheet-safe applies to a .csv --output only, not {args.output}: Parquet and "
+                     "DuckDB cells are typed, never formulas; drop the flag or write a .csv file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python main.py``."""
     parser = argparse.ArgumentParser(
@@ -67,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "with --output-table (default: artifacts/recommendations.csv)")
     parser.add_argument("--output-table", default=None, dest="output_table", metavar="NAME",
                         help="table of a DuckDB --output to create or replace")
+    add_spreadsheet_flag(parser)
     parser.add_argument("--runsvd", type=boolean, default=False, metavar="True/False",
                         help="retrain the BiasedSVD embeddings; False reuses saved ones that match the "
                              "data and settings (default: False)")
@@ -110,6 +127,13 @@ def build_serve_parser() -> argparse.ArgumentParser:
                         help="a request taking longer answers 503 (default: 10)")
     parser.add_argument("--max-batch", type=int, default=100, dest="max_batch",
                         help="most users and histories in one POST /recommend/batch (default: 100)")
+    parser.add_argument("--max-cost", type=int, default=None, dest="max_cost", metavar="ENTRIES",
+                        help="most artist entries one request may make the model read: its histories' artists "
+                             "and its users' training histories (default: 4 x --max-history)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="requests scored at once, each on a thread (default: the cores each worker may use)")
+    parser.add_argument("--queue", type=int, default=None,
+                        help="requests admitted to wait for a scoring thread; beyond them 503 (default: 4 x --threads)")
     parser.add_argument("--api-key-file", default=None, dest="api_key_file", metavar="FILE",
                         help="require an API key: a file of SHA-256 hex digests of the keys, one a line, 'admin' "
                              "after an admin key's (default: $FUNNEL_API_KEY_FILE, else no keys)")
@@ -140,6 +164,7 @@ def build_score_parser() -> argparse.ArgumentParser:
                              "for --engine local; a Parquet directory (.parquet) for --engine spark")
     parser.add_argument("--output-table", default=None, dest="output_table", metavar="NAME",
                         help="the table to create or replace in a DuckDB --output (--engine local)")
+    add_spreadsheet_flag(parser)
     parser.add_argument("--topn", type=int, default=20, help="artists per user in the output (default: 20)")
     parser.add_argument("--exclude", default=None, metavar="PATH",
                         help="a Parquet file of artist_id rows never to recommend, or of user_id, artist_id rows "
@@ -178,11 +203,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         elif args.output_table is not None:
             parser.error("--output-table is for a DuckDB --output of --engine local; --engine spark writes a "
                          "Parquet directory")
+        check_spreadsheet_flag(parser, args)
         args.command = "score"
     else:
         parser = build_parser()
         args = parser.parse_args(argv)
         check_event_flags(parser, args)
+        check_spreadsheet_flag(parser, args)
         args.command = "run"
     return args
 

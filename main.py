@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sys
@@ -41,15 +42,53 @@ def check_writable(path: Path) -> None:
                             "choose another --output/--artifacts")
 
 
-def check_inputs(args, output: Path) -> None:
-    """Fail before any work when an input is the output, or the artist-tags file is not readable as flagged."""
+def local_path(value: str | os.PathLike) -> Path | None:
+    """The local path a flag names (``file://`` stripped), or None for a remote URI (``s3a://``, ``hdfs://``)."""
+    text = os.fspath(value)
+    if "://" in text and not text.startswith("file://"):
+        return None
+    return Path(text.removeprefix("file://"))
+
+
+def check_not_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLike | None]) -> None:
+    """Fail before any work when writing ``output`` would overwrite an input, or write into or over one.
+
+    ``inputs`` maps each flag to its value: a file, a directory, or a glob (checked with
+    the paths it matches now). Paths are compared resolved (symlinks, ``./``, ``..``) and,
+    where both exist, as files (hard links too). The output may not be an input, lie
+    inside an input directory, or be a directory holding an input.
+    """
     from funnel.errors import ConfigError
 
-    inputs = {"--events": args.events, "--artist-tags": args.artist_tags}
+    target = local_path(output)
+    if target is None:
+        return
+    written = target.resolve()
     for flag, value in inputs.items():
-        if value is not None and Path(value).is_file() and Path(value).resolve() == output.resolve():
-            raise ConfigError(f"--output {output} is the {flag} file: writing it would overwrite the input; "
-                              "choose another --output")
+        path = local_path(value) if value is not None else None
+        if path is None:
+            continue
+        # a glob's matches first, to name the file; then the pattern itself, which may match nothing yet
+        matches = glob.glob(str(path), recursive=True) if any(char in str(path) for char in "*?[") else []
+        paths = [*map(Path, matches), path]
+        for match in paths:
+            read = match.resolve()
+            shown = value if match is path else f"{match} (matched by {value})"
+            kind = "file" if read.is_file() else "directory" if read.is_dir() else "path"
+            if read == written or (read.exists() and written.exists() and os.path.samefile(read, written)):
+                raise ConfigError(f"--output {output} is the {flag} {kind} {shown}: writing it would overwrite the "
+                                  "input; choose another --output")
+            if read in written.parents:
+                raise ConfigError(f"--output {output} is inside the {flag} directory {shown}: writing it would add "
+                                  "to the input; choose an --output outside it")
+            if written in read.parents:
+                raise ConfigError(f"--output {output} holds the {flag} {kind} {shown}: writing it would replace "
+                                  "the input; choose another --output")
+
+
+def check_inputs(args, output: Path) -> None:
+    """Fail before any work when an input is the output, or the artist-tags file is not readable as flagged."""
+    check_not_input(output, {"--events": args.events, "--artist-tags": args.artist_tags})
     if args.artist_tags is not None:
         tag_columns(Path(args.artist_tags), args.artist_col, args.tag_col)
 
@@ -180,6 +219,7 @@ def serve(args) -> None:
 
     try:
         from funnel.serving import serve as serve_model
+        from funnel.serving.auth import key_file_setting
     except ImportError as exc:
         raise ConfigError(f"serving needs the serve extra ({exc.name} is missing): "
                           'pip install -e ".[serve]"') from exc
@@ -188,14 +228,17 @@ def serve(args) -> None:
     if args.max_n < 1:
         raise ConfigError(f"--max-n {args.max_n} must be at least 1")
     for flag, value in (("--max-history", args.max_history), ("--max-batch", args.max_batch),
-                        ("--workers", args.workers)):
-        if value < 1:
-            raise ConfigError(f"{flag} {value} must be at least 1")
+                        ("--workers", args.workers), ("--max-cost", args.max_cost), ("--threads", args.threads),
+                        ("--queue", args.queue)):
+        if value is not None and value < (0 if flag == "--queue" else 1):
+            raise ConfigError(f"{flag} {value} must be at least {0 if flag == '--queue' else 1}")
     if not 0 < args.time_budget < float("inf"):
         raise ConfigError(f"--time-budget {args.time_budget} must be a number of seconds above 0")
+    key_file = key_file_setting(args.api_key_file)  # an empty --api-key-file or variable: an error, not open routes
     serve_model(str(model_dir(Path(args.artifacts))), args.host, args.port, args.max_n,
-                api_key_file=args.api_key_file, cors_origins=args.cors_origins, max_history=args.max_history,
-                max_batch=args.max_batch, workers=args.workers, time_budget=args.time_budget)
+                api_key_file=key_file, cors_origins=args.cors_origins, max_history=args.max_history,
+                max_batch=args.max_batch, workers=args.workers, time_budget=args.time_budget, max_cost=args.max_cost,
+                threads=args.threads, queue=args.queue)
 
 
 def parquet_dataset(path: str, flag: str, columns: tuple[str, ...], optional: tuple[str, ...] = ()):
@@ -281,6 +324,9 @@ def score(args) -> None:
     if args.partitions is not None and args.partitions < 1:
         raise ConfigError(f"--partitions {args.partitions} must be at least 1")
     output = Path(args.output)
+    # the model directory too: a Spark output directory written over it would replace the model
+    check_not_input(args.output, {"--histories": args.histories, "--exclude": args.exclude, "--allow": args.allow,
+                                  "--artifacts": model_dir(Path(args.artifacts))})
     if args.engine == "local":
         check_output(output, args.output_table)
         check_writable(output)
@@ -298,7 +344,7 @@ def score(args) -> None:
                                                         exclude=exclude, allow=allow)
         if args.explain:
             recommendations = recommendations.drop(columns=["sources", "because_ids", "because", "contributions"])
-        write_recommendations(recommendations, output, args.output_table)
+        write_recommendations(recommendations, output, args.output_table, spreadsheet_safe=args.csv_spreadsheet_safe)
         users = recommendations["user_id"].nunique()
     else:
         from funnel import spark as funnel_spark
@@ -356,7 +402,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         recommendations = model.recommend_all(n=args.topn, explain=args.explain)
         if args.explain:
             recommendations = recommendations.drop(columns=["sources", "because_ids", "because", "contributions"])
-        write_recommendations(recommendations, output, args.output_table)
+        write_recommendations(recommendations, output, args.output_table, spreadsheet_safe=args.csv_spreadsheet_safe)
         logger.info("wrote %d recommendations for %d users to %s%s in %.1fs total", len(recommendations),
                     recommendations["user_id"].nunique(), output,
                     f" (table {args.output_table})" if args.output_table else "", time.perf_counter() - started)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import re
@@ -24,6 +25,8 @@ _STAGED = "funnel_recommendations_staged"
 # table into SQLite; an output is a DuckDB database, so neither download nor load anything
 _NO_EXTENSIONS: dict[str, Any] = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# what a spreadsheet reads as the start of a formula (OWASP "CSV injection"): a text cell starting so gets a '
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def output_format(path: str | os.PathLike, table: str | None = None) -> str:
@@ -111,11 +114,19 @@ def _duckdb_message(path: Path | str | os.PathLike, exc: Exception) -> str:
     return " ".join(str(exc).split())
 
 
-def write_recommendations(frame: pd.DataFrame, path: str | os.PathLike, table: str | None = None) -> None:
+def write_recommendations(frame: pd.DataFrame, path: str | os.PathLike, table: str | None = None, *,
+                          spreadsheet_safe: bool = False) -> None:
     """Write a recommendation frame atomically in the format of ``path``'s extension.
 
     The columns and their types are written as they are: integer ids stay int64, string
     ids stay strings. A failed write leaves the previous file (or table) as it was.
+
+    A CSV file is data for programs: every text cell is quoted, so ids and names holding
+    separators, quotes, ``\\r`` or ``\\n`` read back exactly (``pandas.read_csv``,
+    DuckDB, Python's :mod:`csv`), and a text cell starting with ``=``, ``+``, ``-`` or
+    ``@`` (artist names such as ``+44`` and ``-OZ-``) is written as it is. A spreadsheet
+    opened on such a file may take those cells for formulas: import it with every column
+    as text, read the Parquet output, or write with ``spreadsheet_safe=True``.
 
     Parameters
     ----------
@@ -123,17 +134,23 @@ def write_recommendations(frame: pd.DataFrame, path: str | os.PathLike, table: s
         The rows to write, e.g. :meth:`funnel.Recommender.recommend_all`'s (columns of
         scalars; nested columns have no CSV form).
     path : path
-        ``.csv`` (UTF-8, ``\\n`` line ends, no index), ``.parquet`` (written to a temp
+        ``.csv`` (UTF-8, ``\\n`` line ends, no index, text cells quoted), ``.parquet`` (written to a temp
         file beside it, synced, then renamed over it), or a DuckDB database file
         (``.duckdb``, ``.db``; created if missing) in which ``table`` is created or
         replaced in one transaction, leaving its other tables alone.
     table : str, optional
         The table of a DuckDB output (see :func:`output_format`).
+    spreadsheet_safe : bool, default False
+        CSV only: prefix ``'`` to every text cell starting with ``=``, ``+``, ``-``, ``@``,
+        a tab or ``\\r``, so a spreadsheet shows it as text instead of running it as a
+        formula. Such ids and names no longer read back as they were: a file for people,
+        not for programs.
 
     Raises
     ------
     ConfigError
-        A bad extension or table name (:func:`output_format`).
+        A bad extension or table name (:func:`output_format`); ``spreadsheet_safe`` with
+        another format than CSV.
     ArtifactError
         The file or database cannot be written; the previous one is unchanged.
 
@@ -146,8 +163,15 @@ def write_recommendations(frame: pd.DataFrame, path: str | os.PathLike, table: s
     """
     kind = output_format(path, table)
     path = Path(path)
+    if spreadsheet_safe and kind != CSV:
+        raise ConfigError(f"spreadsheet_safe applies to CSV output only, and {path} is {kind.upper()} (typed "
+                          "cells a spreadsheet does not take for formulas); drop it or write a .csv file")
     if kind == CSV:
-        atomic_write(path, lambda handle: frame.to_csv(handle, index=False, lineterminator="\n"), mode="w")
+        cells = _spreadsheet_text(frame) if spreadsheet_safe else frame
+        # QUOTE_MINIMAL quotes a line-end character only if the line terminator holds it: a bare \r went out
+        # unquoted and readers took it for a line end. Quoting every text cell holds whatever ids and names hold
+        atomic_write(path, lambda handle: cells.to_csv(handle, index=False, lineterminator="\n",
+                                                       quoting=csv.QUOTE_NONNUMERIC), mode="w")
     elif kind == PARQUET:
         import pyarrow.parquet as pq
 
@@ -155,6 +179,17 @@ def write_recommendations(frame: pd.DataFrame, path: str | os.PathLike, table: s
         atomic_write(path, lambda handle: pq.write_table(arrow, handle), mode="wb")
     else:
         _write_duckdb(frame, path, str(table))
+
+
+def _spreadsheet_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``'`` before every text cell a spreadsheet would read as a formula (:data:`FORMULA_STARTS`)."""
+    safe = frame.copy(deep=False)
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_string_dtype(values):
+            formula = values.str.startswith(FORMULA_STARTS, na=False).to_numpy(dtype=bool)
+            safe[column] = values.mask(formula, "'" + values)
+    return safe
 
 
 def _arrow(frame: pd.DataFrame):

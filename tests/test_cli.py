@@ -197,3 +197,84 @@ def test_event_flags_are_checked_before_any_work(tmp_path, event_log, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and message in err and "\n" not in err
     assert not (tmp_path / "art" / "model" / "manifest.json").exists() and not any(tmp_path.glob("r*.*"))
+
+
+# ids as HetRec names look (+44, -OZ-) and what a CSV reader or a spreadsheet could trip on
+AWKWARD_PREFIXES = ["+44 ", "-OZ- ", "=x ", "@y ", "\t", "a\rb ", "a\nb ", '"q" ', "x,y "]
+
+
+def test_csv_output_reads_back_every_row_and_id_as_written(tmp_path, capsys):
+    from funnel.datasets import synthetic_events
+
+    events, _ = synthetic_events(n_users=40, n_artists=100, n_events=1_500, seed=3)
+    users = {user: AWKWARD_PREFIXES[i % len(AWKWARD_PREFIXES)] + user for i, user in enumerate(events["user"].unique())}
+    artists = {artist: AWKWARD_PREFIXES[i % len(AWKWARD_PREFIXES)] + artist
+               for i, artist in enumerate(events["artist_mbid"].unique())}
+    plays = pd.DataFrame({"user_id": events["user"].map(users), "artist_id": events["artist_mbid"].map(artists)})
+    plays.to_parquet(tmp_path / "plays.parquet")
+    assert events_cli(tmp_path, "--events", str(tmp_path / "plays.parquet"), "--topn", "10",
+                      "--output", str(tmp_path / "recs.csv")) == 0
+    written = pd.read_csv(tmp_path / "recs.csv", keep_default_na=False)
+    assert len(written) == 10 * len(users)  # a bare \r written unquoted reads back as a line end: rows more
+    assert set(written["user_id"]) == set(users.values()) and set(written["artist_id"]) <= set(artists.values())
+    # score writes CSV the same way; a spreadsheet copy guards the formula-like cells and keeps the rows
+    assert main.run(["score", "--artifacts", str(tmp_path / "art"), "--topn", "10", "--progress", "False",
+                     "--output", str(tmp_path / "scored.csv"), "--csv-spreadsheet-safe", "True"]) == 0
+    scored = pd.read_csv(tmp_path / "scored.csv", keep_default_na=False)
+    assert len(scored) == len(written)
+    guarded = {("'" + user if user[0] in "=+-@\t" else user) for user in users.values()}
+    assert set(scored["user_id"]) == guarded
+    with pytest.raises(SystemExit) as exit_info:
+        main.run(["score", "--output", str(tmp_path / "x.parquet"), "--csv-spreadsheet-safe", "True"])
+    assert exit_info.value.code == 2 and "--csv-spreadsheet-safe applies to a .csv --output only" in (
+        capsys.readouterr().err)
+
+
+def test_score_refuses_to_write_over_or_into_its_inputs_before_any_work(tmp_path, capsys, monkeypatch):
+    histories = tmp_path / "histories.parquet"
+    pd.DataFrame({"user_id": [1], "artist_id": [2]}).to_parquet(histories)
+    before = histories.read_bytes()
+    (tmp_path / "link.parquet").symlink_to(histories)
+    (tmp_path / "hist.parquet").mkdir()
+    pd.DataFrame({"user_id": [1], "artist_id": [2]}).to_parquet(tmp_path / "hist.parquet" / "part-0.parquet")
+    monkeypatch.chdir(tmp_path)
+    # no model at --artifacts: every refusal comes before the model is read
+    base = ["score", "--artifacts", str(tmp_path / "no-model")]
+    cases = [
+        ("local", histories, histories, "is the --histories file"),
+        ("local", histories, "./histories.parquet", "is the --histories file"),
+        ("local", histories, tmp_path / "link.parquet", "is the --histories file"),
+        ("local", histories, tmp_path / "sub" / ".." / "histories.parquet", "is the --histories file"),
+        ("local", tmp_path / "hist.parquet", tmp_path / "hist.parquet" / "recs.csv", "is inside the --histories"),
+        ("spark", histories, histories, "is the --histories file"),
+        ("spark", "link.parquet", "./histories.parquet", "is the --histories file"),
+        ("spark", tmp_path / "hist.parquet", tmp_path / "hist.parquet", "is the --histories directory"),
+        ("spark", tmp_path / "hist.parquet", tmp_path / "hist.parquet" / "new.parquet", "is inside the --histories"),
+        ("spark", "hist.parquet/*.parquet", "hist.parquet", "holds the --histories file"),
+        ("spark", tmp_path / "hist.parquet" / "part-0.parquet", tmp_path / "hist.parquet", "holds the --histories"),
+    ]
+    for engine, source, output, message in cases:
+        assert main.run([*base, "--engine", engine, "--histories", str(source), "--output", str(output)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --output ") and message in err and "\n" not in err, (engine, source, output)
+    assert main.run([*base, "--engine", "local", "--exclude", str(histories), "--output", str(histories)]) == 1
+    assert "is the --exclude file" in capsys.readouterr().err
+    # a Spark output written over the model directory would replace the model
+    assert main.run(["score", "--engine", "spark", "--artifacts", str(tmp_path / "art.parquet"),
+                     "--output", str(tmp_path / "art.parquet")]) == 1
+    assert "holds the --artifacts" in capsys.readouterr().err
+    assert histories.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "hist.parquet").iterdir()) == ["part-0.parquet"]
+
+
+def test_an_empty_api_key_file_is_an_error_not_an_open_service(tmp_path, capsys, monkeypatch):
+    from funnel.serving.auth import KEY_FILE_ENV
+
+    monkeypatch.delenv(KEY_FILE_ENV, raising=False)
+    serve = ["serve", "--artifacts", str(tmp_path / "no-model"), "--host", "0.0.0.0"]
+    assert main.run([*serve, "--api-key-file", ""]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --api-key-file (api_key_file) is empty ('')") and "\n" not in err
+    monkeypatch.setenv(KEY_FILE_ENV, " ")
+    assert main.run(serve) == 1
+    assert capsys.readouterr().err.startswith(f"error: {KEY_FILE_ENV} is empty (' '); name the API key file")

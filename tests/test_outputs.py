@@ -154,3 +154,46 @@ def test_a_db_file_that_is_not_duckdb_is_refused_before_training(tmp_path):
         check_output(tmp_path / "junk.duckdb", "recs")
     assert check_output(tmp_path / "new.duckdb", "recs") == "duckdb"
     assert not (tmp_path / "new.duckdb").exists()  # checking creates nothing
+
+
+# names as HetRec holds them (+44, -OZ-), and what a spreadsheet or a CSV reader could trip on
+AWKWARD = ["+44", "-OZ-", "=x", "@y", "\tt", "a\rb", "a\nb", "a\r\nb", '"q"', "x,y", "'z", "", "plain"]
+
+
+def awkward_recommendations() -> pd.DataFrame:
+    return pd.DataFrame({"user_id": AWKWARD, "rank": range(1, len(AWKWARD) + 1), "artist_id": AWKWARD[::-1],
+                         "artist_name": AWKWARD, "score": [-0.5 + r / 10 for r in range(len(AWKWARD))]})
+
+
+def test_csv_reads_back_every_id_and_name_exactly(tmp_path):
+    import csv
+
+    frame = awkward_recommendations()
+    write_recommendations(frame, tmp_path / "recs.csv")
+    written = pd.read_csv(tmp_path / "recs.csv", keep_default_na=False)
+    assert len(written) == len(frame)  # a bare \r written unquoted read back as a line end: one row more
+    pd.testing.assert_frame_equal(written, frame, check_dtype=False)
+    with open(tmp_path / "recs.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert [row[0] for row in rows[1:]] == AWKWARD and [row[2] for row in rows[1:]] == AWKWARD[::-1]
+    with duckdb.connect() as con:
+        read = con.execute("SELECT user_id, artist_name FROM read_csv(?, header = true, all_varchar = true)",
+                           [str(tmp_path / "recs.csv")]).fetchall()
+    assert [(u or "", a or "") for u, a in read] == list(zip(AWKWARD, AWKWARD))
+
+
+def test_spreadsheet_safe_csv_shows_formula_like_text_as_text(tmp_path):
+    frame = awkward_recommendations()
+    write_recommendations(frame, tmp_path / "recs.csv", spreadsheet_safe=True)
+    written = pd.read_csv(tmp_path / "recs.csv", keep_default_na=False)
+    guarded = ["'+44", "'-OZ-", "'=x", "'@y", "'\tt", "a\rb", "a\nb", "a\r\nb", '"q"', "x,y", "'z", "", "plain"]
+    assert written["user_id"].tolist() == guarded and written["artist_name"].tolist() == guarded
+    assert written["artist_id"].tolist() == guarded[::-1]
+    pd.testing.assert_series_equal(written["score"], frame["score"])  # numbers stay numbers, -0.5 too
+    assert written["rank"].tolist() == frame["rank"].tolist()
+    write_recommendations(recommendations("int"), tmp_path / "ints.csv", spreadsheet_safe=True)  # -5 is a number
+    same(pd.read_csv(tmp_path / "ints.csv", keep_default_na=False), recommendations("int"))
+    assert frame.equals(awkward_recommendations())  # the caller's frame is left as it was
+    with pytest.raises(ConfigError, match="spreadsheet_safe applies to CSV output only"):
+        write_recommendations(frame, tmp_path / "recs.parquet", spreadsheet_safe=True)
+    assert not (tmp_path / "recs.parquet").exists()

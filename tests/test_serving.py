@@ -992,3 +992,199 @@ def test_the_listening_socket_turns_nagle_off_on_each_connection():
         return value
 
     assert asyncio.run(accepted_nodelay()) == 1
+
+
+# bounded cost, access edges, contract edges ---------------------------------------------------
+def raw(base: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b"") -> tuple[int, bytes]:
+    """``(status, body)`` of a request sent as given: any method, any headers, repeated ones too."""
+    import http.client
+
+    connection = http.client.HTTPConnection(base.removeprefix("http://"), timeout=30)
+    try:
+        connection.putrequest(method, path)
+        for name, value in [*headers, ("Content-Length", str(len(body)))]:
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_request_keeps_its_slot_until_its_work_ends(own_model):
+    from funnel.serving import create_app
+
+    release, started = threading.Event(), threading.Event()
+    real = own_model.recommend_for_history
+
+    def slow(history, **kwargs):
+        started.set()
+        release.wait(timeout=30)
+        return real(history, **kwargs)
+
+    own_model.recommend_for_history = slow
+    app = create_app(own_model, max_n=50, time_budget=0.5, threads=1, queue=0)
+    history = {"artists": [int(own_model.artist_ids_[0])], "n": 3}
+    threads_before = threads_named("funnel-score")
+    with in_process(app) as base:
+        try:
+            status, answer = call(base, "/recommend/history", history)
+            assert status == 503 and "budget" in answer["detail"] and started.is_set()
+            began = time.monotonic()
+            status, answer = call(base, "/recommend/history", history)  # the first one's work still runs
+            assert status == 503 and "at capacity" in answer["detail"]
+            assert time.monotonic() - began < 0.4  # refused at once, not after the budget
+            assert call(base, "/health")[0] == 200  # the probes always answer
+            assert threads_named("funnel-score") - threads_before == 1  # the pool's one thread
+        finally:
+            release.set()
+        deadline = time.monotonic() + 10
+        while (status := call(base, "/recommend/history", history)[0]) == 503:
+            assert time.monotonic() < deadline, "the slot never came back"
+            time.sleep(0.05)
+        assert status == 200
+
+
+def threads_named(prefix: str) -> int:
+    return sum(thread.name.startswith(prefix) for thread in threading.enumerate())
+
+
+def test_the_cost_of_a_request_is_capped_up_front(own_model):
+    from funnel.serving import create_app
+
+    app = create_app(own_model, max_n=50, max_cost=30)
+    spec = app.openapi()
+    artists = [int(a) for a in own_model.artist_ids_[:20]]
+    user = int(own_model.user_ids_[0])  # 20 artists in its training history (synthetic data)
+    with in_process(app) as base:
+        assert call(base, "/recommend/history", {"artists": artists})[0] == 200
+        status, answer = call(base, "/recommend/batch", {"histories": [{"id": 1, "artists": artists},
+                                                                       {"id": 2, "artists": artists}]})
+        assert status == 422 and "40 artist entries" in messages(answer) and "limit is 30" in messages(answer)
+        assert_documented(spec, "post", "/recommend/batch", status, answer)
+        status, answer = call(base, "/recommend/batch", {"users": [user], "histories": [{"id": 1, "artists": artists}]})
+        assert status == 422 and answer["detail"][0]["type"] == "request_cost"
+    with pytest.raises(Exception, match="at least 1"):
+        create_app(own_model, threads=0)
+
+
+def test_invented_methods_share_one_metrics_label(server):
+    for number in range(30):
+        assert raw(server, f"INVENTED{number}", "/health", [])[0] in (400, 405)
+    status, _ = raw(server, "PATCH", "/health", [])
+    text = urllib.request.urlopen(server + "/metrics", timeout=30).read().decode()
+    assert "INVENTED" not in text and 'method="other"' in text and 'method="PATCH"' in text
+
+
+def test_every_header_sent_twice_is_checked(keyed_server):
+    base, _ = keyed_server
+    body = b"{}"
+    json_type = ("Content-Type", "application/json")
+    assert raw(base, "POST", "/recommend/history", [json_type, ("X-API-Key", KEY)],
+               b'{"artists": [1]}')[0] == 200
+    for headers in ([("X-API-Key", KEY), ("X-API-Key", "wrong")],
+                    [("Authorization", f"Bearer {KEY}"), ("Authorization", "Bearer wrong")],
+                    [("Authorization", f"Bearer {KEY}"), ("Authorization", "Basic dXNlcjpwYXNz")],
+                    [("X-API-Key", KEY), ("X-API-Key", "")]):
+        assert raw(base, "POST", "/recommend/history", [json_type, *headers], b'{"artists": [1]}')[0] == 401, headers
+    status, answer = raw(base, "POST", "/admin/reload", [json_type, ("X-API-Key", ADMIN_KEY), ("X-API-Key", KEY)],
+                         body)
+    assert status == 403 and b"admin key" in answer  # an admin key and a user key: the lesser role
+
+
+def test_only_the_documented_pages_are_served(server):
+    assert call(server, "/openapi.json")[0] == 200
+    assert urllib.request.urlopen(server + "/docs", timeout=30).status == 200
+    for page in ("/redoc", "/docs/oauth2-redirect"):
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(server + page, timeout=30)
+        assert error.value.code == 404
+
+
+def test_a_long_string_id_is_a_422_and_costs_no_copy_of_the_catalogue(str_server, str_openapi, str_fitted):
+    from funnel.serving.app import MAX_ID_CHARS
+
+    long_id = "x" * 30_000
+    known = str(str_fitted.artist_ids_[0])
+    for path, body in ((similar_path(long_id), None),
+                       ("/recommend/history", {"artists": [known], "exclude": [long_id]}),
+                       ("/recommend/history", {"artists": [known, long_id]}),
+                       ("/recommend/history", {"artists": {known: 1, long_id: 2}})):
+        status, answer = call(str_server, path, body)
+        assert status == 422 and str(MAX_ID_CHARS) in messages(answer), (path, answer)
+        assert_documented(str_openapi, "get" if body is None else "post", path, status, answer)
+    status, answer = call(str_server, "/recommend/history", {"artists": [known, "y" * MAX_ID_CHARS]})
+    assert status == 200 and answer["unknown_artists"] == ["y" * MAX_ID_CHARS]
+
+
+def test_library_lookups_of_a_long_id_do_not_widen_the_catalogue(str_fitted):
+    import tracemalloc
+
+    from funnel.data.ids import lookup_ids
+
+    catalogue = np.sort(np.array([f"{i:036d}" for i in range(2_000)]))
+    queries = [*catalogue[:1_000].tolist(), "z" * 10_000]
+    tracemalloc.start()
+    try:
+        found = lookup_ids(catalogue, queries)
+        found_array = lookup_ids(catalogue, np.array(["z" * 10_000, catalogue[5]]))
+        answer = str_fitted.recommend_for_history([str(str_fitted.artist_ids_[0]), "z" * 10_000], n=3)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert found[:1_000].tolist() == list(range(1_000)) and found[-1] == -1
+    assert found_array.tolist() == [-1, 5] and len(answer) == 3
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB for lookups that need well under 1 MB"  # 80+ MB when widened
+
+
+def test_the_play_count_bound_is_the_documented_one(server, openapi, fitted):
+    artists = [str(a) for a in fitted.artist_ids_[:2]]
+    for plays in (1e30, 9.999999999999999e29, 1e-30):
+        body = {"artists": {artists[0]: plays, artists[1]: 1}}
+        status, answer = call(server, "/recommend/history", body)
+        assert status == 200, (plays, answer)
+        status, answer = call(server, "/recommend/batch", {"histories": [{"id": 1, **body}]})
+        assert status == 200, (plays, answer)
+    schema = openapi["components"]["schemas"]
+    assert any('"maximum": 1e+30' in json.dumps(s) or '"maximum": 1e30' in json.dumps(s) for s in schema.values())
+    status, answer = call(server, "/recommend/history", {"artists": {artists[0]: 1.0000001e30}})
+    assert status == 422
+
+
+def test_a_huge_number_as_a_user_id_is_named_short_and_keys_of_one_id_add_up(own_model, server):
+    from funnel.serving import create_app
+
+    status, answer = call(server, "/recommend", {"user_id": 1e300})
+    assert status == 404 and len(answer["detail"]) < 300 and "..." in answer["detail"]
+    seen = []
+    real = own_model.recommend_for_history
+
+    def spy(history, **kwargs):
+        seen.append(history)
+        return real(history, **kwargs)
+
+    own_model.recommend_for_history = spy
+    a, b = (int(x) for x in own_model.artist_ids_[1:3])
+    with in_process(create_app(own_model, max_n=50)) as base:
+        status, _ = call(base, "/recommend/history", {"artists": {str(a): 1, f"0{a}": 50, str(b): 2}})
+    assert status == 200 and seen[-1] == {a: 51.0, b: 2.0}
+
+
+def test_a_reload_refuses_a_model_that_cannot_serve_what_is_served(own_model, fitted, tmp_path, monkeypatch):
+    from funnel.errors import ConfigError
+    from funnel.serving import create_app
+
+    app = create_app(fitted.save(tmp_path / "served"), max_n=50)
+    with pytest.raises(ConfigError, match="artist-side only"):
+        app.state.reload_model(str(fitted.save(tmp_path / "artists", artist_side_only=True)))
+    real = Recommender.recommend
+
+    def nan_scores(self, *args, **kwargs):
+        frame = real(self, *args, **kwargs)
+        return frame.assign(score=np.nan)
+
+    monkeypatch.setattr(Recommender, "recommend", nan_scores)
+    with pytest.raises(ConfigError, match="non-finite"):
+        app.state.reload_model(str(tmp_path / "served"))
+    monkeypatch.undo()
+    assert app.state.reload_model(str(tmp_path / "served"))["status"] == "reloaded"

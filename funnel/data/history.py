@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from funnel.data.dataset import MAX_WEIGHT
-from funnel.data.ids import check_kind, id_kind, id_range, lookup_ids
+from funnel.data.ids import check_kind, id_kind, id_range, lookup_ids, query_ids, shown_ids
 from funnel.errors import ConfigError, DataError
 
 History = Mapping[int, float] | Mapping[str, float] | Iterable[int] | Iterable[str]
@@ -44,7 +44,8 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
         plays = np.ones(len(ids))
     if len(ids) == 0:
         raise DataError("history is empty; give at least one known artist id")
-    fine = np.isfinite(plays) & (plays > 0) & (plays <= MAX_WEIGHT)
+    # the bound as stored: a count that rounds to float32's 1e30 (1.0000000150474662e30) is within it
+    fine = np.isfinite(plays) & (plays > 0) & (plays <= float(np.float32(MAX_WEIGHT)))
     if not fine.all():
         bad = plays[~fine][:3].tolist()
         raise DataError(f"history play counts must be finite numbers > 0 and <= {MAX_WEIGHT:.0e} "
@@ -52,7 +53,7 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
     cols = lookup_ids(artist_ids, ids)
     known = cols >= 0
     if not known.any():
-        raise DataError(f"none of the history's artist ids {ids[:5].tolist()} is in the catalogue "
+        raise DataError(f"none of the history's artist ids {shown_ids(ids.tolist())} is in the catalogue "
                         f"({len(artist_ids)} artists, {id_range(artist_ids)})")
     row = sp.csr_matrix((plays[known], (np.zeros(int(known.sum()), np.int64), cols[known])),
                         shape=(1, len(artist_ids)), dtype=np.float32)
@@ -67,7 +68,7 @@ def _artist_ids(values: list, artist_ids: np.ndarray) -> np.ndarray:
             check_kind(artist_ids, values, "artist")
         except ConfigError as exc:  # a history is data: its errors are DataErrors, as for integer ids
             raise DataError(f"history {exc}") from exc
-        return np.array([str(v) for v in values], dtype=str) if values else np.empty(0, dtype="U1")
+        return query_ids([str(v) for v in values]) if values else np.empty(0, dtype="U1")
     bad = [v for v in values if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer))]
     if bad:
         raise DataError(f"history artist ids must be integers (the ids of this model are), got {bad[:3]!r}")

@@ -17,6 +17,7 @@ import pandas as pd
 from funnel.errors import ConfigError
 
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+LONG_ID = 256  # characters: a list with a longer string id is kept as objects, not widened
 
 
 def id_kind(ids: np.ndarray) -> str:
@@ -66,8 +67,20 @@ def id_range(ids: np.ndarray) -> str:
     return f"ids {first!r}..{last!r}"
 
 
+def shown_ids(values: Any, limit: int = 5, width: int = 40) -> str:
+    """Up to ``limit`` of ``values`` for a message, each cut at ``width`` characters."""
+    values = list(values)
+    shown = [text if len(text := repr(value)) <= width else text[:width - 3] + "..." for value in values[:limit]]
+    return f"[{', '.join(shown)}{', ...' if len(values) > limit else ''}]"
+
+
 def query_ids(ids: Any) -> np.ndarray:
     """A caller's ids as an array for :func:`lookup_ids` (lists are typed element by element)."""
+    if isinstance(ids, (list, tuple)) and ids and all(isinstance(v, str) for v in ids) \
+            and max(map(len, ids)) > LONG_ID:
+        # numpy would give every id the longest one's width: one long id among many short
+        # ones would cost gigabytes; an object array holds each as it is
+        return np.array(ids, dtype=object)
     values = np.asarray(ids)
     promoted = (values.dtype.kind == "U" and isinstance(ids, (list, tuple))
                 and not all(isinstance(v, str) for v in ids))
@@ -122,7 +135,7 @@ def lookup_ids(sorted_ids: np.ndarray, ids: Any) -> np.ndarray:
     """
     values = query_ids(ids)
     if id_kind(sorted_ids) == "str":
-        wanted, valid = _as_strings(values)
+        wanted, valid = _as_strings(values, _width(sorted_ids))
     else:
         wanted, valid = _as_int64(values)
     if len(sorted_ids) == 0:
@@ -132,14 +145,29 @@ def lookup_ids(sorted_ids: np.ndarray, ids: Any) -> np.ndarray:
     return np.where(found, pos, -1).astype(np.int64)
 
 
-def _as_strings(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | bool]:
+def _width(sorted_ids: np.ndarray) -> int | None:
+    """Characters of the longest id a unicode id array can hold (None for an object array)."""
+    return sorted_ids.dtype.itemsize // 4 if sorted_ids.dtype.kind == "U" else None
+
+
+def _as_strings(values: np.ndarray, width: int | None) -> tuple[np.ndarray, np.ndarray | bool]:
+    """``values`` as strings no wider than the catalogue's ``width``, and which of them can be ids.
+
+    An id longer than the catalogue's longest is in no catalogue: it becomes ``""`` and
+    invalid here, so that comparing never widens the catalogue to the query's width (numpy
+    would copy the whole catalogue at that width, gigabytes for one long id).
+    """
     if values.dtype.kind == "U":
-        return values, True
+        if width is None or values.dtype.itemsize // 4 <= width:
+            return values, True
+        valid = np.char.str_len(values) <= width
+        return np.where(valid, values, "").astype(f"U{max(width, 1)}"), valid
     if values.dtype.kind != "O":
         return np.full(values.shape, "", dtype="U1"), np.zeros(values.shape, bool)
     flat = values.ravel()
-    valid = np.array([isinstance(v, (str, uuid.UUID)) for v in flat], bool)
-    wanted = np.array([str(v) if ok else "" for v, ok in zip(flat, valid)], dtype=str)
+    strings = [str(v) if isinstance(v, (str, uuid.UUID)) else None for v in flat]
+    valid = np.array([s is not None and (width is None or len(s) <= width) for s in strings], bool)
+    wanted = np.array([s if ok else "" for s, ok in zip(strings, valid)], dtype=str)
     return wanted.reshape(values.shape), valid.reshape(values.shape)
 
 

@@ -11,6 +11,9 @@ therefore built per application (:func:`create_app`), from the generic ones belo
 """
 
 # no ``from __future__ import annotations`` here: FastAPI reads the request models' annotations
+import asyncio
+import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -20,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
 
@@ -49,9 +53,10 @@ from funnel.data.dataset import MAX_WEIGHT
 from funnel.data.history import parse_history
 from funnel.data.ids import id_kind, lookup_ids
 from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
+from funnel.persistence.files import load_json
 from funnel.persistence.model import FORMAT_VERSION
 from funnel.recommender import Recommender
-from funnel.serving.auth import ADMIN, KEY_FILE_ENV, USER, APIKeys, is_loopback
+from funnel.serving.auth import ADMIN, KEY_FILE_ENV, USER, APIKeys, is_loopback, key_file_setting
 
 logger = logging.getLogger("funnel")
 
@@ -63,6 +68,8 @@ MAX_RULE_IDS = 10_000  # 10,000 MBIDs are ~390 KB of JSON: both lists fit in the
 DRAIN_BYTES = 64 << 20
 DEFAULT_N = 10
 TIME_BUDGET = 10.0  # seconds a request may take: a backstop, the limits above bound the cost
+MAX_ID_CHARS = 512  # characters of a string id in a request (MBIDs have 36)
+QUEUE_PER_THREAD = 4  # default requests admitted to wait, per scoring thread
 INT_ID = re.compile(r"-?[0-9]+")
 INT64_DIGITS = 19  # a longer run of digits is beyond 64 bits, so in no catalogue
 
@@ -119,7 +126,11 @@ def _id_type(kind: str, what: str) -> Any:
             return value
         raise PydanticCustomError("id_type", "{message}", {"message": _mismatch(what, kind, value)})
 
-    return Annotated[StrictInt if kind == "int" else StrictStr, BeforeValidator(check)]
+    return Annotated[StrictInt if kind == "int" else StrIdText, BeforeValidator(check)]
+
+
+# a longer string id is a 422: it is in no catalogue, and the request's cost should not depend on it
+StrIdText = Annotated[StrictStr, StringConstraints(max_length=MAX_ID_CHARS)]
 
 
 JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]  # no strings, no bools, no 36.5
@@ -153,7 +164,7 @@ def _history_type(artist_id: Any, key: Any, max_history: int = MAX_HISTORY) -> A
     return Annotated[
         Annotated[list[artist_id], Field(min_length=1, max_length=max_history), Tag("list")]
         | Annotated[dict[key, Plays], Field(min_length=1, max_length=max_history,
-                                            json_schema_extra=None if key is str else closed), Tag("dict")],
+                                            json_schema_extra=closed if key is IntKey else None), Tag("dict")],
         Discriminator(_history_form),  # errors name the one form sent, not both
     ]
 
@@ -253,7 +264,7 @@ def _for_model(request: type[Body], user_kind: str, artist_kind: str, max_n: int
         fields["user_id"] = (_id_type(user_kind, "user"), Field(..., description="a user of the training data"))
     if "artists" in request.model_fields:
         # for integer ids an object's keys are strings of digits; for string ids they are the ids
-        key = IntKey if artist_kind == "int" else str
+        key = IntKey if artist_kind == "int" else StrIdText
         fields["artists"] = (_history_type(artist_id, key, max_history), _artists_field(max_history))
     if "users" in request.model_fields:  # the batch: its own ids, bounded lists, its histories typed alike
         item = _for_model(BatchHistory, user_kind, artist_kind, max_n, max_history)
@@ -361,6 +372,8 @@ class Health(BaseModel):
     max_n: int
     max_history: int = Field(description="most artists a history may hold")
     max_batch: int = Field(description="most users, and most histories, in one batch request")
+    max_cost: int = Field(description="most artist entries one request may make the model read (its histories' "
+                                      "artists and its known users' training histories)")
     trained: dict[str, Any] = Field(description="the served model's provenance from its manifest: saved_at, "
                                                 "format_version, versions (funnel and libraries at training time); "
                                                 "empty for a model served from memory")
@@ -471,11 +484,15 @@ class CatchErrors:
             await send({"type": "http.response.body", "body": payload})
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
 class Metrics:
     """ASGI middleware counting answers by endpoint and status, and timing them, for ``GET /metrics``.
 
     The endpoint is the route's path template (``/artists/{artist_id}/similar``), so ids do
-    not become labels; requests no route matched are ``unmatched``. Each application has
+    not become labels; requests no route matched are ``unmatched``, and a method HTTP does
+    not define is ``other``. Each application has
     its own registry (prometheus-client's ``CollectorRegistry``).
     """
 
@@ -507,8 +524,93 @@ class Metrics:
         finally:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            self.requests.labels(endpoint, scope["method"], str(status)).inc()
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"  # labels stay bounded
+            self.requests.labels(endpoint, method, str(status)).inc()
             self.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+class _Ticket:
+    """A request's admission: its slot is given back when the request has answered *and* its work has ended."""
+
+    def __init__(self, slots: threading.BoundedSemaphore) -> None:
+        self._slots = slots
+        self._holders = 1  # the request itself
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        """Keep the slot for work that may outlive the request (released by that work's end)."""
+        with self._lock:
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last:
+            self._slots.release()
+
+
+_TICKET: contextvars.ContextVar[_Ticket | None] = contextvars.ContextVar("funnel_admission", default=None)
+
+
+class Admission:
+    """The bound on scoring requests in the service, and the pool of threads that scores them.
+
+    At most ``threads`` requests are scored at once, on a pool of that many threads, and at
+    most ``queue`` more wait for one; a request beyond both answers 503 with ``Retry-After``
+    before its body is read. A request holds its slot until its answer has gone *and* its
+    computation has ended: one that answered 503 past the time budget keeps its slot while
+    Python finishes the work it cannot interrupt, so clients that retry cannot stack up work
+    (or memory, or threads) beyond the bound. Only the scoring routes are admitted this way;
+    ``/health``, ``/metrics`` and the documents always answer (:class:`Admit` is the middleware).
+    """
+
+    def __init__(self, threads: int, queue: int) -> None:
+        self.threads, self.queue = threads, queue
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="funnel-score")
+        self.slots = threading.BoundedSemaphore(threads + queue)
+
+    def run(self, work: Any) -> asyncio.Future:
+        """``work()`` on the scoring pool, keeping the calling request's slot until it ends."""
+        future = self.executor.submit(work)
+        ticket = _TICKET.get()
+        if ticket is not None:
+            ticket.hold()
+            future.add_done_callback(lambda _: ticket.release())
+        return asyncio.wrap_future(future)
+
+
+class Admit:
+    """ASGI middleware admitting scoring requests into an :class:`Admission`, or answering 503."""
+
+    def __init__(self, app: Any, admission: Admission) -> None:
+        self.app = app
+        self.slots = admission.slots
+
+    @staticmethod
+    def scores(scope: dict) -> bool:
+        path = scope.get("path", "")
+        return scope["type"] == "http" and scope.get("method") in ("GET", "POST") and (
+            path.startswith("/recommend") or path.startswith("/artists/"))
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if not self.scores(scope):
+            await self.app(scope, receive, send)
+            return
+        if not self.slots.acquire(blocking=False):
+            payload = b'{"detail":"the service is at capacity: every scoring slot is taken; retry later"}'
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
+                                    (b"content-length", str(len(payload)).encode())]})
+            await send({"type": "http.response.body", "body": payload})
+            return
+        ticket = _Ticket(self.slots)
+        token = _TICKET.set(ticket)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _TICKET.reset(token)
+            ticket.release()
 
 
 def _rules(body: Any) -> dict[str, Any]:
@@ -562,27 +664,35 @@ def _provenance(directory: str | None) -> dict[str, Any]:
     """What the manifest says of the training run: when it was saved, its format and library versions."""
     if directory is None:
         return {}
-    with open(os.path.join(directory, "manifest.json"), encoding="utf-8") as file:
-        manifest = json.load(file)
+    manifest = load_json(os.path.join(directory, "manifest.json"))
     return {key: manifest[key] for key in ("saved_at", "format_version", "versions") if key in manifest}
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 ENV = {"model": "FUNNEL_MODEL_DIR", "max_n": "FUNNEL_MAX_N", "max_history": "FUNNEL_MAX_HISTORY",
-       "max_batch": "FUNNEL_MAX_BATCH", "cors_origins": "FUNNEL_CORS_ORIGINS", "time_budget": "FUNNEL_TIME_BUDGET"}
+       "max_batch": "FUNNEL_MAX_BATCH", "cors_origins": "FUNNEL_CORS_ORIGINS", "time_budget": "FUNNEL_TIME_BUDGET",
+       "max_cost": "FUNNEL_MAX_COST", "threads": "FUNNEL_THREADS", "queue": "FUNNEL_QUEUE"}
 
 
-def _env_number(name: str, default: Any, parse: Any = int) -> Any:
-    """The number in setting ``name``'s environment variable (``parse``: int, or float seconds), else ``default``."""
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the platform tells it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on macOS or Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_number(name: str, default: Any, parse: Any = int, least: int = 1) -> Any:
+    """The number in setting ``name``'s environment variable (``parse``: int from ``least``, or float seconds)."""
     text = os.environ.get(ENV[name])
     if text is None or text == "":
         return default
     try:
         value = parse(text)
     except ValueError:
-        value = 0
-    if not (value >= 1 if parse is int else 0 < value < float("inf")):
-        raise ConfigError(f"{ENV[name]}={text!r} must be " + ("a whole number of at least 1" if parse is int
+        value = least - 1
+    if not (value >= least if parse is int else 0 < value < float("inf")):
+        raise ConfigError(f"{ENV[name]}={text!r} must be " + (f"a whole number of at least {least}" if parse is int
                                                               else "a number of seconds above 0"))
     return value
 
@@ -590,14 +700,16 @@ def _env_number(name: str, default: Any, parse: Any = int) -> Any:
 def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int | None = None,
                max_body_bytes: int = MAX_BODY_BYTES, api_keys: APIKeys | None = None,
                cors_origins: Sequence[str] | None = None, max_history: int | None = None,
-               max_batch: int | None = None, time_budget: float | None = None) -> Any:
+               max_batch: int | None = None, time_budget: float | None = None, max_cost: int | None = None,
+               threads: int | None = None, queue: int | None = None) -> Any:
     """A FastAPI application serving ``model``; called with no arguments, the app of the environment.
 
     ``uvicorn --factory funnel.serving:create_app --workers 2`` (or gunicorn with uvicorn's
     worker, ``'funnel.serving:create_app()'``) builds one app per worker process from
     ``FUNNEL_MODEL_DIR``, ``FUNNEL_MAX_N``, ``FUNNEL_MAX_HISTORY``, ``FUNNEL_MAX_BATCH``,
-    ``FUNNEL_TIME_BUDGET``, ``FUNNEL_CORS_ORIGINS`` (comma-separated) and
-    ``FUNNEL_API_KEY_FILE``; an argument given here wins over its variable.
+    ``FUNNEL_TIME_BUDGET``, ``FUNNEL_MAX_COST``, ``FUNNEL_THREADS``, ``FUNNEL_QUEUE``,
+    ``FUNNEL_CORS_ORIGINS`` (comma-separated) and ``FUNNEL_API_KEY_FILE``; an argument
+    given here wins over its variable.
 
     Parameters
     ----------
@@ -622,8 +734,18 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         Most users, and most histories, in one ``POST /recommend/batch``.
     time_budget : float
         Seconds a request may take (default 10): past it the request answers 503 with
-        ``Retry-After`` at once. The abandoned computation cannot be interrupted and ends on
-        its own thread, at a cost the limits above bound.
+        ``Retry-After`` at once. The abandoned computation cannot be interrupted: it ends on
+        its thread and keeps its request's admission slot until then.
+    max_cost : int
+        Most artist entries one request may make the model read: the artists of its
+        histories plus the training histories of its known users (default
+        ``4 * max_history``); more is a 422.
+    threads : int
+        Requests scored at once, each on a thread of the service's pool (default: the
+        cores this process may use).
+    queue : int
+        Requests admitted to wait for a scoring thread (default ``4 * threads``); a request
+        beyond ``threads + queue`` answers 503 with ``Retry-After`` before its body is read.
 
     Returns
     -------
@@ -645,14 +767,20 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     if not isinstance(model, Recommender):
         directory = _model_dir(os.fspath(model))
         model = _load(directory)
-    if api_keys is None and os.environ.get(KEY_FILE_ENV):
-        api_keys = APIKeys.from_file(os.environ[KEY_FILE_ENV])
+    if api_keys is None:
+        api_keys = APIKeys.from_env()
     if cors_origins is None:
         cors_origins = [o.strip() for o in os.environ.get(ENV["cors_origins"], "").split(",") if o.strip()]
     max_n = max_n if max_n is not None else _env_number("max_n", MAX_N)
     max_history = max_history if max_history is not None else _env_number("max_history", MAX_HISTORY)
     max_batch = max_batch if max_batch is not None else _env_number("max_batch", MAX_BATCH)
     time_budget = time_budget if time_budget is not None else _env_number("time_budget", TIME_BUDGET, float)
+    max_cost = max_cost if max_cost is not None else _env_number("max_cost", 4 * max_history)
+    threads = threads if threads is not None else _env_number("threads", usable_cores())
+    queue = queue if queue is not None else _env_number("queue", QUEUE_PER_THREAD * threads, int, 0)
+    for name, value in (("max_cost", max_cost), ("threads", threads), ("queue", queue)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < (name != "queue"):
+            raise ConfigError(f"{name} must be a whole number of at least {int(name != 'queue')}, not {value!r}")
     if not time_budget > 0:
         raise ConfigError(f"time_budget must be a number of seconds above 0, not {time_budget!r}")
     model.check_fitted()
@@ -661,7 +789,16 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     # what is served; a reload replaces it in one assignment, and a request reads it once, at its start
     current = _Served(model, directory, _provenance(directory))
     reloading = threading.Lock()  # one reload at a time; requests never wait for it
-    app = FastAPI(title="funnel", version=__version__,
+    admission = Admission(threads, queue)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        yield
+        admission.executor.shutdown(wait=False, cancel_futures=True)  # work under way ends on its own
+
+    # no ReDoc and no OAuth2 redirect page: /docs and /openapi.json are the documents, API keys the only scheme
+    app = FastAPI(title="funnel", version=__version__, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
+                  lifespan=lifespan,
                   description="Two-stage music-artist recommendations from a saved funnel model. "
                               f"User ids are {KIND_WORDS[user_kind]}, artist ids {KIND_WORDS[artist_kind]}.")
     app.add_middleware(CatchErrors)  # innermost of these: the metrics count its 500s
@@ -682,6 +819,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                          "n_artists": str(len(served.model.artist_ids_)),
                          "saved_at": str(served.provenance.get("saved_at", ""))})
     describe(current)
+    app.add_middleware(Admit, admission=admission)  # before the body is read: a refused request costs nothing
     app.add_middleware(Metrics, registry=registry)  # outermost: it counts the 413s of BodyLimit too
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
@@ -691,13 +829,17 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         """The role of the request's key; 401 without one of the service's keys.
 
         A request may carry its key in either header; every credential it presents must be
-        valid (an unknown key beside a valid one, or an ``Authorization`` of another scheme,
-        is refused), and the lesser role of two keys counts.
+        valid (an unknown key beside a valid one, a header sent twice with a wrong value in
+        either, or an ``Authorization`` of another scheme, is refused), and the lesser role
+        of several keys counts. ``credentials`` and ``key`` (the first of each header) are
+        there for the OpenAPI document; every header sent is read from the request.
         """
-        presented = [k for k in (key, credentials.credentials if credentials else None) if k is not None]
+        presented = list(request.headers.getlist("x-api-key"))
+        for value in request.headers.getlist("authorization"):
+            scheme, _, token = value.strip().partition(" ")
+            presented.append(token.strip() if scheme.lower() == "bearer" else "")  # another scheme: no key
         roles = [api_keys.role(k) for k in presented] if api_keys else []
-        other_scheme = "authorization" in request.headers and credentials is None
-        if not roles or None in roles or other_scheme:
+        if not roles or None in roles:
             raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
                                 detail="missing or unknown API key: send Authorization: Bearer KEY or X-API-Key: KEY")
         return USER if USER in roles else ADMIN  # a user key beside an admin key: user
@@ -778,15 +920,29 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         async def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 with anyio.fail_after(time_budget):
-                    return await anyio.to_thread.run_sync(functools.partial(one_thread, handler, *args, **kwargs),
-                                                          abandon_on_cancel=True)
+                    # cancelled past the budget: work not yet started never starts, work under way
+                    # ends on its thread and keeps the request's admission slot until it does
+                    return await admission.run(functools.partial(one_thread, handler, *args, **kwargs))
             except TimeoutError:
                 raise HTTPException(status_code=503, headers={"Retry-After": "1"},
                                     detail=f"the request took longer than the service's {time_budget:g} s budget; "
                                            "send a shorter history or a smaller batch, or retry later") from None
         return run
 
-    budget_exceeded = f"The request took longer than the service's time budget ({time_budget:g} s); retry later"
+    budget_exceeded = (f"The service is at capacity ({threads} requests scored at once, {queue} waiting), or the "
+                       f"request took longer than its time budget ({time_budget:g} s); retry after Retry-After "
+                       "seconds")
+
+    def check_cost(model: Recommender, users: Any, histories: Sequence[Any]) -> None:
+        """422 for a request that would make the model read more than ``max_cost`` artist entries."""
+        rows = lookup_ids(model.user_ids_, list(users)) if len(users) else np.empty(0, np.int64)
+        rows = rows[rows >= 0]
+        indptr = model.history_.indptr
+        cost = int((indptr[rows + 1] - indptr[rows]).sum()) + sum(len(history) for history in histories)
+        if cost > max_cost:
+            raise invalid_input(("body",), f"this request reads {cost:,} artist entries (the histories it sends and "
+                                           f"its users' training histories); the service's limit is {max_cost:,}: "
+                                           "split it into smaller requests", "request_cost")
 
     unparsable = "The body is not JSON that FastAPI can parse (not UTF-8, or a number too long to convert)"
 
@@ -806,7 +962,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                 "data_fingerprint": model.fingerprint_, "n_users": len(model.user_ids_),
                 "n_artists": len(model.artist_ids_), "user_id_type": user_kind, "artist_id_type": artist_kind,
                 "sources": model.stages_.source_names, "max_n": max_n, "max_history": max_history,
-                "max_batch": max_batch}
+                "max_batch": max_batch, "max_cost": max_cost}
 
     @app.post("/recommend", response_model=Recommendations, response_model_exclude_unset=True,
               responses=errors({400: unparsable, 404: "Unknown user id: not in the training data",
@@ -817,6 +973,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         """Top-n artists for a known user, under the request's rules; 404 for an unknown user."""
         model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(RecommendRequest, payload)
+        check_cost(model, [body.user_id], [])
         # an unknown user (an id past 64 bits too) raises UnknownUserError: 404
         if allows_nothing(model, body) and lookup_ids(model.user_ids_, [body.user_id])[0] >= 0:
             return {"user_id": body.user_id, "recommendations": []}
@@ -824,12 +981,19 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         return {"user_id": body.user_id, "recommendations": _records(frame, body.explain)}
 
     def int_keys(history: Any) -> Any:
-        """An object history's keys as the integer ids they spell (they match -?[0-9]+)."""
+        """An object history's keys as the integer ids they spell (they match -?[0-9]+).
+
+        Keys that spell one id (``"289"``, ``"0289"``) add their plays, as a repeated id of a
+        list history counts once more.
+        """
         if isinstance(history, dict) and artist_kind == "int":
+            plays: dict[int, float] = {}
             try:
-                return {int(key): value for key, value in history.items()}
+                for key, value in history.items():
+                    plays[int(key)] = plays.get(int(key), 0.0) + value
             except ValueError:  # over sys.get_int_max_str_digits() digits
                 raise invalid_input(("body", "artists"), "an artist id has too many digits") from None
+            return plays
         return history
 
     def known_history(model: Recommender, history: Any, loc: tuple, label: str = "") -> tuple[Any, list]:
@@ -852,6 +1016,10 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         except DataError as exc:
             raise invalid_input(loc, f"{label}{exc}") from None
 
+    def plays_of(row: Any) -> np.ndarray:
+        """A parsed history's plays as float64 within the bound (float32 rounds 1e30 up to 1.0000000150e30)."""
+        return np.minimum(row.data.astype(np.float64), MAX_WEIGHT)
+
     def allows_nothing(model: Recommender, body: Any) -> bool:
         """An allow-list naming no catalogue artist: nothing may be recommended (an empty answer)."""
         return body.allow is not None and bool((lookup_ids(model.artist_ids_, list(body.allow)) < 0).all())
@@ -865,11 +1033,12 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         """Top-n artists for a new listener from a history of artist ids or id -> plays, under the rules."""
         model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(HistoryRequest, payload)
+        check_cost(model, [], [body.artists])
         row, unknown = known_history(model, int_keys(body.artists), ("body", "artists"))
         if row is None or allows_nothing(model, body):
             return {"unknown_artists": unknown, "recommendations": []}
-        frame = model.recommend_for_history(dict(zip(model.artist_ids_[row.indices].tolist(), row.data.tolist())),
-                                            n=body.n, **_rules(body))
+        history = dict(zip(model.artist_ids_[row.indices].tolist(), plays_of(row).tolist()))
+        frame = model.recommend_for_history(history, n=body.n, **_rules(body))
         return {"unknown_artists": unknown, "recommendations": _records(frame, body.explain)}
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=[*guard, query_takes()],
@@ -895,6 +1064,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         model = current.model  # a reload during this request leaves it on the model it started with
         body = cast(BatchRequest, payload)
         users = list(dict.fromkeys(body.users))
+        check_cost(model, users, [item.artists for item in body.histories])
         rows = lookup_ids(model.user_ids_, users) if users else np.empty(0, np.int64)
         known = [u for u, r in zip(users, rows) if r >= 0]
         rules = {"n": body.n, **_rules(body)}
@@ -917,7 +1087,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
             # the model sees each history under its position, so labels of any JSON type may mix
             plays.append(pd.DataFrame({"user_id": np.full(row.nnz, len(parsed)),
                                        "artist_id": model.artist_ids_[row.indices],
-                                       "weight": row.data.astype(np.float64)}))
+                                       "weight": plays_of(row)}))
             parsed.append((item.id, unknown))
         if parsed:
             frame = pd.concat(plays, ignore_index=True) if plays else pd.DataFrame()
@@ -951,6 +1121,9 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                                     "id_type")
             # past 19 digits an id is beyond 64 bits, so unknown (and int() of thousands of digits would raise)
             wanted = int(artist_id) if len(artist_id.lstrip("-")) <= INT64_DIGITS else None
+        elif len(artist_id) > MAX_ID_CHARS:
+            raise invalid_input(("path", "artist_id"), f"a string id has at most {MAX_ID_CHARS} characters; got "
+                                                       f"{len(artist_id):,}", "string_too_long")
         column = -1 if wanted is None else int(lookup_ids(model.artist_ids_, [wanted])[0])
         if column < 0:
             label = _cut(artist_id) if artist_kind == "int" else _shown(artist_id)
@@ -960,6 +1133,24 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                 "space": str(frame["space"].iloc[0]) if len(frame) else "tags",
                 "similar": [{"rank": int(r.rank), "artist_id": _scalar(r.artist_id), "name": str(r.artist_name),
                              "similarity": float(r.similarity)} for r in frame.itertuples(index=False)]}
+
+    def smoke_test(new: Recommender, old: Recommender, target: str) -> None:
+        """Score a history, and a few users when the served model answers for users: all scores finite.
+
+        ConfigError when the new model cannot serve what the served one serves (users, for a
+        model saved artist-side only) or scores a non-finite value.
+        """
+        frames = [new.recommend_for_history([new.artist_ids_[0]], n=min(DEFAULT_N, max_n))]
+        if len(old.user_ids_):
+            if not len(new.user_ids_):
+                raise ConfigError(f"the model in {target} was saved artist-side only and knows no user, while the "
+                                  "served one answers POST /recommend for its users: save a full model, or "
+                                  "restart the service to serve this one")
+            picked = new.user_ids_[np.unique(np.linspace(0, len(new.user_ids_) - 1, 3).astype(np.int64))]
+            frames.append(new.recommend(users=picked, n=min(DEFAULT_N, max_n)))
+        if not all(np.isfinite(frame["score"].to_numpy(np.float64)).all() for frame in frames):
+            raise ConfigError(f"the model in {target} scores non-finite values (NaN or infinity): it is corrupt or "
+                              "was trained on broken data; retrain it")
 
     def reload_model(directory: str | None) -> dict[str, Any]:
         """Load ``directory`` (default: the served one) beside the served model, check it, then swap it in.
@@ -983,7 +1174,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
             if len(new.artist_ids_) - 1 < max_n:
                 raise ConfigError(f"the model in {target} has {len(new.artist_ids_)} artists, too few for max_n "
                                   f"{max_n}: restart the service with a lower --max-n")
-            new.recommend_for_history([new.artist_ids_[0]], n=1)  # a smoke request, before anyone depends on it
+            smoke_test(new, old.model, target)  # before anyone depends on it
             current = _Served(new, target, _provenance(target))
             describe(current)
             logger.info("now serving %s (data fingerprint %s, was %s)", target, new.fingerprint_,
@@ -1057,14 +1248,16 @@ def _reload_on_sighup(app: Any) -> None:
 def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int = MAX_N,
           log_level: str = "info", api_key_file: str | None = None, cors_origins: Sequence[str] = (),
           max_history: int = MAX_HISTORY, max_batch: int = MAX_BATCH, workers: int = 1,
-          time_budget: float = TIME_BUDGET) -> None:
+          time_budget: float = TIME_BUDGET, max_cost: int | None = None, threads: int | None = None,
+          queue: int | None = None) -> None:
     """Serve the model saved in ``model_dir`` with uvicorn until interrupted.
 
     ``api_key_file`` (default: the ``FUNNEL_API_KEY_FILE`` environment variable) turns on
     access control (:class:`APIKeys`); serving beyond loopback without it logs a warning.
     With ``workers`` > 1, uvicorn's supervisor starts that many worker processes on one
     socket, each building its app with :func:`create_app` from the environment, which this
-    function sets.
+    function sets; each worker's ``threads`` default to its share of the cores.
+    ``max_cost``, ``threads`` and ``queue`` are :func:`create_app`'s.
 
     Raises
     ------
@@ -1074,7 +1267,7 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    key_file = api_key_file or os.environ.get(KEY_FILE_ENV) or None
+    key_file = key_file_setting(api_key_file)
     api_keys = APIKeys.from_file(key_file) if key_file else None  # a bad file fails here, before any worker
     if api_keys is None and not is_loopback(host):
         logger.warning("serving on %s without API keys: anyone who reaches this address can call the service; "
@@ -1086,7 +1279,8 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     logger.info("starting %d worker(s) on http://%s:%d (docs at /docs)", workers, host, port)
     if workers == 1:
         app = create_app(model_dir, max_n=max_n, api_keys=api_keys, cors_origins=list(cors_origins),
-                         max_history=max_history, max_batch=max_batch, time_budget=time_budget)
+                         max_history=max_history, max_batch=max_batch, time_budget=time_budget, max_cost=max_cost,
+                         threads=threads, queue=queue)
         _reload_on_sighup(app)
         uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level)).run(sockets=[sock])
         return
@@ -1096,9 +1290,13 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     if key_file:
         os.environ[KEY_FILE_ENV] = os.fspath(key_file)
     # the workers share the cores: each one's BLAS and OpenMP (read when a worker imports them) get its share
-    share = str(max(1, (os.cpu_count() or 1) // workers))
+    share = str(max(1, usable_cores() // workers))
     for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, share)
+    os.environ.setdefault(ENV["threads"], share)
+    for name, value in (("max_cost", max_cost), ("threads", threads), ("queue", queue)):
+        if value is not None:
+            os.environ[ENV[name]] = str(value)
     config = uvicorn.Config("funnel.serving:create_app", factory=True, host=host, port=port, log_level=log_level,
                             workers=workers)
     Multiprocess(config, sockets=[sock]).run()

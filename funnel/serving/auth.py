@@ -45,7 +45,8 @@ class APIKeys:
         ------
         ConfigError
             The file cannot be read, a line is not a digest (a key written in clear is
-            refused, naming the line but not echoing it), an unknown role, or no key at all.
+            refused, naming the line but not echoing it), an unknown role, a digest on two
+            lines (which role was meant is unknown), or no key at all.
         """
         path = Path(path)
         try:
@@ -53,6 +54,7 @@ class APIKeys:
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read the API key file {path}: {exc}") from exc
         digests = []
+        first_line: dict[str, int] = {}
         for number, line in enumerate(lines, 1):
             fields = line.split()
             if not fields or fields[0].startswith("#"):
@@ -63,10 +65,28 @@ class APIKeys:
                                   "digest, not the key: printf %s \"$KEY\" | sha256sum")
             if role not in ([], [ADMIN]):
                 raise ConfigError(f"{path}, line {number}: after the digest only the word 'admin' may follow")
-            digests.append((value.lower(), ADMIN if role else USER))
+            value = value.lower()
+            if value in first_line:
+                raise ConfigError(f"{path}, lines {first_line[value]} and {number} list the same digest "
+                                  f"({value[:8]}...); keep one line per key, with 'admin' after it for an admin key")
+            first_line[value] = number
+            digests.append((value, ADMIN if role else USER))
         if not digests:
             raise ConfigError(f"the API key file {path} lists no key; add a line per key (its SHA-256 digest)")
         return cls(tuple(digests))
+
+    @classmethod
+    def from_env(cls) -> APIKeys | None:
+        """The keys of the file ``$FUNNEL_API_KEY_FILE`` names, or None when the variable is unset.
+
+        Raises
+        ------
+        ConfigError
+            The variable is set but empty or blank (:func:`key_file_setting`), or the file
+            is refused by :meth:`from_file`.
+        """
+        key_file = key_file_setting()
+        return cls.from_file(key_file) if key_file is not None else None
 
     def role(self, key: str | None) -> str | None:
         """The role of ``key`` (``user`` or ``admin``), or None when it is missing or not one of the keys."""
@@ -78,6 +98,37 @@ class APIKeys:
             if hmac.compare_digest(presented, value):
                 found = role
         return found
+
+
+def key_file_setting(api_key_file: str | os.PathLike[str] | None = None) -> str | None:
+    """The API key file a service reads: ``api_key_file`` if given, else ``$FUNNEL_API_KEY_FILE``.
+
+    Parameters
+    ----------
+    api_key_file : path, optional
+        The file named by the caller (``--api-key-file``); None falls back to the
+        environment variable.
+
+    Returns
+    -------
+    str or None
+        The file's path, or None when neither names one: the service then runs without keys.
+
+    Raises
+    ------
+    ConfigError
+        The value given (or the variable, when set) is empty or blank: a key file that
+        was meant but not named must not leave every route open.
+    """
+    if api_key_file is not None:
+        value, source, fix = os.fspath(api_key_file), "--api-key-file (api_key_file)", "leave it out"
+    elif KEY_FILE_ENV in os.environ:
+        value, source, fix = os.environ[KEY_FILE_ENV], KEY_FILE_ENV, "unset it"
+    else:
+        return None
+    if not value.strip():
+        raise ConfigError(f"{source} is empty ({value!r}); name the API key file, or {fix} to serve without keys")
+    return value
 
 
 def is_loopback(host: str) -> bool:
