@@ -376,6 +376,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=RuntimeWarning, module="implicit")
         from funnel import FunnelError, Recommender, load_lastfm
         from funnel.outputs import check_output, write_recommendations
+        from funnel.persistence.model import check_model_directory
 
         if args.command == "serve":
             serve(args)
@@ -388,6 +389,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         check_output(output, args.output_table)
         check_writable(output)
         check_writable(Path(args.artifacts) / "model" / "manifest.json")
+        check_model_directory(Path(args.artifacts) / "model")  # a folder of other files: refused before training
         if args.topn < 1:
             raise FunnelError(f"--topn {args.topn} must be at least 1")
         check_inputs(args, output)

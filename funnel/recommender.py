@@ -21,9 +21,9 @@ from funnel.candidates import TagSource
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
 from funnel.data.history import History, parse_history
-from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids
+from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
-from funnel.persistence.model import read_model, string_array, write_model
+from funnel.persistence.model import check_model_arrays, read_model, string_array, write_model
 from funnel.protocols import PartState
 from funnel.ranking import RANKERS
 from funnel.rules import Rules
@@ -212,7 +212,7 @@ class Recommender:
         if unknown.any():
             missing = query_ids(values)[unknown]
             raise UnknownUserError(
-                f"unknown user id(s) {missing[:5].tolist()}{' ...' if len(missing) > 5 else ''}: not in the "
+                f"unknown user id(s) {shown_ids(missing.tolist())}: not in the "
                 f"training data ({len(self.user_ids_)} users, {id_range(self.user_ids_)}); "
                 "use recommend_for_history for new users")
         return rows
@@ -462,8 +462,8 @@ class Recommender:
         check_kind(self.artist_ids_, values, "artist")
         columns = lookup_ids(self.artist_ids_, values)
         if (columns < 0).any():
-            missing = [v for v, c in zip(values, columns) if c < 0][:5]
-            raise DataError(f"unknown artist id(s) {missing}: not in the catalogue ({len(self.artist_ids_)} "
+            missing = [v for v, c in zip(values, columns) if c < 0]
+            raise DataError(f"unknown artist id(s) {shown_ids(missing)}: not in the catalogue ({len(self.artist_ids_)} "
                             f"artists, {id_range(self.artist_ids_)})")
         space, ids, scores = self._similar(columns, n)
         rows = np.repeat(np.arange(len(columns)), ids.shape[1])
@@ -505,11 +505,19 @@ class Recommender:
         Parameters
         ----------
         path : path
+            A new or empty directory, or one that holds a saved model: that model is replaced
+            (its files removed once the new manifest is written); files a save did not write
+            are kept. Saves into one directory run one at a time (a lock inside it).
         artist_side_only : bool
             Leave out everything that grows with the training users (their ids, histories,
             user factors and statistics): the saved model scores listeners from their
             histories only (:meth:`recommend_for_histories`, :meth:`recommend_for_history`)
             exactly as the full model does, and its size depends on the catalogue alone.
+
+        Raises
+        ------
+        ArtifactError
+            ``path`` holds other files and no saved model, or cannot be written.
         """
         self.check_fitted()
         path = Path(path)
@@ -550,15 +558,24 @@ class Recommender:
         ------
         ConfigError
             A setting that is not a runtime setting, or an invalid value.
+        ArtifactError
+            The directory is missing, or does not hold a whole, consistent model of this
+            format (see docs/errors.md).
         """
         path = Path(path)
         unknown = sorted(set(runtime) - {"n_threads", "show_progress"})
         if unknown:
             raise ConfigError(f"load() takes only runtime settings (n_threads, show_progress), not {unknown}: "
                               "what a model learned is fixed when it is fitted")
-        manifest, states = read_model(path, mmap=mmap)
+        manifest, states = read_model(path, mmap=mmap)  # its shape is checked there: only values are left
         try:
-            config = FunnelConfig.from_dict(manifest["config"]).replace(**runtime)
+            saved = FunnelConfig.from_dict(manifest["config"])
+        except ConfigError as exc:
+            raise ArtifactError(f"{path} holds settings this funnel cannot use ({exc}); retrain and save it "
+                                "again") from exc
+        config = saved.replace(**runtime)  # a bad runtime value stays the caller's ConfigError
+        check_model_arrays(path, manifest, states)
+        try:
             self = cls(config)
             self.config_ = config
             self.stages_ = Stages.from_state(config, states, list(manifest["sources"]))
@@ -566,7 +583,7 @@ class Recommender:
             self.feature_names_ = self.stages_.feature_names_
             if self.feature_names_ != list(manifest["feature_names"]):
                 raise ArtifactError(f"{path} lists features {manifest['feature_names']}, but its settings give "
-                                  f"{self.feature_names_}; retrain and save it again")
+                                    f"{self.feature_names_}; retrain and save it again")
             self.fingerprint_ = str(manifest["data_fingerprint"])
             self.ranker_candidate_recall_ = float(manifest["ranker_candidate_recall"])
             data = states["data"].arrays
@@ -575,7 +592,22 @@ class Recommender:
             self.artist_names_ = data["artist_names"]
             self.history_ = csr_from_arrays(data, "history/")
             self.tagged_ = csr_from_arrays(data, "tagged/") if "tagged/data" in data else None
-            self.artist_side_only_ = bool(manifest.get("artist_side_only", False))
+            self.artist_side_only_ = bool(manifest["artist_side_only"])
         except KeyError as exc:
             raise ArtifactError(f"{path} lacks entry {exc}; the save is incomplete or from another program") from exc
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:  # ConfigError too: an unknown part
+            raise ArtifactError(f"{path} holds parts this funnel cannot rebuild ({type(exc).__name__}: {exc}); "
+                                "the save is damaged or from another program: retrain and save it again") from exc
+        shape = (len(self.user_ids_), len(self.artist_ids_))
+        for name, matrix in (("history", self.history_), ("tagged", self.tagged_)):
+            if matrix is not None and matrix.shape != shape:
+                raise ArtifactError(f"{path} holds a {name} matrix of shape {matrix.shape} for {shape[0]} users and "
+                                    f"{shape[1]} artists; retrain and save it again")
+        try:  # one row of zeros: a ranker of other features than the stages give, or one that scores NaN
+            finite = np.isfinite(self.ranker_.score(np.zeros((1, len(self.feature_names_)), np.float32))).all()
+        except Exception as exc:  # a ranker's library raises errors of its own (LightGBMError)
+            raise ArtifactError(f"{path} holds a ranker that cannot score its {len(self.feature_names_)} features "
+                                f"({type(exc).__name__}: {exc}); retrain and save it again") from exc
+        if not finite:
+            raise ArtifactError(f"{path} holds a ranker whose scores are not finite numbers; retrain and save it again")
         return self

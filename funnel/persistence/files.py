@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import re
+import stat
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks through fcntl (see locked_directory)
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
 from funnel.errors import ArtifactError
+
+JSON_LIMIT = 64 << 20  # bytes; the largest JSON file (a saved model's manifest, a cache entry's) read
+# The temp files of atomic_write: mkstemp(prefix=".<name>.", suffix=".tmp") puts 8 characters
+# of this set between them; a process killed mid-write leaves one behind.
+TEMP_NAME = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, which has no FIFOs and checks links by lstat only
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -99,6 +114,66 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def open_regular(path: str | os.PathLike, what: str = "", size: int | None = None) -> BinaryIO:
+    """``path`` opened for reading, once it is known to be a regular file (of ``size`` bytes, if given).
+
+    A symbolic link (even to a file beside it), FIFO, device or directory is refused before
+    anything could block on it or lead elsewhere: ``lstat`` first, then ``open`` with
+    ``O_NOFOLLOW | O_NONBLOCK`` (a FIFO's open returns at once) and ``fstat`` of what was
+    opened, so a name swapped in between is caught too.
+    """
+    label = f"{os.fspath(path)} ({what})" if what else os.fspath(path)
+    try:
+        _check_regular(os.lstat(path), label, size)
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{label} is missing; retrain and save again") from exc
+    except OSError as exc:
+        raise ArtifactError(f"{label} cannot be read: {exc.strerror or exc}") from exc
+    try:
+        _check_regular(os.fstat(fd), label, size)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_regular(info: os.stat_result, label: str, size: int | None) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        kind = ("a symbolic link" if stat.S_ISLNK(info.st_mode) else "a directory" if stat.S_ISDIR(info.st_mode)
+                else "a FIFO" if stat.S_ISFIFO(info.st_mode) else "a device" if stat.S_ISCHR(info.st_mode)
+                or stat.S_ISBLK(info.st_mode) else "not a regular file")
+        raise ArtifactError(f"{label} is {kind}, not a regular file: funnel reads only the regular files it "
+                            "writes; retrain and save again")
+    if size is not None and info.st_size != size:
+        raise ArtifactError(f"{label} has {info.st_size} bytes where {size} were saved: the file is corrupt or "
+                            "was changed after saving; retrain and save again")
+
+
+def read_exactly(handle: BinaryIO, size: int, what: str = "file") -> bytes:
+    """The next ``size`` bytes of ``handle``; fewer (a file cut meanwhile) raise :class:`ArtifactError`."""
+    data = handle.read(size)
+    if len(data) != size:
+        raise ArtifactError(f"{what} ended after {len(data)} of its {size} bytes; it was changed while read")
+    return data
+
+
+def check_sha256(handle: BinaryIO, size: int, sha256: str, what: str = "file") -> None:
+    """Hash ``size`` bytes of ``handle`` from its start, in chunks, against the recorded SHA-256."""
+    digest = hashlib.sha256()
+    handle.seek(0)
+    left = size
+    while left:
+        chunk = read_exactly(handle, min(left, 1 << 20), what)
+        digest.update(chunk)
+        left -= len(chunk)
+    if digest.hexdigest() != sha256:
+        raise ArtifactError(f"{what} fails its checksum: the file is corrupt or was changed after saving; "
+                            "retrain and save again")
+
+
 def npy_bytes(array: np.ndarray, what: str = "array") -> bytes:
     """``array`` as the bytes of a ``.npy`` file (object arrays refused: they need pickle)."""
     array = np.asarray(array)
@@ -120,17 +195,27 @@ def load_npy(source: str | os.PathLike | bytes, what: str = "array", mmap: bool 
         raise ArtifactError(f"{what} is unreadable or corrupt ({exc}); retrain and save again") from exc
 
 
-def verify_file(path: str | os.PathLike, sha256: str, what: str = "file") -> None:
-    """Check ``path`` against its recorded SHA-256 without holding its bytes (for a file then mapped)."""
+def map_npy(handle: BinaryIO, size: int, what: str = "array") -> np.memmap:
+    """A read-only memory map of the ``.npy`` file open as ``handle`` (``size`` bytes; no pickle).
+
+    Mapped through the handle already checked, not by name again, so the map is of that file.
+    """
     try:
-        digest = sha256_file(path)
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} ({what}) is missing; retrain and save again") from exc
-    except OSError as exc:
-        raise ArtifactError(f"{path} ({what}) cannot be read: {exc.strerror or exc}") from exc
-    if digest != sha256:
-        raise ArtifactError(f"{path} ({what}) fails its checksum: the file is corrupt or was changed "
-                            "after saving; retrain and save again")
+        handle.seek(0)
+        version = np.lib.format.read_magic(handle)
+        if version not in ((1, 0), (2, 0)):  # np.save writes these for every dtype funnel saves
+            raise ValueError(f"npy format version {version}")
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+            np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(handle)
+        if dtype.hasobject:
+            raise ValueError("it holds objects, which need pickle")
+        offset = handle.tell()
+        if offset + dtype.itemsize * int(np.prod(shape, dtype=object)) != size:
+            raise ValueError(f"its header gives {shape} {dtype}, which does not fill its {size} bytes")
+        return np.memmap(handle, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ArtifactError(f"{what} is unreadable or corrupt ({exc}); retrain and save again") from exc
 
 
 def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
@@ -150,17 +235,18 @@ def save_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_verified(path: str | os.PathLike, sha256: str, what: str = "file") -> bytes:
+def read_verified(path: str | os.PathLike, sha256: str, what: str = "file", size: int | None = None) -> bytes:
     """The bytes of ``path`` after checking them against their recorded SHA-256.
 
-    The same bytes are then parsed, so a file cannot change between check and use.
+    The same bytes are then parsed, so a file cannot change between check and use. Only a
+    regular file is read (:func:`open_regular`); with ``size``, only one of that many bytes,
+    and no more than that is read.
     """
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} ({what}) is missing; retrain and save again") from exc
-    except OSError as exc:
-        raise ArtifactError(f"{path} ({what}) cannot be read: {exc.strerror or exc}") from exc
+    with open_regular(path, what, size) as handle:
+        try:
+            data = handle.read() if size is None else read_exactly(handle, size, f"{path} ({what})")
+        except OSError as exc:
+            raise ArtifactError(f"{path} ({what}) cannot be read: {exc.strerror or exc}") from exc
     if hashlib.sha256(data).hexdigest() != sha256:
         raise ArtifactError(f"{path} ({what}) fails its checksum: the file is corrupt or was changed "
                             "after saving; retrain and save again")
@@ -186,15 +272,62 @@ def save_json(path: str | os.PathLike, payload: dict) -> None:
     atomic_write(path, lambda handle: handle.write(text), mode="w")
 
 
-def load_json(path: str | os.PathLike) -> dict:
-    """Read a JSON object, raising :class:`ArtifactError` when missing or malformed."""
+def load_json(path: str | os.PathLike, limit: int = JSON_LIMIT) -> dict:
+    """Read a JSON object, raising :class:`ArtifactError` when missing, malformed or over ``limit`` bytes.
+
+    Only a regular file is read (:func:`open_regular`: a FIFO or device named like it cannot
+    block the read), and at most ``limit`` bytes of it.
+    """
+    with open_regular(path) as handle:
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read(limit + 1) if size <= limit else b""  # + 1: a file grown since
+        except OSError as exc:
+            raise ArtifactError(f"{path} cannot be read: {exc.strerror or exc}") from exc
+    if size > limit or len(data) > limit:
+        raise ArtifactError(f"{path} is larger than {limit >> 20} MiB, the most funnel reads of a JSON file; it is "
+                            "not one funnel wrote")
     try:
-        with open(path, encoding="utf-8") as handle:
-            payload = json.load(handle)
-    except FileNotFoundError as exc:
-        raise ArtifactError(f"{path} is missing") from exc
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is unreadable or not valid JSON ({exc})") from exc
+        payload = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to parse
+        raise ArtifactError(f"{path} is unreadable or not valid JSON ({exc}); retrain and save again") from exc
     if not isinstance(payload, dict):
         raise ArtifactError(f"{path} does not hold a JSON object")
     return payload
+
+
+@contextlib.contextmanager
+def locked_directory(directory: Path, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` while the block runs: ``flock`` of its hidden file ``name``.
+
+    Processes and threads that lock the same directory run their blocks one at a time. The
+    file is removed on the way out, while still locked; whoever then gets the lock of the
+    removed file sees that the name now leads elsewhere (or nowhere) and locks again. Where
+    Python has no ``fcntl`` (Windows) no lock is taken.
+    """
+    if fcntl is None:
+        yield
+        return
+    path = directory / name
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o666)  # writable: NFS locks need it
+        except OSError as exc:
+            raise ArtifactError(f"cannot lock {directory} ({path}: {exc.strerror or exc}); choose a writable "
+                                "directory") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held, named = os.fstat(fd), os.lstat(path)
+            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    try:
+        yield
+    finally:
+        _remove(str(path))
+        os.close(fd)
