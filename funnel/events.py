@@ -16,7 +16,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from funnel.data.dataset import FUTURE_SLACK, MAX_WEIGHT
+from funnel.data.dataset import FUTURE_SLACK
+from funnel.data.plays import (
+    DURATION,
+    EPOCH_HINT,
+    NUMBER_TEXT,
+    Rule,
+    Sql,
+    empty_source,
+    rules_for,
+    sql_engine,
+    violation_in_row,
+)
 from funnel.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -44,7 +55,7 @@ class _Source:
     relation: str
     name: str
     frame: pd.DataFrame | None = None
-    fix_hint: str = "filter the rows first"
+    files: tuple[str, ...] = ()
 
 
 def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = None, *, sql: str | None = None,
@@ -75,15 +86,18 @@ def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = Non
     user, artist : str
         The columns of the user and artist ids. Integer ids come back as int64, string ids
         (text, UUID columns, ``uuid.UUID`` objects, categoricals) as Python ``str``;
-        floating-point ids and object columns that mix types are refused.
+        floating-point or decimal ids must be whole numbers (3.0, not 3.5) and come back as
+        int64, as :meth:`funnel.Dataset.from_frames` takes them; object columns that mix
+        types are refused.
     timestamp : str, optional
         The column of play times, which adds ``first_listen`` and ``last_listen``. A
         timestamp or date column (with a time zone: converted to UTC), integer or float
         **epoch seconds**, or strings in ISO 8601 (``2024-05-01 13:45:00``, an offset such
         as ``+02:00`` is honoured, none means UTC). None: no times.
     weight : str, optional
-        The column of weights to sum (each a finite number > 0 and <= 1e30). None: every
-        row is one play and ``weight`` is the number of plays.
+        The column of weights to sum (each a finite number > 0 and <= 1e30, or text that
+        reads as one, such as ``" 2.5"``). None: every row is one play and ``weight`` is
+        the number of plays.
     duration, min_duration : str and float, optional
         Given together: plays whose ``duration`` is below ``min_duration`` (in the
         column's unit, e.g. ``30_000`` for milliseconds) are skips and are dropped before
@@ -118,11 +132,15 @@ def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = Non
         Neither or both of ``source`` and ``sql``; a source of another type; an unknown
         file type; ``duration`` without ``min_duration`` or the reverse; a bad setting.
     DataError
-        Nothing matches the path or glob; a column is missing (the columns there are are
-        listed); the query fails (DuckDB's message is passed on); null ids; ids of mixed
-        types in an object column; floating-point ids; times that do not parse, lie in the
-        future or before 1678; weights that are not finite, <= 0 or above 1e30; no plays
-        left. Every message names the source, the column and a fix, and nothing is returned.
+        Nothing matches the path or glob; the source is empty (no rows, or no columns: a
+        0-byte file); a column is missing (the columns there are are listed); the query
+        fails (DuckDB's message is passed on); ids of mixed types in an object column. Then
+        the rules of every play (:data:`funnel.data.plays.RULES`, in this order): null ids;
+        floating-point ids that are not whole; weights that are not finite, <= 0 or above
+        1e30; times that are missing, do not parse, lie in the future or before 1678;
+        durations that are not numbers >= 0; and no plays left after dropping skips. Every
+        message names the source, the column, how many plays break the rule and the first
+        of them (by its ids and value), and a fix; nothing is returned.
 
     Examples
     --------
@@ -152,19 +170,26 @@ def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = Non
     con = _connect(database, memory_limit, temp_directory)
     try:
         src = _open(con, source, sql, database)
-        types = _column_types(con, src)
-        missing = [column for column in columns if column not in types]
-        if missing:
-            raise DataError(f"{src.name} has no column {', '.join(map(repr, missing))}; its columns are "
-                            f"{', '.join(map(repr, types))}: pass the right name as "
-                            f"{_keyword(missing[0], user, artist, timestamp, weight, duration)}=...")
-        if src.frame is not None:
-            converted = {column: ids for column in (user, artist)
-                         if (ids := _object_ids(src.frame[column], column, src.name)) is not None}
-            if converted:
-                con.register(_TABLE, src.frame.assign(**converted))
-                types = _column_types(con, src)
-        query = _Query(src, types, user, artist, timestamp, weight, duration, min_duration, limit)
+        try:
+            types = _column_types(con, src)
+            missing = [column for column in columns if column not in types]
+            if missing:
+                raise DataError(f"{src.name} has no column {', '.join(map(repr, missing))}; its columns are "
+                                f"{', '.join(map(repr, types))}: pass the right name as "
+                                f"{_keyword(missing[0], user, artist, timestamp, weight, duration)}=...")
+            if src.frame is not None:
+                converted = {column: ids for column in (user, artist)
+                             if (ids := _object_ids(src.frame[column], column, src.name)) is not None}
+                if converted:
+                    con.register(_TABLE, src.frame.assign(**converted))
+                    types = _column_types(con, src)
+            query = _Query(src, types, user, artist, timestamp, weight, duration, min_duration, limit)
+        except DataError as exc:
+            # a source without plays has no columns or types worth naming: say that it is empty
+            empty = _empty(con, src)
+            if empty is not None:
+                raise empty from exc
+            raise
         logger.debug("read_events: aggregating %s in DuckDB", src.name)
         try:
             # streamed in batches: the aggregate need not fit in DuckDB's memory_limit as well as in pandas
@@ -289,13 +314,13 @@ def _open(con: duckdb.DuckDBPyConnection, source: Any, sql: str | None, database
         query = sql.strip().rstrip(";").strip()
         shown = query if len(query) <= 200 else query[:197] + "..."
         name = f"query {shown!r}" + (f" on database {os.fspath(database)}" if database is not None else "")
-        return _Source(f"({query})", name, fix_hint="add a WHERE clause to the query")
-    if isinstance(source, pd.DataFrame):
+        return _Source(f"({query})", name)
+    if isinstance(source, pd.DataFrame | pa.Table):
+        name = "the DataFrame" if isinstance(source, pd.DataFrame) else "the Arrow table"
+        if source.shape[1] == 0:  # DuckDB cannot register it
+            raise empty_source(name, columns=False)
         con.register(_TABLE, source)
-        return _Source(_TABLE, "the DataFrame", frame=source, fix_hint="filter the frame first")
-    if isinstance(source, pa.Table):
-        con.register(_TABLE, source)
-        return _Source(_TABLE, "the Arrow table", fix_hint="filter the table first")
+        return _Source(_TABLE, name, frame=source if isinstance(source, pd.DataFrame) else None)
     if isinstance(source, str | os.PathLike):
         return _files(os.fspath(source))
     raise ConfigError(f"source must be a pandas DataFrame, a pyarrow Table, or the path of a Parquet or CSV file, "
@@ -347,7 +372,20 @@ def _files(path: str) -> _Source:
         relation = f"read_parquet({listed}, union_by_name = true)"
     else:  # sniffing decides the delimiter and types; a header is required since all-text logs fool its guess
         relation = f"read_csv({listed}, header = true, union_by_name = true)"
-    return _Source(relation, name, fix_hint="filter the files first, or read them with sql=... and a WHERE clause")
+    return _Source(relation, name, files=tuple(files))
+
+
+def _empty(con: duckdb.DuckDBPyConnection, src: _Source) -> DataError | None:
+    """The error for a source without plays, or None when it has some (a count: for error paths only)."""
+    import duckdb
+
+    if src.files and all(os.path.getsize(f) == 0 for f in src.files):
+        return empty_source(src.name, columns=False)  # not even a header (or not a Parquet file at all)
+    try:
+        rows = _row(con, f"SELECT count(*) FROM {src.relation}")[0]
+    except duckdb.Error:
+        return None
+    return empty_source(src.name) if rows == 0 else None
 
 
 def _literal(text: str) -> str:
@@ -390,6 +428,8 @@ def _object_ids(series: pd.Series, column: str, name: str) -> pd.Series | None:
     kind = pd.api.types.infer_dtype(series, skipna=True)
     if kind in ("string", "integer", "empty"):
         return None
+    if kind in ("floating", "mixed-integer-float"):
+        return pd.to_numeric(series)  # float ids, checked by the rules as a float column's are
     values = series.dropna()
     kinds = values.map(type)  # the error path (or UUIDs): one pass over the objects is unavoidable
     first = values.iloc[0]
@@ -407,51 +447,71 @@ def _object_ids(series: pd.Series, column: str, name: str) -> pd.Series | None:
 
 
 class _Query:
-    """The SQL of one read: per-row conversions, the GROUP BY, and the queries that explain failures."""
+    """The SQL of one read: conversions, the rules of :mod:`funnel.data.plays`, the GROUP BY, the failure queries."""
 
     def __init__(self, src: _Source, types: dict[str, str], user: str, artist: str, timestamp: str | None,
                  weight: str | None, duration: str | None, min_duration: float | None, limit: pd.Timestamp) -> None:
         self.src, self.types = src, types
         self.limit = limit
-        self.too_late = f"t > TIMESTAMP '{limit:%Y-%m-%d %H:%M:%S.%f}'"
-        self.too_early = f"t < TIMESTAMP '{EARLIEST:%Y-%m-%d %H:%M:%S}'"
         self.user, self.artist, self.timestamp, self.weight, self.duration = user, artist, timestamp, weight, duration
         self.min_duration = min_duration
         raw = {"u": user, "a": artist, "t": timestamp, "w": weight, "d": duration}
         select = [f"{_ident(column)} AS raw_{key}" for key, column in raw.items() if column is not None]
-        select.append(f"{self._id(user)} AS u")
-        select.append(f"{self._id(artist)} AS a")
-        checks = []
+        user_id, user_float, user_fractions = self._id(user)
+        artist_id, artist_float, artist_fractions = self._id(artist)
+        select += [f"{user_id} AS u", f"{artist_id} AS a"]
+        # role -> (the value the rules check, whether it is floating-point, whether it may hold fractions)
+        values: dict[str, tuple[Sql, bool, bool]] = {"user": (Sql("raw_u"), user_float, user_fractions),
+                                                     "artist": (Sql("raw_a"), artist_float, artist_fractions)}
+        # role -> what a message shows of the first bad row: the value as given (text for ids and times of other types)
+        self.shown = {"user": self._shown("raw_u", user), "artist": self._shown("raw_a", artist)}
+        self.columns = {"user": user, "artist": artist}
         if timestamp is not None:
             select.append(f"{self._time(timestamp)} AS t")
-            checks.append(f"coalesce(NOT ({self.too_late} OR {self.too_early}), false)")
+            values["time"] = (Sql("raw_t"), types[timestamp] in _FLOAT_TYPES, False)
+            values["parsed_time"] = (Sql("t"), False, False)
+            self.shown["time"], self.columns["time"] = "CAST(raw_t AS VARCHAR)", timestamp
         if weight is not None:
-            select.append(f"{self._number(weight)} AS w")
-            checks.append(f"coalesce(isfinite(w) AND w > 0 AND w <= {MAX_WEIGHT:g}, false)")
+            select.append(f"{self._number(weight, 'weights')} AS w")
+            values["weight"] = (Sql("w"), True, False)
+            self.shown["weight"], self.columns["weight"] = "raw_w", weight
+        engine = sql_engine(latest=f"TIMESTAMP '{limit:%Y-%m-%d %H:%M:%S.%f}'",
+                            earliest=f"TIMESTAMP '{EARLIEST:%Y-%m-%d %H:%M:%S}'")
         self.skip = "false"
         if duration is not None:
-            select.append(f"{self._number(duration)} AS d")
-            checks.append("coalesce(isfinite(d) AND d >= 0, false)")
+            select.append(f"{self._number(duration, 'durations')} AS d")
+            values["duration"] = (Sql("d"), True, False)
+            self.shown["duration"], self.columns["duration"] = "raw_d", duration
             # only valid short plays are skips: a broken duration stays in and is reported
-            self.skip = f"coalesce(isfinite(d) AND d >= 0 AND d < {float(min_duration or 0)!r}, false)"
-        self.has_checks = bool(checks)
+            valid = DURATION.valid(Sql("d"), engine, floating=True)
+            self.skip = f"coalesce({valid} AND d < {float(min_duration or 0)!r}, false)"
+        self.checks: list[tuple[str, Rule, str]] = [
+            (role, rule, str(rule.valid(values[role][0], engine, values[role][1])))
+            for role, rule in rules_for({role: fractions for role, (_, _, fractions) in values.items()})]
         # the checks and the filter name u, a, t, w, d one level up, where no column of the source can shadow them
         self.rows = f"SELECT {', '.join(select)} FROM {src.relation}"
-        ok = f", ({' AND '.join(checks)}) AS ok" if checks else ""
-        self.kept = f"SELECT *{ok} FROM ({self.rows}) WHERE NOT {self.skip}"
+        ok = " AND ".join(check for _, _, check in self.checks)
+        self.kept = f"SELECT *, ({ok}) AS ok FROM ({self.rows}) WHERE NOT {self.skip}"
 
-    def _id(self, column: str) -> str:
-        kind = self.types[column]
+    def _id(self, column: str) -> tuple[str, bool, bool]:
+        """The id as BIGINT or VARCHAR, whether the column is floating-point, and whether it may hold fractions."""
+        kind, name = self.types[column], _ident(column)
         if kind in _INTEGER_TYPES or re.fullmatch(r"DECIMAL\(\d+,0\)", kind):
-            return f"CAST({_ident(column)} AS BIGINT)"
+            return f"CAST({name} AS BIGINT)", False, False
+        if kind in _FLOAT_TYPES or kind.startswith("DECIMAL"):
+            # whole numbers become BIGINT; the rules refuse the others before anything is returned
+            return f"try_cast({name} AS BIGINT)", kind in _FLOAT_TYPES, True
         if kind == "VARCHAR":
-            return _ident(column)
+            return name, False, False
         if kind in ("UUID", '"NULL"') or kind.startswith("ENUM("):  # NULL: an object column of None only
-            return f"CAST({_ident(column)} AS VARCHAR)"
-        hint = ("a pandas integer column with missing values turns float: drop those rows and use "
-                ".astype('int64')" if kind in _FLOAT_TYPES or kind.startswith("DECIMAL") else
-                "cast it to an integer or a string")
-        raise DataError(f"column {column!r} of {self.src.name} is {kind}; ids must be integers or strings: {hint}")
+            return f"CAST({name} AS VARCHAR)", False, False
+        raise DataError(f"column {column!r} of {self.src.name} is {kind}; ids must be integers or strings: cast it "
+                        "to an integer or a string")
+
+    def _shown(self, raw: str, column: str) -> str:
+        kind = self.types[column]
+        numeric = kind in _INTEGER_TYPES or kind in _FLOAT_TYPES or kind.startswith("DECIMAL")
+        return raw if numeric or kind == "VARCHAR" else f"CAST({raw} AS VARCHAR)"
 
     def _time(self, column: str) -> str:
         kind, name = self.types[column], _ident(column)
@@ -467,15 +527,16 @@ class _Query:
         raise DataError(f"column {column!r} of {self.src.name} is {kind}; play times must be timestamps, epoch "
                         "seconds or ISO 8601 strings: convert the column, or pass timestamp=None")
 
-    def _number(self, column: str) -> str:
+    def _number(self, column: str, what: str) -> str:
         kind, name = self.types[column], _ident(column)
-        if (kind in _INTEGER_TYPES or kind in _FLOAT_TYPES or kind.startswith("DECIMAL")
-                or kind == "VARCHAR"):
+        if kind in _INTEGER_TYPES or kind in _FLOAT_TYPES or kind.startswith("DECIMAL"):
             return f"try_cast({name} AS DOUBLE)"
-        raise DataError(f"column {column!r} of {self.src.name} is {kind}; it must hold numbers: convert it")
+        if kind == "VARCHAR":  # only text every engine reads as the same number
+            return f"CASE WHEN regexp_full_match({name}, {_literal(NUMBER_TEXT)}) THEN try_cast({name} AS DOUBLE) END"
+        raise DataError(f"column {column!r} of {self.src.name} is {kind}; {what} must be numbers: convert the column")
 
     def grouped(self) -> str:
-        """The one GROUP BY: a row per (user, artist), with whether every play in it passed the checks."""
+        """The one GROUP BY: a row per (user, artist), with whether every play in it passed the rules."""
         parts = ["u AS user_id", "a AS artist_id"]
         if self.weight is None:
             parts.append("CAST(count(*) AS DOUBLE) AS weight")
@@ -483,8 +544,7 @@ class _Query:
             parts += ["sum(w) AS weight", "count(*) AS plays"]
         if self.timestamp is not None:
             parts += ["min(t) AS first_listen", "max(t) AS last_listen"]
-        if self.has_checks:
-            parts.append("bool_and(ok) AS ok")
+        parts.append("bool_and(ok) AS ok")
         return f"SELECT {', '.join(parts)} FROM ({self.kept}) GROUP BY u, a"  # sorted by _finish
 
     def plays(self, table: pa.Table) -> int:
@@ -500,71 +560,40 @@ class _Query:
         dropped = _row(con, f"SELECT count(*) FROM ({self.rows}) WHERE {self.skip}")[0]
         return f" kept ({dropped:,} skips shorter than {self.min_duration:g} dropped)"
 
-    def first_bad(self, con: duckdb.DuckDBPyConnection, condition: str, raw: str) -> tuple[int, str]:
-        """How many kept plays meet ``condition``, and the raw value of the first one in the source's order."""
+    def nothing(self, con: duckdb.DuckDBPyConnection) -> DataError:
+        """The error for a GROUP BY without rows: an empty source, or every play a skip."""
+        if self.duration is not None and _row(con, f"SELECT count(*) FROM ({self.rows})")[0]:
+            return DataError(f"no plays left in {self.src.name} after dropping plays shorter than min_duration="
+                             f"{self.min_duration:g}; pass a source with plays, or a lower min_duration")
+        return empty_source(self.src.name)
+
+    def failure(self, con: duckdb.DuckDBPyConnection) -> DataError:
+        """The error for a GROUP BY in which some play broke a rule: the first rule broken, how often, the first row."""
         import duckdb
 
         try:
-            count = _row(con, f"SELECT count(*) FROM ({self.kept}) WHERE {condition}")[0]
-            first = _row(con, f"SELECT CAST(raw_{raw} AS VARCHAR) FROM ({self.kept}) WHERE {condition} LIMIT 1")
+            counts = _row(con, "SELECT " + ", ".join(f"count(*) FILTER (WHERE NOT {check})" for _, _, check in
+                                                     self.checks) + f" FROM ({self.kept})")
+            i = next(i for i, count in enumerate(counts) if count)
+            role, rule, check = self.checks[i]
+            shown = list(self.shown.items())
+            first = _row(con, f"SELECT {', '.join(sql for _, sql in shown)} FROM ({self.kept}) WHERE NOT {check} "
+                              "LIMIT 1")
         except duckdb.Error as exc:
             raise DataError(f"reading {self.src.name} failed: {exc}") from exc
-        return count, "missing (null)" if first[0] is None else repr(first[0])
-
-    def failure(self, con: duckdb.DuckDBPyConnection) -> DataError:
-        """The error for a GROUP BY in which some play failed its checks: which check, how often, an example."""
-        name, fix = self.src.name, self.src.fix_hint
-        if self.timestamp is not None:
-            nulls, _ = self.first_bad(con, "raw_t IS NULL", "t")
-            if nulls:
-                return DataError(f"{nulls:,} plays in {name} have no time (column {self.timestamp!r} is empty); "
-                                 f"{fix} (drop rows without a time), or pass timestamp=None")
-            bad, first = self.first_bad(con, "t IS NULL", "t")
-            if bad:
-                return DataError(f"{bad:,} values of column {self.timestamp!r} in {name} are not times, the first "
-                                 f"{first}; expected timestamps, epoch seconds or ISO 8601 strings "
-                                 "(2024-05-01 13:45:00): fix or drop those rows")
-            late, first = self.first_bad(con, self.too_late, "t")
-            if late:
-                epoch = (" (epoch milliseconds? the column must hold seconds: divide it by 1000)"
-                         if self.types[self.timestamp] in _INTEGER_TYPES | _FLOAT_TYPES else "")
-                return DataError(f"{late:,} plays in {name} lie in the future, after {self.limit} (now + 1 day): "
-                                 f"column {self.timestamp!r}, the first {first}{epoch}; fix the clock or the "
-                                 "column, or pass now=... if the log is from a later time")
-            early, first = self.first_bad(con, self.too_early, "t")
-            if early:
-                return DataError(f"{early:,} plays in {name} are dated before {EARLIEST.year}: column "
-                                 f"{self.timestamp!r}, the first {first}; fix or drop those rows")
-        if self.duration is not None:
-            bad, first = self.first_bad(con, "NOT coalesce(isfinite(d) AND d >= 0, false)", "d")
-            if bad:
-                return DataError(f"{bad:,} values of column {self.duration!r} in {name} are not durations (a "
-                                 f"number >= 0), the first {first}: fix or drop those rows")
-        if self.weight is None:  # unreachable: every check of a play is explained above
-            return DataError(f"some plays in {name} failed the checks of read_events")
-        bad, first = self.first_bad(con, f"NOT coalesce(isfinite(w) AND w > 0 AND w <= {MAX_WEIGHT:g}, false)", "w")
-        return DataError(f"{bad:,} values of column {self.weight!r} in {name} are not weights (a finite number > 0 "
-                         f"and <= {MAX_WEIGHT:g}), the first {first}: fix or drop those rows, or pass "
-                         "weight=None to count plays")
+        numeric = self.timestamp is not None and self.types[self.timestamp] in _INTEGER_TYPES | _FLOAT_TYPES
+        return violation_in_row(role, rule, count=counts[i], example=dict(zip([r for r, _ in shown], first)),
+                                columns=self.columns, what=self.src.name, latest=self.limit,
+                                hint=EPOCH_HINT if numeric else "")
 
 
 def _check(con: duckdb.DuckDBPyConnection, query: _Query, table: pa.Table) -> None:
     """Check the aggregate, and through its ``ok`` column every play; explain the first failure."""
     import pyarrow.compute as pc
 
-    name, fix = query.src.name, query.src.fix_hint
     if table.num_rows == 0:
-        skips = f" after dropping plays shorter than min_duration={query.min_duration:g}" if query.duration else ""
-        raise DataError(f"no plays left in {name}{skips}; pass a source with plays"
-                        + (", or a lower min_duration" if skips else ""))
-    counts = table["weight" if query.weight is None else "plays"]
-    for key, column in (("user_id", query.user), ("artist_id", query.artist)):
-        if table[key].null_count:
-            nulls = int(pc.sum(pc.filter(counts, pc.is_null(table[key]))).as_py())
-            raise DataError(f"{nulls:,} plays in {name} have no {key.split('_')[0]} id (column {column!r} is null); "
-                            f"{fix}: drop them (df.dropna(subset=[{column!r}]), or WHERE {_ident(column)} IS NOT "
-                            "NULL in sql=...)")
-    if query.has_checks and not pc.all(table["ok"]).as_py():
+        raise query.nothing(con)
+    if not pc.all(table["ok"]).as_py():
         raise query.failure(con)
 
 

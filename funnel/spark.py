@@ -30,8 +30,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from funnel.data.dataset import MAX_WEIGHT
 from funnel.data.ids import id_kind, lookup_ids
+from funnel.data.plays import (
+    DURATION,
+    EPOCH_HINT,
+    NUMBER_TEXT,
+    Engine,
+    empty_interactions,
+    empty_source,
+    rules_for,
+    violation_in_row,
+)
 from funnel.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # pyspark is an optional dependency
@@ -42,7 +51,8 @@ if TYPE_CHECKING:  # pyspark is an optional dependency
 logger = logging.getLogger("funnel")
 
 _INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
-_NUMERIC = _INTEGRAL + ("FloatType", "DoubleType", "DecimalType")
+_FLOATING = ("FloatType", "DoubleType")
+_NUMERIC = _INTEGRAL + _FLOATING + ("DecimalType",)
 _EXCLUDED = "_funnel_excluded"
 # a Python worker runs one task at a time and is reused for the next (spark.python.worker.reuse)
 _CACHE: dict[str, tuple[tuple[int, int], Recommender]] = {}
@@ -73,14 +83,29 @@ def _check_frame(frame: Any, what: str, columns: Sequence[str | None], hint: str
                         f"{', '.join(map(repr, frame.columns))}: {hint}")
 
 
-def _id_column(frame: DataFrame, column: str, what: str, kind: str | None = None) -> Column:
-    """``column`` as the id type funnel uses (long or string), checked against the model's ``kind``."""
+@dataclass(frozen=True)
+class _Id:
+    """An id column as funnel uses it (long or string), its kind, and how the rules read the column as given."""
+
+    column: Column
+    kind: str
+    floating: bool  # float or double: NaN is missing too
+    fractions: bool  # float, double or decimal with a scale: the rules check that each id is whole
+
+
+def _id_column(frame: DataFrame, column: str, what: str, kind: str | None = None, fractions: bool = True) -> _Id:
+    """``column`` as the id type funnel uses, checked against the model's ``kind``.
+
+    Floating-point and decimal ids (``fractions``) are taken when the rules find every one
+    whole (3.0, not 3.5), as the in-process path takes them; they become longs.
+    """
     F, _, _ = _pyspark()
     name = _type_name(frame, column)
-    if name in _INTEGRAL:
-        got = "int"
-    elif name == "StringType":
+    whole = name in _INTEGRAL or (name == "DecimalType" and getattr(frame.schema[column].dataType, "scale", 1) == 0)
+    if name == "StringType":
         got = "str"
+    elif whole or (fractions and name in _NUMERIC):
+        got = "int"
     else:
         raise DataError(f"column {column!r} of the {what} is {name}; ids must be integers or strings: cast it")
     if kind is not None and got != kind:
@@ -88,7 +113,55 @@ def _id_column(frame: DataFrame, column: str, what: str, kind: str | None = None
         raise ConfigError(f"column {column!r} of the {what} holds {'integers' if got == 'int' else 'strings'}, "
                           f"but the model's artist ids are {want}: cast the column, or score with a model "
                           "trained on ids of that kind")
-    return F.col(column).cast("long") if got == "int" else F.col(column)
+    return _Id(F.col(column).cast("long") if got == "int" else F.col(column), got, name in _FLOATING,
+               got == "int" and not whole)
+
+
+def _engine(limit: pd.Timestamp | None = None) -> Engine:
+    """The :class:`funnel.data.plays.Engine` of Spark Columns."""
+    from funnel.events import EARLIEST
+
+    F, _, _ = _pyspark()
+    return Engine(present=lambda x, floating: x.isNotNull() & ~F.isnan(x) if floating else x.isNotNull(),
+                  round=F.round, abs=F.abs, done=lambda p: F.coalesce(p, F.lit(False)),
+                  latest=None if limit is None else _utc(limit), earliest=_utc(EARLIEST))
+
+
+def _check_plays(frame: DataFrame, checked: dict[str, tuple[Column, bool, bool]], shown: dict[str, Column],
+                 columns: dict[str, str], what: str, empty: DataError, skip: Column | None = None,
+                 limit: pd.Timestamp | None = None, hint: str = "") -> None:
+    """Check every row against :data:`funnel.data.plays.RULES` with one Spark job, on the driver.
+
+    ``checked`` maps each role to the value the rules read, whether it is floating-point and
+    whether it may hold fractions; ``shown`` to what a message shows of the first bad row, and
+    ``columns`` to the input's column. Rows meeting ``skip`` are left out. Raises ``empty``
+    for a frame without rows, else the error of the first rule broken, naming the first
+    bad row in Spark's order of reading (the input's order for one file or a frame made from
+    pandas) by its values: a Spark partition knows no global row number.
+    """
+    F, _, _ = _pyspark()
+    engine = _engine(limit)
+    rules = rules_for({role: fractions for role, (_, _, fractions) in checked.items()})
+    rows = frame.select(*[value.alias(f"_v_{role}") for role, (value, _, _) in checked.items()],
+                        *[value.alias(f"_s_{role}") for role, value in shown.items()],
+                        (F.lit(False) if skip is None else skip).alias("_skip"),
+                        F.monotonically_increasing_id().alias("_order"))
+    kept = ~F.col("_skip")
+    first = F.struct(F.col("_order"), *[F.col(f"_s_{role}").alias(role) for role in shown])
+    counts = [F.count(F.lit(1)).alias("rows"), F.sum(F.when(kept, 1).otherwise(0)).alias("kept")]
+    for i, (role, rule) in enumerate(rules):
+        bad = kept & ~rule.valid(F.col(f"_v_{role}"), engine, checked[role][1])
+        counts += [F.sum(F.when(bad, 1).otherwise(0)).alias(f"n{i}"), F.min(F.when(bad, first)).alias(f"e{i}")]
+    found = rows.agg(*counts).first()
+    if found is None or not found["rows"]:
+        raise empty
+    if not found["kept"]:
+        raise DataError(f"no plays left in {what} after dropping plays shorter than min_duration; pass plays, "
+                        "or a lower min_duration")
+    for i, (role, rule) in enumerate(rules):
+        if found[f"n{i}"]:
+            raise violation_in_row(role, rule, count=found[f"n{i}"], example=found[f"e{i}"].asDict(),
+                                   columns=columns, what=what, latest=limit, hint=hint)
 
 
 # scoring ----------------------------------------------------------------------------------
@@ -172,9 +245,10 @@ def recommend(histories: DataFrame, model: str | os.PathLike, n: int = 20, *, ex
     ----------
     histories : pyspark.sql.DataFrame
         ``user, artist[, weight]`` rows: one per play or per (user, artist) pair (repeated
-        pairs add up), e.g. the output of :func:`aggregate_events`. Ids are integers or
-        strings; the artist ids of the model's kind. Artists outside the catalogue are
-        ignored (with a warning in the executor's log).
+        pairs add up), e.g. the output of :func:`aggregate_events`. Ids are integers,
+        strings, or floating-point or decimal numbers that are whole (3.0, not 3.5: they
+        become integers); the artist ids of the model's kind. Artists outside the catalogue
+        are ignored (with a warning in the executor's log).
     model : path
         A model directory written by :meth:`funnel.Recommender.save` (best with
         ``artist_side_only=True``). Every executor must be able to read it at this path (a
@@ -192,7 +266,8 @@ def recommend(histories: DataFrame, model: str | os.PathLike, n: int = 20, *, ex
     user, artist : str
         The id columns of ``histories`` (and of an ``exclude`` DataFrame).
     weight : str or None
-        The column of play counts; None: every row is one play.
+        The column of play counts (numbers, or text that reads as one); None: every row is
+        one play.
     partitions : int, optional
         How many partitions to group the listeners into. Every row of a partition is held
         in its worker's memory at once (with the model): pick enough partitions for that
@@ -215,9 +290,13 @@ def recommend(histories: DataFrame, model: str | os.PathLike, n: int = 20, *, ex
         pyspark is missing; ``n``, ``exclude`` or ``allow`` is invalid for this model; an
         id column's kind differs from the model's artist ids.
     DataError
-        ``histories`` is not a DataFrame or lacks a column; an id column is neither integers
-        nor strings. A history with null ids or bad weights fails its task with the
-        :class:`DataError` of ``recommend_for_histories``.
+        ``histories`` is not a DataFrame or lacks a column; an id column is neither numbers
+        nor strings. Then, checked by one Spark job on the driver before anything is scored,
+        with the rules and messages of ``recommend_for_histories``
+        (:data:`funnel.data.plays.RULES`): no rows; null ids; ids that are not whole
+        numbers within 64 bits; weights that are not finite numbers > 0 and <= 1e30. The
+        message names the first bad row by its ids (a Spark partition knows no global row
+        number) and its value.
     ArtifactError
         The model cannot be read.
 
@@ -245,21 +324,29 @@ def recommend(histories: DataFrame, model: str | os.PathLike, n: int = 20, *, ex
     per_user = isinstance(exclude, DataFrame)
     rules = local._rules(None if per_user else exclude, allow, filter_known, user_ids=None)
     kind = id_kind(local.artist_ids_)
-    user_column = _id_column(histories, user, "histories")
-    plays = F.col(weight).cast("double") if weight is not None else F.lit(1.0)
-    if weight is not None and _type_name(histories, weight) not in _NUMERIC:
-        raise DataError(f"column {weight!r} of the histories is {_type_name(histories, weight)}; play counts must "
-                        "be numbers: cast it, or pass weight=None to count one play per row")
-    rows = histories.select(user_column.alias("user_id"), _id_column(histories, artist, "histories", kind)
-                            .alias("artist_id"), plays.alias("weight"))
+    users, artists = _id_column(histories, user, "histories"), _id_column(histories, artist, "histories", kind)
+    plays = F.lit(1.0) if weight is None else _number_column(histories, weight, "histories", "weights", (
+        ", or pass weight=None to count one play per row"))
     if per_user:
         _check_frame(exclude, "exclude", [user, artist], "it needs the user and artist columns of the histories")
-        theirs, ours = _type_name(exclude, user), _type_name(histories, user)
-        if (theirs in _INTEGRAL) != (ours in _INTEGRAL):
-            raise ConfigError(f"column {user!r} is {theirs} in the exclude DataFrame and {ours} in the histories: "
-                              "give both the same kind of user id")
-        blocked = exclude.select(_id_column(exclude, user, "exclude DataFrame").alias("user_id"),
-                                 _id_column(exclude, artist, "exclude DataFrame", kind).alias("artist_id"),
+        # the exclude frame's ids are not checked by the rules: only ids whole by their type are taken
+        theirs = _id_column(exclude, user, "exclude DataFrame", fractions=False)
+        if theirs.kind != users.kind:
+            raise ConfigError(f"column {user!r} is {_type_name(exclude, user)} in the exclude DataFrame and "
+                              f"{_type_name(histories, user)} in the histories: give both the same kind of user id")
+    checked = {"user": (F.col(user), users.floating, users.fractions),
+               "artist": (F.col(artist), artists.floating, artists.fractions)}
+    shown, names = {"user": F.col(user), "artist": F.col(artist)}, {"user": user, "artist": artist}
+    if weight is not None:
+        checked["weight"], shown["weight"], names["weight"] = (plays, True, False), F.col(weight), weight
+    # one job before any scoring: bad rows fail here, on the driver, as in recommend_for_histories (whose messages
+    # call the histories interactions)
+    _check_plays(histories, checked, shown, names, "interactions", empty_interactions())
+    rows = histories.select(users.column.alias("user_id"), artists.column.alias("artist_id"), plays.alias("weight"))
+    if per_user:
+        blocked = exclude.select(theirs.column.alias("user_id"),
+                                 _id_column(exclude, artist, "exclude DataFrame", kind, fractions=False).column
+                                 .alias("artist_id"),
                                  F.lit(None).cast("double").alias("weight"), F.lit(True).alias(_EXCLUDED))
         rows = rows.withColumn(_EXCLUDED, F.lit(False)).unionByName(blocked)
     grouped = rows.repartition(partitions, "user_id") if partitions else rows.repartition("user_id")
@@ -294,9 +381,10 @@ def aggregate_events(events: DataFrame, *, user: str = "user_id", artist: str = 
                      min_duration: float | None = None, now: Any = None, validate: bool = True) -> DataFrame:
     """Aggregate a Spark DataFrame of plays to one row per (user, artist), as :func:`funnel.events.read_events`.
 
-    The same rules as the DuckDB path, as one Spark ``groupBy``: skips shorter than
-    ``min_duration`` are dropped first; then every play must have both ids, a valid
-    weight, a time between 1678 and ``now`` plus a day, and a valid duration. On the same
+    The same rules as the DuckDB path (:data:`funnel.data.plays.RULES`), as one Spark
+    ``groupBy``: skips shorter than ``min_duration`` are dropped first; then every play must
+    have both ids (whole numbers, if floating-point), a valid weight, a time between 1678
+    and ``now`` plus a day, and a valid duration. On the same
     log the two give identical counts and times (with ``spark.sql.session.timeZone`` set
     to ``UTC``: Spark reads zone-less time strings and shows times in the session's zone).
 
@@ -317,8 +405,10 @@ def aggregate_events(events: DataFrame, *, user: str = "user_id", artist: str = 
         Plays later than ``now`` plus one day are clock errors. Default: the current UTC time.
     validate : bool
         Check every play first with one Spark job (a pass over the log) and raise a
-        :class:`DataError` naming how many plays break which rule. False: skip that job
-        and drop the bad plays instead, for logs already validated upstream.
+        :class:`DataError` naming the first rule broken, how many plays break it and the
+        first of them, as :func:`funnel.events.read_events` does; an empty log is an error
+        too. False: skip that job and drop the bad plays instead, for logs already
+        validated upstream.
 
     Returns
     -------
@@ -332,9 +422,9 @@ def aggregate_events(events: DataFrame, *, user: str = "user_id", artist: str = 
         pyspark is missing; ``duration`` without ``min_duration`` or the reverse; a bad ``now``.
     DataError
         A column is missing or of a type that cannot hold its values; with ``validate``,
-        plays that break a rule.
+        no plays, or plays that break a rule.
     """
-    from funnel.events import EARLIEST, future_limit
+    from funnel.events import future_limit
 
     F, _, _ = _pyspark()
     _check_frame(events, "events", [user, artist, timestamp, weight, duration],
@@ -345,27 +435,38 @@ def aggregate_events(events: DataFrame, *, user: str = "user_id", artist: str = 
     if min_duration is not None and not (isinstance(min_duration, (int, float)) and 0 <= min_duration < float("inf")):
         raise ConfigError(f"min_duration must be a finite number >= 0, not {min_duration!r}")
     limit = future_limit(now)
-    columns = {"u": _id_column(events, user, "events"), "a": _id_column(events, artist, "events")}
-    checks: dict[str, Column] = {"user": F.col("u").isNotNull(), "artist": F.col("a").isNotNull()}
+    users, artists = _id_column(events, user, "events"), _id_column(events, artist, "events")
+    columns = {"u": users.column, "a": artists.column}
+    checked = {"user": (F.col(user), users.floating, users.fractions),
+               "artist": (F.col(artist), artists.floating, artists.fractions)}
+    shown, names = {"user": F.col(user), "artist": F.col(artist)}, {"user": user, "artist": artist}
+    hint = ""
     if timestamp is not None:
         columns["t"] = _time_column(events, timestamp)
-        checks["time"] = F.coalesce((F.col("t") >= _utc(EARLIEST)) & (F.col("t") <= _utc(limit)), F.lit(False))
+        checked["time"] = (F.col(timestamp), _type_name(events, timestamp) in _FLOATING, False)
+        checked["parsed_time"] = (columns["t"], False, False)
+        shown["time"], names["time"] = F.col(timestamp).cast("string"), timestamp
+        hint = EPOCH_HINT if _type_name(events, timestamp) in _NUMERIC else ""
     if weight is not None:
-        columns["w"] = _number_column(events, weight)
-        checks["weight"] = F.coalesce((F.col("w") > 0) & (F.col("w") <= MAX_WEIGHT), F.lit(False))
+        columns["w"] = _number_column(events, weight, "events", "weights")
+        checked["weight"], shown["weight"], names["weight"] = (columns["w"], True, False), F.col(weight), weight
     skip = F.lit(False)
     if duration is not None:
-        columns["d"] = _number_column(events, duration)
-        valid = (F.col("d") >= 0) & (F.col("d") <= float("inf")) & ~F.isnan("d")
-        checks["duration"] = F.coalesce(valid, F.lit(False))
-        skip = F.coalesce(valid & (F.col("d") < float(min_duration or 0)), F.lit(False))
-    plays = events.select(*[column.alias(key) for key, column in columns.items()]).where(~skip)
+        columns["d"] = _number_column(events, duration, "events", "durations")
+        checked["duration"], shown["duration"] = (columns["d"], True, False), F.col(duration)
+        names["duration"] = duration
+        # only valid short plays are skips: a broken duration stays in and is reported
+        skip = DURATION.valid(columns["d"], _engine(), floating=True) & (columns["d"] < float(min_duration or 0))
     if validate:
-        _validate(plays, checks, {"user": user, "artist": artist, "time": timestamp, "weight": weight,
-                                  "duration": duration})
+        _check_plays(events, checked, shown, names, "the events DataFrame", empty_source("the events DataFrame"), skip,
+                     limit, hint)
+        kept = events.where(~skip)
     else:
-        every = functools.reduce(lambda a, b: a & b, checks.values())
-        plays = plays.where(every)
+        engine = _engine(limit)
+        valid = [rule.valid(checked[role][0], engine, checked[role][1])
+                 for role, rule in rules_for({role: fractions for role, (_, _, fractions) in checked.items()})]
+        kept = events.where(functools.reduce(lambda a, b: a & b, valid, ~skip))
+    plays = kept.select(*[column.alias(key) for key, column in columns.items()])
     parts = [F.count(F.lit(1)).cast("double").alias("weight") if weight is None else F.sum("w").alias("weight")]
     if timestamp is not None:
         parts += [F.min("t").alias("first_listen"), F.max("t").alias("last_listen")]
@@ -395,34 +496,15 @@ def _time_column(events: DataFrame, column: str) -> Column:
                     "ISO 8601 strings: convert the column, or pass timestamp=None")
 
 
-def _number_column(events: DataFrame, column: str) -> Column:
+def _number_column(frame: DataFrame, column: str, what: str, values: str, fix: str = "") -> Column:
+    """``column`` as doubles; text that is not a number (:data:`funnel.data.plays.NUMBER_TEXT`) becomes null."""
     F, _, _ = _pyspark()
-    name = _type_name(events, column)
+    name = _type_name(frame, column)
     if name in _NUMERIC:
         return F.col(column).cast("double")
-    if name == "StringType":
-        return F.col(column).try_cast("double")
-    raise DataError(f"column {column!r} of the events is {name}; it must hold numbers: convert it")
-
-
-_RULES = {"user": "have no user id (null)", "artist": "have no artist id (null)",
-          "time": "have a time that does not parse, lies before 1678 or more than a day in the future",
-          "weight": "have a weight that is not a finite number > 0 and <= 1e30",
-          "duration": "have a missing, negative or non-numeric duration"}
-
-
-def _validate(plays: DataFrame, checks: dict[str, Column], names: dict[str, str | None]) -> None:
-    """One job counting the plays that break each rule; a DataError naming them all if any do."""
-    F, _, _ = _pyspark()
-    counts = plays.agg(F.count(F.lit(1)).alias("plays"),
-                       *[F.sum(F.when(~check, 1).otherwise(0)).alias(key) for key, check in checks.items()]).first()
-    if counts is None or not counts["plays"]:
-        raise DataError("no plays left in the events" + (" after dropping plays shorter than min_duration"
-                                                         if "duration" in checks else ""))
-    broken = [f"{counts[key]:,} plays {_RULES[key]} (column {names[key]!r})" for key in checks if counts[key]]
-    if broken:
-        raise DataError(f"{'; '.join(broken)}: fix or drop those rows before aggregating, or pass validate=False "
-                        "to drop them")
+    if name == "StringType":  # only text every engine reads as the same number
+        return F.when(F.col(column).rlike(f"^(?:{NUMBER_TEXT})\\z"), F.col(column).try_cast("double"))
+    raise DataError(f"column {column!r} of the {what} is {name}; {values} must be numbers: cast it{fix}")
 
 
 # output -----------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def test_missing_artists_file_uses_the_artists_seen(tmp_path, caplog):
 
 @pytest.mark.parametrize("content, message", [
     pytest.param(b"", r"user_artists.dat is empty \(0 bytes\).*restore the file", id="empty file"),
-    pytest.param(UA_HEADER, r"interactions are empty \(.*user_artists.dat\); at least one .* row is needed",
+    pytest.param(UA_HEADER, r"interactions are empty \(.*user_artists.dat\): no rows; at least one .* row is needed",
                  id="header only"),
     pytest.param("userID,artistID,weight\n2,1,3\n",
                  r"user_artists.dat, line 1 \(header\) lacks column.*'userID,artistID,weight'.*comma",
@@ -99,12 +99,14 @@ def test_missing_artists_file_uses_the_artists_seen(tmp_path, caplog):
     pytest.param("userID\tartistID\n2\t1\n", r"line 1 \(header\) lacks column\(s\) \['weight'\]",
                  id="missing column"),
     pytest.param(interactions("2\t1\t100\r\nabc\t2\t5\r\n"),
-                 r"'user_id' must hold integer ids; .*user_artists.dat, line 3 has 'abc'; correct or delete",
+                 r"'user_id' must hold integer ids \(whole numbers within 64 bits\); 1 bad row\(s\), the first: "
+                 r".*user_artists.dat, line 3 has 'abc'; correct or delete",
                  id="non-integer id"),
-    pytest.param(interactions("2\t1\t100\r\n2\t2.5\t5\r\n"), r"'artist_id' must hold integer ids; .*line 3 has 2.5",
+    pytest.param(interactions("2\t1\t100\r\n2\t2.5\t5\r\n"), r"'artist_id' must hold integer ids .*line 3 has 2.5",
                  id="fractional id"),
     pytest.param(interactions("2\t1\t100\r\n99999999999999999999999\t2\t5\r\n"),
-                 r"'user_id' .*line 3 has '99999999999999999999999', beyond the 64-bit range",
+                 r"'user_id' must hold integer ids \(whole numbers within 64 bits\).*line 3 "
+                 r"has '99999999999999999999999'",
                  id="id over int64"),
     pytest.param(interactions("2\t1\t100\r\n2\t2\t-5\r\n"),
                  r"'weight' must be a finite number > 0 .*line 3 has -5; correct or delete", id="negative weight"),
@@ -149,7 +151,7 @@ def test_bad_interactions_file(tmp_path, content, message):
     pytest.param({"artists_dat": "id,name,url,pictureURL\n1,a,u,p\n"}, r"artists.dat, line 1 \(header\).*comma",
                  id="comma-separated artists.dat"),
     pytest.param({"user_friends_dat": "userID\tfriendID\r\n2\t3\r\n2\tx\r\n"},
-                 r"friends column 'friend_id' must hold integer ids; .*user_friends.dat, line 3 has 'x'",
+                 r"friends column 'friend_id' must hold integer ids .*user_friends.dat, line 3 has 'x'",
                  id="non-integer friend id"),
     pytest.param({"user_taggedartists_dat": GOOD["user_taggedartists.dat"] + "2\t1"},
                  r"user_taggedartists.dat, line 4 \('2\\t1'\) has 2 tab-separated field\(s\), expected 6",
@@ -203,7 +205,7 @@ def test_undecodable_artist_name_is_replaced_with_a_warning(tmp_path, caplog, na
 
 def test_undecodable_artist_id_is_rejected(tmp_path):
     artists = b"id\tname\turl\tpictureURL\n1\tA\tu\tp\n2\xff\tB\tu\tp\n3\tC\tu\tp\n"
-    with pytest.raises(DataError, match=r"artists column 'artist_id' must hold integer ids; .*artists.dat, line 3"):
+    with pytest.raises(DataError, match=r"artists column 'artist_id' must hold integer ids .*artists.dat, line 3"):
         load_lastfm(write_lastfm(tmp_path / "d", artists_dat=artists))
 
 
@@ -234,16 +236,18 @@ def frame(**columns):
 
 @pytest.mark.parametrize("interactions, message", [
     pytest.param(frame(user_id=[1, 2], artist_id=[1, 2], weight=[1.0, np.nan]),
-                 r"'weight' must be a finite number > 0.*row 1 has nan; correct or delete", id="NaN weight"),
+                 r"'weight' must be a finite number > 0.*row 1 has an empty value \(null or NaN\); correct or delete",
+                 id="NaN weight"),
     pytest.param(frame(user_id=[1, 2], artist_id=[1, 2], weight=[1.0, 1e31]), r"'weight'.*row 1 has 1e\+31",
                  id="huge weight"),
     pytest.param(frame(user_id=[1, "x"], artist_id=[1, 2], weight=[1.0, 1.0]), r"'user_id' holds ids of mixed types: "
                  r"row 0 has int 1, row 1 has str 'x'; use one type", id="mixed id types"),
     pytest.param(frame(user_id=[1, 2], artist_id=[1.0, np.nan], weight=[1.0, 1.0]),
                  r"'artist_id' has 1 empty \(null\) id\(s\), first at row 1; drop those rows", id="missing id"),
-    pytest.param(frame(user_id=[1e20], artist_id=[1], weight=[1.0]), r"row 0 has 1e\+20, beyond the 64-bit range",
+    pytest.param(frame(user_id=[1e20], artist_id=[1], weight=[1.0]), r"within 64 bits\).*row 0 has 1e\+20",
                  id="id over int64"),
-    pytest.param(frame(user_id=[], artist_id=[], weight=[]), r"interactions are empty; at least one", id="empty frame"),
+    pytest.param(frame(user_id=[], artist_id=[], weight=[]), r"interactions are empty: no rows; at least one",
+                 id="empty frame"),
     pytest.param(pd.DataFrame(), r"missing column\(s\) \['user_id', 'artist_id', 'weight'\]", id="no columns"),
     pytest.param({"user_id": [1]}, r"must be a pandas DataFrame, got dict", id="not a frame"),
 ])

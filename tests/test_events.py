@@ -233,18 +233,19 @@ def test_failing_query_passes_duckdbs_message_on(tmp_path):
 def test_null_ids_are_counted_with_the_fix():
     frame = plays()
     frame.loc[[1, 4], "user"] = None
-    with pytest.raises(DataError, match=r"2 plays in the DataFrame have no user id \(column 'user' is null\).*"
-                                        r"dropna\(subset=\['user'\]\)"):
+    with pytest.raises(DataError, match=r"the DataFrame column 'user' has 2 empty \(null\) id\(s\), first at the row "
+                                        r"with artist 9; drop those rows \(frame.dropna\(subset=\['user'\]\)\)"):
         read_events(frame, **KEYS)
     frame["user"] = pd.Series([None] * len(frame), dtype=object)
-    with pytest.raises(DataError, match=r"7 plays in the DataFrame have no user id"):
+    with pytest.raises(DataError, match=r"column 'user' has 7 empty \(null\) id\(s\)"):
         read_events(frame, **KEYS)
-    with pytest.raises(DataError, match=r"no plays left in the DataFrame"):
+    with pytest.raises(DataError, match=r"the DataFrame is empty: it has no rows"):
         read_events(frame.iloc[:0], **KEYS)
     frame = plays()
     frame["artist"] = frame.artist.astype("Int64")
     frame.loc[0, "artist"] = pd.NA
-    with pytest.raises(DataError, match=r"1 plays .* no artist id \(column 'artist'"):
+    with pytest.raises(DataError, match=r"column 'artist' has 1 empty \(null\) id\(s\), first at the row with user "
+                                        r"'u2', plays 1.0"):
         read_events(frame, **KEYS, weight="plays")
 
 
@@ -255,7 +256,16 @@ def test_mixed_and_float_ids():
                                         r"row 0 and '7' at row 2\).*astype\(str\)"):
         read_events(frame, **KEYS)
     frame["artist"] = [7.0, 9.0, 7.0, 7.0, 9.0, 9.0, np.nan]
-    with pytest.raises(DataError, match=r"column 'artist' of the DataFrame is DOUBLE; ids must be integers or strings"):
+    with pytest.raises(DataError, match=r"column 'artist' has 1 empty \(null\) id\(s\)"):
+        read_events(frame, **KEYS)
+    frame["artist"] = [7.0, 9.0, 7.0, 7.0, 9.0, 9.5, 3.0]
+    with pytest.raises(DataError, match=r"column 'artist' must hold integer ids \(whole numbers within 64 bits\); 1 "
+                                        r"bad row\(s\), the first: the row with user 'u1' has 9.5"):
+        read_events(frame, **KEYS)
+    frame["artist"] = pd.Series([7.0, 9.0, 7, 7.0, 9.0, 9.0, 3.0], dtype=object)  # Python floats: whole, so ids
+    assert read_events(frame, **KEYS).artist_id.tolist() == expected().artist_id.tolist()
+    frame["artist"] = pd.Series([True] * 7)
+    with pytest.raises(DataError, match=r"column 'artist' of the DataFrame is BOOLEAN; ids must be integers or "):
         read_events(frame, **KEYS)
     frame["artist"] = pd.Series([b"a"] * 7, dtype=object)
     with pytest.raises(DataError, match="holds bytes values"):
@@ -266,22 +276,25 @@ def test_mixed_and_float_ids():
 def test_times_that_do_not_parse(kind, tmp_path):
     frame = plays().astype({"ts": str})
     frame.loc[[2, 5], "ts"] = ["last tuesday", "2024-13-45"]
-    with pytest.raises(DataError, match=r"2 values of column 'ts' in .* are not times, the first 'last tuesday'"):
+    with pytest.raises(DataError, match=r"column 'ts' must hold times \(.*\); 2 bad row\(s\), the first: the row with "
+                                        r"user 'u1', artist 7 has 'last tuesday'"):
         read_events(**as_source(kind, frame, tmp_path), **KEYS)
 
 
 def test_missing_times():
     frame = plays()
     frame.loc[3, "ts"] = pd.NaT
-    with pytest.raises(DataError, match=r"1 plays in the DataFrame have no time \(column 'ts' is empty\)"):
+    with pytest.raises(DataError, match=r"the DataFrame column 'ts' has 1 empty \(null\) time\(s\), first at the row "
+                                        r"with user 'u1', artist 7; drop those rows, or pass timestamp=None"):
         read_events(frame, **KEYS)
 
 
 def test_times_in_the_future(tmp_path):
     frame = plays()
     frame.loc[4, "ts"] = pd.Timestamp("2031-01-01")
-    with pytest.raises(DataError, match=r"1 plays in .*plays\.parquet lie in the future, after 2024-06-02.*column "
-                                        r"'ts', the first '2031-01-01"):
+    with pytest.raises(DataError, match=r"plays\.parquet column 'ts' has 1 time\(s\) in the future, after 2024-06-02 "
+                                        r"00:00:00 \(now \+ 1 day\), the first: the row with user 'u2', artist 9 has "
+                                        r"'2031-01-01"):
         read_events(**as_source("parquet", frame, tmp_path), **KEYS)
     assert read_events(frame, **{**KEYS, "now": "2031-01-01"}).last_listen.max() == pd.Timestamp("2031-01-01")
     # a day of slack for clocks that run ahead; "now" defaults to the current time
@@ -289,9 +302,9 @@ def test_times_in_the_future(tmp_path):
     with pytest.raises(DataError, match="future"):
         read_events(frame, user="user", artist="artist", timestamp="ts")
     milliseconds = (plays().ts - pd.Timestamp("1970-01-01")) // pd.Timedelta(milliseconds=1)
-    with pytest.raises(DataError, match=r"7 plays .* future.*epoch milliseconds\?"):
+    with pytest.raises(DataError, match=r"has 7 time\(s\) in the future.*epoch milliseconds\?"):
         read_events(plays().assign(ts=milliseconds), **KEYS)
-    with pytest.raises(DataError, match="dated before 1678"):
+    with pytest.raises(DataError, match=r"has 7 time\(s\) before 1678, the first: .* has .1492-03-03"):
         read_events(plays().assign(ts=plays().ts.astype(str).str.replace("2024", "1492")), **KEYS)
 
 
@@ -299,9 +312,10 @@ def test_times_in_the_future(tmp_path):
 def test_bad_weights(bad, tmp_path):
     frame = plays()
     frame.loc[5, "plays"] = bad
-    shown = r"('inf'|'0\.0'|'-1\.0'|'1e\+31'|missing \(null\))"
-    with pytest.raises(DataError, match=r"1 values of column 'plays' in .*plays\.parquet are not weights \(a finite "
-                                        r"number > 0 and <= 1e\+30\), the first " + shown):
+    shown = r"(inf|0\.0|-1\.0|1e\+31|an empty value \(null or NaN\))"
+    with pytest.raises(DataError, match=r"plays\.parquet column 'plays' must be a finite number > 0 and <= 1e\+30 \(a "
+                                        r"play count\); 1 bad row\(s\), the first: the row with user 'u1', artist 9 "
+                                        r"has " + shown):
         read_events(**as_source("parquet", frame, tmp_path), **KEYS, weight="plays")
     # the bad play is a skip: dropped before it is checked
     read_events(frame, **KEYS, weight="plays", duration="ms", min_duration=30_000)
@@ -310,7 +324,8 @@ def test_bad_weights(bad, tmp_path):
 def test_bad_durations_are_reported_not_dropped():
     frame = plays()
     frame.loc[2, "ms"] = np.nan
-    with pytest.raises(DataError, match=r"1 values of column 'ms' .* are not durations"):
+    with pytest.raises(DataError, match=r"column 'ms' must hold durations \(finite numbers >= 0\); 1 bad row\(s\), "
+                                        r"the first: the row with user 'u1', artist 7 has an empty value"):
         read_events(frame, **KEYS, duration="ms", min_duration=30_000)
 
 
@@ -319,8 +334,28 @@ def test_nothing_left(tmp_path):
                                         "min_duration=1e"):
         read_events(plays(), **KEYS, duration="ms", min_duration=1e9)
     plays().iloc[:0].to_parquet(tmp_path / "empty.parquet")
-    with pytest.raises(DataError, match=r"no plays left in file .*empty\.parquet"):
+    with pytest.raises(DataError, match=r"file .*empty\.parquet is empty: it has no rows; pass a source with plays"):
         read_events(tmp_path / "empty.parquet", **KEYS)
+
+
+def test_empty_sources_say_they_are_empty(tmp_path):
+    (tmp_path / "zero.csv").write_bytes(b"")
+    (tmp_path / "header.csv").write_text("user_id,artist_id\n")
+    plays().iloc[:0].to_parquet(tmp_path / "none.parquet")
+    floats = pd.DataFrame({"user_id": pd.Series([], dtype=float), "artist_id": pd.Series([], dtype=float)})
+    for source, name, what in [
+        (pd.DataFrame(), "the DataFrame", "no columns and no rows"),
+        (floats, "the DataFrame", "no rows"),  # not "float ids"
+        (pd.DataFrame({"user_id": pd.Series([], dtype=bool)}), "the DataFrame", "no rows"),  # not "no column"
+        (pa.table({}), "the Arrow table", "no columns and no rows"),
+        (tmp_path / "zero.csv", r"file .*zero\.csv", "no columns and no rows"),  # not "no column ... 'column0'"
+        (tmp_path / "header.csv", r"file .*header\.csv", "no rows"),
+        (tmp_path / "none.parquet", r"file .*none\.parquet", "no rows"),
+    ]:
+        with pytest.raises(DataError, match=rf"^{name} is empty: it has {what}; pass a source with plays$"):
+            read_events(source)
+    with pytest.raises(DataError, match=r"^query .* is empty: it has no rows"):
+        read_events(sql="SELECT 1 AS user_id, 2 AS artist_id WHERE false")
 
 
 # --- larger than memory ----------------------------------------------------------------------------------------

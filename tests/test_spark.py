@@ -16,6 +16,7 @@ from funnel.datasets import synthetic_events
 from funnel.errors import ConfigError, DataError
 from funnel.events import read_events
 from tests.conftest import with_string_ids
+from tests.test_play_rules import BAD, GOOD, assert_same_interactions, interactions, plays
 
 if not os.environ.get("CI"):  # CI installs both (.ci/run): there a missing one fails these tests instead
     if shutil.which("java") is None:
@@ -154,14 +155,40 @@ def test_bad_inputs_fail_on_the_driver_with_a_funnel_error(spark, int_model_dir,
         funnel_spark.recommend(frame, int_model_dir, user="listener")
     with pytest.raises(ConfigError, match="model's artist ids are strings"):
         funnel_spark.recommend(frame, string_model_dir)
-    with pytest.raises(DataError, match="DoubleType; ids must be integers or strings"):
-        funnel_spark.recommend(frame.withColumn("artist_id", frame["artist_id"].cast("double")), int_model_dir)
+    with pytest.raises(DataError, match="BooleanType; ids must be integers or strings"):
+        funnel_spark.recommend(frame.withColumn("artist_id", frame["artist_id"].cast("boolean")), int_model_dir)
     with pytest.raises(ConfigError, match="allow names no artist"):
         funnel_spark.recommend(frame, int_model_dir, allow=[10**9])
     with pytest.raises(ConfigError, match="partitions"):
         funnel_spark.recommend(frame, int_model_dir, partitions=0)
-    with pytest.raises(DataError, match="play counts must be numbers"):
-        funnel_spark.recommend(frame.withColumn("weight", frame["artist_id"].cast("string")), int_model_dir)
+    with pytest.raises(DataError, match="weights must be numbers: cast it, or pass weight=None"):
+        funnel_spark.recommend(frame.withColumn("weight", frame["artist_id"].cast("boolean")), int_model_dir)
+
+
+def test_play_rules_give_spark_the_verdicts_of_the_local_engines(spark, int_model_dir):
+    """The cases of tests/test_play_rules.py: refused on the driver by the rule pandas and DuckDB report, naming
+    the same first bad row and value, before any task runs; accepted and aggregated or scored as in process."""
+    for case in BAD:
+        with pytest.raises(DataError, match=case.message) as error:
+            funnel_spark.recommend(spark.createDataFrame(case.frame), int_model_dir)
+        if case.row is not None:
+            assert case.where(numbered=False) in str(error.value)
+    model = Recommender.load(int_model_dir)
+    for case in GOOD:
+        got = funnel_spark.aggregate_events(spark.createDataFrame(case.frame), weight="weight").toPandas()
+        assert_same_interactions(got.sort_values(["user_id", "artist_id"], ignore_index=True),
+                                 interactions(case.frame))
+    for case in GOOD[:3]:  # float ids and text weights, scored end to end
+        assert_same(funnel_spark.recommend(spark.createDataFrame(case.frame), int_model_dir, n=3),
+                    model.recommend_for_histories(case.frame, n=3))
+    empty = plays().iloc[:0]
+    with pytest.raises(DataError) as local:
+        model.recommend_for_histories(empty)
+    with pytest.raises(DataError) as on_spark:
+        funnel_spark.recommend(spark.createDataFrame(empty, "user_id long, artist_id long, weight double"),
+                               int_model_dir)
+    assert str(on_spark.value) == str(local.value) == ("interactions are empty: no rows; at least one (user_id, "
+                                                       "artist_id, weight) row is needed")
 
 
 def test_a_worker_keeps_its_model_and_reloads_a_new_save(int_model_dir, fitted, tmp_path):
@@ -231,8 +258,14 @@ def test_aggregation_validates_every_play(spark, log):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frame = spark.createDataFrame(bad)
-    with pytest.raises(DataError, match=r"1 plays have no user id.*3 plays have a weight"):
+    with pytest.raises(DataError, match=rf"the events DataFrame column 'user' has 1 empty \(null\) id\(s\), first at "
+                                        rf"the row with artist_mbid '{bad.artist_mbid.iloc[3]}', weight 1.0; drop"):
         funnel_spark.aggregate_events(frame, user="user", artist="artist_mbid", weight="weight")
+    with pytest.raises(DataError, match=r"column 'weight' must be a finite number > 0 and <= 1e\+30 \(a play count\); "
+                                        r"3 bad row\(s\), the first: the row with user 'user_\d+', artist_mbid .* "
+                                        r"has -1.0"):
+        funnel_spark.aggregate_events(frame.where(frame["user"].isNotNull()), user="user", artist="artist_mbid",
+                                      weight="weight")
     kept = funnel_spark.aggregate_events(frame, user="user", artist="artist_mbid", weight="weight", validate=False)
     assert kept.agg({"weight": "sum"}).first()[0] == 46.0
     with pytest.raises(DataError, match="no column 'when'"):
@@ -270,6 +303,29 @@ def test_score_command_scores_the_training_histories_of_a_full_model(spark, fitt
     local, on_spark = (ordered(pd.read_parquet(tmp_path / f"{name}.parquet")) for name in ("local", "spark"))
     pd.testing.assert_frame_equal(on_spark, local, check_exact=False, atol=1e-5)
     assert set(local["user_id"]) == set(fitted.user_ids_)
+
+
+def test_score_command_refuses_bad_histories_alike_on_both_engines(spark, int_model_dir, synth, tmp_path, capsys):
+    import main
+
+    histories = histories_of(synth, n_users=30)
+    histories.loc[100, "weight"] = np.nan  # a null in the Parquet file
+    histories.to_parquet(tmp_path / "nan.parquet")
+    histories.iloc[:0].to_parquet(tmp_path / "empty.parquet")
+    errors = {}
+    for name in ("nan", "empty"):
+        for engine in ("local", "spark"):
+            assert main.run(["score", "--engine", engine, "--artifacts", str(int_model_dir), "--histories",
+                             str(tmp_path / f"{name}.parquet"), "--output", str(tmp_path / "recs.parquet")]) == 1
+            errors[name, engine] = capsys.readouterr().err.strip()
+    assert errors["empty", "local"] == errors["empty", "spark"] == (
+        "error: interactions are empty: no rows; at least one (user_id, artist_id, weight) row is needed")
+    rule = ("error: interactions column 'weight' must be a finite number > 0 and <= 1e+30 (a play count); 1 bad "
+            "row(s), the first: {} has an empty value (null or NaN); correct or delete those rows")
+    assert errors["nan", "local"] == rule.format("row 100")
+    user, artist = histories.loc[100, ["user_id", "artist_id"]]
+    assert errors["nan", "spark"] == rule.format(f"the row with user_id {user}, artist_id {artist}")
+    assert not (tmp_path / "recs.parquet").exists()
 
 
 def test_score_command_errors_are_one_line(spark, int_model_dir, tmp_path, capsys):

@@ -11,6 +11,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from funnel.data.ids import INT64_MAX, as_id_array, describe_kind, lookup_ids, string_kind
+from funnel.data.plays import MAX_WEIGHT as MAX_WEIGHT  # re-exported: other modules import it from here
+from funnel.data.plays import MISSING_ID, PANDAS, WEIGHT, WHOLE_ID, Rule, empty_interactions, pandas_numbers, violation
 from funnel.errors import DataError
 
 logger = logging.getLogger("funnel")
@@ -23,7 +25,6 @@ FRIEND_COLUMNS = ("user_id", "friend_id")
 ARTIST_TAG_COLUMNS = ("artist_id", "tag")
 LISTEN_COLUMNS = ("first_listen", "last_listen")
 FUTURE_SLACK = np.timedelta64(1, "D")  # clocks of the machines that logged plays may run a little ahead
-MAX_WEIGHT = 1e30  # play counts are stored as float32
 
 
 def _where(source: str | None, row: int) -> str:
@@ -69,17 +70,8 @@ def _integer_column(frame: pd.DataFrame, column: str, name: str, source: str | N
                             f"{_where(source, row)} has {_show(values.iloc[row])}")
         return values.to_numpy(dtype=np.int64)
     numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(numeric)
-    bad |= np.where(bad, False, numeric != np.round(numeric))
-    huge = np.abs(np.nan_to_num(numeric)) > 2**62
-    bad |= huge
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        why = ", beyond the 64-bit range" if huge[row] else ""
-        raise DataError(
-            f"{name} column {column!r} must hold integer ids; {_where(source, row)} has "
-            f"{_show(values.iloc[row])}{why}; correct or delete that row"
-        )
+    # text that is no number ('abc' in a HetRec file) is NaN here: not an integer id, whatever the rule says of nulls
+    _require(WHOLE_ID, numeric, frame[column], name, column, source, missing_ok=False)
     return numeric.astype(np.int64)
 
 
@@ -92,11 +84,7 @@ def _id_column(frame: pd.DataFrame, column: str, name: str, source: str | None) 
     values = frame[column]
     if isinstance(values.dtype, pd.CategoricalDtype):
         values = values.astype(values.cat.categories.dtype)
-    missing = values.isna().to_numpy()
-    if missing.any():
-        row = int(np.flatnonzero(missing)[0])
-        raise DataError(f"{name} column {column!r} has {int(missing.sum())} empty (null) id(s), first at "
-                        f"{_where(source, row)}; drop those rows (frame.dropna(subset=[{column!r}])) or fill them")
+    _require(MISSING_ID, values.to_numpy(), values, name, column, source)
     if pd.api.types.is_bool_dtype(values):
         raise DataError(f"{name} column {column!r} holds booleans; ids must be integers or strings")
     if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
@@ -186,15 +174,22 @@ def _listen_times(frame: pd.DataFrame, column: str, source: str | None) -> np.nd
 
 def _check_weights(frame: pd.DataFrame, source: str | None) -> np.ndarray:
     values = frame["weight"]
-    numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    bad = ~np.isfinite(numeric) | (np.nan_to_num(numeric, nan=0.0) <= 0) | (np.abs(numeric) > MAX_WEIGHT)
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(
-            f"interactions column 'weight' must be a finite number > 0 and <= {MAX_WEIGHT:.0e} (a play count); "
-            f"{_where(source, row)} has {_show(values.iloc[row])}; correct or delete that row"
-        )
+    if pd.api.types.is_bool_dtype(values):
+        raise DataError("interactions column 'weight' holds booleans; weights must be numbers (play counts): "
+                        "convert the column")
+    numeric = pandas_numbers(values)
+    _require(WEIGHT, numeric, values, "interactions", "weight", source)
     return numeric
+
+
+def _require(rule: Rule, values: np.ndarray, shown: pd.Series, name: str, column: str, source: str | None,
+             missing_ok: bool | None = None) -> None:
+    """Raise the rule's error, naming the first row of ``values`` that breaks it (with its cell of ``shown``)."""
+    bad = ~rule.valid(values, PANDAS, floating=True, missing_ok=missing_ok)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise violation(rule, what=name, column=column, count=len(rows), where=_where(source, int(rows[0])),
+                        value=shown.iloc[rows[0]])
 
 
 class Dataset:
@@ -257,7 +252,8 @@ class Dataset:
         Parameters
         ----------
         interactions : pandas.DataFrame
-            Columns ``user_id, artist_id, weight`` (weight = play count, finite, > 0), and
+            Columns ``user_id, artist_id, weight`` (weight = play count, finite, > 0 and
+            <= 1e30, or text that reads as such a number), and
             optionally ``first_listen, last_listen`` (datetime64, as :func:`funnel.read_events`
             returns them). Duplicate pairs are summed. Required and non-empty.
         artists : pandas.DataFrame, optional
@@ -279,18 +275,17 @@ class Dataset:
         Raises
         ------
         funnel.errors.DataError
-            A frame misses a column, an id is null or of mixed types, a weight is not a
-            finite positive number, listen times do not parse or lie in the future, or
-            interactions are empty.
+            A frame misses a column, an id is null, of mixed types or a float that is not
+            whole, a weight is not a finite number > 0 and <= 1e30, listen times do not
+            parse or lie in the future, or interactions are empty. The rules of a play are
+            those of :data:`funnel.data.plays.RULES`, which DuckDB and Spark apply too; the
+            message names the first bad row.
         """
         sources = sources or {}
         src = sources.get("interactions")
         inter = _require_frame(interactions, "interactions", INTERACTION_COLUMNS, src)
         if inter.empty:
-            raise DataError(
-                "interactions are empty" + (f" ({src})" if src else "")
-                + "; at least one (user_id, artist_id, weight) row is needed"
-            )
+            raise empty_interactions(src)
         users = _id_column(inter, "user_id", "interactions", src)
         items = _id_column(inter, "artist_id", "interactions", src)
         weights = _check_weights(inter, src)
