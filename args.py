@@ -31,8 +31,8 @@ def add_spreadsheet_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv-spreadsheet-safe", type=boolean, default=False, dest="csv_spreadsheet_safe",
                         metavar="True/False",
                         help="a .csv --output for spreadsheets: put ' before every text cell starting with =, +, -, "
-                             "@ or a tab, so it is not run as a formula; such ids and names then no longer read "
-                             "back as they were (default: False: the CSV holds them exactly)")
+                             "@, a tab or a carriage return, so it is not run as a formula; such ids and names then "
+                             "no longer read back as they were (default: False: the CSV holds them exactly)")
 
 
 def check_spreadsheet_flag(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` cut at ``limit`` characters: a message names an input, never echoes much of it."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 class FunnelError(Exception):
     """Base class of every error funnel raises on purpose."""
 

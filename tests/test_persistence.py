@@ -96,8 +96,9 @@ def test_a_save_removes_no_file_of_another_name_than_saves_give_even_if_listed(s
 @pytest.mark.parametrize("content", [
     {"notes.txt": "mine"},
     {"sub/data.csv": "a,b"},
-    {".hidden": "x"},
+    {".gitkeep": "", "notes.txt": "mine"},
     {"manifest.json": '{"name": "my web app", "version": 2}'},  # another program's manifest
+    {"manifest.json": '{"format_version": 1}'},  # nor is a version alone a funnel model's
     {"manifest.json": "not json"},
 ])
 def test_a_folder_of_other_things_and_no_model_is_refused_untouched(fitted, tmp_path, content):
@@ -124,6 +125,11 @@ def test_a_new_empty_or_funnel_only_folder_is_accepted(fitted, tmp_path):
     (leftovers / ".funnel.lock").write_bytes(b"")
     (leftovers / ".manifest.json.k2j_4g5x.tmp").write_bytes(b"{")
     fitted.save(leftovers)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / ".gitkeep").write_bytes(b"")  # hidden files do not make a folder someone else's
+    fitted.save(tmp_path / "kept")
+    assert (tmp_path / "kept" / ".gitkeep").exists()
+    Recommender.load(tmp_path / "kept")
     for folder in (tmp_path / "new" / "deeper", tmp_path / "empty", leftovers):
         assert {f.name for f in folder.iterdir()} == _listed(folder)
         Recommender.load(folder)
@@ -401,3 +407,14 @@ def test_a_mutated_manifest_loads_or_is_an_artifact_error(pristine, data):
             event("refused")
     finally:
         (path / "manifest.json").write_text(text)
+
+
+def test_a_save_replaces_a_link_in_place_of_one_of_its_files(fitted, tmp_path):
+    first = fitted.save(tmp_path / "first")
+    folder = fitted.save(tmp_path / "second")
+    name = next(p.name for p in folder.glob("data-artist_ids-*.npy"))
+    (folder / name).unlink()
+    (folder / name).symlink_to(first / name)  # the same bytes, through a link: a load would refuse it
+    fitted.save(folder)
+    assert not (folder / name).is_symlink()
+    Recommender.load(folder)

@@ -1050,21 +1050,23 @@ def threads_named(prefix: str) -> int:
 
 
 def test_the_cost_of_a_request_is_capped_up_front(own_model):
+    from funnel.errors import ConfigError
     from funnel.serving import create_app
 
-    app = create_app(own_model, max_n=50, max_cost=30)
+    app = create_app(own_model, max_n=50, max_cost=15)
     spec = app.openapi()
-    artists = [int(a) for a in own_model.artist_ids_[:20]]
+    artists = [int(a) for a in own_model.artist_ids_[:10]]
     user = int(own_model.user_ids_[0])  # 20 artists in its training history (synthetic data)
     with in_process(app) as base:
         assert call(base, "/recommend/history", {"artists": artists})[0] == 200
+        assert call(base, "/recommend", {"user_id": user})[0] == 200  # one user is never too costly
         status, answer = call(base, "/recommend/batch", {"histories": [{"id": 1, "artists": artists},
                                                                        {"id": 2, "artists": artists}]})
-        assert status == 422 and "40 artist entries" in messages(answer) and "limit is 30" in messages(answer)
+        assert status == 422 and "20 artist entries" in messages(answer) and "limit is 15" in messages(answer)
         assert_documented(spec, "post", "/recommend/batch", status, answer)
         status, answer = call(base, "/recommend/batch", {"users": [user], "histories": [{"id": 1, "artists": artists}]})
         assert status == 422 and answer["detail"][0]["type"] == "request_cost"
-    with pytest.raises(Exception, match="at least 1"):
+    with pytest.raises(ConfigError, match="at least 1"):
         create_app(own_model, threads=0)
 
 
@@ -1188,3 +1190,45 @@ def test_a_reload_refuses_a_model_that_cannot_serve_what_is_served(own_model, fi
         app.state.reload_model(str(tmp_path / "served"))
     monkeypatch.undo()
     assert app.state.reload_model(str(tmp_path / "served"))["status"] == "reloaded"
+
+
+def test_a_slow_or_keyless_client_holds_no_slot_and_a_refusal_is_readable_and_counted(own_model):
+    from funnel.serving import create_app
+    from funnel.serving.auth import USER, APIKeys, digest
+
+    app = create_app(own_model, max_n=50, time_budget=1.0, threads=1, queue=0,
+                     api_keys=APIKeys(((digest(KEY), USER),)), cors_origins=["https://app.example.com"])
+    spec = app.openapi()
+    assert "408" in spec["paths"]["/recommend/history"]["post"]["responses"]
+    history = json.dumps({"artists": [int(own_model.artist_ids_[0])], "n": 3}).encode()
+    keyed = {"X-API-Key": KEY}
+
+    def partial(headers: str) -> socket.socket:
+        """A request whose headers and first byte of body are sent, the rest never."""
+        host, port = base.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)), timeout=30)
+        sock.sendall(f"POST /recommend/history HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     f"Content-Length: 100\r\n{headers}\r\n{{".encode())
+        return sock
+
+    with in_process(app) as base:
+        keyless = partial("")
+        assert call(base, "/recommend/history", history, headers=keyed)[0] == 200  # the keyless one took no slot
+        slow = partial(f"X-API-Key: {KEY}\r\n")  # holds the only slot while its body does not come
+        time.sleep(0.2)
+        refused = urllib.request.Request(base + "/recommend/history", data=history, method="POST", headers={
+            "Content-Type": "application/json", "Origin": "https://app.example.com", **keyed})
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(refused, timeout=30)
+        assert error.value.code == 503 and b"at capacity" in error.value.read()
+        # a browser may read it: the refusal carries CORS headers and Retry-After
+        assert error.value.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert error.value.headers["retry-after"] == "1"
+        first_line = slow.recv(200).split(b"\r\n")[0]
+        assert b" 408 " in first_line  # within the time budget the body must come
+        slow.close()
+        keyless.close()
+        assert call(base, "/recommend/history", history, headers=keyed)[0] == 200  # the slot came back
+        metrics = urllib.request.urlopen(urllib.request.Request(base + "/metrics", headers=keyed), timeout=30)
+        text = metrics.read().decode()
+    assert re.search(r'funnel_requests_total\{endpoint="/recommend/history",method="POST",status="503"\} 1', text)

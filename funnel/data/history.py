@@ -44,8 +44,7 @@ def parse_history(history: History, artist_ids: np.ndarray) -> tuple[sp.csr_matr
         plays = np.ones(len(ids))
     if len(ids) == 0:
         raise DataError("history is empty; give at least one known artist id")
-    # the bound as stored: a count that rounds to float32's 1e30 (1.0000000150474662e30) is within it
-    fine = np.isfinite(plays) & (plays > 0) & (plays <= float(np.float32(MAX_WEIGHT)))
+    fine = np.isfinite(plays) & (plays > 0) & (plays <= MAX_WEIGHT)
     if not fine.all():
         bad = plays[~fine][:3].tolist()
         raise DataError(f"history play counts must be finite numbers > 0 and <= {MAX_WEIGHT:.0e} "

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from funnel.errors import ConfigError
+from funnel.errors import ConfigError, shorten
 
 INT64_MIN, INT64_MAX = np.iinfo(np.int64).min, np.iinfo(np.int64).max
 LONG_ID = 256  # characters: a list with a longer string id is kept as objects, not widened
@@ -70,7 +70,7 @@ def id_range(ids: np.ndarray) -> str:
 def shown_ids(values: Any, limit: int = 5, width: int = 40) -> str:
     """Up to ``limit`` of ``values`` for a message, each cut at ``width`` characters."""
     values = list(values)
-    shown = [text if len(text := repr(value)) <= width else text[:width - 3] + "..." for value in values[:limit]]
+    shown = [shorten(repr(value), width) for value in values[:limit]]
     return f"[{', '.join(shown)}{', ...' if len(values) > limit else ''}]"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from funnel.errors import DataError
+from funnel.errors import DataError, shorten
 
 MAX_WEIGHT = 1e30  # play counts are stored as float32
 # text that every engine reads as the same number (pandas, DuckDB and Spark each also take
@@ -221,10 +221,10 @@ def show(value: Any, missing: str = "an empty value (null or NaN)") -> str:
     if is_missing(value):
         return missing
     if isinstance(value, decimal.Decimal):
-        return str(value)
+        return shorten(str(value))
     if isinstance(value, datetime.date):  # pandas Timestamps too
         return repr(str(value))
-    return repr(value)
+    return shorten(repr(value))
 
 
 def row_with(cells: Mapping[str, Any]) -> str:

@@ -322,6 +322,10 @@ def locked_directory(directory: Path, name: str) -> Iterator[None]:
                 break
         except FileNotFoundError:
             pass
+        except OSError as exc:  # a file system without locks (ENOLCK), ...
+            os.close(fd)
+            raise ArtifactError(f"cannot lock {directory} ({path}: {exc.strerror or exc}); save into a directory "
+                                "on a local file system") from exc
         except BaseException:
             os.close(fd)
             raise

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from funnel.errors import ArtifactError
+from funnel.errors import ArtifactError, shorten
 from funnel.persistence.files import (
     TEMP_NAME,
     atomic_write,
@@ -150,8 +150,7 @@ def validate_manifest(manifest: dict[str, Any], where: Path) -> Manifest:
             if error["type"] == "missing":
                 problems.append(f"lacks entry {at!r}")
             else:
-                shown = repr(error["input"])
-                shown = shown if len(shown) <= 60 else shown[:57] + "..."
+                shown = shorten(repr(error["input"]), 60)
                 message = error["msg"].removeprefix("Value error, ")
                 problems.append(f"entry {at!r} {message[:1].lower()}{message[1:]} (got {shown})")
         more = f" and {len(errors) - 12} more" if len(errors) > 12 else ""
@@ -178,35 +177,39 @@ def write_model(path: Path, states: dict[str, PartState], manifest: dict[str, An
     except OSError as exc:
         raise ArtifactError(f"cannot create the model directory {path}: {exc.strerror or exc}; "
                             "choose another") from exc
-    with locked_directory(path, LOCK):
-        pending = _pending(path)
-        previous = _previous_names(path, pending)
-        for name in os.listdir(path):  # temp files of a save that was killed (no other save runs: locked)
-            if _is_temp(name) and os.path.isfile(path / name) and not os.path.islink(path / name):
-                _unlink(path / name)
-        created: set[str] = set()
-        try:
-            arrays = {f"{key}{SEP}{name}": _write_array(path, key, name, value, created)
-                      for key, state in states.items() for name, value in state.arrays.items()}
-            files = {}
-            for key, state in states.items():
-                for name, data in state.files.items():
-                    stem, dot, suffix = name.rpartition(".")
-                    files[f"{key}{SEP}{name}"] = _write_hashed(path, _stem(key, stem), _UNSAFE.sub("-", dot + suffix),
-                                                               data, created)
-            manifest = {"format_version": FORMAT_VERSION, "saved_at": datetime.now(timezone.utc).isoformat(),
-                        "versions": library_versions(), **manifest, "arrays": arrays, "files": files}
-            validate_manifest(manifest, path / MANIFEST)  # what is written must load
-            save_json(path / MANIFEST, manifest)
-        except BaseException:
-            if not any(os.path.lexists(path / name) for name in pending | created):
-                _unlink(path / PENDING)  # nothing of this save's is left to clean up
-            raise
-        keep = {entry["name"] for entry in (*arrays.values(), *files.values())} | {MANIFEST}
-        for name in (previous | pending) - keep:
-            if os.path.isfile(path / name) and not os.path.islink(path / name):
-                _unlink(path / name)
-        _unlink(path / PENDING)
+    try:
+        with locked_directory(path, LOCK):
+            pending = _pending(path)
+            previous = _previous_names(path, pending)
+            for name in os.listdir(path):  # temp files of a save that was killed (no other save runs: locked)
+                if _is_temp(name) and os.path.isfile(path / name) and not os.path.islink(path / name):
+                    _unlink(path / name)
+            created: set[str] = set()
+            try:
+                arrays = {f"{key}{SEP}{name}": _write_array(path, key, name, value, created)
+                          for key, state in states.items() for name, value in state.arrays.items()}
+                files = {}
+                for key, state in states.items():
+                    for name, data in state.files.items():
+                        stem, dot, suffix = name.rpartition(".")
+                        files[f"{key}{SEP}{name}"] = _write_hashed(
+                            path, _stem(key, stem), _UNSAFE.sub("-", dot + suffix), data, created)
+                manifest = {"format_version": FORMAT_VERSION, "saved_at": datetime.now(timezone.utc).isoformat(),
+                            "versions": library_versions(), **manifest, "arrays": arrays, "files": files}
+                validate_manifest(manifest, path / MANIFEST)  # what is written must load
+                save_json(path / MANIFEST, manifest)
+            except BaseException:
+                if not any(os.path.lexists(path / name) for name in pending | created):
+                    _unlink(path / PENDING)  # nothing of this save's is left to clean up
+                raise
+            keep = {entry["name"] for entry in (*arrays.values(), *files.values())} | {MANIFEST}
+            for name in (previous | pending) - keep:
+                if os.path.isfile(path / name) and not os.path.islink(path / name):
+                    _unlink(path / name)
+            _unlink(path / PENDING)
+    except OSError as exc:  # listing the directory, the note of pending files, ...
+        raise ArtifactError(f"saving into {path} failed: {exc.strerror or exc}; the previous model, if any, is "
+                            "unchanged") from exc
     return path
 
 
@@ -234,8 +237,9 @@ def _pending(path: Path) -> set[str]:
 def _previous_names(path: Path, pending: set[str]) -> set[str]:
     """The data files the manifest in ``path`` lists; a directory holding other files and no manifest is refused."""
     if not os.path.lexists(path / MANIFEST):
+        # hidden files (.gitkeep, .DS_Store) do not make a folder someone else's
         others = sorted(name for name in os.listdir(path)
-                        if name not in (LOCK, PENDING) and name not in pending and not _is_temp(name))
+                        if not name.startswith(".") and name not in pending and not _is_temp(name))
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
             raise ArtifactError(f"cannot save a model into {path}: it holds other files ({shown}) and no saved "
@@ -243,8 +247,9 @@ def _previous_names(path: Path, pending: set[str]) -> set[str]:
         return set()
     try:
         old = load_json(path / MANIFEST)
-        if type(old.get("format_version")) is not int:
-            raise ArtifactError("it has no format version")
+        if type(old.get("format_version")) is not int or not isinstance(old.get("arrays"), dict) \
+                or not isinstance(old.get("data_fingerprint"), str):
+            raise ArtifactError("it has no format version, arrays and data fingerprint")
     except ArtifactError as exc:
         raise ArtifactError(f"cannot save a model into {path}: its {MANIFEST} is not a funnel model's ({exc}); "
                             f"save into a new or empty directory, or remove {path / MANIFEST}") from exc
@@ -292,9 +297,12 @@ def _write_hashed(directory: Path, stem: str, suffix: str, data: bytes, created:
                      0o666)
         with os.fdopen(fd, "w", encoding="utf-8") as journal:
             journal.write(name + "\n")
+            journal.flush()
+            os.fsync(journal.fileno())  # the note must outlive a crash that the file it names survives
         created.add(name)
         atomic_write(directory / name, lambda handle: handle.write(data))
-    elif not (directory / name).is_file() or sha256_file(directory / name) != digest:
+    elif (os.path.islink(directory / name) or not (directory / name).is_file()
+          or sha256_file(directory / name) != digest):  # a link is replaced: loads read no links
         atomic_write(directory / name, lambda handle: handle.write(data))
     return {"name": name, "sha256": digest, "size": len(data)}
 

@@ -22,7 +22,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar, cast
@@ -52,11 +52,11 @@ from funnel import __version__
 from funnel.data.dataset import MAX_WEIGHT
 from funnel.data.history import parse_history
 from funnel.data.ids import id_kind, lookup_ids
-from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError
+from funnel.errors import ConfigError, DataError, FunnelError, UnknownUserError, shorten
 from funnel.persistence.files import load_json
 from funnel.persistence.model import FORMAT_VERSION
 from funnel.recommender import Recommender
-from funnel.serving.auth import ADMIN, KEY_FILE_ENV, USER, APIKeys, is_loopback, key_file_setting
+from funnel.serving.auth import ADMIN, KEY_FILE_ENV, APIKeys, is_loopback, key_file_setting
 
 logger = logging.getLogger("funnel")
 
@@ -93,15 +93,10 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def _cut(text: str, limit: int = 40) -> str:
-    """``text`` cut at ``limit`` characters: a message names the input, never echoes much of it."""
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _shown(value: Any) -> str:
     """A request value as JSON, cut short."""
     try:
-        return _cut(json.dumps(value))
+        return shorten(json.dumps(value))
     except (TypeError, ValueError):
         return type(value).__name__
 
@@ -397,17 +392,23 @@ class Reloaded(BaseModel):
 
 def _errors(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
     """``responses=`` of a route: its error statuses (and 413, 500) with ``ErrorMessage`` bodies."""
-    common = {413: "The request body is over the size limit", 500: "Unexpected error; details in the server log"}
+    common = {408: "The request body was not received within the time budget",
+              413: "The request body is over the size limit", 500: "Unexpected error; details in the server log"}
     return {code: {"model": ErrorMessage, "description": text}
             for code, text in sorted({**descriptions, **common}.items())}
 
 
 class BodyLimit:
-    """ASGI middleware answering 413 to request bodies over ``max_bytes`` (declared or streamed)."""
+    """ASGI middleware answering 413 to request bodies over ``max_bytes`` (declared or streamed).
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    A body not received within ``max_seconds`` answers 408: a client that sends slowly does
+    not keep its admission slot (:class:`Admit`) for longer than a request may take.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, max_seconds: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -415,19 +416,26 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         too_large = declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes)
+        import anyio
+
         body, received, more = b"", 0, True
         # read the body to its end even when too large (discarding it), so that the client,
         # still sending, gets the 413 instead of a reset connection; give up past DRAIN_BYTES
-        while more and received <= DRAIN_BYTES:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            more = message.get("more_body", False)
-            too_large = too_large or received > self.max_bytes
-            if not too_large:
-                body += chunk
+        with anyio.move_on_after(self.max_seconds) as reading:
+            while more and received <= DRAIN_BYTES:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                received += len(chunk)
+                more = message.get("more_body", False)
+                too_large = too_large or received > self.max_bytes
+                if not too_large:
+                    body += chunk
+        if reading.cancelled_caught:
+            await _send_json(send, 408, b'{"detail":"the request body was not received within %g s; send it '
+                                        b'at once"}' % self.max_seconds)
+            return
         if too_large:
             await self._too_large(send)
             return
@@ -443,11 +451,15 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, send: Any) -> None:
-        payload = (b'{"detail":"request body too large: the limit is %d bytes"}' % self.max_bytes)
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await _send_json(send, 413, b'{"detail":"request body too large: the limit is %d bytes"}' % self.max_bytes)
+
+
+async def _send_json(send: Any, status: int, payload: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """Answer ``status`` with the JSON ``payload`` from an ASGI middleware."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            *headers]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class CatchErrors:
@@ -477,13 +489,11 @@ class CatchErrors:
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:  # the answer is under way: nothing better to do than to end it
                 return
-            payload = b'{"detail":"internal error; see the server log"}'
-            await send({"type": "http.response.start", "status": 500,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(payload)).encode())]})
-            await send({"type": "http.response.body", "body": payload})
+            await _send_json(send, 500, b'{"detail":"internal error; see the server log"}')
 
 
+# the routes whose requests are admitted (:class:`Admit`) and run within the time budget
+SCORING_ROUTES = {"/recommend", "/recommend/history", "/recommend/batch", "/artists/{artist_id:path}/similar"}
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
@@ -581,28 +591,38 @@ class Admission:
 
 
 class Admit:
-    """ASGI middleware admitting scoring requests into an :class:`Admission`, or answering 503."""
+    """ASGI middleware admitting scoring requests into an :class:`Admission`, or answering 503.
 
-    def __init__(self, app: Any, admission: Admission) -> None:
+    ``router``'s routes whose path is in ``scoring`` are admitted; a request without a valid
+    credential (``authorized``, None: no keys) takes no slot and goes on to its 401.
+    """
+
+    def __init__(self, app: Any, admission: Admission, router: Any, scoring: set[str],
+                 authorized: Callable[[dict], bool] | None) -> None:
         self.app = app
         self.slots = admission.slots
+        self.router, self.scoring, self.authorized = router, scoring, authorized
 
-    @staticmethod
-    def scores(scope: dict) -> bool:
-        path = scope.get("path", "")
-        return scope["type"] == "http" and scope.get("method") in ("GET", "POST") and (
-            path.startswith("/recommend") or path.startswith("/artists/"))
+    def scoring_route(self, scope: dict) -> Any:
+        """The scoring route ``scope`` calls, or None (another route, or no route)."""
+        from starlette.routing import Match
+
+        if scope["type"] != "http":
+            return None
+        for route in self.router.routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return route if getattr(route, "path", None) in self.scoring else None
+        return None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if not self.scores(scope):
+        route = self.scoring_route(scope)
+        if route is None or (self.authorized is not None and not self.authorized(scope)):
             await self.app(scope, receive, send)
             return
         if not self.slots.acquire(blocking=False):
-            payload = b'{"detail":"the service is at capacity: every scoring slot is taken; retry later"}'
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
-                                    (b"content-length", str(len(payload)).encode())]})
-            await send({"type": "http.response.body", "body": payload})
+            scope["route"] = route  # for the metrics: answered here, before routing
+            await _send_json(send, 503, b'{"detail":"the service is at capacity: every scoring slot is taken; '
+                                        b'retry later"}', [(b"retry-after", b"1")])
             return
         ticket = _Ticket(self.slots)
         token = _TICKET.set(ticket)
@@ -678,7 +698,7 @@ def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity where the platform tells it)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on macOS or Windows
+    except AttributeError:  # macOS and Windows have no sched_getaffinity
         return max(1, os.cpu_count() or 1)
 
 
@@ -742,7 +762,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         ``4 * max_history``); more is a 422.
     threads : int
         Requests scored at once, each on a thread of the service's pool (default: the
-        cores this process may use).
+        cores this process may use, at least 2).
     queue : int
         Requests admitted to wait for a scoring thread (default ``4 * threads``); a request
         beyond ``threads + queue`` answers 503 with ``Retry-After`` before its body is read.
@@ -776,7 +796,8 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     max_batch = max_batch if max_batch is not None else _env_number("max_batch", MAX_BATCH)
     time_budget = time_budget if time_budget is not None else _env_number("time_budget", TIME_BUDGET, float)
     max_cost = max_cost if max_cost is not None else _env_number("max_cost", 4 * max_history)
-    threads = threads if threads is not None else _env_number("threads", usable_cores())
+    # two at least: on one core a cheap request still need not wait for a costly one to end
+    threads = threads if threads is not None else _env_number("threads", max(2, usable_cores()))
     queue = queue if queue is not None else _env_number("queue", QUEUE_PER_THREAD * threads, int, 0)
     for name, value in (("max_cost", max_cost), ("threads", threads), ("queue", queue)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (name != "queue"):
@@ -802,7 +823,18 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                   description="Two-stage music-artist recommendations from a saved funnel model. "
                               f"User ids are {KIND_WORDS[user_kind]}, artist ids {KIND_WORDS[artist_kind]}.")
     app.add_middleware(CatchErrors)  # innermost of these: the metrics count its 500s
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, max_seconds=time_budget)
+
+    def authorized(scope: dict) -> bool:
+        from starlette.datastructures import Headers
+
+        headers = Headers(scope=scope)
+        return api_keys is not None and api_keys.request_role(headers.getlist("x-api-key"),
+                                                              headers.getlist("authorization")) is not None
+
+    # before the body is read (a refused request costs nothing), within CORS (a browser reads the 503)
+    app.add_middleware(Admit, admission=admission, router=app.router, scoring=SCORING_ROUTES,
+                       authorized=authorized if api_keys is not None else None)
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -819,7 +851,6 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                          "n_artists": str(len(served.model.artist_ids_)),
                          "saved_at": str(served.provenance.get("saved_at", ""))})
     describe(current)
-    app.add_middleware(Admit, admission=admission)  # before the body is read: a refused request costs nothing
     app.add_middleware(Metrics, registry=registry)  # outermost: it counts the 413s of BodyLimit too
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer KEY")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: KEY")
@@ -828,21 +859,15 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                 key: Annotated[str | None, Depends(header)]) -> str:
         """The role of the request's key; 401 without one of the service's keys.
 
-        A request may carry its key in either header; every credential it presents must be
-        valid (an unknown key beside a valid one, a header sent twice with a wrong value in
-        either, or an ``Authorization`` of another scheme, is refused), and the lesser role
-        of several keys counts. ``credentials`` and ``key`` (the first of each header) are
-        there for the OpenAPI document; every header sent is read from the request.
+        Every header sent is read (:meth:`APIKeys.request_role`); ``credentials`` and ``key``
+        (the first of each header) are there for the OpenAPI document.
         """
-        presented = list(request.headers.getlist("x-api-key"))
-        for value in request.headers.getlist("authorization"):
-            scheme, _, token = value.strip().partition(" ")
-            presented.append(token.strip() if scheme.lower() == "bearer" else "")  # another scheme: no key
-        roles = [api_keys.role(k) for k in presented] if api_keys else []
-        if not roles or None in roles:
+        role = api_keys.request_role(request.headers.getlist("x-api-key"),
+                                     request.headers.getlist("authorization")) if api_keys else None
+        if role is None:
             raise HTTPException(status_code=401, headers={"WWW-Authenticate": "Bearer"},
                                 detail="missing or unknown API key: send Authorization: Bearer KEY or X-API-Key: KEY")
-        return USER if USER in roles else ADMIN  # a user key beside an admin key: user
+        return role
 
     guard: list[Any] = [Depends(role_of)] if api_keys is not None else []
 
@@ -942,7 +967,8 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
         if cost > max_cost:
             raise invalid_input(("body",), f"this request reads {cost:,} artist entries (the histories it sends and "
                                            f"its users' training histories); the service's limit is {max_cost:,}: "
-                                           "split it into smaller requests", "request_cost")
+                                           "split it into smaller requests (POST /recommend takes any one user)",
+                                 "request_cost")
 
     unparsable = "The body is not JSON that FastAPI can parse (not UTF-8, or a number too long to convert)"
 
@@ -972,8 +998,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     def recommend(payload: recommend_request) -> dict[str, Any]:  # type: ignore[valid-type]
         """Top-n artists for a known user, under the request's rules; 404 for an unknown user."""
         model = current.model  # a reload during this request leaves it on the model it started with
-        body = cast(RecommendRequest, payload)
-        check_cost(model, [body.user_id], [])
+        body = cast(RecommendRequest, payload)  # one user is never too costly: the model holds its history
         # an unknown user (an id past 64 bits too) raises UnknownUserError: 404
         if allows_nothing(model, body) and lookup_ids(model.user_ids_, [body.user_id])[0] >= 0:
             return {"user_id": body.user_id, "recommendations": []}
@@ -1103,7 +1128,8 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
     # ``:path``: a string id may hold "/" (sent as %2F, which the server decodes before routing)
     path_id = Path(description=f"an artist id of the catalogue ({KIND_WORDS[artist_kind]}); percent-encode "
                                "characters such as / ? # % and spaces")
-    path_schema = WithJsonSchema({"type": "integer"} if artist_kind == "int" else {"type": "string"})
+    path_schema = WithJsonSchema({"type": "integer"} if artist_kind == "int"
+                                 else {"type": "string", "maxLength": MAX_ID_CHARS})
 
     @app.get("/artists/{artist_id:path}/similar", response_model=SimilarArtists,
              responses=errors({404: "Unknown artist id: not in the catalogue", 503: budget_exceeded}),
@@ -1126,7 +1152,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, max_n: int 
                                                        f"{len(artist_id):,}", "string_too_long")
         column = -1 if wanted is None else int(lookup_ids(model.artist_ids_, [wanted])[0])
         if column < 0:
-            label = _cut(artist_id) if artist_kind == "int" else _shown(artist_id)
+            label = shorten(artist_id) if artist_kind == "int" else _shown(artist_id)
             raise HTTPException(status_code=404, detail=f"unknown artist id {label}: not in the catalogue")
         frame = model.similar_artists(wanted, n=n)
         return {"artist_id": _scalar(model.artist_ids_[column]), "name": str(model.artist_names_[column]),
@@ -1293,7 +1319,7 @@ def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, max_n: int 
     share = str(max(1, usable_cores() // workers))
     for variable in THREAD_VARIABLES:
         os.environ.setdefault(variable, share)
-    os.environ.setdefault(ENV["threads"], share)
+    os.environ.setdefault(ENV["threads"], str(max(2, int(share))))
     for name, value in (("max_cost", max_cost), ("threads", threads), ("queue", queue)):
         if value is not None:
             os.environ[ENV[name]] = str(value)

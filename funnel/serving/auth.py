@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,6 +88,22 @@ class APIKeys:
         """
         key_file = key_file_setting()
         return cls.from_file(key_file) if key_file is not None else None
+
+    def request_role(self, keys: Sequence[str], authorizations: Sequence[str]) -> str | None:
+        """The role of a request's credentials: every ``X-API-Key`` and ``Authorization`` header it sent.
+
+        Every credential must be one of the keys (an unknown or empty one beside a valid one,
+        or an ``Authorization`` of another scheme than ``Bearer``, gives None), and of several
+        valid keys the lesser role counts. None also when the request sent no credential.
+        """
+        presented = list(keys)
+        for value in authorizations:
+            scheme, _, token = value.strip().partition(" ")
+            presented.append(token.strip() if scheme.lower() == "bearer" else "")  # another scheme: no key
+        roles = [self.role(key) for key in presented]
+        if not roles or None in roles:
+            return None
+        return USER if USER in roles else ADMIN
 
     def role(self, key: str | None) -> str | None:
         """The role of ``key`` (``user`` or ``admin``), or None when it is missing or not one of the keys."""
