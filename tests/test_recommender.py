@@ -323,7 +323,7 @@ def test_failed_save_leaves_previous_model_loadable(fitted, tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(model_module, "save_json", broken)  # the new data files are written, the manifest not
-    with pytest.raises(OSError):
+    with pytest.raises(ArtifactError, match="No space left on device; the previous model, if any, is unchanged"):
         other.save(path)
     monkeypatch.undo()
     assert len(list(path.glob("ranker-coef-*.npy"))) == 2
