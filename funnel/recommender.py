@@ -428,6 +428,29 @@ class Recommender:
 
         return in_batches(rank_batch, rows, BATCH_USERS, self.config_.n_threads, self.config_.show_progress)
 
+    def training_histories(self) -> pd.DataFrame:
+        """The training histories the model holds, as the rows :meth:`recommend_for_histories` takes.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``user_id, artist_id, weight`` (float64 plays), one row per (user, artist) pair
+            of the training data, in the model's ids.
+
+        Raises
+        ------
+        UnknownUserError
+            The model was saved artist-side only and holds no histories.
+        """
+        self.check_fitted()
+        if self.artist_side_only_:
+            raise UnknownUserError("this model was saved artist-side only (save(..., artist_side_only=True)) and "
+                                   "holds no training histories; score listeners from histories of your own with "
+                                   "recommend_for_histories")
+        plays = self.history_.tocoo()
+        return pd.DataFrame({"user_id": self.user_ids_[plays.row], "artist_id": self.artist_ids_[plays.col],
+                             "weight": plays.data.astype(np.float64)})
+
     def similar_artists(self, artist_id: Any, n: int = 10) -> pd.DataFrame:
         """The ``n`` artists nearest to ``artist_id`` (or to each of a list of ids).
 

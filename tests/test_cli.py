@@ -1,13 +1,15 @@
-"""main.py end to end: the CSV, reuse of saved parts, one-line errors, no partial output."""
+"""The command line end to end: the CSV, reuse of saved parts, one-line errors, no partial output."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-import main
-from args import parse_args, to_config
 from funnel import FunnelConfig
+from funnel.cli import parse_args, run, to_config
 from funnel.datasets import synthetic
 
 
@@ -37,7 +39,7 @@ def data_dir(tmp_path_factory):
 
 
 def cli(tmp_path, data, *extra):
-    return main.run(["--data", str(data), "--artifacts", str(tmp_path / "art"), "--output",
+    return run(["--data", str(data), "--artifacts", str(tmp_path / "art"), "--output",
                      str(tmp_path / "recs.csv"), "--progress", "False", *extra])
 
 
@@ -71,7 +73,7 @@ def test_errors_are_one_line_and_leave_no_partial_csv(tmp_path, data_dir, capsys
     (tmp_path / "recs.csv").write_text("previous\n")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    assert main.run(["--data", str(data_dir), "--output", str(blocker / "x.csv")]) == 1
+    assert run(["--data", str(data_dir), "--output", str(blocker / "x.csv")]) == 1
     assert "cannot create directory" in capsys.readouterr().err
 
     def explode(self, n=20, users=None, explain=False):
@@ -92,6 +94,23 @@ def test_flags_map_onto_the_config():
     assert to_config(parse_args([])).candidates == default.candidates
 
 
+def test_flags_without_a_command_are_trains_and_the_retrain_flags_have_long_names():
+    assert parse_args([]).command == "train" and parse_args(["score", "--output", "r.csv"]).command == "score"
+    short = to_config(parse_args(["--runsvd", "True", "--judge", "yes"]))
+    assert short == to_config(parse_args(["train", "--retrain-svd", "True", "--retrain-ranker", "yes"]))
+    assert short.reuse_svd is False and short.reuse_ranker is False
+
+
+def test_main_py_runs_the_command_line_of_the_package():
+    root = Path(__file__).resolve().parents[1]
+    shown = subprocess.run([sys.executable, "main.py", "--help"], cwd=root, capture_output=True, text=True)
+    assert shown.returncode == 0 and "{train,serve,score}" in shown.stdout
+    refused = subprocess.run([sys.executable, "main.py", "--retrain-svd", "maybe"], cwd=root, capture_output=True,
+                             text=True)
+    assert refused.returncode == 2
+    assert "main.py train: error: argument --runsvd/--retrain-svd: expected True or False" in refused.stderr
+
+
 def test_a_bad_candidates_flag_is_one_line_before_any_work(tmp_path, data_dir, capsys):
     assert cli(tmp_path, data_dir, "--candidates", "0") == 1
     err = capsys.readouterr().err.strip()
@@ -101,7 +120,7 @@ def test_a_bad_candidates_flag_is_one_line_before_any_work(tmp_path, data_dir, c
 
 def test_boolean_flags_need_true_or_false(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        main.run(["--runsvd", "maybe"])
+        run(["--runsvd", "maybe"])
     assert exit_info.value.code == 2
     assert "expected True or False" in capsys.readouterr().err
 
@@ -137,7 +156,7 @@ def event_log(tmp_path_factory):
 
 
 def events_cli(tmp_path, *extra):
-    return main.run(["--artifacts", str(tmp_path / "art"), "--progress", "False", *extra])
+    return run(["--artifacts", str(tmp_path / "art"), "--progress", "False", *extra])
 
 
 def test_an_event_log_trains_and_writes_parquet_and_duckdb_in_its_own_ids(tmp_path, event_log, capsys):
@@ -180,7 +199,7 @@ def test_event_flags_are_checked_before_any_work(tmp_path, event_log, capsys):
         (["--events", "x", "--min-duration", "30"], "--duration-col and --min-duration go together"),
     ]:
         with pytest.raises(SystemExit) as exit_info:
-            main.run(flags)
+            run(flags)
         assert exit_info.value.code == 2
         assert message in capsys.readouterr().err
     log = ["--events", str(root / "plays.parquet"), *LOG_FLAGS]
@@ -218,14 +237,14 @@ def test_csv_output_reads_back_every_row_and_id_as_written(tmp_path, capsys):
     assert len(written) == 10 * len(users)  # a bare \r written unquoted reads back as a line end: rows more
     assert set(written["user_id"]) == set(users.values()) and set(written["artist_id"]) <= set(artists.values())
     # score writes CSV the same way; a spreadsheet copy guards the formula-like cells and keeps the rows
-    assert main.run(["score", "--artifacts", str(tmp_path / "art"), "--topn", "10", "--progress", "False",
+    assert run(["score", "--artifacts", str(tmp_path / "art"), "--topn", "10", "--progress", "False",
                      "--output", str(tmp_path / "scored.csv"), "--csv-spreadsheet-safe", "True"]) == 0
     scored = pd.read_csv(tmp_path / "scored.csv", keep_default_na=False)
     assert len(scored) == len(written)
     guarded = {("'" + user if user[0] in "=+-@\t" else user) for user in users.values()}
     assert set(scored["user_id"]) == guarded
     with pytest.raises(SystemExit) as exit_info:
-        main.run(["score", "--output", str(tmp_path / "x.parquet"), "--csv-spreadsheet-safe", "True"])
+        run(["score", "--output", str(tmp_path / "x.parquet"), "--csv-spreadsheet-safe", "True"])
     assert exit_info.value.code == 2 and "--csv-spreadsheet-safe applies to a .csv --output only" in (
         capsys.readouterr().err)
 
@@ -254,13 +273,13 @@ def test_score_refuses_to_write_over_or_into_its_inputs_before_any_work(tmp_path
         ("spark", tmp_path / "hist.parquet" / "part-0.parquet", tmp_path / "hist.parquet", "holds the --histories"),
     ]
     for engine, source, output, message in cases:
-        assert main.run([*base, "--engine", engine, "--histories", str(source), "--output", str(output)]) == 1
+        assert run([*base, "--engine", engine, "--histories", str(source), "--output", str(output)]) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: --output ") and message in err and "\n" not in err, (engine, source, output)
-    assert main.run([*base, "--engine", "local", "--exclude", str(histories), "--output", str(histories)]) == 1
+    assert run([*base, "--engine", "local", "--exclude", str(histories), "--output", str(histories)]) == 1
     assert "is the --exclude file" in capsys.readouterr().err
     # a Spark output written over the model directory would replace the model
-    assert main.run(["score", "--engine", "spark", "--artifacts", str(tmp_path / "art.parquet"),
+    assert run(["score", "--engine", "spark", "--artifacts", str(tmp_path / "art.parquet"),
                      "--output", str(tmp_path / "art.parquet")]) == 1
     assert "holds the --artifacts" in capsys.readouterr().err
     assert histories.read_bytes() == before
@@ -272,9 +291,9 @@ def test_an_empty_api_key_file_is_an_error_not_an_open_service(tmp_path, capsys,
 
     monkeypatch.delenv(KEY_FILE_ENV, raising=False)
     serve = ["serve", "--artifacts", str(tmp_path / "no-model"), "--host", "0.0.0.0"]
-    assert main.run([*serve, "--api-key-file", ""]) == 1
+    assert run([*serve, "--api-key-file", ""]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --api-key-file (api_key_file) is empty ('')") and "\n" not in err
     monkeypatch.setenv(KEY_FILE_ENV, " ")
-    assert main.run(serve) == 1
+    assert run(serve) == 1
     assert capsys.readouterr().err.startswith(f"error: {KEY_FILE_ENV} is empty (' '); name the API key file")

@@ -144,6 +144,17 @@ def test_a_known_users_history_as_a_new_user_gets_similar_lists(fitted, synth):
     assert len(known & folded) >= 10
 
 
+def test_training_histories_are_the_training_plays_as_rows(fitted, synth, tmp_path):
+    rows = fitted.training_histories()
+    expected = synth.interactions[["user_id", "artist_id", "weight"]].astype({"weight": "float64"})
+    pd.testing.assert_frame_equal(rows.sort_values(["user_id", "artist_id"], ignore_index=True),
+                                  expected.sort_values(["user_id", "artist_id"], ignore_index=True),
+                                  check_dtype=False, atol=1e-3)
+    artists_only = Recommender.load(fitted.save(tmp_path / "model", artist_side_only=True))
+    with pytest.raises(UnknownUserError, match="saved artist-side only .* holds no training histories"):
+        artists_only.training_histories()
+
+
 def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, monkeypatch):
     fits, splits = [], []
     real_fit, real_split = Stages.fit, fitting_module.history_split
