@@ -3,8 +3,10 @@ and property-based checks of the data and recommend APIs."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import re
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import funnel
 import funnel.persistence.files as files_module
 import main
 from funnel import ArtifactError, Dataset, FunnelError, Recommender
@@ -29,6 +32,14 @@ def test_no_pickle_anywhere_in_the_package():
     offenders = [f"{path.relative_to(ROOT)}:{number}" for path in sources
                  for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
     assert len(sources) > 20 and not offenders
+
+
+def test_every_name_a_module_exports_exists():
+    # ruff's F822 (a name in __all__ that is not defined) skips __init__.py; a star import would raise
+    missing = [f"{info.name}.{name}" for info in pkgutil.walk_packages(funnel.__path__, "funnel.")
+               for module in [importlib.import_module(info.name)]
+               for name in getattr(module, "__all__", ()) if not hasattr(module, name)]
+    assert not missing
 
 
 @pytest.fixture

@@ -6,7 +6,15 @@ another class there makes it available to every configuration (``docs/extending.
 
 from funnel.candidates.base import drop_seen, top_k_ordered, top_k_unseen
 from funnel.candidates.merge import CandidateSet, merge_candidates
-from funnel.candidates.sources import ALSSource, EASESource, FriendsSource, IndexSource, PopularitySource, TagSource
+from funnel.candidates.sources import (
+    ALSSource,
+    EASESource,
+    FriendsSource,
+    IndexSource,
+    ModelSource,
+    PopularitySource,
+    TagSource,
+)
 from funnel.protocols import CandidateSource
 from funnel.registry import Registry
 
