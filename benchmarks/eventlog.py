@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from funnel import Dataset
-from funnel.datasets import synthetic_events
-from funnel.events import read_events
+from funnel.data.events import read_events
+from funnel.data.synthetic import synthetic_events
 
 # about Last.fm's size: 3,000 listeners, 4,000 artists, 600,000 plays over a year
 SIZE = dict(n_users=3000, n_artists=4000, n_events=600_000)

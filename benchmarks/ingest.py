@@ -1,6 +1,6 @@
-"""Aggregating a listening log to (user, artist) rows: pandas against ``funnel.events.read_events`` (DuckDB).
+"""Aggregating a listening log to (user, artist) rows: pandas against ``funnel.data.events.read_events`` (DuckDB).
 
-The log is ``funnel.datasets.synthetic_events`` (string user ids, UUID artist ids, times),
+The log is ``funnel.data.synthetic.synthetic_events`` (string user ids, UUID artist ids, times),
 written to one Parquet file in a temporary directory; generating and writing it is not
 timed. Each method then runs in a fresh process, timed from before it reads the file to
 the aggregate in memory as a pandas frame:
@@ -58,7 +58,7 @@ def job(method: str, parquet: str, output: str, memory_limit: str | None, temp: 
     """One method in this (fresh) process; prints its figures as JSON and writes its aggregate to ``output``."""
     import pandas as pd
 
-    from funnel.events import read_events
+    from funnel.data.events import read_events
 
     imported = rss_mb()
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -144,7 +144,7 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from funnel.datasets import synthetic_events
+    from funnel.data.synthetic import synthetic_events
 
     out: dict = {"command": " ".join(["python", "benchmarks/ingest.py", *sys.argv[1:]]), "machine": machine(),
                  "versions": versions(), "load_average_1min": {"start": os.getloadavg()[0]}}

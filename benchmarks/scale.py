@@ -39,7 +39,7 @@ LATENCY_CALLS = 200    # single-user calls timed for p50/p99
 
 
 def dataset(size: str):
-    from funnel.datasets import synthetic
+    from funnel.data.synthetic import synthetic
 
     users, artists, per_user, clusters = SIZES[size]
     return synthetic(n_users=users, n_artists=artists, n_clusters=clusters, artists_per_user=per_user,

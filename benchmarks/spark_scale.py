@@ -48,7 +48,7 @@ def dataset(size: str):
         from funnel import load_lastfm
 
         return load_lastfm()
-    from funnel.datasets import synthetic
+    from funnel.data.synthetic import synthetic
 
     return synthetic(n_users=SIZES[size], n_artists=ARTISTS, n_clusters=CLUSTERS, artists_per_user=PER_USER,
                      tag_rows_per_artist=6.0, seed=0)

@@ -14,7 +14,6 @@ import pandas as pd
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
-from funnel.batching import in_batches
 from funnel.data import Dataset
 from funnel.data.history import History, parse_history
 from funnel.data.ids import lookup_ids
@@ -22,6 +21,7 @@ from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserErr
 from funnel.factors import EASE, confidence
 from funnel.recommender import check_n
 from funnel.sparse import top_n_per_row
+from funnel.threadpool import in_batches
 
 
 class _FullCatalogue:

@@ -154,7 +154,7 @@ class FunnelConfig(BaseModel):
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            raise ConfigError(describe(exc)) from None
+            raise ConfigError(describe_errors(exc)) from None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise ConfigError(f"a FunnelConfig cannot be changed; build a changed copy with "
@@ -226,7 +226,7 @@ class FunnelConfig(BaseModel):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def describe(exc: ValidationError) -> str:
+def describe_errors(exc: ValidationError) -> str:
     """One line per invalid setting: which, what it was given, and what it must be."""
     lines = []
     for error in exc.errors():

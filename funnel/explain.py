@@ -82,7 +82,7 @@ def driver(group: str) -> str:
     return next((word for prefix, word in DRIVERS if group.startswith(prefix)), "listening")
 
 
-def _listed(names: list[str]) -> str:
+def _in_words(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -95,7 +95,7 @@ def reason(sources: dict[str, int], because: list[str], contributions: dict[str,
     """
     phrases = {}
     if because:
-        phrases["listening"] = "because you listen to " + _listed(because)
+        phrases["listening"] = "because you listen to " + _in_words(because)
     if friends >= 1:
         phrases["friends"] = f"{friends} of your friends {'plays' if friends == 1 else 'play'} it"
     if "tags" in sources:

@@ -16,7 +16,6 @@ import scipy.sparse as sp
 from funnel import explain as explain_
 from funnel import fitting
 from funnel.batch import Batch
-from funnel.batching import in_batches
 from funnel.candidates import TagSource
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
@@ -29,6 +28,7 @@ from funnel.ranking import RANKERS
 from funnel.rules import Rules
 from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row
 from funnel.stages import Stages
+from funnel.threadpool import in_batches
 
 logger = logging.getLogger("funnel")
 

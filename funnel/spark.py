@@ -10,7 +10,7 @@ Java runtime.
   partition is scored by :meth:`funnel.Recommender.recommend_for_histories` inside
   ``mapInPandas``. Every Python worker loads the model once and keeps it for the tasks that
   follow, and scores on one BLAS/OpenMP thread, so a task takes one core as Spark assumes.
-- :func:`aggregate_events` is :func:`funnel.events.read_events` as a Spark job: one row per
+- :func:`aggregate_events` is :func:`funnel.data.events.read_events` as a Spark job: one row per
   (user, artist) with the play count or summed weight, first and last listen.
 
 Save the model with ``save(path, artist_side_only=True)``: it holds the artist side only,
@@ -119,7 +119,7 @@ def _id_column(frame: DataFrame, column: str, what: str, kind: str | None = None
 
 def _engine(limit: pd.Timestamp | None = None) -> Engine:
     """The :class:`funnel.data.plays.Engine` of Spark Columns."""
-    from funnel.events import EARLIEST
+    from funnel.data.events import EARLIEST
 
     F, _, _ = _pyspark()
     return Engine(present=lambda x, floating: x.isNotNull() & ~F.isnan(x) if floating else x.isNotNull(),
@@ -364,13 +364,13 @@ def recommend(histories: DataFrame, model: str | os.PathLike, n: int = 20, *, ex
     if explain:
         fields.append(types.StructField("reason", types.StringType()))
     task = _Task(path=name, shipped=ship, n=n, explain=explain,
-                 exclude=None if per_user or exclude is None else np.asarray(_listed(exclude)),
-                 allow=None if allow is None else np.asarray(_listed(allow)), filter_known=rules.filter_known,
+                 exclude=None if per_user or exclude is None else np.asarray(_as_list(exclude)),
+                 allow=None if allow is None else np.asarray(_as_list(allow)), filter_known=rules.filter_known,
                  per_user=per_user, columns=columns)
     return grouped.mapInPandas(functools.partial(_score_partition, task=task), types.StructType(fields))
 
 
-def _listed(ids: Any) -> list[Any]:
+def _as_list(ids: Any) -> list[Any]:
     """A list of artist ids as given (already checked by :class:`funnel.rules.Rules` on the driver)."""
     return [ids] if isinstance(ids, (str, int, np.integer)) else list(ids)
 
@@ -379,7 +379,7 @@ def _listed(ids: Any) -> list[Any]:
 def aggregate_events(events: DataFrame, *, user: str = "user_id", artist: str = "artist_id",
                      timestamp: str | None = None, weight: str | None = None, duration: str | None = None,
                      min_duration: float | None = None, now: Any = None, validate: bool = True) -> DataFrame:
-    """Aggregate a Spark DataFrame of plays to one row per (user, artist), as :func:`funnel.events.read_events`.
+    """Aggregate a Spark DataFrame of plays to one row per (user, artist), as :func:`funnel.data.events.read_events`.
 
     The same rules as the DuckDB path (:data:`funnel.data.plays.RULES`), as one Spark
     ``groupBy``: skips shorter than ``min_duration`` are dropped first; then every play must
@@ -406,7 +406,7 @@ def aggregate_events(events: DataFrame, *, user: str = "user_id", artist: str = 
     validate : bool
         Check every play first with one Spark job (a pass over the log) and raise a
         :class:`DataError` naming the first rule broken, how many plays break it and the
-        first of them, as :func:`funnel.events.read_events` does; an empty log is an error
+        first of them, as :func:`funnel.data.events.read_events` does; an empty log is an error
         too. False: skip that job and drop the bad plays instead, for logs already
         validated upstream.
 
@@ -424,7 +424,7 @@ def aggregate_events(events: DataFrame, *, user: str = "user_id", artist: str = 
         A column is missing or of a type that cannot hold its values; with ``validate``,
         no plays, or plays that break a rule.
     """
-    from funnel.events import future_limit
+    from funnel.data.events import future_limit
 
     F, _, _ = _pyspark()
     _check_frame(events, "events", [user, artist, timestamp, weight, duration],

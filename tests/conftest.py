@@ -7,7 +7,7 @@ import pytest
 
 from funnel import Dataset, FunnelConfig, Recommender
 from funnel.data.lastfm import DATA_ENV, resolve_data_path
-from funnel.datasets import synthetic
+from funnel.data.synthetic import synthetic
 from funnel.errors import DataError
 
 # n_threads=1 fits BiasedSVD in the test process: a worker process's start-up would dominate

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from funnel import DataError, Dataset, Recommender, load_lastfm
-from funnel.datasets import synthetic
+from funnel.data.synthetic import synthetic
 from tests.conftest import SMALL
 
 UA_HEADER = "userID\tartistID\tweight\r\n"

@@ -99,7 +99,7 @@ def test_batches_on_threads_give_what_one_batch_gives(synth, monkeypatch):
 def test_in_batches_keeps_the_order_and_shape():
     import pandas as pd
 
-    from funnel.batching import RECOMMENDATION_COLUMNS, in_batches
+    from funnel.threadpool import RECOMMENDATION_COLUMNS, in_batches
 
     def rank_batch(rows):
         return pd.DataFrame({"user_id": rows, "rank": 1, "artist_id": rows * 10, "artist_name": "", "score": 1.0})

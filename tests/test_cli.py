@@ -10,7 +10,7 @@ import pytest
 
 from funnel import FunnelConfig
 from funnel.cli import parse_args, run, to_config
-from funnel.datasets import synthetic
+from funnel.data.synthetic import synthetic
 
 
 def write_as_lastfm(dataset, root):
@@ -145,7 +145,7 @@ LOG_FLAGS = ("--user-col", "listener", "--artist-col", "mbid", "--time-col", "pl
 
 @pytest.fixture(scope="module")
 def event_log(tmp_path_factory):
-    from funnel.datasets import synthetic_events
+    from funnel.data.synthetic import synthetic_events
 
     root = tmp_path_factory.mktemp("log")
     # 150 artists for users of at most a few dozen: 20 unheard artists fit for everyone
@@ -223,7 +223,7 @@ AWKWARD_PREFIXES = ["+44 ", "-OZ- ", "=x ", "@y ", "\t", "a\rb ", "a\nb ", '"q" 
 
 
 def test_csv_output_reads_back_every_row_and_id_as_written(tmp_path, capsys):
-    from funnel.datasets import synthetic_events
+    from funnel.data.synthetic import synthetic_events
 
     events, _ = synthetic_events(n_users=40, n_artists=100, n_events=1_500, seed=3)
     users = {user: AWKWARD_PREFIXES[i % len(AWKWARD_PREFIXES)] + user for i, user in enumerate(events["user"].unique())}

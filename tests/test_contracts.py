@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from funnel import FunnelConfig
 from funnel.batch import Batch
 from funnel.candidates import SOURCES
-from funnel.datasets import synthetic
+from funnel.data.synthetic import synthetic
 from funnel.protocols import CandidateSource, FeatureGroup, PartState, Ranker
 from funnel.ranking import FEATURES, RANKERS
 from funnel.stages import Stages

@@ -1,4 +1,4 @@
-"""funnel.events.read_events (plays -> (user, artist) rows, in DuckDB) and funnel.datasets.synthetic_events."""
+"""read_events (plays -> (user, artist) rows, in DuckDB) and funnel.data.synthetic.synthetic_events."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from funnel.datasets import synthetic_events
+from funnel.data.events import read_events
+from funnel.data.synthetic import synthetic_events
 from funnel.errors import ConfigError, DataError
-from funnel.events import read_events
 
 NOW = "2024-06-01"
 MBID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -460,7 +460,7 @@ def test_synthetic_events_bad_settings():
 
 
 def test_duckdb_never_downloads_extensions():
-    from funnel.events import _connect
+    from funnel.data.events import _connect
 
     con = _connect(None, None, None)
     try:

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 
 from funnel import Dataset
+from funnel.data.events import read_events
 from funnel.data.plays import row_with
 from funnel.errors import DataError
-from funnel.events import read_events
 
 COLUMNS = ("user_id", "artist_id", "weight")
 

@@ -326,7 +326,7 @@ def test_recommend_for_histories_refuses_bad_frames(string_model, fitted):
 
 def test_artist_side_save_scores_histories_as_the_full_model_and_does_not_grow_with_users(synth, small_config,
                                                                                          tmp_path):
-    from funnel.datasets import synthetic
+    from funnel.data.synthetic import synthetic
     from tests.conftest import SYNTH
 
     more = synthetic(**{**SYNTH, "n_users": 2 * SYNTH["n_users"]})  # the same catalogue, twice the listeners

@@ -131,7 +131,7 @@ def test_the_cache_keeps_part_states_and_refuses_tampered_entries(tmp_path, capl
 
 
 def test_a_failed_csv_write_keeps_the_previous_csv(tmp_path, monkeypatch, capsys):
-    from funnel.datasets import synthetic
+    from funnel.data.synthetic import synthetic
     from tests.test_cli import cli, write_as_lastfm
 
     data = write_as_lastfm(synthetic(n_users=60, n_artists=100, seed=2), tmp_path / "data")

@@ -748,7 +748,7 @@ def post(base: str, path: str, body: object, key: str | None = None) -> tuple[in
 
 
 def test_reload_swaps_models_without_failed_requests(keyed_server, fitted, small_config, tmp_path):
-    from funnel.datasets import synthetic
+    from funnel.data.synthetic import synthetic
     from tests.conftest import SYNTH
 
     base, _ = keyed_server

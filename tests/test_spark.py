@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from funnel import Recommender
-from funnel.datasets import synthetic_events
+from funnel.data.events import read_events
+from funnel.data.synthetic import synthetic_events
 from funnel.errors import ConfigError, DataError
-from funnel.events import read_events
 from tests.conftest import with_string_ids
 from tests.test_play_rules import BAD, GOOD, assert_same_interactions, interactions, plays
 

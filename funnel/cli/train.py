@@ -142,7 +142,7 @@ def tag_columns(path: Path, artist: str, tag: str) -> tuple[str, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from funnel.events import CSV_SUFFIXES, PARQUET_SUFFIXES
+    from funnel.data.events import CSV_SUFFIXES, PARQUET_SUFFIXES
 
     if not path.is_file():
         raise DataError(f"--artist-tags {path} is {'a directory' if path.is_dir() else 'missing'}; "
@@ -195,7 +195,7 @@ def read_artist_tags(path: Path, artist: str, tag: str) -> pd.DataFrame:
 def load_events(args: argparse.Namespace) -> Dataset:
     """The dataset of an event log (``--events`` or ``--events-sql``), with ``--artist-tags`` as artist labels."""
     from funnel.data import Dataset
-    from funnel.events import read_events
+    from funnel.data.events import read_events
 
     try:
         interactions = read_events(args.events, sql=args.events_sql, database=args.duckdb, user=args.user_col,

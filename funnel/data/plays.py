@@ -2,7 +2,7 @@
 
 A play is a row of an event log or of listeners' histories. pandas reads them in
 :meth:`funnel.Dataset.from_frames` (and so in ``recommend_for_histories`` and ``main.py score
---engine local``), DuckDB in :func:`funnel.events.read_events`, Spark in
+--engine local``), DuckDB in :func:`funnel.data.events.read_events`, Spark in
 :func:`funnel.spark.recommend` and :func:`funnel.spark.aggregate_events`. :data:`RULES` is the
 one table of what a play must be: each entry names the column it reads (its role) and a
 :class:`Rule`, whose check is a function of the value written with comparisons, ``&``, ``|``

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,18 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 from tqdm.auto import tqdm
 
 RECOMMENDATION_COLUMNS = ("user_id", "rank", "artist_id", "artist_name", "score")
+
+
+def one_openmp_thread() -> Callable[[], Any]:
+    """A context manager factory: OpenMP (FAISS's runtime among the libraries loaded now) on one thread.
+
+    OpenMP's thread count is per calling thread: without the limit, each of several threads
+    scoring side by side keeps a team of its own, whose idle threads spin and take the cores
+    from the others. Call it once the libraries are loaded, and enter the result in each
+    thread: ``with limit(): ...``.
+    """
+    openmp = ThreadpoolController().select(user_api="openmp")
+    return lambda: openmp.limit(limits=1)
 
 
 def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarray, batch_size: int,
@@ -33,10 +46,10 @@ def in_batches(rank_batch: Callable[[np.ndarray], pd.DataFrame], rows: np.ndarra
     if workers == 1:
         return pd.concat(tqdm(map(rank_batch, batches), **progress), ignore_index=True)
 
-    controller = ThreadpoolController()  # the libraries loaded now, FAISS's OpenMP runtime among them
+    one_thread = one_openmp_thread()
 
     def one_core(batch: np.ndarray) -> pd.DataFrame:
-        with controller.limit(limits=1, user_api="openmp"):  # OpenMP's thread count is per thread
+        with one_thread():
             return rank_batch(batch)
 
     with threadpool_limits(limits=1, user_api="blas"):

@@ -145,7 +145,7 @@ def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = Non
     Examples
     --------
     >>> import pandas as pd
-    >>> from funnel.events import read_events
+    >>> from funnel.data.events import read_events
     >>> plays = pd.DataFrame({"user": ["u1", "u1", "u1", "u2"], "artist": [7, 7, 9, 7],
     ...                       "ts": pd.to_datetime(["2024-03-01 10:00", "2024-03-05 09:00",
     ...                                             "2024-03-02 08:00", "2024-03-03 12:00"]),
