@@ -971,9 +971,9 @@ def test_the_listening_socket_turns_nagle_off_on_each_connection():
     """asyncio sets TCP_NODELAY on an accepted connection only when the listener says IPPROTO_TCP."""
     import asyncio
 
-    from funnel.serving.app import _listening_socket
+    from funnel.serving.server import listening_socket
 
-    sock = _listening_socket("127.0.0.1", 0)
+    sock = listening_socket("127.0.0.1", 0)
     assert sock.proto == socket.IPPROTO_TCP and sock.get_inheritable()
 
     async def accepted_nodelay() -> int:
@@ -1104,7 +1104,7 @@ def test_only_the_documented_pages_are_served(server):
 
 
 def test_a_long_string_id_is_a_422_and_costs_no_copy_of_the_catalogue(str_server, str_openapi, str_fitted):
-    from funnel.serving.app import MAX_ID_CHARS
+    from funnel.serving.schemas import MAX_ID_CHARS
 
     long_id = "x" * 30_000
     known = str(str_fitted.artist_ids_[0])
@@ -1178,7 +1178,7 @@ def test_a_reload_refuses_a_model_that_cannot_serve_what_is_served(own_model, fi
 
     app = create_app(fitted.save(tmp_path / "served"), max_n=50)
     with pytest.raises(ConfigError, match="artist-side only"):
-        app.state.reload_model(str(fitted.save(tmp_path / "artists", artist_side_only=True)))
+        app.state.service.reload(str(fitted.save(tmp_path / "artists", artist_side_only=True)))
     real = Recommender.recommend
 
     def nan_scores(self, *args, **kwargs):
@@ -1187,9 +1187,9 @@ def test_a_reload_refuses_a_model_that_cannot_serve_what_is_served(own_model, fi
 
     monkeypatch.setattr(Recommender, "recommend", nan_scores)
     with pytest.raises(ConfigError, match="non-finite"):
-        app.state.reload_model(str(tmp_path / "served"))
+        app.state.service.reload(str(tmp_path / "served"))
     monkeypatch.undo()
-    assert app.state.reload_model(str(tmp_path / "served"))["status"] == "reloaded"
+    assert app.state.service.reload(str(tmp_path / "served"))["status"] == "reloaded"
 
 
 def test_a_slow_or_keyless_client_holds_no_slot_and_a_refusal_is_readable_and_counted(own_model):
