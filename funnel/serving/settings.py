@@ -94,7 +94,8 @@ class ServiceSettings(BaseModel):
         from_env: dict[str, str] = {}
         for name in cls.model_fields:
             if overrides.get(name) is not None:
-                values[name] = overrides[name]
+                value = overrides[name]
+                values[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
             elif name == "api_key_file":  # read apart: a blank variable is an error, not open routes
                 values[name] = key_file_setting(None)
             elif os.environ.get(env_name(name)):
@@ -121,14 +122,8 @@ class ServiceSettings(BaseModel):
 
     def to_env(self) -> dict[str, str]:
         """The variables that give these settings to another process (a worker): the ones set."""
-        env = {}
-        for name, value in self:
-            if value is None:
-                continue
-            env[env_name(name)] = (",".join(value) if name == "cors_origins" else
-                                   repr(float(value)) if name == "time_budget" else os.fspath(value)
-                                   if name in ("model_dir", "api_key_file") else str(value))
-        return env
+        return {env_name(name): ",".join(value) if isinstance(value, tuple) else str(value)
+                for name, value in self if value is not None}
 
 
 class ResolvedSettings(ServiceSettings):
@@ -172,7 +167,7 @@ def _requirement(name: str) -> str:
         return "a number of seconds above 0"
     if _kind(name) is int:
         return f"a whole number of at least {int(name != 'queue')}"
-    return "text"
+    return "a list of origins" if _kind(name) is tuple else "text"
 
 
 DEFAULTS = ServiceSettings()
