@@ -28,7 +28,7 @@ from funnel.serving.settings import ServiceSettings, env_name
 from funnel.serving.state import Service, load, model_dir
 
 
-def create_app(model: Recommender | str | os.PathLike | None = None, api_keys: APIKeys | None = None,
+def create_app(model: Recommender | str | os.PathLike | None = None, *, api_keys: APIKeys | None = None,
                **overrides: Any) -> Any:
     """A FastAPI application serving ``model``; called with no arguments, the app of the environment.
 
