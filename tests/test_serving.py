@@ -1,9 +1,10 @@
-"""The HTTP service, started as a real uvicorn server on loopback and called over HTTP."""
+"""The HTTP service, a real uvicorn server on loopback (in this process, or ``main.py serve``) called over HTTP."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import re
 import socket
@@ -145,9 +146,41 @@ def served(model, tmp_path_factory, *flags: str) -> Iterator[str]:
     assert "Traceback" not in output, output
 
 
+class ErrorLog(logging.Handler):
+    """The records of errors a server logs while the handler is installed (its thread's, not other tests')."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName.startswith("uvicorn-served-"):
+            self.records.append(record)
+
+
+@contextlib.contextmanager
+def served_in_process(model, tmp_path_factory) -> Iterator[str]:
+    """The base URL of ``model``'s service, saved and loaded back, on a uvicorn server in this process.
+
+    The routes' tests run here, without a process to start; :func:`served` keeps the real
+    ``main.py serve`` for keys, workers, reloads and signals. No error may be logged meanwhile.
+    """
+    from funnel.serving import create_app
+
+    errors = ErrorLog()
+    logging.getLogger().addHandler(errors)
+    try:
+        with in_process(create_app(model.save(tmp_path_factory.mktemp("served") / "model"), max_n=50),
+                        "uvicorn-served-") as base:
+            yield base
+    finally:
+        logging.getLogger().removeHandler(errors)
+    assert not errors.records, [errors.format(record) for record in errors.records]
+
+
 @pytest.fixture(scope="module")
 def server(fitted, tmp_path_factory):
-    with served(fitted, tmp_path_factory) as base:
+    with served_in_process(fitted, tmp_path_factory) as base:
         yield base
 
 
@@ -416,7 +449,7 @@ def str_fitted(str_data, small_config):
 
 @pytest.fixture(scope="module")
 def str_server(str_fitted, tmp_path_factory):
-    with served(str_fitted, tmp_path_factory) as base:
+    with served_in_process(str_fitted, tmp_path_factory) as base:
         yield base
 
 
@@ -818,13 +851,13 @@ def test_sighup_reloads_the_served_directory(keyed_server):
 
 # threads, time budget, errors ----------------------------------------------------------------
 @contextlib.contextmanager
-def in_process(app) -> Iterator[str]:
-    """The base URL of a real uvicorn server of ``app`` on a thread of this process."""
+def in_process(app, name: str = "uvicorn-") -> Iterator[str]:
+    """The base URL of a real uvicorn server of ``app`` on a thread of this process (``name`` and its port)."""
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None,
                                            log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, daemon=True, name=f"{name}{server.config.port}")
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
@@ -971,9 +1004,9 @@ def test_the_listening_socket_turns_nagle_off_on_each_connection():
     """asyncio sets TCP_NODELAY on an accepted connection only when the listener says IPPROTO_TCP."""
     import asyncio
 
-    from funnel.serving.app import _listening_socket
+    from funnel.serving.server import listening_socket
 
-    sock = _listening_socket("127.0.0.1", 0)
+    sock = listening_socket("127.0.0.1", 0)
     assert sock.proto == socket.IPPROTO_TCP and sock.get_inheritable()
 
     async def accepted_nodelay() -> int:
@@ -1104,7 +1137,7 @@ def test_only_the_documented_pages_are_served(server):
 
 
 def test_a_long_string_id_is_a_422_and_costs_no_copy_of_the_catalogue(str_server, str_openapi, str_fitted):
-    from funnel.serving.app import MAX_ID_CHARS
+    from funnel.serving.schemas import MAX_ID_CHARS
 
     long_id = "x" * 30_000
     known = str(str_fitted.artist_ids_[0])
@@ -1178,7 +1211,7 @@ def test_a_reload_refuses_a_model_that_cannot_serve_what_is_served(own_model, fi
 
     app = create_app(fitted.save(tmp_path / "served"), max_n=50)
     with pytest.raises(ConfigError, match="artist-side only"):
-        app.state.reload_model(str(fitted.save(tmp_path / "artists", artist_side_only=True)))
+        app.state.service.reload(str(fitted.save(tmp_path / "artists", artist_side_only=True)))
     real = Recommender.recommend
 
     def nan_scores(self, *args, **kwargs):
@@ -1187,9 +1220,9 @@ def test_a_reload_refuses_a_model_that_cannot_serve_what_is_served(own_model, fi
 
     monkeypatch.setattr(Recommender, "recommend", nan_scores)
     with pytest.raises(ConfigError, match="non-finite"):
-        app.state.reload_model(str(tmp_path / "served"))
+        app.state.service.reload(str(tmp_path / "served"))
     monkeypatch.undo()
-    assert app.state.reload_model(str(tmp_path / "served"))["status"] == "reloaded"
+    assert app.state.service.reload(str(tmp_path / "served"))["status"] == "reloaded"
 
 
 def test_a_slow_or_keyless_client_holds_no_slot_and_a_refusal_is_readable_and_counted(own_model):

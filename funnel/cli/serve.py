@@ -7,6 +7,7 @@ from pathlib import Path
 
 from funnel.cli.paths import model_dir
 from funnel.errors import ConfigError
+from funnel.serving.settings import DEFAULTS  # one place for the service's defaults (no FastAPI needed)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,16 +22,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                              "(its model/ subdirectory is used) (default: artifacts/)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    parser.add_argument("--max-n", type=int, default=100, dest="max_n",
-                        help="largest n a request may ask for (default: 100)")
-    parser.add_argument("--max-history", type=int, default=5_000, dest="max_history",
-                        help="most artists a history request may hold (default: 5000)")
+    parser.add_argument("--max-n", type=int, default=DEFAULTS.max_n, dest="max_n",
+                        help=f"largest n a request may ask for (default: {DEFAULTS.max_n})")
+    parser.add_argument("--max-history", type=int, default=DEFAULTS.max_history, dest="max_history",
+                        help=f"most artists a history request may hold (default: {DEFAULTS.max_history})")
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes; they share the memory-mapped model (default: 1)")
-    parser.add_argument("--time-budget", type=float, default=10.0, dest="time_budget", metavar="SECONDS",
-                        help="a request taking longer answers 503 (default: 10)")
-    parser.add_argument("--max-batch", type=int, default=100, dest="max_batch",
-                        help="most users and histories in one POST /recommend/batch (default: 100)")
+    parser.add_argument("--time-budget", type=float, default=DEFAULTS.time_budget, dest="time_budget",
+                        metavar="SECONDS",
+                        help=f"a request taking longer answers 503 (default: {DEFAULTS.time_budget:g})")
+    parser.add_argument("--max-batch", type=int, default=DEFAULTS.max_batch, dest="max_batch",
+                        help=f"most users and histories in one POST /recommend/batch (default: {DEFAULTS.max_batch})")
     parser.add_argument("--max-cost", type=int, default=None, dest="max_cost", metavar="ENTRIES",
                         help="most artist entries one request may make the model read: its histories' artists "
                              "and its users' training histories (default: 4 x --max-history)")
