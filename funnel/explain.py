@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from funnel.batch import Batch
 from funnel.candidates import CandidateSet
+from funnel.protocols import ExplanationDriver, FriendsEvidence
 from funnel.ranking.features import rowwise_dot
 from funnel.sparse import top_n_per_row
 
@@ -134,11 +135,10 @@ def explanations(model: Recommender, batch: Batch, cands: CandidateSet, X: np.nd
     stages = model.stages_
     sources = found_by({k: v[best] for k, v in cands.ranks.items()},
                        {s.name: s.n_candidates for s in stages.sources_})
-    # co-listening closeness from the ALS artist factors; the artist embedding without ALS
-    vectors = stages.models_["als"].item_factors_ if "als" in stages.models_ \
-        else stages.models_["embedder"].vectors_ if "embedder" in stages.models_ else None
+    drivers = stages.offering(ExplanationDriver)
     pair = artist = np.empty(0, np.int64)
-    if vectors is not None:
+    if drivers:
+        vectors = min(drivers, key=lambda part: part.because_preference).because_vectors()
         pair, artist, _ = closest_history(vectors, batch.history, cands.rows[best], cands.items[best])
     contributions: list[dict[str, float]] = [{} for _ in range(len(best))]
     if hasattr(model.ranker_, "contributions"):
@@ -146,7 +146,7 @@ def explanations(model: Recommender, batch: Batch, cands: CandidateSet, X: np.nd
         names = [f for f, r in zip(model.feature_names_, ranking) if r]
         contributions = top_contributions(model.ranker_.contributions(X[best])[:, ranking], names)
     friends = None
-    if "friends_log_count" in model.feature_names_:  # log1p of the friends who play the artist
-        friends = np.rint(np.expm1(X[best, model.feature_names_.index("friends_log_count")])).astype(np.int64)
+    for group in stages.offering(FriendsEvidence)[:1]:
+        friends = group.friends_playing(X[best][:, stages.columns_of(group)])
     return explanation_columns(sources, (pair, artist), len(best), model.artist_ids_, model.artist_names_,
                                contributions, friends)

@@ -5,6 +5,11 @@ Each part is one class, registered by name (``funnel.candidates.SOURCES``,
 that names it; ``docs/extending.md`` shows one of each. Fitted state leaves a part as
 :class:`PartState`: named numpy arrays plus named files in a native format (a FAISS index,
 a LightGBM model text), never a pickle.
+
+Beside these, a part may offer a capability that code outside the stages uses, found by
+protocol (:meth:`funnel.stages.Stages.offering`), never by the part's name or class:
+:class:`SimilaritySpace` (``Recommender.similar_artists``), :class:`ExplanationDriver` (the
+history artists an explanation names) and :class:`FriendsEvidence` (the friends it counts).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -110,6 +115,56 @@ class Ranker(Protocol):
     def get_state(self) -> PartState: ...
 
     def set_state(self, state: PartState) -> Ranker: ...
+
+
+class Space(NamedTuple):
+    """An artist space a part offers: its name (the ``space`` of similar artists) and preference."""
+
+    name: str
+    preference: float  # of the spaces on offer, the lowest answers
+
+
+@runtime_checkable
+class SimilaritySpace(Protocol):
+    """A part that finds the artists nearest to given artists (``Recommender.similar_artists``).
+
+    ``similarity_space`` returns the space it offers once fitted, or ``None`` when the data
+    gave it nothing to compare artists with. The built-in parts prefer the tag source's index
+    (0), then the tag embedding (10), ALS factors (20), EASE weights (30) and the
+    popularity-and-freshness embedding of data without tags (90).
+    """
+
+    def similarity_space(self) -> Space | None: ...
+
+    def nearest_artists(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(len(columns), n)`` nearest artists and similarities, best first, each artist itself
+        excluded, -1 / -inf padded."""
+        ...
+
+
+@runtime_checkable
+class ExplanationDriver(Protocol):
+    """A part whose artist vectors tell which of a listener's artists lie closest to a recommended one.
+
+    An explanation's ``because`` names the listener's artists with the highest cosine to the
+    recommended artist in the vectors of the driver with the lowest ``because_preference``
+    (the built-in ALS factors 0, the artist embedding 10).
+    """
+
+    because_preference: ClassVar[float]
+
+    def because_vectors(self) -> np.ndarray:
+        """``(n_artists, dim)`` artist vectors, row ``i`` artist ``i``."""
+        ...
+
+
+@runtime_checkable
+class FriendsEvidence(Protocol):
+    """A feature group whose columns tell how many of the listener's friends play the artist."""
+
+    def friends_playing(self, values: np.ndarray) -> np.ndarray:
+        """Per pair, the friends who play the artist, from the pairs' values of this group's columns."""
+        ...
 
 
 class Stateless:

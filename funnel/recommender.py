@@ -16,14 +16,13 @@ import scipy.sparse as sp
 from funnel import explain as explain_
 from funnel import fitting
 from funnel.batch import Batch
-from funnel.candidates import TagSource
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
 from funnel.data.history import History, parse_history
 from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.persistence.model import check_model_arrays, read_model, string_array, write_model
-from funnel.protocols import PartState
+from funnel.protocols import PartState, SimilaritySpace
 from funnel.ranking import RANKERS
 from funnel.rules import Rules
 from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row
@@ -43,17 +42,6 @@ def _tagged_only(dataset: Dataset) -> sp.csr_matrix | None:
     only = sp.csr_matrix(tagged - tagged.multiply(played))
     only.eliminate_zeros()
     return only if only.nnz else None
-
-
-def _nearest(vectors: np.ndarray, columns: np.ndarray, n: int, cosine: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The ``n`` rows of ``vectors`` with the largest inner product (or cosine) with each of ``columns``."""
-    if cosine:
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        vectors = vectors / np.where(norms > 0, norms, 1.0)
-    similarity = vectors[columns] @ vectors.T
-    similarity[np.arange(len(columns)), columns] = -np.inf
-    top = np.argsort(-similarity, axis=1, kind="stable")[:, :n]
-    return top.astype(np.int64), np.take_along_axis(similarity, top, axis=1).astype(np.float32)
 
 
 def check_n(n: Any, n_artists: int) -> int:
@@ -458,7 +446,9 @@ class Recommender:
         popularity and freshness blocks (``popularity_weight``, ``freshness_weight`` of its
         norm), searched by inner product in the tag source's FAISS index when the model has
         one. Without any tag data, co-listening decides: cosine of the ALS artist factors,
-        else of the EASE item weights. The ``space`` column says which was used.
+        else of the EASE item weights. The ``space`` column says which was used: of the
+        fitted parts that offer a :class:`funnel.protocols.SimilaritySpace`, the most
+        preferred answers, so a part of one's own joins by offering one.
 
         Parameters
         ----------
@@ -502,24 +492,14 @@ class Recommender:
 
     def _similar(self, columns: np.ndarray, n: int) -> tuple[str, np.ndarray, np.ndarray]:
         """The space used and the ``(len(columns), n)`` nearest artists and similarities (-1 padding)."""
-        models = self.stages_.models_
-        embedder = models.get("embedder")
-        if embedder is not None and embedder.tag_dim_ > 0:
-            tags = [s for s in self.stages_.sources_ if isinstance(s, TagSource)]
-            if tags:
-                return "tags", *tags[0].similar(columns, n)
-            return "tags", *_nearest(embedder.vectors_, columns, n, cosine=False)
-        if "als" in models:
-            return "als", *_nearest(models["als"].item_factors_, columns, n, cosine=True)
-        if "ease" in models:
-            ease = models["ease"]
-            vectors = np.zeros((len(self.artist_ids_), len(ease.items_)), np.float32)
-            vectors[ease.items_] = ease.weights_
-            return "ease", *_nearest(vectors, columns, n, cosine=True)
-        if embedder is not None:
-            return "popularity", *_nearest(embedder.vectors_, columns, n, cosine=False)
-        raise ConfigError("this model has no artist space to compare artists in: no tag embedding, ALS or "
-                          "EASE; add the 'tags' or 'als' source (or feature group) and retrain")
+        offers = [(space, part) for part in self.stages_.offering(SimilaritySpace)
+                  if (space := part.similarity_space()) is not None]
+        if not offers:
+            raise ConfigError("this model has no artist space to compare artists in: no tag embedding, ALS or "
+                              "EASE nor another part offering a SimilaritySpace; add the 'tags' or 'als' source "
+                              "(or feature group) and retrain")
+        space, part = min(offers, key=lambda offer: offer[0].preference)  # the first on ties
+        return space.name, *part.nearest_artists(columns, n)
 
     # persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, artist_side_only: bool = False) -> Path:

@@ -3,7 +3,8 @@
 :class:`Stages` fits the shared models the configured parts need, then the candidate sources
 (``candidates`` setting) and the feature groups (``features`` setting), each looked up by name
 in its registry. It retrieves the merged candidates of a batch of users and builds the
-stage-two feature matrix for them; it knows no part by name.
+stage-two feature matrix for them; it knows no part by name. Code beyond the stages finds the
+parts that offer a capability (``funnel.protocols``) with :meth:`Stages.offering`.
 """
 
 from __future__ import annotations
@@ -115,7 +116,11 @@ class Stages:
 
     def _finish(self) -> None:
         names = [s.name for s in self.sources_]
+        widths = [len(group.columns(names)) for group in self.features_]
         self.feature_names_ = [column for group in self.features_ for column in group.columns(names)]
+        ends = np.cumsum(widths, dtype=np.int64)
+        self._columns = {id(group): slice(int(end - width), int(end))
+                         for group, width, end in zip(self.features_, widths, ends)}
         constant = set().union(*(group.constant_per_user for group in self.features_))
         self.ranking_columns_ = np.array([name not in constant for name in self.feature_names_], bool)
 
@@ -123,6 +128,19 @@ class Stages:
     def source_names(self) -> list[str]:
         """Names of the fitted sources, in merge order."""
         return [s.name for s in self.sources_]
+
+    def offering(self, capability: type) -> list[Any]:
+        """The fitted parts that offer ``capability`` (a runtime-checkable protocol of ``funnel.protocols``).
+
+        Shared models come first (in registry order), then the sources and the feature groups
+        in configuration order.
+        """
+        parts = [*self.models_.values(), *self.sources_, *self.features_]
+        return [part for part in parts if isinstance(part, capability)]
+
+    def columns_of(self, group: Any) -> slice:
+        """The columns of :meth:`features` that feature group ``group`` (one of ``features_``) computes."""
+        return self._columns[id(group)]
 
     # stage one --------------------------------------------------------------------------
     def candidates(self, batch: Batch, fallback: int = 0) -> CandidateSet:

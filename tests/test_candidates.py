@@ -167,7 +167,7 @@ def test_tag_search_finds_the_users_cluster(synth, models):
 
 def test_similar_excludes_the_artist_itself(synth, models):
     source = TagSource(K, models["embedder"]).fit(synth)
-    many_ids, many_scores = source.similar(np.array([0, 7, 0]), 10)
+    many_ids, many_scores = source.nearest_artists(np.array([0, 7, 0]), 10)
     assert many_ids.shape == many_scores.shape == (3, 10)
     np.testing.assert_array_equal(many_ids[0], many_ids[2])
     vectors = source.search_vectors
@@ -176,7 +176,7 @@ def test_similar_excludes_the_artist_itself(synth, models):
         assert (ids >= 0).all() and column not in ids.tolist()
         np.testing.assert_allclose(scores, vectors[ids] @ vectors[column], rtol=1e-4, atol=1e-5)
         assert np.all(np.diff(scores) <= 1e-6)
-    ids, _ = source.similar(np.array([0]), synth.n_artists)  # more than there are other artists: padded
+    ids, _ = source.nearest_artists(np.array([0]), synth.n_artists)  # more than there are other artists: padded
     assert ids.shape == (1, synth.n_artists) and (ids[0, :-1] >= 0).all() and ids[0, -1] == -1
 
 

@@ -14,7 +14,7 @@ from funnel.candidates.index import build_index, index_bytes, index_from_bytes, 
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
 from funnel.factors import EASE, ALSFactors, ArtistEmbedder, FriendListening, PopularityChart
-from funnel.protocols import PartState, Stateless
+from funnel.protocols import PartState, Space, Stateless
 
 if TYPE_CHECKING:
     from funnel.config import FunnelConfig
@@ -196,7 +196,11 @@ class TagSource(IndexSource):
     def _artist_vectors(self) -> np.ndarray:
         return self.search_vectors
 
-    def similar(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def similarity_space(self) -> Space | None:
+        """The tag embedding searched in this source's index (``space`` ``tags``), preferred to all."""
+        return Space("tags", 0.0) if self.available() else None
+
+    def nearest_artists(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``n`` artists nearest to each artist of ``columns`` in the index, itself excluded.
 
         Returns ``(len(columns), n)`` ids and scores, best first, -1 / -inf padded.

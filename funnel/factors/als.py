@@ -11,6 +11,8 @@ from threadpoolctl import threadpool_limits
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ArtifactError, NotFittedError
+from funnel.factors.nearest import nearest
+from funnel.protocols import Space
 from funnel.sparse import weighted
 
 if TYPE_CHECKING:
@@ -95,6 +97,23 @@ class ALSFactors:
     def _check(self) -> None:
         if not hasattr(self, "item_factors_"):
             raise NotFittedError("ALSFactors is not fitted; call fit() first")
+
+    # an artist space (cosine of the artist factors) and the co-listening an explanation names
+    because_preference = 0.0
+
+    def similarity_space(self) -> Space:
+        """Co-listening: the cosine of the artist factors (``space`` ``als``)."""
+        return Space("als", 20.0)
+
+    def nearest_artists(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` artists with the closest factors (cosine) to each of ``columns``."""
+        self._check()
+        return nearest(self.item_factors_, columns, n, cosine=True)
+
+    def because_vectors(self) -> np.ndarray:
+        """The artist factors."""
+        self._check()
+        return self.item_factors_
 
     def user_vectors(self, batch: Batch) -> np.ndarray:
         """Factors of the batch's users; new listeners (-1) are folded in from their history.

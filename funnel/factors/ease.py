@@ -11,6 +11,8 @@ import scipy.sparse as sp
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
+from funnel.factors.nearest import nearest
+from funnel.protocols import Space
 from funnel.sparse import select_columns, weighted
 
 if TYPE_CHECKING:
@@ -110,6 +112,21 @@ class EASE:
     def position(self, items: np.ndarray) -> np.ndarray:
         """Column of each internal artist index in :meth:`scores` (-1 when not modelled)."""
         return self.column_[items]
+
+    def similarity_space(self) -> Space:
+        """Co-listening: the cosine of the item-item weight rows (``space`` ``ease``)."""
+        return Space("ease", 30.0)
+
+    def nearest_artists(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` artists whose weight rows are closest (cosine) to each of ``columns``'s.
+
+        Artists EASE does not model have no weights and come last.
+        """
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("EASE is not fitted; call fit() first")
+        vectors = np.zeros((self.n_artists_, len(self.items_)), np.float32)
+        vectors[self.items_] = self.weights_
+        return nearest(vectors, columns, n, cosine=True)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""

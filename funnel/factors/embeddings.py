@@ -13,6 +13,8 @@ import scipy.sparse as sp
 from funnel.data import Dataset
 from funnel.data.freshness import robust_years
 from funnel.errors import NotFittedError
+from funnel.factors.nearest import nearest
+from funnel.protocols import Space
 from funnel.sparse import row_normalize, weighted
 
 if TYPE_CHECKING:
@@ -176,6 +178,27 @@ class ArtistEmbedder:
                              np.char.add(_NO_TEXT, tag_ids.astype(str)).astype(object))
         counts = CountVectorizer(analyzer=tag_tokens, binary=True, dtype=np.float32).fit_transform(documents)
         return sp.csr_matrix(counts)
+
+    # the closeness an explanation names when no co-listening model offers one
+    because_preference = 10.0
+
+    def similarity_space(self) -> Space:
+        """The whole artist vectors by inner product: ``tags`` with a tag block, else ``popularity``."""
+        if not hasattr(self, "vectors_"):
+            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
+        return Space("tags", 10.0) if self.tag_dim_ > 0 else Space("popularity", 90.0)
+
+    def nearest_artists(self, columns: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n`` artists with the largest inner product of vectors with each of ``columns``."""
+        if not hasattr(self, "vectors_"):
+            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
+        return nearest(self.vectors_, columns, n, cosine=False)
+
+    def because_vectors(self) -> np.ndarray:
+        """The artist vectors."""
+        if not hasattr(self, "vectors_"):
+            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
+        return self.vectors_
 
     def search_vectors(self, tag_dim: int = 0) -> np.ndarray:
         """Artist vectors with the tag block cut to its first ``tag_dim`` SVD components.

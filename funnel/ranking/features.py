@@ -192,6 +192,10 @@ class FriendsFeature(ModelFeature):
         count = lookup(counts, cands.rows, cands.items)
         return np.column_stack([np.log1p(count), count / np.maximum(n_friends[cands.rows], 1.0)])
 
+    def friends_playing(self, values: np.ndarray) -> np.ndarray:
+        """Per pair, the friends who play the artist (``values``: the pairs' rows of this group's columns)."""
+        return np.rint(np.expm1(values[:, 0])).astype(np.int64)
+
 
 class ArtistFeature(ModelFeature):
     """The artist's popularity and freshness: log listeners and plays, years since first and last tagged."""
