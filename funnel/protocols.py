@@ -130,8 +130,8 @@ class SimilaritySpace(Protocol):
 
     ``similarity_space`` returns the space it offers once fitted, or ``None`` when the data
     gave it nothing to compare artists with. The built-in parts prefer the tag source's index
-    (0), then the tag embedding (10), ALS factors (20), EASE weights (30) and the
-    popularity-and-freshness embedding of data without tags (90).
+    (0), then the tag embedding (10), ALS factors (20), EASE weights (30, log-play EASE 35)
+    and the popularity-and-freshness embedding of data without tags (90).
     """
 
     def similarity_space(self) -> Space | None: ...

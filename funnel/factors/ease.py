@@ -155,3 +155,7 @@ class LogEASE(EASE):
     @classmethod
     def from_config(cls, config: FunnelConfig) -> LogEASE:
         return cls(l2=config.log_ease_l2, max_artists=config.ease_max_artists)
+
+    def similarity_space(self) -> Space:
+        """Co-listening on play counts, after presence EASE's (``space`` ``ease``)."""
+        return Space("ease", 35.0)

@@ -313,9 +313,12 @@ class SimilarArtists(BaseModel):
 
     artist_id: ResponseId
     name: str
-    space: Literal["tags", "als", "ease", "popularity"] = Field(
+    # a str, not a Literal: a part of one's own may offer a space under its own name
+    space: str = Field(
         description="what decided similarity: the tag embedding, else (a model without tags) ALS factors, "
-                    "EASE weights, or the popularity and freshness blocks")
+                    "EASE weights, or the popularity and freshness blocks; a model with a part of its own "
+                    "that offers an artist space may answer in that space",
+        examples=["tags", "als", "ease", "popularity"])
     similar: list[SimilarArtist]
 
 
