@@ -1,4 +1,5 @@
-"""One contract per protocol, run on every registered part: candidate sources, feature groups, rankers.
+"""One contract per protocol, run on every registered part: candidate sources, feature groups, rankers,
+and the capabilities a part offers (an artist space, an explanation driver, friends evidence).
 
 The parts are built the way a Recommender builds them: by name from a configuration that
 names every registered part, through a fitted :class:`funnel.stages.Stages`. A part added to
@@ -15,7 +16,15 @@ from funnel import FunnelConfig
 from funnel.batch import Batch
 from funnel.candidates import SOURCES
 from funnel.data.synthetic import synthetic
-from funnel.protocols import CandidateSource, FeatureGroup, PartState, Ranker
+from funnel.protocols import (
+    CandidateSource,
+    ExplanationDriver,
+    FeatureGroup,
+    FriendsEvidence,
+    PartState,
+    Ranker,
+    SimilaritySpace,
+)
 from funnel.ranking import FEATURES, RANKERS
 from funnel.stages import Stages
 from tests.conftest import SMALL, SYNTH, with_listen_times
@@ -158,6 +167,53 @@ def test_stages_features_are_the_groups_side_by_side(stages, candidates):
     assert X.shape == (len(cands), len(stages.feature_names_)) and X.dtype == np.float32
     assert len(set(stages.feature_names_)) == len(stages.feature_names_)
     assert stages.ranking_columns_.sum() < len(stages.feature_names_)  # the user group's constant ones
+
+
+# capabilities ------------------------------------------------------------------------
+def offered(stages: Stages, capability: type) -> dict[str, object]:
+    parts = stages.offering(capability)
+    keyed = {f"{type(p).__name__}/{p.name}": p for p in parts}
+    assert len(keyed) == len(parts)
+    return keyed
+
+
+def test_every_artist_space_gives_the_nearest_other_artists(stages, restored, synth):
+    spaces = offered(stages, SimilaritySpace)
+    assert spaces and offered(restored, SimilaritySpace).keys() == spaces.keys()
+    columns, n = np.array([0, 5, 0]), 8
+    for key, space_part in spaces.items():
+        space = space_part.similarity_space()
+        assert isinstance(space.name, str) and space.name and np.isfinite(space.preference), key
+        ids, scores = space_part.nearest_artists(columns, n)
+        assert ids.shape == scores.shape == (len(columns), n) and ids.dtype == np.int64, key
+        assert scores.dtype == np.float32 and ((ids >= -1) & (ids < synth.n_artists)).all(), key
+        assert not (ids == columns[:, None]).any(), f"{key} gives an artist as its own neighbour"
+        np.testing.assert_array_equal(np.isfinite(scores), ids >= 0)
+        assert (np.diff(np.where(ids >= 0, scores, -np.inf), axis=1) <= 1e-6).all(), f"{key} is not best first"
+        np.testing.assert_array_equal(ids[0], ids[2])  # a row does not depend on the others
+        again_ids, again_scores = offered(restored, SimilaritySpace)[key].nearest_artists(columns, n)
+        np.testing.assert_array_equal(again_ids, ids)
+        np.testing.assert_allclose(again_scores, scores, rtol=1e-5, atol=1e-6)
+
+
+def test_every_explanation_driver_gives_one_vector_per_artist(stages, synth):
+    drivers = offered(stages, ExplanationDriver)
+    assert drivers
+    for key, driver in drivers.items():
+        vectors = driver.because_vectors()
+        assert vectors.ndim == 2 and len(vectors) == synth.n_artists and np.isfinite(vectors).all(), key
+        assert np.isfinite(driver.because_preference), key
+
+
+def test_friends_evidence_counts_friends_from_the_groups_own_columns(stages, candidates):
+    batch, cands = candidates
+    X = stages.features(batch, cands)
+    groups = offered(stages, FriendsEvidence)
+    assert groups
+    for key, group in groups.items():
+        counts = group.friends_playing(X[:, stages.columns_of(group)])
+        assert counts.shape == (len(cands),) and np.issubdtype(counts.dtype, np.integer), key
+        assert (counts >= 0).all() and counts.any(), key
 
 
 # rankers -----------------------------------------------------------------------------

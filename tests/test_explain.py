@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from funnel import Dataset, Recommender
 from funnel.batch import Batch
 from funnel.explain import closest_history, driver, feature_groups, found_by, reason, top_contributions
+from funnel.protocols import ExplanationDriver, FriendsEvidence, SimilaritySpace
 
 EXPLAIN_COLUMNS = ["sources", "because_ids", "because", "contributions", "reason"]
 
@@ -60,6 +61,19 @@ def check_explanations(frame: pd.DataFrame, model: Recommender, history_ids: set
         assert 1 <= len(row.contributions) <= 3
         assert not constant & set(row.contributions)  # they shift a user's scores, they do not rank
         assert isinstance(row.reason, str) and row.reason
+
+
+def test_the_built_in_parts_offer_their_capabilities_through_the_stages(fitted):
+    stages = fitted.stages_
+    spaces = {type(part).__name__: part.similarity_space() for part in stages.offering(SimilaritySpace)}
+    assert spaces["TagSource"] == ("tags", 0.0) and spaces["ArtistEmbedder"] == ("tags", 10.0)
+    assert spaces["ALSFactors"] == ("als", 20.0) and spaces["EASE"] == ("ease", 30.0)
+    drivers = sorted(stages.offering(ExplanationDriver), key=lambda part: part.because_preference)
+    assert drivers[0] is stages.models_["als"]
+    (friends,) = stages.offering(FriendsEvidence)
+    assert fitted.feature_names_[stages.columns_of(friends)] == ["friends_log_count", "friends_share"]
+    X = np.log1p(np.array([[0.0, 0.0], [3.0, 0.5]]))
+    np.testing.assert_array_equal(friends.friends_playing(X), [0, 3])
 
 
 def test_explained_recommendations_are_the_same_recommendations(fitted, synth):

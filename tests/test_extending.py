@@ -1,4 +1,5 @@
-"""The worked examples of docs/extending.md, run as written: one source, one feature group, one ranker."""
+"""The worked examples of docs/extending.md, run as written: a source, a feature group, a ranker and a
+source that offers an artist space and an explanation driver."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from funnel import FunnelConfig, Recommender
+from funnel import Dataset, FunnelConfig, Recommender
 from funnel.candidates import SOURCES
+from funnel.explain import closest_history
+from funnel.protocols import ExplanationDriver, SimilaritySpace
 from funnel.ranking import FEATURES, RANKERS
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
@@ -19,7 +23,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
 def examples() -> dict:
     namespace: dict = {}
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
-    assert len(blocks) == 3, "docs/extending.md should show one source, one feature group and one ranker"
+    assert len(blocks) == 4, ("docs/extending.md should show one source, one feature group, one ranker and "
+                              "one source that offers capabilities")
     for block in blocks:
         exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 - the project's own document
     return namespace
@@ -27,6 +32,7 @@ def examples() -> dict:
 
 def test_the_examples_register_one_part_each(examples):
     assert "most_played" in SOURCES and "als_norm" in FEATURES and "ridge" in RANKERS
+    assert "listener_svd" in SOURCES
 
 
 def test_a_recommender_built_from_the_new_parts_fits_saves_and_loads(examples, synth, small_config, tmp_path):
@@ -54,3 +60,40 @@ def test_an_unknown_part_name_is_refused_with_the_registered_ones(examples):
         FunnelConfig(features=("svd", "nope"))
     with pytest.raises(ConfigError, match="unknown ranker"):
         FunnelConfig(ranker="nope")
+
+
+def test_a_new_part_offering_a_space_and_a_driver_answers_without_the_built_in_ones(examples, synth, small_config,
+                                                                                       tmp_path):
+    config = small_config.replace(candidates={"listener_svd": 30, "popularity": 10}, features=("sources",))
+    model = Recommender(config).fit(synth)
+    source = model.stages_.sources_[0]
+    assert model.stages_.offering(SimilaritySpace) == [source] == model.stages_.offering(ExplanationDriver)
+    similar = model.similar_artists([1, 2], n=5)
+    assert (similar["space"] == "listeners").all() and len(similar) == 10
+    ids, scores = source.nearest_artists(np.array([0, 1]), 5)
+    np.testing.assert_array_equal(similar["artist_id"].to_numpy(), model.artist_ids_[ids.ravel()])
+    np.testing.assert_allclose(similar["similarity"].to_numpy(), scores.ravel(), rtol=1e-6)
+    recs = model.recommend_all(n=5, explain=True)
+    assert recs["because"].map(len).gt(0).any()
+    # the because artists are the listener's artists closest in the source's own vectors
+    first = recs.iloc[0]
+    user = model.user_ids_.tolist().index(first["user_id"])
+    artist = model.artist_ids_.tolist().index(first["artist_id"])
+    _, closest, _ = closest_history(source.vectors_, model.history_[[user]], np.array([0]), np.array([artist]))
+    assert first["because_ids"] == model.artist_ids_[closest].tolist()
+    loaded = Recommender.load(model.save(tmp_path / "model"))
+    pd.testing.assert_frame_equal(loaded.similar_artists([1, 2], n=5), similar)
+
+
+def test_the_built_in_spaces_and_drivers_keep_their_preference_over_a_new_part(examples, synth, small_config):
+    bare = Dataset.from_frames(synth.interactions)  # no tags: the ALS factors lead both
+    config = small_config.replace(candidates={"listener_svd": 30, "als": 30}, features=("sources",))
+    model = Recommender(config).fit(bare)
+    assert (model.similar_artists(1, n=5)["space"] == "als").all()
+    recs = model.recommend_all(n=5, explain=True)
+    first = recs.iloc[0]
+    user = model.user_ids_.tolist().index(first["user_id"])
+    artist = model.artist_ids_.tolist().index(first["artist_id"])
+    als = model.stages_.models_["als"]
+    _, closest, _ = closest_history(als.item_factors_, model.history_[[user]], np.array([0]), np.array([artist]))
+    assert first["because_ids"] == model.artist_ids_[closest].tolist()
