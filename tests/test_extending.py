@@ -97,3 +97,14 @@ def test_the_built_in_spaces_and_drivers_keep_their_preference_over_a_new_part(e
     als = model.stages_.models_["als"]
     _, closest, _ = closest_history(als.item_factors_, model.history_[[user]], np.array([0]), np.array([artist]))
     assert first["because_ids"] == model.artist_ids_[closest].tolist()
+
+
+def test_the_service_answers_in_a_new_parts_space(examples, synth, small_config, tmp_path_factory):
+    from tests.test_serving import call, served_in_process
+
+    config = small_config.replace(candidates={"listener_svd": 30, "popularity": 10}, features=("sources",))
+    model = Recommender(config).fit(synth)
+    with served_in_process(model, tmp_path_factory) as base:
+        status, body = call(base, "/artists/1/similar?n=4")
+    assert status == 200 and body["space"] == "listeners"
+    assert [a["artist_id"] for a in body["similar"]] == model.similar_artists(1, n=4)["artist_id"].tolist()
