@@ -76,14 +76,14 @@ def shown_ids(values: Any, limit: int = 5, width: int = 40) -> str:
 
 def query_ids(ids: Any) -> np.ndarray:
     """A caller's ids as an array for :func:`lookup_ids` (lists are typed element by element)."""
-    if isinstance(ids, (list, tuple)) and ids and all(isinstance(v, str) for v in ids) \
-            and max(map(len, ids)) > LONG_ID:
+    listed = isinstance(ids, (list, tuple))
+    text = listed and all(isinstance(v, str) for v in ids)
+    if text and ids and max(map(len, ids)) > LONG_ID:
         # numpy would give every id the longest one's width: one long id among many short
         # ones would cost gigabytes; an object array holds each as it is
         return np.array(ids, dtype=object)
     values = np.asarray(ids)
-    promoted = (values.dtype.kind == "U" and isinstance(ids, (list, tuple))
-                and not all(isinstance(v, str) for v in ids))
+    promoted = values.dtype.kind == "U" and listed and not text
     if not hasattr(ids, "dtype") and (values.dtype.kind not in "iuU" or promoted):
         # numpy types a list by promotion: ints past int64 next to negative ones become float64
         # (losing digits), ints next to strings become strings; so keep each element as it is

@@ -204,7 +204,7 @@ class Admission:
     """
 
     def __init__(self, threads: int, queue: int, time_budget: float) -> None:
-        self.threads, self.queue, self.time_budget = threads, queue, time_budget
+        self.time_budget = time_budget
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="funnel-score")
         self.slots = threading.BoundedSemaphore(threads + queue)
         self.openmp_one_thread = one_openmp_thread()  # made once the model, and FAISS's OpenMP, are loaded
