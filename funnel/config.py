@@ -4,85 +4,78 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from funnel.errors import ConfigError
 
 # Settings that change how a run behaves but not what a model learns.
 RUNTIME_SETTINGS = frozenset({"show_progress", "n_threads", "cache_dir", "reuse_svd", "reuse_ranker"})
 
-DEFAULT_CANDIDATES = {"tags": 100, "als": 100, "ease": 100, "friends": 50, "popularity": 20}
+DEFAULT_CANDIDATES: dict[str, int | dict[str, Any]] = {"tags": 100, "als": 100, "ease": 100, "friends": 50,
+                                                      "popularity": 20}
 DEFAULT_FEATURES = ("svd", "als", "tags", "ease", "friends", "rp3", "log_ease", "sources", "artist", "user",
                     "recency")
+SECTIONS = ("models", "candidates", "features")  # the sections that list parts by name
+RESERVED = ("part", "models")  # keys of a part's entry that are not its own settings
+
+
+class PartEntry(NamedTuple):
+    """One part a configuration lists: its name there, which class, which shared models, its settings."""
+
+    name: str
+    part: str  # a registry name, a dotted path or an entry-point name
+    models: dict[str, str]  # requirement -> the name of the shared model that fills it
+    settings: dict[str, Any]
 
 
 class FunnelConfig(BaseModel):
     """Every setting of a :class:`funnel.Recommender`.
 
-    Build it with keyword arguments or :meth:`from_dict`. Unknown keys, values of the wrong
-    type and values out of range raise :class:`funnel.ConfigError` at construction; nothing
-    downstream checks them again. Figures behind the defaults are in ``docs/experiments.md``.
+    Build it with keyword arguments, :meth:`from_dict` or :meth:`from_file`. The
+    configuration lists the funnel's parts by name, each with its own settings, and holds
+    the settings of the whole fit. Its shape (unknown keys, types, ranges) is checked here, at
+    construction; each part's settings are checked by the part's own ``Settings`` class when
+    a :class:`funnel.Recommender` is built on it. Every error is a :class:`funnel.ConfigError`.
+    Figures behind the defaults are in ``docs/experiments.md``; each part's settings are
+    listed in ``docs/configuration.md``.
+
+    A part's entry is its name -> a mapping of its settings, plus two optional keys:
+    ``part``, the class (a registry name, a dotted path ``"mypackage.parts:MySource"`` or an
+    entry-point name; the entry's name when left out), and ``models``, which shared model
+    fills each of its requirements (the model of the same name when left out). A second ALS
+    source with other factors is::
+
+        models={"als_64": {"part": "als", "factors": 64}},
+        candidates={**DEFAULT_CANDIDATES, "als_64": {"part": "als", "n": 100, "models": {"als": "als_64"}}}
 
     Parameters
     ----------
-    candidates : dict of str to int
-        The stage-one candidate sources, by registry name (see ``docs/extending.md``), and
-        how many candidates each returns per user. Built in: ``tags`` (FAISS search of the
+    models : dict of str to dict
+        Settings of the shared models (``embedder``, ``als``, ``svd``, ``ease``,
+        ``log_ease``, ``rp3``, ``listen_times``, ...), by name; a model the parts need and
+        this does not list is built with its defaults.
+    candidates : dict of str to int or dict
+        The stage-one candidate sources, by name, each with its settings, or just how many
+        candidates it returns per user (``n``). Built in: ``tags`` (FAISS search of the
         tag/popularity/freshness artist vectors), ``als`` (FAISS search of ALS factors),
         ``ease`` (co-listening), ``friends`` and ``popularity``.
-    features : tuple of str
-        The stage-two feature groups, by registry name, in column order.
-    ranker : str
-        The stage-two model, by registry name: ``logistic`` (scikit-learn's logistic
-        regression, scores are probabilities) or ``lightgbm`` (LightGBM's LambdaRank, a
-        query per user, scores order one user's list).
-    ranker_params : dict
-        Keyword arguments of the ranker class (e.g. ``{"C": 0.1}`` for ``logistic``,
-        ``{"n_estimators": 300, "num_leaves": 31}`` for ``lightgbm``).
-    tag_dim : int
-        Dimensions of the truncated-SVD projection of the TF-IDF tag text. The design card
-        asks for about 500; 250 scored the same on validation at half the cost.
-    tag_search_dim : int
-        Tag dimensions an exact tag index searches (the strongest SVD components,
-        L2-normalised again); 0 searches all ``tag_dim``. IVF and HNSW search all of them.
-    popularity_weight, freshness_weight : float
-        Norm of the popularity and freshness blocks of an artist vector relative to the tag
-        block (unit norm).
-    index : {"auto", "flat", "ivf", "hnsw"}
-        FAISS index type; ``auto`` is exact search below ``ann_threshold`` artists, else IVF.
-    ann_threshold : int
-    history_weighting : {"none", "log", "plays"}
-        Weight of each history artist in a user's stage-one query.
-    als_min_listeners : int
-        The ALS source searches only artists with at least this many listeners.
-    ease_l2, log_ease_l2 : float
-        L2 penalties of the EASE co-listening models on presence and on ``log1p(plays)``.
-    ease_max_artists : int
-        EASE models at most this many of the most listened artists (its cost is cubic).
-    rp3_alpha, rp3_beta : float
-        RP3beta random-walk exponent and popularity penalty.
-    rp3_top_k : int
-        Neighbours RP3beta keeps per artist.
-    svd_factors, svd_epochs : int
-        BiasedSVD (scikit-surprise ``SVD(biased=True)``) size and epochs.
-    svd_lr, svd_reg : float
-    als_factors, als_iterations : int
-        ALS (implicit ``AlternatingLeastSquares``) size and iterations.
-    als_alpha, als_regularization : float
-    als_confidence : {"binary", "log", "raw"}
-        Confidence of a play count before ``als_alpha``: 1, ``log1p(plays)`` or plays.
-    als_models : int
-        ALS models (seeds ``seed``, ``seed + 1``, ...) whose scores are averaged.
+    features : tuple of str, or dict of str to dict
+        The stage-two feature groups, in column order: names, or names with settings.
+    ranker : str or dict
+        The stage-two model: a name (``logistic``: scikit-learn's logistic regression, scores
+        are probabilities; ``lightgbm``: LightGBM's LambdaRank, a query per user), or an entry
+        with its settings (``{"part": "lightgbm", "n_estimators": 300}``).
+    fallback : str
+        The shared model whose most popular unheard artists fill a user's top-n list when
+        the sources found too few.
     tagged_known : bool
         Artists a listener tagged count as known (with those they played): they are not
         recommended as discoveries unless a call passes ``filter_known=False``.
-    recent_days : float
-        Window of the ``recency`` feature group: an artist's trend counts listeners who
-        started playing it in the last ``recent_days``, and a listener's recent taste weighs
-        each artist by ``0.5 ** (days since last played / recent_days)``.
     recency_half_life_days : float or None
         With listen times in the data, the confidence of a (listener, artist) pair halves
         every this many days between its last listen and the data's latest listen; ``None``
@@ -103,42 +96,18 @@ class FunnelConfig(BaseModel):
     cache_dir : str or None
         Where trained BiasedSVD embeddings and rankers are cached between runs.
     reuse_svd, reuse_ranker : bool
-        Reuse cached BiasedSVD embeddings / ranker when trained on the same data, settings
-        and feature code.
+        Reuse cached models fitted in a worker (BiasedSVD) / the ranker when trained on the
+        same data, settings and feature code.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    candidates: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_CANDIDATES))
-    features: tuple[str, ...] = DEFAULT_FEATURES
-    ranker: str = "logistic"
-    ranker_params: dict[str, Any] = Field(default_factory=dict)
-    tag_dim: int = Field(250, gt=0)
-    tag_search_dim: int = Field(32, ge=0)
-    popularity_weight: float = Field(0.25, ge=0)
-    freshness_weight: float = Field(0.1, ge=0)
-    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
-    ann_threshold: int = Field(100_000, gt=0)
-    history_weighting: Literal["none", "log", "plays"] = "log"
-    als_min_listeners: int = Field(2, gt=0)
-    ease_l2: float = Field(200.0, gt=0)
-    ease_max_artists: int = Field(2000, gt=0)
-    log_ease_l2: float = Field(3000.0, gt=0)
-    rp3_alpha: float = Field(1.0, gt=0)
-    rp3_beta: float = Field(0.25, ge=0)
-    rp3_top_k: int = Field(100, gt=0)
-    svd_factors: int = Field(16, gt=0)
-    svd_epochs: int = Field(20, gt=0)
-    svd_lr: float = Field(0.005, gt=0)
-    svd_reg: float = Field(0.1, ge=0)
-    als_factors: int = Field(32, gt=0)
-    als_iterations: int = Field(8, gt=0)
-    als_alpha: float = Field(10.0, gt=0)
-    als_regularization: float = Field(0.01, ge=0)
-    als_confidence: Literal["binary", "log", "raw"] = "binary"
-    als_models: int = Field(3, gt=0)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    candidates: dict[str, int | dict[str, Any]] = Field(default_factory=lambda: dict(DEFAULT_CANDIDATES))
+    features: tuple[str, ...] | dict[str, dict[str, Any]] = DEFAULT_FEATURES
+    ranker: str | dict[str, Any] = "logistic"
+    fallback: str = "popularity"
     tagged_known: bool = True
-    recent_days: float = Field(30.0, gt=0)
     recency_half_life_days: float | None = Field(60.0, gt=0)
     ranker_holdout: float = Field(0.2, gt=0, lt=1)
     ranker_negatives: int = Field(50, ge=0)
@@ -160,40 +129,55 @@ class FunnelConfig(BaseModel):
         raise ConfigError(f"a FunnelConfig cannot be changed; build a changed copy with "
                           f"config.replace({name}=...)")
 
-    @field_validator("candidates")
+    @field_validator("models", "candidates", "features")
     @classmethod
-    def _known_sources(cls, value: dict[str, int]) -> dict[str, int]:
-        from funnel.candidates import SOURCES
-
-        if not value:
-            raise ValueError("name at least one candidate source")
-        for name, k in value.items():
-            SOURCES.check(name)
-            if k < 1:
-                raise ValueError(f"source {name!r} must return at least 1 candidate, got {k}; "
+    def _entries(cls, value: Any, info: ValidationInfo) -> Any:
+        names = list(value)
+        if info.field_name != "models" and not names:
+            raise ValueError(f"name at least one part in {info.field_name}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{names} name one part twice")
+        for name in names:
+            if not name or not isinstance(name, str):
+                raise ValueError(f"part names must be non-empty strings, got {name!r}")
+            entry = value[name] if isinstance(value, dict) else {}
+            if isinstance(entry, int) and not isinstance(entry, bool) and entry < 1:
+                raise ValueError(f"source {name!r} must return at least 1 candidate, got {entry}; "
                                  "leave a source out of the mapping to disable it")
+            if isinstance(entry, dict):
+                _check_entry(name, entry)
         return value
 
-    @field_validator("features")
+    @field_validator("ranker")
     @classmethod
-    def _known_features(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from funnel.ranking import FEATURES
-
-        for name in value:
-            FEATURES.check(name)
-        if len(set(value)) != len(value):
-            raise ValueError(f"feature groups {list(value)} name one group twice")
-        if not value:
-            raise ValueError("name at least one feature group")
+    def _ranker_entry(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if isinstance(value, dict):
+            if not isinstance(value.get("part"), str):
+                raise ValueError("a ranker given with settings names its class as 'part' "
+                                 "(e.g. {'part': 'lightgbm', 'n_estimators': 300})")
+            _check_entry("ranker", value)
+        elif not value:
+            raise ValueError("name a ranker")
         return value
 
-    @model_validator(mode="after")
-    def _known_ranker(self) -> FunnelConfig:
-        from funnel.ranking import RANKERS
+    def entries(self, section: str) -> list[PartEntry]:
+        """The parts of ``section`` (``models``, ``candidates`` or ``features``), in order."""
+        value = getattr(self, section)
+        if isinstance(value, tuple):
+            value = {name: {} for name in value}
+        out = []
+        for name, entry in value.items():
+            entry = {"n": entry} if isinstance(entry, int) else entry
+            out.append(PartEntry(name, entry.get("part", name), dict(entry.get("models", {})),
+                                 {k: v for k, v in entry.items() if k not in RESERVED}))
+        return out
 
-        RANKERS.check(self.ranker)
-        RANKERS.get(self.ranker).from_config(self)  # its own parameters are checked by its class
-        return self
+    def ranker_entry(self) -> PartEntry:
+        """The ranker's entry."""
+        if isinstance(self.ranker, str):
+            return PartEntry(self.ranker, self.ranker, {}, {})
+        return PartEntry(self.ranker["part"], self.ranker["part"], {},
+                         {k: v for k, v in self.ranker.items() if k not in RESERVED})
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> FunnelConfig:
@@ -205,6 +189,26 @@ class FunnelConfig(BaseModel):
             values["features"] = tuple(values["features"])
         return cls(**values)
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> FunnelConfig:
+        """Read a config written by :meth:`to_file` (or by hand): a JSON object of settings."""
+        try:
+            values = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"the config file {path} is not JSON ({exc}); write it with FunnelConfig.to_file") \
+                from None
+        if isinstance(values, dict):
+            values.pop("format", None)
+        return cls.from_dict(values)
+
+    def to_file(self, path: str | os.PathLike) -> None:
+        """Write the settings as JSON (atomically), which :meth:`from_file` reads."""
+        from funnel.persistence.files import save_json  # not at the top: funnel.persistence imports this module
+
+        save_json(path, {"format": "funnel-config-1", **self.to_dict()})
+
     def replace(self, **changes: Any) -> FunnelConfig:
         """A copy with ``changes`` applied, validated again."""
         return FunnelConfig.from_dict({**self.to_dict(), **changes})
@@ -212,7 +216,8 @@ class FunnelConfig(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         """All settings as a plain JSON-serialisable dict."""
         values = self.model_dump()
-        values["features"] = list(values["features"])
+        if isinstance(values["features"], tuple):
+            values["features"] = list(values["features"])
         return values
 
     def model_settings(self, names: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -221,19 +226,43 @@ class FunnelConfig(BaseModel):
                 if k not in RUNTIME_SETTINGS and (names is None or k in names)}
 
     def fingerprint(self, names: tuple[str, ...] | None = None) -> str:
-        """Hash of :meth:`model_settings`."""
-        text = json.dumps(self.model_settings(names), sort_keys=True, default=str)
+        """Hash of :meth:`model_settings` (the order of parts counts: it is the merge and column order)."""
+        text = json.dumps(self.model_settings(names), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def describe_errors(exc: ValidationError) -> str:
+def _check_entry(name: str, entry: dict[str, Any]) -> None:
+    part, models = entry.get("part", name), entry.get("models", {})
+    if not isinstance(part, str) or not part:
+        raise ValueError(f"{name!r}: 'part' names a class (a registry name, 'package.module:Class' or an "
+                         f"entry point), got {part!r}")
+    if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                               for k, v in models.items()):
+        raise ValueError(f"{name!r}: 'models' maps a requirement to a shared model's name "
+                         f"(e.g. {{'als': 'als_64'}}), got {models!r}")
+
+
+def settings_of(settings_class: type[BaseModel], values: Mapping[str, Any], where: str) -> Any:
+    """``settings_class`` built from ``values``: a part's settings, or a ConfigError naming ``where``."""
+    try:
+        return settings_class(**values)
+    except ValidationError as exc:
+        valid = sorted(settings_class.model_fields)
+        raise ConfigError(f"{where}: {describe_errors(exc, valid)}") from None
+    except TypeError as exc:  # keys that are not strings
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def describe_errors(exc: ValidationError, valid: list[str] | None = None) -> str:
     """One line per invalid setting: which, what it was given, and what it must be."""
     lines = []
     for error in exc.errors():
         where = ".".join(str(part) for part in error.get("loc", ())) or "settings"
         if error.get("type") == "extra_forbidden":
-            valid = sorted(FunnelConfig.model_fields)
-            lines.append(f"unknown setting {where!r}; valid settings are {valid}")
+            known = sorted(FunnelConfig.model_fields) if valid is None else valid
+            hint = "" if valid is not None else (" (a part's own settings go in its entry, e.g. "
+                                                 "models={'svd': {'factors': 16}}: see docs/configuration.md)")
+            lines.append(f"unknown setting {where!r}; valid settings are {known}{hint}")
             continue
         message = str(error.get("msg", "")).removeprefix("Value error, ")
         given = error.get("input")

@@ -1,10 +1,11 @@
-"""The three small protocols of the funnel's parts: candidate sources, feature groups, rankers.
+"""The protocols of the funnel's parts: shared models, candidate sources, feature groups, rankers.
 
-Each part is one class, registered by name (``funnel.candidates.SOURCES``,
-``funnel.ranking.FEATURES``, ``funnel.ranking.RANKERS``) and built from the configuration
-that names it; ``docs/extending.md`` shows one of each. Fitted state leaves a part as
-:class:`PartState`: named numpy arrays plus named files in a native format (a FAISS index,
-a LightGBM model text), never a pickle.
+Each part is one class with its own settings (a :class:`PartSettings` subclass named
+``Settings``), found by registry name, dotted path or entry point (``funnel.registry``) and
+built by ``from_config(settings, context)`` from the configuration entry that names it;
+``docs/extending.md`` shows one of each. Fitted state leaves a part as :class:`PartState`:
+named numpy arrays plus named files in a native format (a FAISS index, a LightGBM model
+text), never a pickle.
 
 Beside these, a part may offer a capability that code outside the stages uses, found by
 protocol (:meth:`funnel.stages.Stages.offering`), never by the part's name or class:
@@ -20,12 +21,49 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from funnel.batch import Batch
     from funnel.candidates.merge import CandidateSet
-    from funnel.config import FunnelConfig
     from funnel.data import Dataset
+
+
+class PartSettings(BaseModel):
+    """A part's own settings: keyword values with defaults, checked once, unknown keys refused.
+
+    A part class declares ``Settings``, a subclass with its fields (pydantic ``Field`` bounds
+    for the checks); a part without settings inherits this empty one. A configuration entry
+    gives values for them beside ``part`` (which class) and ``models`` (which shared models).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SourceSettings(PartSettings):
+    """Settings every candidate source has: how many candidates it returns per user."""
+
+    n: int = Field(100, ge=1)
+
+
+@dataclass(frozen=True)
+class PartContext:
+    """What a part is built with beside its settings.
+
+    Attributes
+    ----------
+    models : mapping of str to model
+        The shared models the part ``requires``, by the names in ``requires`` (the
+        configuration may map a requirement to another instance of the same kind).
+    seed : int
+        The funnel's seed, for every random step.
+    n_threads : int
+        Threads a part may use (0: all cores).
+    """
+
+    models: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    n_threads: int = 0
 
 
 @dataclass
@@ -51,12 +89,12 @@ class CandidateSource(Protocol):
     nothing to work with (the tag source on data without tags), and the stages skip it.
     """
 
-    name: ClassVar[str]
+    name: str  # its name in the configuration (the stages set it)
     requires: ClassVar[tuple[str, ...]]  # the shared models it reads (``funnel.factors.MODELS``)
     n_candidates: int
 
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> CandidateSource: ...
+    def from_config(cls, settings: Any, context: PartContext) -> CandidateSource: ...
 
     def fit(self, dataset: Dataset) -> CandidateSource: ...
 
@@ -77,12 +115,12 @@ class FeatureGroup(Protocol):
     a user's scores without ranking them, so explanations leave them out).
     """
 
-    name: ClassVar[str]
+    name: str
     requires: ClassVar[tuple[str, ...]]
     constant_per_user: ClassVar[frozenset[str]]
 
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> FeatureGroup: ...
+    def from_config(cls, settings: Any, context: PartContext) -> FeatureGroup: ...
 
     def fit(self, dataset: Dataset) -> FeatureGroup: ...
 
@@ -103,10 +141,10 @@ class Ranker(Protocol):
     model may ignore it.
     """
 
-    name: ClassVar[str]
+    name: str
 
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> Ranker: ...
+    def from_config(cls, settings: Any, context: PartContext) -> Ranker: ...
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Ranker: ...
 
@@ -115,6 +153,46 @@ class Ranker(Protocol):
     def get_state(self) -> PartState: ...
 
     def set_state(self, state: PartState) -> Ranker: ...
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A shared model: fitted once per dataset, read by the sources and feature groups that ``require`` it.
+
+    ``user_arrays`` names the arrays of its state that grow with the training users (a name,
+    or the prefix of a CSR matrix written by ``funnel.sparse.csr_to_arrays``): an
+    artist-side-only save keeps zero rows of each.
+    """
+
+    name: str
+    user_arrays: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def from_config(cls, settings: Any, context: PartContext) -> Model: ...
+
+    def fit(self, dataset: Dataset) -> Model: ...
+
+    def get_state(self) -> PartState: ...
+
+    def set_state(self, state: PartState) -> Model: ...
+
+
+@runtime_checkable
+class FitsInWorker(Protocol):
+    """A model whose fit is a pure function of arrays, run in a worker process beside the rest of a fit.
+
+    ``fit_job`` returns a picklable module-level function and its arguments; the function
+    returns the arrays of the model's :class:`PartState`.
+    """
+
+    def fit_job(self, dataset: Dataset) -> tuple[Any, tuple[Any, ...]]: ...
+
+
+@runtime_checkable
+class FillsShortLists(Protocol):
+    """A model that offers the most popular artists a user has not heard, to fill short top-n lists."""
+
+    def top_unseen(self, batch: Batch, k: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class Space(NamedTuple):
@@ -165,6 +243,22 @@ class FriendsEvidence(Protocol):
     def friends_playing(self, values: np.ndarray) -> np.ndarray:
         """Per pair, the friends who play the artist, from the pairs' values of this group's columns."""
         ...
+
+
+class ArrayState:
+    """:class:`PartState` of a model whose state is arrays only, from its ``to_arrays``/``set_arrays``."""
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def set_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
+        raise NotImplementedError
+
+    def get_state(self) -> PartState:
+        return PartState(arrays=self.to_arrays())
+
+    def set_state(self, state: PartState) -> Any:
+        return self.set_arrays(state.arrays)
 
 
 class Stateless:

@@ -23,7 +23,6 @@ from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_i
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.persistence.model import check_model_arrays, read_model, string_array, write_model
 from funnel.protocols import PartState, SimilaritySpace
-from funnel.ranking import RANKERS
 from funnel.rules import Rules
 from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row
 from funnel.stages import Stages
@@ -104,7 +103,7 @@ class Recommender:
     def __init__(self, config: FunnelConfig | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         self.config = config
         self.overrides = overrides
-        resolve(config, overrides)  # unknown or invalid settings fail here, not in fit
+        Stages(resolve(config, overrides))  # unknown or invalid settings, of any part, fail here, not in fit
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor's arguments: ``config`` and the individual overrides, as given."""
@@ -114,7 +113,7 @@ class Recommender:
         """Change ``config`` or individual settings (validated now); returns ``self``."""
         config = params.pop("config", self.config)
         overrides = {**self.overrides, **params}
-        resolve(config, overrides)
+        Stages(resolve(config, overrides))
         self.config, self.overrides = config, overrides
         return self
 
@@ -536,6 +535,7 @@ class Recommender:
         return write_model(path, states, {
             "data_fingerprint": self.fingerprint_, "config": self.config_.to_dict(),
             "feature_names": self.feature_names_, "sources": self.stages_.source_names,
+            "classes": self.stages_.classes(),
             "n_users": len(users), "n_artists": len(self.artist_ids_),
             "artist_side_only": bool(artist_side_only or self.artist_side_only_),
             "ranker_candidate_recall": self.ranker_candidate_recall_})
@@ -581,8 +581,8 @@ class Recommender:
         try:
             self = cls(config)
             self.config_ = config
-            self.stages_ = Stages.from_state(config, states, list(manifest["sources"]))
-            self.ranker_ = RANKERS.get(config.ranker).from_config(config).set_state(states["ranker"])
+            self.stages_ = Stages.from_state(config, states, list(manifest["sources"]), manifest["classes"])
+            self.ranker_ = self.stages_.new_ranker().set_state(states["ranker"])
             self.feature_names_ = self.stages_.feature_names_
             if self.feature_names_ != list(manifest["feature_names"]):
                 raise ArtifactError(f"{path} lists features {manifest['feature_names']}, but its settings give "
@@ -598,7 +598,9 @@ class Recommender:
             self.artist_side_only_ = bool(manifest["artist_side_only"])
         except KeyError as exc:
             raise ArtifactError(f"{path} lacks entry {exc}; the save is incomplete or from another program") from exc
-        except (ValueError, TypeError, IndexError, AttributeError) as exc:  # ConfigError too: an unknown part
+        except ConfigError as exc:  # a part's class: its package not installed here, or settings it refuses
+            raise ArtifactError(f"{path} holds parts this environment cannot build: {exc}") from exc
+        except (ValueError, TypeError, IndexError, AttributeError) as exc:
             raise ArtifactError(f"{path} holds parts this funnel cannot rebuild ({type(exc).__name__}: {exc}); "
                                 "the save is damaged or from another program: retrain and save it again") from exc
         shape = (len(self.user_ids_), len(self.artist_ids_))

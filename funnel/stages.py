@@ -12,26 +12,64 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from funnel.batch import Batch
 from funnel.candidates import SOURCES, CandidateSet, merge_candidates
-from funnel.config import FunnelConfig
+from funnel.config import FunnelConfig, PartEntry, settings_of
 from funnel.data import Dataset
+from funnel.errors import ConfigError
 from funnel.factors import MODELS
-from funnel.protocols import PartState
-from funnel.ranking import FEATURES
+from funnel.protocols import FeatureGroup, FillsShortLists, PartContext, PartSettings, PartState, Ranker
+from funnel.ranking import FEATURES, RANKERS
 from funnel.ranking.features import stack_columns
+from funnel.registry import Registry, class_path, import_class
 
 logger = logging.getLogger("funnel")
 
 # Bump when a built-in model, source or feature group changes what it computes: cached
 # rankers trained on other feature code are then retrained instead of reused.
 FEATURE_CODE_VERSION = 3
-FALLBACK_MODEL = "popularity"  # fills a top-n list when the sources found too few artists
+REGISTRIES: dict[str, Registry[Any]] = {"models": MODELS, "candidates": SOURCES, "features": FEATURES,
+                                        "ranker": RANKERS}
+
+
+class Part(NamedTuple):
+    """A configuration entry resolved: its class, checked settings and the shared models it reads."""
+
+    section: str  # "models", "candidates", "features" or "ranker"
+    name: str
+    cls: type
+    settings: PartSettings
+    models: dict[str, str]  # requirement -> name of the shared model that fills it
+
+    @property
+    def key(self) -> str:
+        """``section/name``: the key of its state and of its class path in a saved model."""
+        return f"{self.section}/{self.name}"
+
+    def build(self, context: PartContext) -> Any:
+        """The part, unfitted, named as in the configuration."""
+        part = self.cls.from_config(self.settings, context)  # type: ignore[attr-defined]
+        part.name = self.name
+        return part
+
+
+def resolve(section: str, entry: PartEntry, classes: Mapping[str, str] | None = None) -> Part:
+    """The class an entry names (its saved class path in ``classes`` first) with its settings checked."""
+    key = f"{section}/{entry.name}"
+    cls = import_class(classes[key], REGISTRIES[section].kind) if classes and key in classes \
+        else REGISTRIES[section].resolve(entry.part)
+    where = f"{section} entry {entry.name!r} ({entry.part})" if section != "ranker" else f"ranker {entry.part!r}"
+    settings = settings_of(getattr(cls, "Settings", PartSettings), entry.settings, where)
+    requires = tuple(getattr(cls, "requires", ()))
+    unknown = sorted(set(entry.models) - set(requires))
+    if unknown:
+        raise ConfigError(f"{where}: 'models' maps {unknown}, which it does not require; it requires {list(requires)}")
+    return Part(section, entry.name, cls, settings, {need: entry.models.get(need, need) for need in requires})
 
 
 def without_users(arrays: dict[str, np.ndarray], model: Any) -> dict[str, np.ndarray]:
@@ -50,14 +88,24 @@ def without_users(arrays: dict[str, np.ndarray], model: Any) -> dict[str, np.nda
 class Stages:
     """Stage-one sources and stage-two feature groups over the shared models of one dataset.
 
+    Building it resolves every part the configuration lists (registry name, dotted path or
+    entry point) and checks each part's settings: a :class:`funnel.ConfigError` here names
+    the entry.
+
     Parameters
     ----------
     config : FunnelConfig
+    classes : mapping of str to str, optional
+        Class paths by part key (``candidates/als``), as a saved model records them; they
+        are imported instead of resolving the configured names.
 
     Attributes
     ----------
+    parts : dict of str to Part
+        The resolved parts by key: the shared models the others need, the sources, the
+        feature groups and the ranker.
     models_ : dict of str to model
-        The fitted shared models, by registry name.
+        The fitted shared models, by name.
     sources_ : list of CandidateSource
     features_ : list of FeatureGroup
     feature_names_ : list of str
@@ -69,17 +117,45 @@ class Stages:
         Seconds of each fitting step.
     """
 
-    def __init__(self, config: FunnelConfig) -> None:
+    def __init__(self, config: FunnelConfig, classes: Mapping[str, str] | None = None) -> None:
         self.config = config
+        users = [resolve(section, entry, classes) for section in ("candidates", "features")
+                 for entry in config.entries(section)]
+        listed = {entry.name: entry for entry in config.entries("models")}
+        wanted = [config.fallback, *(name for part in users for name in part.models.values())]
+        models: dict[str, Part] = {}
+        for name in dict.fromkeys(wanted):
+            models[name] = resolve("models", listed.get(name, PartEntry(name, name, {}, {})), classes)
+        for name in set(listed) - set(models):  # listed and unused: still checked
+            resolve("models", listed[name], classes)
+        if not callable(getattr(models[config.fallback].cls, "top_unseen", None)):
+            raise ConfigError(f"fallback model {config.fallback!r} ({models[config.fallback].cls.__name__}) does not "
+                              "offer top_unseen(batch, k); name a model that does, such as 'popularity'")
+        ranker = resolve("ranker", config.ranker_entry(), classes)
+        self.parts = {part.key: part for part in (*models.values(), *users, ranker)}
 
-    def needed_models(self) -> list[str]:
-        """The shared models the configured parts read, in registry order."""
-        wanted = {FALLBACK_MODEL}
-        for name in self.config.candidates:
-            wanted.update(SOURCES.get(name).requires)
-        for name in self.config.features:
-            wanted.update(FEATURES.get(name).requires)
-        return [name for name in MODELS if name in wanted]
+    def section(self, name: str) -> list[Part]:
+        """The resolved parts of one section, in configuration order."""
+        return [part for part in self.parts.values() if part.section == name]
+
+    def context(self, part: Part, models: Mapping[str, Any] | None = None) -> PartContext:
+        """What ``part`` is built with: the fitted models it requires, the seed and threads."""
+        models = models or {}
+        return PartContext({need: models[name] for need, name in part.models.items()}, self.config.seed,
+                           self.config.n_threads)
+
+    def needed_models(self) -> list[Part]:
+        """The shared models the configured parts read."""
+        return self.section("models")
+
+    def classes(self) -> dict[str, str]:
+        """Every part's class path, by key, for a saved model to import on load."""
+        return {key: class_path(part.cls) for key, part in self.parts.items()}
+
+    def new_ranker(self) -> Ranker:
+        """The configured ranker, unfitted."""
+        part = self.parts[f"ranker/{self.config.ranker_entry().name}"]
+        return part.build(self.context(part))  # type: ignore[no-any-return]
 
     def fit(self, dataset: Dataset, prefit: Mapping[str, Callable[[], Any]] | None = None) -> Stages:
         """Fit every needed model, source and feature group on ``dataset``; returns ``self``.
@@ -91,25 +167,26 @@ class Stages:
             For some models, by name, a callable returning that model already fitted on
             ``dataset`` (reused from a cache, or fitted in a worker process).
         """
-        cfg, prefit = self.config, prefit or {}
+        prefit = prefit or {}
         self.fit_seconds_: dict[str, float] = {}
         models: dict[str, Any] = {}
-        for name in tqdm(self.needed_models(), desc="fitting models", disable=not cfg.show_progress):
+        for part in tqdm(self.needed_models(), desc="fitting models", disable=not self.config.show_progress):
             started = time.perf_counter()
-            models[name] = prefit[name]() if name in prefit else MODELS.get(name).from_config(cfg).fit(dataset)
-            self.fit_seconds_[name] = time.perf_counter() - started
+            models[part.name] = prefit[part.name]() if part.name in prefit \
+                else part.build(self.context(part)).fit(dataset)
+            self.fit_seconds_[part.name] = time.perf_counter() - started
         self.models_ = models
         started = time.perf_counter()
         self.sources_: list[Any] = []  # CandidateSource classes need not inherit the protocol
-        for name in cfg.candidates:
-            source = SOURCES.get(name).from_config(cfg, models)
+        for part in self.section("candidates"):
+            source = part.build(self.context(part, models))
             if not getattr(source, "available", lambda: True)():
-                logger.info("candidate source %s skipped: the data gives it nothing to work with", name)
+                logger.info("candidate source %s skipped: the data gives it nothing to work with", part.name)
                 continue
             self.sources_.append(source.fit(dataset))
         self.fit_seconds_["sources"] = time.perf_counter() - started
-        self.features_: list[Any] = [FEATURES.get(name).from_config(cfg, models).fit(dataset)
-                                     for name in cfg.features]
+        self.features_: list[FeatureGroup] = [part.build(self.context(part, models)).fit(dataset)
+                                              for part in self.section("features")]
         self._finish()
         logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in self.sources_))
         return self
@@ -132,8 +209,8 @@ class Stages:
     def offering(self, capability: type) -> list[Any]:
         """The fitted parts that offer ``capability`` (a runtime-checkable protocol of ``funnel.protocols``).
 
-        Shared models come first (in registry order), then the sources and the feature groups
-        in configuration order.
+        Shared models come first, then the sources and the feature groups, each in
+        configuration order.
         """
         parts = [*self.models_.values(), *self.sources_, *self.features_]
         return [part for part in parts if isinstance(part, capability)]
@@ -154,7 +231,8 @@ class Stages:
         retrieved = [(s.name, *s.retrieve(batch)) for s in self.sources_]
         cands = merge_candidates(retrieved, n_artists)
         if fallback and cands.counts(len(batch)).min(initial=fallback) < fallback:
-            extra = [self.models_[FALLBACK_MODEL].top_unseen(batch, fallback)[0]]
+            chart: FillsShortLists = self.models_[self.config.fallback]
+            extra = [chart.top_unseen(batch, fallback)[0]]
             cands = merge_candidates(retrieved, n_artists, extra)
         excluded = batch.excluded_pairs(cands.rows, cands.items)
         # the built-in sources never return excluded artists; a source of one's own may
@@ -167,35 +245,37 @@ class Stages:
 
     # persistence ------------------------------------------------------------------------
     def get_state(self, artist_side_only: bool = False) -> dict[str, PartState]:
-        """Every part's fitted state, keyed ``models/NAME``, ``sources/NAME``, ``features/NAME``.
+        """Every part's fitted state, keyed ``models/NAME``, ``candidates/NAME``, ``features/NAME``.
 
         ``artist_side_only`` leaves out what grows with the training users (each model's
         ``user_arrays``: user factors, per-user statistics), keeping zero rows of each, so
         the state scores new listeners exactly as the full one and its size depends on the
         catalogue only.
         """
-        states = {f"models/{name}": PartState(arrays=without_users(model.to_arrays(), model) if artist_side_only
-                                              else model.to_arrays())
-                  for name, model in self.models_.items()}
-        states.update({f"sources/{s.name}": s.get_state() for s in self.sources_})
+        states = {}
+        for name, model in self.models_.items():
+            state = model.get_state()
+            if artist_side_only:
+                state = PartState(arrays=without_users(state.arrays, model), files=state.files)
+            states[f"models/{name}"] = state
+        states.update({f"candidates/{s.name}": s.get_state() for s in self.sources_})
         states.update({f"features/{g.name}": g.get_state() for g in self.features_})
         return states
 
     @classmethod
-    def from_state(cls, config: FunnelConfig, states: Mapping[str, PartState], source_names: list[str]) -> Stages:
-        """Stages rebuilt from :meth:`get_state` without refitting (``source_names``: the fitted sources)."""
-        self = cls(config)
-        models: dict[str, Any] = {}
-        for key, state in states.items():
-            if key.startswith("models/"):
-                name = key[len("models/"):]
-                models[name] = MODELS.get(name).from_config(config).set_arrays(state.arrays)
-        self.models_ = models
-        self.sources_ = [
-            SOURCES.get(name).from_config(config, models).set_state(states.get(f"sources/{name}", PartState()))
-            for name in source_names]
-        self.features_ = [
-            FEATURES.get(name).from_config(config, models).set_state(states.get(f"features/{name}", PartState()))
-            for name in config.features]
+    def from_state(cls, config: FunnelConfig, states: Mapping[str, PartState], source_names: list[str],
+                   classes: Mapping[str, str] | None = None) -> Stages:
+        """Stages rebuilt from :meth:`get_state` without refitting.
+
+        ``source_names`` are the fitted sources (a source the data gave nothing is left
+        out); ``classes`` the saved class paths (:meth:`classes`).
+        """
+        self = cls(config, classes)
+        self.models_ = {part.name: part.build(self.context(part)).set_state(states[part.key])
+                        for part in self.needed_models()}
+        self.sources_ = [part.build(self.context(part, self.models_)).set_state(states.get(part.key, PartState()))
+                         for part in self.section("candidates") if part.name in source_names]
+        self.features_ = [part.build(self.context(part, self.models_)).set_state(states.get(part.key, PartState()))
+                          for part in self.section("features")]
         self._finish()
         return self

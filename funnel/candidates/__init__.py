@@ -18,7 +18,7 @@ from funnel.candidates.sources import (
 from funnel.protocols import CandidateSource
 from funnel.registry import Registry
 
-SOURCES = Registry("candidate source", "candidates")
+SOURCES: Registry[CandidateSource] = Registry("candidate source", "candidates", "funnel.sources")
 SOURCES.add("tags", TagSource)
 SOURCES.add("als", ALSSource)
 SOURCES.add("ease", EASESource)

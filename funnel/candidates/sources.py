@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
+from pydantic import Field
 
 from funnel.batch import Batch
 from funnel.candidates.base import drop_seen, pad, top_k_ordered, top_k_unseen
@@ -14,10 +14,7 @@ from funnel.candidates.index import build_index, index_bytes, index_from_bytes, 
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
 from funnel.factors import EASE, ALSFactors, ArtistEmbedder, FriendListening, PopularityChart
-from funnel.protocols import PartState, Space, Stateless
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
+from funnel.protocols import PartContext, PartState, SourceSettings, Space, Stateless
 
 logger = logging.getLogger("funnel")
 
@@ -55,8 +52,14 @@ class IndexSource:
     Subclasses give the indexed vectors (:meth:`_vectors`) and the queries (:meth:`_queries`).
     """
 
-    name: ClassVar[str] = "index"
+    name: str = "index"
     requires: ClassVar[tuple[str, ...]] = ()
+
+    class Settings(SourceSettings):
+        """FAISS index type (``auto``: exact search below ``ann_threshold`` artists, else IVF)."""
+
+        index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
+        ann_threshold: int = Field(100_000, gt=0)
 
     def __init__(self, n_candidates: int, *, index: str = "auto", ann_threshold: int = 100_000,
                  seed: int = 0) -> None:
@@ -163,11 +166,19 @@ class TagSource(IndexSource):
         self.history_weighting = history_weighting
         self.search_dim = search_dim
 
+    class Settings(IndexSource.Settings):
+        """``search_dim``: tag dimensions an exact index searches (the strongest SVD components,
+        L2-normalised again; 0 searches all); ``history_weighting``: weight of each history
+        artist in the listener's query."""
+
+        search_dim: int = Field(32, ge=0)
+        history_weighting: Literal["none", "log", "plays"] = "log"
+
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> TagSource:
-        return cls(config.candidates[cls.name], models["embedder"], history_weighting=config.history_weighting,
-                   index=config.index, ann_threshold=config.ann_threshold, seed=config.seed,
-                   search_dim=config.tag_search_dim)
+    def from_config(cls, settings: Settings, context: PartContext) -> TagSource:
+        return cls(settings.n, context.models["embedder"], history_weighting=settings.history_weighting,
+                   index=settings.index, ann_threshold=settings.ann_threshold, seed=context.seed,
+                   search_dim=settings.search_dim)
 
     @property
     def n_artists(self) -> int:
@@ -239,10 +250,15 @@ class ALSSource(IndexSource):
         self.als = als
         self.min_listeners = min_listeners
 
+    class Settings(IndexSource.Settings):
+        """``min_listeners``: only artists with at least this many listeners are searched."""
+
+        min_listeners: int = Field(2, gt=0)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> ALSSource:
-        return cls(config.candidates[cls.name], models["als"], index=config.index,
-                   ann_threshold=config.ann_threshold, seed=config.seed, min_listeners=config.als_min_listeners)
+    def from_config(cls, settings: Settings, context: PartContext) -> ALSSource:
+        return cls(settings.n, context.models["als"], index=settings.index, ann_threshold=settings.ann_threshold,
+                   seed=context.seed, min_listeners=settings.min_listeners)
 
     @property
     def n_artists(self) -> int:
@@ -271,16 +287,17 @@ class ALSSource(IndexSource):
 class ModelSource(Stateless):
     """A source whose state lives in one shared model, ``requires[0]``, handed to it as ``model``."""
 
-    name: ClassVar[str] = "model"
+    name: str = "model"
     requires: ClassVar[tuple[str, ...]] = ()
+    Settings = SourceSettings
 
     def __init__(self, n_candidates: int, model: Any) -> None:
         self.n_candidates = n_candidates
         self.model = model
 
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> Any:
-        return cls(config.candidates[cls.name], models[cls.requires[0]])
+    def from_config(cls, settings: SourceSettings, context: PartContext) -> Any:
+        return cls(settings.n, context.models[cls.requires[0]])
 
 
 class EASESource(ModelSource):

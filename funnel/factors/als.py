@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ArtifactError, NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import Space
+from funnel.protocols import ArrayState, PartContext, PartSettings, Space
 from funnel.sparse import weighted
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
 SMALL_FOLD_IN = 16  # fewer new listeners than this are folded in on one thread
 
@@ -26,7 +24,7 @@ def confidence(plays: sp.csr_matrix, kind: str) -> sp.csr_matrix:
     return weighted(plays, kind)
 
 
-class ALSFactors:
+class ALSFactors(ArrayState):
     """Weighted-regularised ALS on a users x artists play matrix, optionally an average of several.
 
     With ``n_models`` > 1, that many ALS models are fitted from seeds ``seed``, ``seed + 1``,
@@ -66,11 +64,19 @@ class ALSFactors:
         self.n_threads = n_threads
         self.n_models = n_models
 
+    class Settings(PartSettings):
+        """The funnel's ALS: ``n_models`` models of ``factors`` each, binary confidence."""
+
+        factors: int = Field(32, gt=0)
+        iterations: int = Field(8, gt=0)
+        alpha: float = Field(10.0, gt=0)
+        regularization: float = Field(0.01, ge=0)
+        confidence: Literal["binary", "log", "raw"] = "binary"
+        n_models: int = Field(3, gt=0)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> ALSFactors:
-        return cls(factors=config.als_factors, iterations=config.als_iterations, alpha=config.als_alpha,
-                   regularization=config.als_regularization, confidence=config.als_confidence, seed=config.seed,
-                   n_threads=config.n_threads, n_models=config.als_models)
+    def from_config(cls, settings: Settings, context: PartContext) -> ALSFactors:
+        return cls(**settings.model_dump(), seed=context.seed, n_threads=context.n_threads)
 
     def _models(self, n_threads: int) -> list[Any]:
         from implicit.cpu.als import AlternatingLeastSquares

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from pydantic import Field
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import Space
+from funnel.protocols import ArrayState, PartContext, PartSettings, Space
 from funnel.sparse import select_columns, weighted
 
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
-
-class EASE:
+class EASE(ArrayState):
     """Embarrassingly shallow autoencoder on listening, over the most listened artists.
 
     ``B = I - P / diag(P)`` with ``P = (X'X + l2 I)^-1`` and a zero diagonal; a user's score
@@ -53,9 +49,15 @@ class EASE:
         self.max_artists = max_artists
         self.weighting = weighting
 
+    class Settings(PartSettings):
+        """L2 penalty, and how many of the most listened artists it models (its cost is cubic)."""
+
+        l2: float = Field(200.0, gt=0)
+        max_artists: int = Field(2000, gt=0)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> EASE:
-        return cls(l2=config.ease_l2, max_artists=config.ease_max_artists)
+    def from_config(cls, settings: Settings, context: PartContext) -> EASE:
+        return cls(**settings.model_dump())
 
     def fit(self, dataset: Dataset | sp.csr_matrix) -> EASE:
         """Fit on a dataset's (or a users x artists matrix of) play counts; returns ``self``."""
@@ -152,9 +154,11 @@ class LogEASE(EASE):
                  weighting: str = "log") -> None:
         super().__init__(l2=l2, min_listeners=min_listeners, max_artists=max_artists, weighting=weighting)
 
-    @classmethod
-    def from_config(cls, config: FunnelConfig) -> LogEASE:
-        return cls(l2=config.log_ease_l2, max_artists=config.ease_max_artists)
+    class Settings(PartSettings):
+        """As :class:`EASE`'s, with the L2 penalty of ``log1p(plays)`` targets."""
+
+        l2: float = Field(3000.0, gt=0)
+        max_artists: int = Field(2000, gt=0)
 
     def similarity_space(self) -> Space:
         """Co-listening on play counts, after presence EASE's (``space`` ``ease``)."""

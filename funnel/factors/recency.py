@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
+from funnel.protocols import ArrayState, PartContext, PartSettings
 from funnel.sparse import select_rows
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
 DAY = np.timedelta64(1, "D")
 
 
-class ListenTimes:
+class ListenTimes(ArrayState):
     """Listen times of a dataset, as of its latest listen.
 
     Fitted on a dataset without listen times it holds nothing, and :attr:`has_times_` is
@@ -49,9 +46,16 @@ class ListenTimes:
     def __init__(self, *, recent_days: float = 30.0) -> None:
         self.recent_days = recent_days
 
+    class Settings(PartSettings):
+        """``recent_days``: an artist's trend counts listeners who started it in the last this many
+        days, and a listener's recent taste weighs each artist by ``0.5 ** (days since last
+        played / recent_days)``."""
+
+        recent_days: float = Field(30.0, gt=0)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> ListenTimes:
-        return cls(recent_days=config.recent_days)
+    def from_config(cls, settings: Settings, context: PartContext) -> ListenTimes:
+        return cls(**settings.model_dump())
 
     def fit(self, dataset: Dataset) -> ListenTimes:
         """Recency weights of every pair and per-artist idle time and trend; returns ``self``."""

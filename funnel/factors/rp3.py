@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
+from funnel.protocols import ArrayState, PartContext, PartSettings
 from funnel.sparse import csr_from_arrays, csr_to_arrays, lookup, top_n_per_row, weighted
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
 
 def _row_stochastic(matrix: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
@@ -24,7 +21,7 @@ def _row_stochastic(matrix: sp.csr_matrix, alpha: float) -> sp.csr_matrix:
     return out
 
 
-class RP3beta:
+class RP3beta(ArrayState):
     """Three-step random walk artist -> listener -> artist, damped by the target's popularity.
 
     With ``P_ui`` the row-stochastic users x artists matrix of binary listening and ``P_iu``
@@ -59,9 +56,16 @@ class RP3beta:
         self.top_k = top_k
         self.block_size = block_size
 
+    class Settings(PartSettings):
+        """Random-walk exponent, popularity penalty and neighbours kept per artist."""
+
+        alpha: float = Field(1.0, gt=0)
+        beta: float = Field(0.25, ge=0)
+        top_k: int = Field(100, gt=0)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> RP3beta:
-        return cls(alpha=config.rp3_alpha, beta=config.rp3_beta, top_k=config.rp3_top_k)
+    def from_config(cls, settings: Settings, context: PartContext) -> RP3beta:
+        return cls(**settings.model_dump())
 
     def fit(self, dataset: Dataset | sp.csr_matrix) -> RP3beta:
         """Fit on a dataset's (or a matrix of) play counts; only presence matters. Returns ``self``."""

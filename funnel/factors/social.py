@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import scipy.sparse as sp
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
+from funnel.protocols import ArrayState, PartContext, PartSettings
 from funnel.sparse import csr_from_arrays, csr_to_arrays, most_first, select_rows, weighted
 
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
-
-class FriendListening:
+class FriendListening(ArrayState):
     """Counts of friends listening to each artist, from the dataset's friendships.
 
     Attributes
@@ -32,8 +28,10 @@ class FriendListening:
     name = "friends"
     user_arrays = ("", "n_friends")  # the counts matrix (no prefix) and friend numbers, per training user
 
+    Settings = PartSettings
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> FriendListening:
+    def from_config(cls, settings: PartSettings, context: PartContext) -> FriendListening:
         return cls()
 
     def fit(self, dataset: Dataset) -> FriendListening:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.data.freshness import robust_years
 from funnel.errors import NotFittedError
+from funnel.protocols import ArrayState, PartContext, PartSettings
 from funnel.sparse import weighted
 
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
-
-class PopularityChart:
+class PopularityChart(ArrayState):
     """Artists by number of listeners (ties by plays): the chart everyone shares.
 
     Attributes
@@ -29,8 +25,10 @@ class PopularityChart:
 
     name = "popularity"
 
+    Settings = PartSettings
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> PopularityChart:
+    def from_config(cls, settings: PartSettings, context: PartContext) -> PopularityChart:
         return cls()
 
     def fit(self, dataset: Dataset) -> PopularityChart:
@@ -62,7 +60,7 @@ class PopularityChart:
         return self
 
 
-class UserStatistics:
+class UserStatistics(ArrayState):
     """Years since each user last tagged anything (as of the data), and whether they did.
 
     Dates are clipped into their plausible range like artist freshness. Users who never
@@ -77,8 +75,10 @@ class UserStatistics:
     name = "users"
     user_arrays = ("years_since_last_tag", "has_tagged")
 
+    Settings = PartSettings
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> UserStatistics:
+    def from_config(cls, settings: PartSettings, context: PartContext) -> UserStatistics:
         return cls()
 
     def fit(self, dataset: Dataset) -> UserStatistics:

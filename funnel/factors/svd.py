@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from pydantic import Field
 
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
+from funnel.protocols import ArrayState, PartContext, PartSettings
 from funnel.sparse import as_csr, csr_from_arrays, csr_to_arrays, row_of_entries
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
 RATING_SCALE = (1.0, 5.0)
 
@@ -104,7 +103,7 @@ def fit_svd_arrays(ratings: dict[str, np.ndarray], factors: int, epochs: int, lr
     return out
 
 
-class BiasedSVDFactors:
+class BiasedSVDFactors(ArrayState):
     """Biased matrix factorisation of ratings with scikit-surprise's ``SVD``.
 
     Ratings come from :func:`plays_to_ratings`. Artists and users surprise never saw get
@@ -135,10 +134,17 @@ class BiasedSVDFactors:
         self.reg = reg
         self.seed = seed
 
+    class Settings(PartSettings):
+        """scikit-surprise ``SVD(biased=True)``: size, epochs, learning rate and regularisation."""
+
+        factors: int = Field(16, gt=0)
+        epochs: int = Field(20, gt=0)
+        lr: float = Field(0.005, gt=0)
+        reg: float = Field(0.1, ge=0)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> BiasedSVDFactors:
-        return cls(factors=config.svd_factors, epochs=config.svd_epochs, lr=config.svd_lr, reg=config.svd_reg,
-                   seed=config.seed)
+    def from_config(cls, settings: Settings, context: PartContext) -> BiasedSVDFactors:
+        return cls(**settings.model_dump(), seed=context.seed)
 
     def fit_job(self, dataset: Dataset) -> tuple[Callable[..., dict[str, np.ndarray]], tuple[Any, ...]]:
         """The pure function and arguments that fit this model (see :func:`fit_svd_arrays`)."""

@@ -267,8 +267,8 @@ def load_npz(source: str | os.PathLike | bytes) -> dict[str, np.ndarray]:
 
 
 def save_json(path: str | os.PathLike, payload: dict) -> None:
-    """Atomically write ``payload`` as indented JSON."""
-    text = json.dumps(payload, indent=2, sort_keys=True)
+    """Atomically write ``payload`` as indented JSON, keys in the order given (a configuration's order counts)."""
+    text = json.dumps(payload, indent=2)
     atomic_write(path, lambda handle: handle.write(text), mode="w")
 
 

@@ -1,7 +1,8 @@
-"""The saved-model format (version 5): a directory of checksummed files and a JSON manifest.
+"""The saved-model format (version 6): a directory of checksummed files and a JSON manifest.
 
-    manifest.json                        format version, provenance, settings, each file's checksum,
-                                         size (and an array's dtype and shape)
+    manifest.json                        format version, provenance, settings, each part's class
+                                         path, each file's checksum, size (and an array's dtype
+                                         and shape)
     <part>-<array>-<sha>.npy             one file per array of every part and the id maps (no pickle)
     <part>-<file>-<sha>.<ext>            files in their own native formats (FAISS indexes, ...)
 
@@ -19,7 +20,9 @@ save wrote (listed in ``.funnel.pending`` until a manifest lists them) and temp 
 funnel model is refused. A load reads a manifest of at most
 :data:`~funnel.persistence.files.JSON_LIMIT` bytes, validated in one place (:class:`Manifest`),
 and only regular files named directly inside the directory, each of its recorded size.
-Models saved by another format version are refused.
+Models saved by another format version are refused. Loading imports the module of each
+part's class path (``funnel.registry.import_class``): load models from sources you trust, as
+you would run their code.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from funnel.persistence.files import (
 )
 from funnel.protocols import PartState
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 MANIFEST = "manifest.json"
 LOCK = ".funnel.lock"  # held by a save, removed when it ends
 PENDING = ".funnel.pending"  # data files a save created, one name a line, until a manifest lists them
@@ -130,6 +133,7 @@ class Manifest(BaseModel):
     config: dict[str, Any]
     feature_names: list[str]
     sources: list[str]
+    classes: dict[str, str]  # part key -> "module:Class", imported on load
     n_users: int = Field(ge=0)
     n_artists: int = Field(ge=0)
     artist_side_only: bool

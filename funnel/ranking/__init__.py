@@ -25,12 +25,12 @@ from funnel.ranking.lambdarank import LambdaRankRanker
 from funnel.ranking.logistic import LogisticRanker
 from funnel.registry import Registry
 
-FEATURES = Registry("feature group", "features")
+FEATURES: Registry[FeatureGroup] = Registry("feature group", "features", "funnel.features")
 for _group in (SVDFeature, ALSFeature, TagFeature, EASEFeature, FriendsFeature, RP3Feature, LogEASEFeature,
                SourceFeature, ArtistFeature, UserFeature, RecencyFeature):
     FEATURES.add(_group.name, _group)
 
-RANKERS = Registry("ranker", "ranker")
+RANKERS: Registry[Ranker] = Registry("ranker", "ranker", "funnel.rankers")
 RANKERS.add("logistic", LogisticRanker)
 RANKERS.add("lightgbm", LambdaRankRanker)
 

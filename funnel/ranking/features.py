@@ -7,19 +7,16 @@ vectorised helpers they share.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from funnel.batch import Batch
 from funnel.candidates.merge import CandidateSet
-from funnel.protocols import Stateless
+from funnel.protocols import PartContext, PartSettings, Stateless
 from funnel.sparse import lookup
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
 
 ARTIST_STATISTICS = ("log_listeners", "log_plays", "years_since_first_tag", "years_since_last_tag", "has_tags")
 
@@ -85,7 +82,7 @@ def activity(history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 class ModelFeature(Stateless):
     """A group of fixed columns computed from one shared model (``requires[0]``)."""
 
-    name: ClassVar[str] = "model"
+    name: str = "model"
     requires: ClassVar[tuple[str, ...]] = ()
     names: ClassVar[tuple[str, ...]] = ()
     constant_per_user: ClassVar[frozenset[str]] = frozenset()
@@ -94,8 +91,8 @@ class ModelFeature(Stateless):
         self.model = model
 
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> Any:
-        return cls(models[cls.requires[0]])
+    def from_config(cls, settings: PartSettings, context: PartContext) -> Any:
+        return cls(*(context.models[name] for name in cls.requires))
 
     def columns(self, sources: Sequence[str]) -> list[str]:
         return list(self.names)
@@ -140,9 +137,14 @@ class TagFeature(ModelFeature):
         super().__init__(model)
         self.history_weighting = history_weighting
 
+    class Settings(PartSettings):
+        """``history_weighting``: weight of each history artist in the listener's tag vector."""
+
+        history_weighting: Literal["none", "log", "plays"] = "log"
+
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> TagFeature:
-        return cls(models["embedder"], config.history_weighting)
+    def from_config(cls, settings: Settings, context: PartContext) -> TagFeature:
+        return cls(context.models["embedder"], settings.history_weighting)
 
     def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
         query = self.model.query(batch.history, self.history_weighting)
@@ -222,10 +224,6 @@ class UserFeature(ModelFeature):
         super().__init__(model)
         self.embedder = embedder
 
-    @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> UserFeature:
-        return cls(models["users"], models["embedder"])
-
     def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
         log_artists, log_plays = activity(batch.history)
         years, tagged = self.model.of(batch)
@@ -252,10 +250,6 @@ class RecencyFeature(ModelFeature):
         super().__init__(model)
         self.als = als
 
-    @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> RecencyFeature:
-        return cls(models["listen_times"], models["als"])
-
     def columns(self, sources: Sequence[str]) -> list[str]:
         return list(self.names) if self.model.has_times_ else []
 
@@ -271,12 +265,12 @@ class RecencyFeature(ModelFeature):
 class SourceFeature(Stateless):
     """Every source's log rank and score of the pair (its worst when it did not return it)."""
 
-    name: ClassVar[str] = "sources"
+    name: str = "sources"
     requires: ClassVar[tuple[str, ...]] = ()
     constant_per_user: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
-    def from_config(cls, config: FunnelConfig, models: Mapping[str, Any]) -> SourceFeature:
+    def from_config(cls, settings: PartSettings, context: PartContext) -> SourceFeature:
         return cls()
 
     def columns(self, sources: Sequence[str]) -> list[str]:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from funnel.errors import ArtifactError, DataError, NotFittedError
-from funnel.protocols import PartState
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
+from funnel.config import settings_of
+from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError
+from funnel.protocols import PartContext, PartSettings, PartState
 
 MODEL_FILE = "model.txt"  # LightGBM's own text format
 
@@ -59,35 +58,26 @@ class LambdaRankRanker:
         self.n_threads = n_threads
         self.seed = seed
 
+    class Settings(PartSettings):
+        """LightGBM's objective and parameters of the same names (see the class)."""
+
+        objective: Literal["lambdarank", "rank_xendcg"] = "lambdarank"
+        n_estimators: int = Field(150, ge=1)
+        learning_rate: float = Field(0.05, gt=0)
+        num_leaves: int = Field(7, ge=2)
+        min_child_samples: int = Field(400, ge=1)
+        reg_lambda: float = Field(1.0, ge=0)
+        truncation_level: int = Field(20, ge=1)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> LambdaRankRanker:
-        params = {"n_threads": config.n_threads, "seed": config.seed, **config.ranker_params}
-        try:
-            ranker = cls(**params)
-        except TypeError as exc:
-            raise ValueError(f"ranker_params {config.ranker_params} do not fit LambdaRankRanker("
-                             "objective, n_estimators, learning_rate, num_leaves, min_child_samples, reg_lambda, "
-                             f"truncation_level): {exc}") from None
-        ranker._validate()
-        return ranker
+    def from_config(cls, settings: Settings, context: PartContext) -> LambdaRankRanker:
+        return cls(**settings.model_dump(), n_threads=context.n_threads, seed=context.seed)
 
     def _validate(self) -> None:
-        if self.objective not in ("lambdarank", "rank_xendcg"):
-            raise ValueError(f"ranker_params objective={self.objective!r} must be 'lambdarank' or 'rank_xendcg'")
-        def integer(name: str, low: int) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"ranker_params {name}={value!r} must be an integer >= {low}")
-
-        for name, low in (("n_estimators", 1), ("num_leaves", 2), ("min_child_samples", 1),
-                          ("truncation_level", 1), ("n_threads", 0)):
-            integer(name, low)
-        for name in ("learning_rate", "reg_lambda"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
-                    or (name == "learning_rate" and not value > 0):
-                raise ValueError(f"ranker_params {name}={value!r} must be a number "
-                                 f"{'> 0' if name == 'learning_rate' else '>= 0'}")
+        settings_of(self.Settings, {name: getattr(self, name) for name in self.Settings.model_fields},
+                    "LambdaRankRanker")
+        if isinstance(self.n_threads, bool) or not isinstance(self.n_threads, int) or self.n_threads < 0:
+            raise ConfigError(f"LambdaRankRanker n_threads={self.n_threads!r} must be an integer >= 0")
 
     def get_params(self, deep: bool = True) -> dict[str, object]:
         return {name: getattr(self, name) for name in ("objective", "n_estimators", "learning_rate", "num_leaves",
@@ -97,7 +87,8 @@ class LambdaRankRanker:
     def set_params(self, **params: Any) -> LambdaRankRanker:
         unknown = sorted(set(params) - set(self.get_params()))
         if unknown:
-            raise ValueError(f"LambdaRankRanker has no parameter(s) {unknown}")
+            raise ConfigError(f"LambdaRankRanker has no parameter(s) {unknown}; its parameters are "
+                              f"{sorted(self.get_params())}")
         for name, value in params.items():
             setattr(self, name, value)
         return self

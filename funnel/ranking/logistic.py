@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
+from pydantic import Field
 
 from funnel.errors import ArtifactError, DataError, NotFittedError
-from funnel.protocols import PartState
-
-if TYPE_CHECKING:
-    from funnel.config import FunnelConfig
+from funnel.protocols import PartContext, PartSettings, PartState
 
 # Newton stops when no gradient entry exceeds this. scikit-learn's default (1e-4) stops a step
 # short: on the ranker's examples its probabilities were up to 1e-3 off the optimum, 5e-10 here.
@@ -47,18 +43,15 @@ class LogisticRanker:
         self.C = C
         self.max_iter = max_iter
 
+    class Settings(PartSettings):
+        """Inverse L2 regularisation strength and Newton iterations at most."""
+
+        C: float = Field(0.1, gt=0)
+        max_iter: int = Field(100, ge=1)
+
     @classmethod
-    def from_config(cls, config: FunnelConfig) -> LogisticRanker:
-        try:
-            ranker = cls(**config.ranker_params)
-        except TypeError as exc:
-            raise ValueError(f"ranker_params {config.ranker_params} do not fit LogisticRanker(C, max_iter): "
-                             f"{exc}") from None
-        if isinstance(ranker.C, bool) or not isinstance(ranker.C, (int, float)) or not ranker.C > 0:
-            raise ValueError(f"ranker_params C={ranker.C!r} must be a number > 0")
-        if isinstance(ranker.max_iter, bool) or not isinstance(ranker.max_iter, int) or ranker.max_iter < 1:
-            raise ValueError(f"ranker_params max_iter={ranker.max_iter!r} must be an integer >= 1")
-        return ranker
+    def from_config(cls, settings: Settings, context: PartContext) -> LogisticRanker:
+        return cls(**settings.model_dump())
 
     def get_params(self, deep: bool = True) -> dict[str, object]:
         return {"C": self.C, "max_iter": self.max_iter}

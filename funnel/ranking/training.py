@@ -23,7 +23,6 @@ from funnel.data import Dataset
 from funnel.data.split import per_user
 from funnel.errors import DataError
 from funnel.protocols import Ranker
-from funnel.ranking import RANKERS
 from funnel.sparse import top_n_per_row
 from funnel.stages import Stages
 
@@ -104,7 +103,7 @@ def train_ranker(history: Dataset, labels: pd.DataFrame, config: FunnelConfig,
     data = examples(stages, history, labels, config)
     logger.info("ranker: stage-one recall of label artists %.3f; training on %d pairs (%d positive)",
                 data.candidate_recall, len(data.y), int(data.y.sum()))
-    ranker = RANKERS.get(config.ranker).from_config(config).fit(data.X, data.y, data.groups)
+    ranker = stages.new_ranker().fit(data.X, data.y, data.groups)
     return ranker, stages, data
 
 
