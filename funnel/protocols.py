@@ -248,6 +248,8 @@ class FriendsEvidence(Protocol):
 class ArrayState:
     """:class:`PartState` of a model whose state is arrays only, from its ``to_arrays``/``set_arrays``."""
 
+    user_arrays: ClassVar[tuple[str, ...]] = ()  # none of its arrays grows with the training users
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 

@@ -579,7 +579,8 @@ class Recommender:
         config = saved.replace(**runtime)  # a bad runtime value stays the caller's ConfigError
         check_model_arrays(path, manifest, states)
         try:
-            self = cls(config)
+            self = cls.__new__(cls)  # not __init__: the parts are the saved classes, not what names resolve to here
+            self.config, self.overrides = config, {}
             self.config_ = config
             self.stages_ = Stages.from_state(config, states, list(manifest["sources"]), manifest["classes"])
             self.ranker_ = self.stages_.new_ranker().set_state(states["ranker"])

@@ -60,9 +60,18 @@ class Part(NamedTuple):
 
 def resolve(section: str, entry: PartEntry, classes: Mapping[str, str] | None = None) -> Part:
     """The class an entry names (its saved class path in ``classes`` first) with its settings checked."""
-    key = f"{section}/{entry.name}"
-    cls = import_class(classes[key], REGISTRIES[section].kind) if classes and key in classes \
-        else REGISTRIES[section].resolve(entry.part)
+    key, registry = f"{section}/{entry.name}", REGISTRIES[section]
+    if classes and key in classes:
+        try:
+            cls = import_class(classes[key], registry.kind)
+        except ConfigError as missing:
+            # a class of a script or notebook (module __main__) is found again only if registered in this process
+            registered = entry.part in registry and class_path(registry.get(entry.part)) == classes[key]
+            if not registered:
+                raise missing from None
+            cls = registry.get(entry.part)
+    else:
+        cls = registry.resolve(entry.part)
     where = f"{section} entry {entry.name!r} ({entry.part})" if section != "ranker" else f"ranker {entry.part!r}"
     settings = settings_of(getattr(cls, "Settings", PartSettings), entry.settings, where)
     requires = tuple(getattr(cls, "requires", ()))

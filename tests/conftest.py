@@ -1,4 +1,9 @@
-"""Shared fixtures: small seeded synthetic data, a fitted small model, the real Last.fm data."""
+"""Shared fixtures: small seeded synthetic data, a fitted small model, the real Last.fm data.
+
+Before the tests are collected, the worked examples of docs/extending.md are registered and
+its example package installed (``tests/extending_examples.py``), so the contract tests check
+them like the built-in parts.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,22 @@ import pytest
 from funnel import Dataset, FunnelConfig, Recommender
 from funnel.data.lastfm import DATA_ENV, resolve_data_path
 from funnel.data.synthetic import synthetic
+from tests import extending_examples
 from funnel.errors import DataError
+
+def pytest_configure(config: pytest.Config) -> None:
+    extending_examples.install()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    extending_examples.uninstall()
+
 
 # n_threads=1 fits BiasedSVD in the test process: a worker process's start-up would dominate
 # the fit of such small data (tests/test_recommender.py fits once through the worker)
-SMALL = dict(tag_dim=16, tag_search_dim=8, svd_factors=8, svd_epochs=10, als_factors=8, als_iterations=8,
-             candidates={"tags": 40, "als": 40, "ease": 20, "friends": 10, "popularity": 10},
+SMALL = dict(models={"embedder": {"tag_dim": 16}, "svd": {"factors": 8, "epochs": 10},
+                     "als": {"factors": 8, "iterations": 8}},
+             candidates={"tags": {"n": 40, "search_dim": 8}, "als": 40, "ease": 20, "friends": 10, "popularity": 10},
              ranker_negatives=30, n_threads=1)
 
 

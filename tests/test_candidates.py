@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from funnel import ArtifactError, ConfigError, Dataset, FunnelConfig, NotFittedError
+from funnel import ArtifactError, ConfigError, Dataset, FunnelConfig, NotFittedError, Recommender
+from funnel.protocols import PartContext
 from funnel.batch import Batch
 from funnel.candidates import (
     ALSSource,
@@ -109,19 +110,21 @@ def test_als_source_searches_only_artists_with_enough_listeners(synth, models, i
     assert "searches every artist" in caplog.text
 
 
-def test_source_settings_are_checked_by_the_config():
-    with pytest.raises(ConfigError, match="als_min_listeners"):
-        FunnelConfig(als_min_listeners=0)
-    with pytest.raises(ConfigError, match="tag_search_dim"):
-        FunnelConfig(tag_search_dim=-1)
+def test_source_settings_are_checked_by_their_class():
+    with pytest.raises(ConfigError, match=r"candidates entry 'als' \(als\): setting min_listeners"):
+        Recommender(candidates={"als": {"min_listeners": 0}})
+    with pytest.raises(ConfigError, match="candidates entry 'tags' .*search_dim"):
+        Recommender(candidates={"tags": {"search_dim": -1}})
+    with pytest.raises(ConfigError, match="unknown setting 'search_dim'"):
+        Recommender(candidates={"als": {"search_dim": 4}})
     with pytest.raises(ConfigError, match="at least 1 candidate"):
         FunnelConfig(candidates={"tags": 0})
 
 
-def test_sources_are_built_from_the_config(synth, models):
-    config = FunnelConfig(candidates={"tags": 7, "als": 8}, als_min_listeners=3, tag_search_dim=4, index="flat")
-    tags = TagSource.from_config(config, models)
-    als = ALSSource.from_config(config, models)
+def test_sources_are_built_from_their_settings(synth, models):
+    context = PartContext(models, seed=0)
+    tags = TagSource.from_config(TagSource.Settings(n=7, search_dim=4, index="flat"), context)
+    als = ALSSource.from_config(ALSSource.Settings(n=8, min_listeners=3), context)
     assert (tags.n_candidates, tags.search_dim, tags.index, tags.embedder) == (7, 4, "flat", models["embedder"])
     assert (als.n_candidates, als.min_listeners, als.als) == (8, 3, models["als"])
 

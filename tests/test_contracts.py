@@ -8,6 +8,8 @@ a registry is checked here without a line of test code of its own.
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -16,11 +18,13 @@ from funnel import FunnelConfig
 from funnel.batch import Batch
 from funnel.candidates import SOURCES
 from funnel.data.synthetic import synthetic
+from funnel.factors import MODELS
 from funnel.protocols import (
     CandidateSource,
     ExplanationDriver,
     FeatureGroup,
     FriendsEvidence,
+    Model,
     PartState,
     Ranker,
     SimilaritySpace,
@@ -30,9 +34,17 @@ from funnel.stages import Stages
 from tests.conftest import SMALL, SYNTH, with_listen_times
 
 K = 15
-SOURCE_NAMES = sorted(SOURCES)
-FEATURE_NAMES = sorted(FEATURES)
-RANKER_NAMES = sorted(RANKERS)
+
+
+def names(registry) -> list[str]:
+    """The registered parts and those of installed packages' entry points (docs/extending.md's among them)."""
+    return sorted({*registry, *(point.name for point in entry_points(group=registry.group))})
+
+
+SOURCE_NAMES = names(SOURCES)
+FEATURE_NAMES = names(FEATURES)
+RANKER_NAMES = names(RANKERS)
+MODEL_NAMES = names(MODELS)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +90,21 @@ def part(parts: list, name: str):
 def test_every_registered_part_is_built(stages):
     assert sorted(stages.source_names) == SOURCE_NAMES
     assert sorted(g.name for g in stages.features_) == FEATURE_NAMES
+    assert sorted(stages.models_) == MODEL_NAMES  # every shared model is read by some part
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_model_contract(name, stages, restored, synth):
+    model, again = stages.models_[name], restored.models_[name]
+    assert isinstance(model, Model) and model.name == name
+    state = model.get_state()
+    assert isinstance(state, PartState) and state.arrays or state.files
+    for array in model.user_arrays:  # what grows with the training users is in the state
+        assert array in state.arrays or f"{array}indptr" in state.arrays
+    # a model rebuilt from its state gives the same state back
+    for key, value in again.get_state().arrays.items():
+        np.testing.assert_array_equal(value, state.arrays[key])
+    assert again.get_state().files == state.files
 
 
 # candidate sources -------------------------------------------------------------------
@@ -227,8 +254,7 @@ def labelled(seed: int, n_users: int = 60, per_user: int = 30):
 
 @pytest.mark.parametrize("name", RANKER_NAMES)
 def test_ranker_contract(name):
-    config = FunnelConfig(ranker=name)
-    ranker = RANKERS.get(name).from_config(config)
+    ranker = Stages(FunnelConfig(ranker=name)).new_ranker()
     assert isinstance(ranker, Ranker)
     X, y, groups = labelled(0)
     assert ranker.fit(X, y, groups) is ranker
@@ -241,7 +267,7 @@ def test_ranker_contract(name):
     assert auc > 0.85
     state = ranker.get_state()
     assert isinstance(state, PartState)
-    clone = RANKERS.get(name).from_config(config).set_state(copied({"r": state})["r"])
+    clone = Stages(FunnelConfig(ranker=name)).new_ranker().set_state(copied({"r": state})["r"])
     np.testing.assert_allclose(clone.score(X_test), scores, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(clone.score(X_test.astype(np.float32)), scores, rtol=1e-3, atol=1e-5)
 

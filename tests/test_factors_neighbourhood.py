@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from funnel import ConfigError, FunnelConfig, NotFittedError
+from funnel import ConfigError, NotFittedError, Recommender
+from funnel.protocols import PartContext
 from funnel.batch import Batch
 from funnel.factors import EASE, LogEASE, RP3beta
 
@@ -84,15 +85,17 @@ def test_log_ease_uses_log_plays(plays):
     model = LogEASE(l2=10.0, min_listeners=1).fit(plays)
     assert model.name == "log_ease" and model.weighting == "log"
     np.testing.assert_allclose(model.weights_, logged.weights_, rtol=1e-6, atol=1e-7)
-    config = FunnelConfig(log_ease_l2=123.0, ease_l2=45.0)
-    assert LogEASE.from_config(config).l2 == 123.0 and EASE.from_config(config).l2 == 45.0
+    context = PartContext()
+    assert LogEASE.from_config(LogEASE.Settings(l2=123.0), context).l2 == 123.0
+    assert EASE.from_config(EASE.Settings(l2=45.0), context).l2 == 45.0
+    assert LogEASE.Settings().l2 == 3000.0 and EASE.Settings().l2 == 200.0
 
 
 def test_bad_settings_and_unfitted():
-    with pytest.raises(ConfigError, match="rp3_beta"):
-        FunnelConfig(rp3_beta=-1.0)
-    with pytest.raises(ConfigError, match="ease_l2"):
-        FunnelConfig(ease_l2=0.0)
+    with pytest.raises(ConfigError, match="models entry 'rp3' .*setting beta"):
+        Recommender(models={"rp3": {"beta": -1.0}})
+    with pytest.raises(ConfigError, match="models entry 'ease' .*setting l2"):
+        Recommender(models={"ease": {"l2": 0.0}})
     with pytest.raises(NotFittedError):
         RP3beta().scores(sp.csr_matrix((1, 3)))
     with pytest.raises(NotFittedError):

@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from funnel import ArtifactError, ConfigError, DataError, FunnelConfig, NotFittedError
+from funnel import ArtifactError, ConfigError, DataError, FunnelConfig, NotFittedError, Recommender
 from funnel.batch import Batch
 from funnel.factors import ALSFactors, BiasedSVDFactors, plays_to_ratings
 from funnel.protocols import PartState
 from funnel.ranking import LambdaRankRanker, LogisticRanker
 from funnel.ranking.training import history_split, sample_negatives
+from funnel.stages import Stages
 
 
 def separable(seed=0, n=2000):
@@ -61,15 +62,19 @@ def test_ranker_errors():
         LogisticRanker().set_state(state)
 
 
-def test_ranker_is_built_from_its_params():
-    assert LogisticRanker.from_config(FunnelConfig(ranker_params={"C": 0.5, "max_iter": 7})).get_params() == \
-        {"C": 0.5, "max_iter": 7}
-    assert LogisticRanker.from_config(FunnelConfig()).C == 0.1
-    for params, message in [({"C": 0}, "must be a number > 0"), ({"C": "big"}, "must be a number > 0"),
-                            ({"C": True}, "must be a number > 0"), ({"max_iter": 0}, "integer >= 1"),
-                            ({"gamma": 1.0}, "do not fit LogisticRanker")]:
+def test_ranker_is_built_from_its_settings():
+    stages = Stages(FunnelConfig(ranker={"part": "logistic", "C": 0.5, "max_iter": 7}))
+    assert stages.new_ranker().get_params() == {"C": 0.5, "max_iter": 7}
+    assert Stages(FunnelConfig()).new_ranker().C == 0.1
+    for params, message in [({"C": 0}, "setting C: Input should be greater than 0"),
+                            ({"C": "big"}, "setting C: Input should be a valid number"),
+                            ({"C": True}, "setting C: Input should be a valid number"),
+                            ({"max_iter": 0}, "setting max_iter: Input should be greater than or equal to 1"),
+                            ({"gamma": 1.0}, r"unknown setting 'gamma'; valid settings are \['C', 'max_iter'\]")]:
         with pytest.raises(ConfigError, match=message):
-            FunnelConfig(ranker_params=params)
+            Recommender(ranker={"part": "logistic", **params})
+    with pytest.raises(ConfigError, match="names its class as 'part'"):
+        FunnelConfig(ranker={"C": 1.0})
 
 
 def ranked_queries(seed=0, n_users=60, per_user=40):
@@ -105,14 +110,16 @@ def test_lightgbm_ranker_orders_each_query_and_explains_its_scores():
 
 
 def test_lightgbm_ranker_params_and_errors():
-    config = FunnelConfig(ranker="lightgbm", ranker_params={"n_estimators": 40, "num_leaves": 7}, seed=5)
-    ranker = LambdaRankRanker.from_config(config)
+    config = FunnelConfig(ranker={"part": "lightgbm", "n_estimators": 40, "num_leaves": 7}, seed=5)
+    ranker = Stages(config).new_ranker()
     assert ranker.get_params()["n_estimators"] == 40 and ranker.seed == 5 and ranker.num_leaves == 7
     assert ranker.set_params(learning_rate=0.2) is ranker and ranker.learning_rate == 0.2
-    for params, message in [({"n_estimators": 0}, "integer >= 1"), ({"learning_rate": 0}, "> 0"),
-                            ({"num_leaves": 1.5}, "integer >= 2"), ({"C": 1.0}, "do not fit LambdaRankRanker")]:
+    for params, message in [({"n_estimators": 0}, "greater than or equal to 1"), ({"learning_rate": 0}, "greater than 0"),
+                            ({"num_leaves": 1.5}, "valid integer"), ({"C": 1.0}, "unknown setting 'C'")]:
         with pytest.raises(ConfigError, match=message):
-            FunnelConfig(ranker="lightgbm", ranker_params=params)
+            Recommender(ranker={"part": "lightgbm", **params})
+    with pytest.raises(ConfigError, match="LambdaRankRanker: setting n_estimators"):
+        LambdaRankRanker(n_estimators=0).fit(*ranked_queries())
     with pytest.raises(NotFittedError):
         LambdaRankRanker().score(np.zeros((1, 5)))
     X, y, groups = ranked_queries()
@@ -311,13 +318,13 @@ def test_als_average_scores_are_the_mean_of_its_models(synth):
 
 @pytest.mark.parametrize("n_models", [0, 1.5, True])
 def test_als_rejects_a_bad_number_of_models(n_models):
-    with pytest.raises(ConfigError, match="als_models"):
-        FunnelConfig(als_models=n_models)
+    with pytest.raises(ConfigError, match="models entry 'als' .*setting n_models"):
+        Recommender(models={"als": {"n_models": n_models}})
 
 
 def test_saved_als_factors_must_split_into_its_models(synth):
     arrays = ALSFactors(factors=5, iterations=2).fit(synth).to_arrays()
-    with pytest.raises(ArtifactError, match="als_models"):
+    with pytest.raises(ArtifactError, match="n_models"):
         ALSFactors(factors=5, iterations=2, n_models=2).set_arrays(arrays)
 
 

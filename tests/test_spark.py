@@ -88,6 +88,19 @@ def test_string_ids_score_as_recommend_for_histories(spark, string_model_dir, sy
     assert_same(result, local)
 
 
+def test_a_packaged_part_scores_on_spark_executors(spark, synth, small_config, tmp_path):
+    """docs/extending.md's package, shipped to the executors as a user would (``--py-files``), scores as in-process."""
+    from tests.extending_examples import PLUGIN_DIR, PLUGIN_MODULE
+    from tests.test_extending import plugin_config
+
+    model = Recommender(plugin_config(small_config)).fit(synth)
+    path = model.save(tmp_path / "model", artist_side_only=True)
+    spark.sparkContext.addPyFile(str(PLUGIN_DIR / f"{PLUGIN_MODULE}.py"))
+    histories = histories_of(synth, n_users=40)
+    local = Recommender.load(path).recommend_for_histories(histories, n=10)
+    assert_same(funnel_spark.recommend(spark.createDataFrame(histories), path, n=10, partitions=2), local)
+
+
 def test_integer_ids_shipped_model_and_other_column_names(spark, int_model_dir, synth):
     histories = histories_of(synth).rename(columns={"user_id": "listener", "artist_id": "item", "weight": "plays"})
     local = Recommender.load(int_model_dir).recommend_for_histories(

@@ -174,6 +174,6 @@ class ALSFactors(ArrayState):
         self.item_factors_ = np.ascontiguousarray(arrays["item_factors"], dtype=np.float32)
         if self.item_factors_.shape[1] % self.n_models:
             raise ArtifactError(f"saved ALS factors have {self.item_factors_.shape[1]} columns, which "
-                                f"cannot be {self.n_models} models (als_models) of equal size")
+                                f"cannot be {self.n_models} models (setting n_models of the als model) of equal size")
         self._prepare_fold_in()
         return self
