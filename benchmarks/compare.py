@@ -36,6 +36,7 @@ from funnel.batch import Batch
 from funnel.candidates import TagSource
 from funnel.evaluation import candidate_recall, novelty, ranking_metrics
 from funnel.factors import ArtistEmbedder
+from funnel.protocols import PartContext
 
 RESULTS = Path(__file__).parent / "results"
 KS = (10, 20)
@@ -44,15 +45,16 @@ RECALL_KS = (25, 50, 100, 200, 400)
 
 class StageOneOnly:
     """Stage one alone: the tag-embedding index's candidates in retrieval order (as configured
-    in the funnel, searching the ``tag_search_dim`` strongest tag components)."""
+    in the funnel, searching the ``search_dim`` strongest tag components)."""
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
 
     def fit(self, dataset):
-        config = FunnelConfig(seed=self.seed, candidates={"tags": max(KS)})
-        embedder = ArtistEmbedder.from_config(config).fit(dataset)
-        self.source_ = TagSource.from_config(config, {"embedder": embedder}).fit(dataset)
+        context = PartContext(seed=self.seed)
+        embedder = ArtistEmbedder.from_config(ArtistEmbedder.Settings(), context).fit(dataset)
+        context = PartContext({"embedder": embedder}, seed=self.seed)
+        self.source_ = TagSource.from_config(TagSource.Settings(n=max(KS)), context).fit(dataset)
         self.dataset_ = dataset
         return self
 

@@ -93,21 +93,21 @@ def index_comparison(size: str, n_queries: int = 2000) -> dict:
     approximate indexes do not cut. Each has the default settings and a sweep of IVF
     ``nprobe`` and HNSW ``efSearch``.
     """
-    from funnel import FunnelConfig
+    from funnel.candidates import TagSource
     from funnel.factors import ArtistEmbedder
+    from funnel.protocols import PartContext
 
-    config = FunnelConfig()
+    source = TagSource.Settings()  # the funnel's default tag source and artist vectors
     data = dataset(size)
-    embedder = ArtistEmbedder.from_config(config).fit(data)  # the funnel's own artist vectors
+    embedder = ArtistEmbedder.from_config(ArtistEmbedder.Settings(), PartContext()).fit(data)
     rng = np.random.default_rng(0)
     rows = rng.choice(data.n_users, min(n_queries, data.n_users), replace=False)
     history = data.matrix[rows]
-    out = {"size": size, "artists": data.n_artists, "k": config.candidates["tags"], "queries": len(rows)}
-    out.update(compare_indexes(embedder.vectors_, embedder.query(history, config.history_weighting),
-                               config.candidates["tags"]))
-    cut = embedder.search_vectors(config.tag_search_dim)
-    out["cut_to_search_dim"] = compare_indexes(cut, embedder.query(history, config.history_weighting, cut),
-                                               config.candidates["tags"])
+    out = {"size": size, "artists": data.n_artists, "k": source.n, "queries": len(rows)}
+    out.update(compare_indexes(embedder.vectors_, embedder.query(history, source.history_weighting), source.n))
+    cut = embedder.search_vectors(source.search_dim)
+    out["cut_to_search_dim"] = compare_indexes(cut, embedder.query(history, source.history_weighting, cut),
+                                               source.n)
     return out
 
 

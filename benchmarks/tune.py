@@ -6,7 +6,7 @@ tuned ALS-only baseline are fitted on the rest and scored on validation NDCG@10.
 is the rule of docs/experiments.md: the mean paired difference (variant - defaults) with its
 standard error over the seeds; a quality gain counts when the mean exceeds two standard errors.
 
-    python benchmarks/tune.py --set '{"ranker_params": {"C": 0.3}}' --seeds 0 1 2 3 4
+    python benchmarks/tune.py --set '{"ranker": {"part": "logistic", "C": 0.3}}' --seeds 0 1 2 3 4
     python benchmarks/tune.py --seeds 0 1 2 3 4          # the defaults against ALS-only
     python benchmarks/tune.py --baseline '{"factors": 64}' --seeds 0 1 2 3 4
     python benchmarks/tune.py --protocol temporal --set '{"features": [...]}'   # synthetic event logs

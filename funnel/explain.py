@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -11,12 +11,13 @@ import scipy.sparse as sp
 
 from funnel.batch import Batch
 from funnel.candidates import CandidateSet
-from funnel.protocols import ExplanationDriver, FriendsEvidence
-from funnel.ranking.features import rowwise_dot
+from funnel.protocols import ExplanationDriver, FriendsEvidence, ReasonGiver
+from funnel.ranking.features import rowwise_dot, source_columns
 from funnel.sparse import top_n_per_row
 
 if TYPE_CHECKING:
     from funnel.recommender import Recommender
+    from funnel.stages import Stages
 
 TRIPLES_PER_CHUNK = 1 << 15
 _INDEXED = re.compile(r"_\d+$")
@@ -74,46 +75,61 @@ def top_contributions(contributions: np.ndarray, names: list[str], k: int = 3) -
     return [{groups[g]: round(float(v), 4) for g, v in zip(gs, vs)} for gs, vs in zip(top.tolist(), values)]
 
 
-# what led to an artist, by the feature groups whose contributions speak for it
-DRIVERS = (("friends", "friends"), ("tag", "tags"), ("popularity", "popular"), ("artist_", "popular"))
+class Reasons(NamedTuple):
+    """What the fitted parts say in words (:class:`funnel.protocols.ReasonGiver`)."""
 
+    words: dict[str, str]  # feature column -> the word it speaks for; others speak for "listening"
+    phrases: dict[str, str]  # source -> what having retrieved a candidate says
+    source_words: dict[str, str]  # source -> its word
 
-def driver(group: str) -> str:
-    """What a feature group stands for in words: friends, tags, popularity, else the listener's own listening."""
-    return next((word for prefix, word in DRIVERS if group.startswith(prefix)), "listening")
+    @classmethod
+    def of(cls, stages: Stages) -> Reasons:
+        """The words and phrases of ``stages``' sources and feature groups."""
+        names = np.array(stages.feature_names_, dtype=object)
+        words = {str(column): group.reason_word for group in stages.features_ if isinstance(group, ReasonGiver)
+                 for column in names[stages.columns_of(group)]}
+        givers: list[Any] = [s for s in stages.sources_ if isinstance(s, ReasonGiver)]
+        words.update({column: s.reason_word for s in givers for column in source_columns(s.name)})
+        return cls(words, {s.name: s.reason_phrase for s in givers if getattr(s, "reason_phrase", None)},
+                   {s.name: s.reason_word for s in givers})
 
 
 def _in_words(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def reason(sources: dict[str, int], because: list[str], contributions: dict[str, float], friends: int = 0) -> str:
+def reason(sources: dict[str, int], because: list[str], contributions: dict[str, float], friends: int,
+           reasons: Reasons) -> str:
     """A listener's reading of an explanation: which listening, friends or tags led to the artist.
 
     Each reason with evidence gets a phrase: the history artists closest to it, the friends
-    who play it, a tag-source match, else its popularity. The phrases come in the order of
-    the ranker's contributions for them (the strongest first).
+    who play it, what a source that retrieved it says (a tag-source match), else its
+    popularity. The phrases come in the order of the ranker's contributions for their words
+    (the strongest first).
     """
     phrases = {}
     if because:
         phrases["listening"] = "because you listen to " + _in_words(because)
     if friends >= 1:
         phrases["friends"] = f"{friends} of your friends {'plays' if friends == 1 else 'play'} it"
-    if "tags" in sources:
-        phrases["tags"] = "its tags match what you play"
+    for source in sources:
+        if source in reasons.phrases:
+            phrases.setdefault(reasons.source_words[source], reasons.phrases[source])
     if not phrases:
-        only_popular = sources.keys() <= {"popularity"}
+        only_popular = all(reasons.source_words.get(source) == "popular" for source in sources)
         phrases["popular"] = "popular with listeners" if only_popular else "listeners like you play it"
     weight: dict[str, float] = {}
-    for group, value in contributions.items():
-        weight[driver(group)] = weight.get(driver(group), 0.0) + value
+    for column, value in contributions.items():
+        word = reasons.words.get(column, "listening")
+        weight[word] = weight.get(word, 0.0) + value
     order = sorted(phrases, key=lambda word: -weight.get(word, float("-inf")))  # stable: the default order on ties
     return "; ".join(phrases[word] for word in order)
 
 
 def explanation_columns(sources: list[dict[str, int]], because_pairs: tuple[np.ndarray, np.ndarray],
                         n_pairs: int, artist_ids: np.ndarray, artist_names: np.ndarray,
-                        contributions: list[dict[str, float]], friends: np.ndarray | None = None) -> pd.DataFrame:
+                        contributions: list[dict[str, float]], reasons: Reasons,
+                        friends: np.ndarray | None = None) -> pd.DataFrame:
     """The explanation columns: ``sources, because_ids, because, contributions, reason``."""
     pair, artist = because_pairs
     bounds = np.searchsorted(pair, np.arange(n_pairs + 1))
@@ -124,7 +140,7 @@ def explanation_columns(sources: list[dict[str, int]], because_pairs: tuple[np.n
     return pd.DataFrame({
         "sources": sources, "because_ids": because_ids, "because": because,
         "contributions": contributions,
-        "reason": [reason(s, b, c, f) for s, b, c, f in
+        "reason": [reason(s, b, c, f, reasons) for s, b, c, f in
                    zip(sources, because, contributions, np.zeros(n_pairs, np.int64) if friends is None else friends)],
     })
 
@@ -149,4 +165,4 @@ def explanations(model: Recommender, batch: Batch, cands: CandidateSet, X: np.nd
     for group in stages.offering(FriendsEvidence)[:1]:
         friends = group.friends_playing(X[best][:, stages.columns_of(group)])
     return explanation_columns(sources, (pair, artist), len(best), model.artist_ids_, model.artist_names_,
-                               contributions, friends)
+                               contributions, Reasons.of(stages), friends)

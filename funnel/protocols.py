@@ -10,7 +10,8 @@ text), never a pickle.
 Beside these, a part may offer a capability that code outside the stages uses, found by
 protocol (:meth:`funnel.stages.Stages.offering`), never by the part's name or class:
 :class:`SimilaritySpace` (``Recommender.similar_artists``), :class:`ExplanationDriver` (the
-history artists an explanation names) and :class:`FriendsEvidence` (the friends it counts).
+history artists an explanation names), :class:`FriendsEvidence` (the friends it counts) and
+:class:`ReasonGiver` (the words its reason is made of).
 """
 
 from __future__ import annotations
@@ -90,8 +91,12 @@ class CandidateSource(Protocol):
     """
 
     name: str  # its name in the configuration (the stages set it)
-    requires: ClassVar[tuple[str, ...]]  # the shared models it reads (``funnel.factors.MODELS``)
     n_candidates: int
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """The shared models it reads, by the names of ``funnel.factors.MODELS`` (a class attribute)."""
+        ...
 
     @classmethod
     def from_config(cls, settings: Any, context: PartContext) -> CandidateSource: ...
@@ -116,8 +121,12 @@ class FeatureGroup(Protocol):
     """
 
     name: str
-    requires: ClassVar[tuple[str, ...]]
-    constant_per_user: ClassVar[frozenset[str]]
+
+    @property
+    def requires(self) -> tuple[str, ...]: ...
+
+    @property
+    def constant_per_user(self) -> frozenset[str]: ...
 
     @classmethod
     def from_config(cls, settings: Any, context: PartContext) -> FeatureGroup: ...
@@ -165,7 +174,9 @@ class Model(Protocol):
     """
 
     name: str
-    user_arrays: ClassVar[tuple[str, ...]]
+
+    @property
+    def user_arrays(self) -> tuple[str, ...]: ...
 
     @classmethod
     def from_config(cls, settings: Any, context: PartContext) -> Model: ...
@@ -234,6 +245,20 @@ class ExplanationDriver(Protocol):
     def because_vectors(self) -> np.ndarray:
         """``(n_artists, dim)`` artist vectors, row ``i`` artist ``i``."""
         ...
+
+
+@runtime_checkable
+class ReasonGiver(Protocol):
+    """A source or feature group whose evidence an explanation's ``reason`` names in a word.
+
+    ``reason_word`` is what the part stands for: ``tags``, ``friends`` or ``popular`` (a part
+    without one counts as the listener's own ``listening``). Its feature columns (for a
+    source, its rank and score columns) weigh that word's phrase by the ranker's
+    contributions. A source may also give ``reason_phrase``, what having retrieved a
+    candidate says ("its tags match what you play").
+    """
+
+    reason_word: ClassVar[str]
 
 
 @runtime_checkable

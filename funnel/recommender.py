@@ -582,7 +582,11 @@ class Recommender:
             self = cls.__new__(cls)  # not __init__: the parts are the saved classes, not what names resolve to here
             self.config, self.overrides = config, {}
             self.config_ = config
-            self.stages_ = Stages.from_state(config, states, list(manifest["sources"]), manifest["classes"])
+            sources = list(manifest["sources"])
+            if not set(sources) <= set(config.candidates):
+                raise ArtifactError(f"{path} lists sources {sources} its settings do not all name; the save is "
+                                    "damaged or from another program: retrain and save it again")
+            self.stages_ = Stages.from_state(config, states, sources, manifest["classes"])
             self.ranker_ = self.stages_.new_ranker().set_state(states["ranker"])
             self.feature_names_ = self.stages_.feature_names_
             if self.feature_names_ != list(manifest["feature_names"]):

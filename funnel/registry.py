@@ -92,7 +92,7 @@ class Registry(Generic[T]):
         if reference in self._classes:
             return self._classes[reference]
         if ":" in reference or "." in reference:
-            return import_class(reference, self.kind)  # type: ignore[no-any-return]
+            return import_class(reference, self.kind)
         found = entry_points(group=self.group, name=reference)
         if found:
             try:
@@ -100,7 +100,7 @@ class Registry(Generic[T]):
             except Exception as exc:  # an installed plugin's own import error
                 raise ConfigError(f"the {self.kind} {reference!r} of entry-point group {self.group!r} cannot be "
                                   f"loaded ({type(exc).__name__}: {exc})") from None
-            return cls  # type: ignore[no-any-return]
+            return cls
         raise ConfigError(f"unknown {self.kind} {reference!r} in setting {self.setting!r}; registered: "
                           f"{sorted(self._classes)}. A class of one's own is named by its dotted path "
                           f"('mypackage.parts:MyClass') or an entry point of group {self.group!r}")

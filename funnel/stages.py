@@ -164,7 +164,7 @@ class Stages:
     def new_ranker(self) -> Ranker:
         """The configured ranker, unfitted."""
         part = self.parts[f"ranker/{self.config.ranker_entry().name}"]
-        return part.build(self.context(part))  # type: ignore[no-any-return]
+        return part.build(self.context(part))
 
     def fit(self, dataset: Dataset, prefit: Mapping[str, Callable[[], Any]] | None = None) -> Stages:
         """Fit every needed model, source and feature group on ``dataset``; returns ``self``.

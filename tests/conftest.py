@@ -13,8 +13,9 @@ import pytest
 from funnel import Dataset, FunnelConfig, Recommender
 from funnel.data.lastfm import DATA_ENV, resolve_data_path
 from funnel.data.synthetic import synthetic
-from tests import extending_examples
 from funnel.errors import DataError
+from tests import extending_examples
+
 
 def pytest_configure(config: pytest.Config) -> None:
     extending_examples.install()

@@ -13,8 +13,9 @@ import re
 import shutil
 import sys
 import tempfile
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 EXTENDING = Path(__file__).resolve().parent.parent / "docs" / "extending.md"
 PLUGIN_MODULE = "funnel_most_played"

@@ -10,7 +10,6 @@ import pytest
 import scipy.sparse as sp
 
 from funnel import ArtifactError, ConfigError, Dataset, FunnelConfig, NotFittedError, Recommender
-from funnel.protocols import PartContext
 from funnel.batch import Batch
 from funnel.candidates import (
     ALSSource,
@@ -24,6 +23,7 @@ from funnel.candidates import (
     top_k_unseen,
 )
 from funnel.factors import EASE, ALSFactors, ArtistEmbedder, FriendListening, PopularityChart, artist_statistics
+from funnel.protocols import PartContext
 
 K = 25
 SOURCES = {

@@ -55,7 +55,7 @@ def test_settings_of_the_old_design_are_unknown(old):
     ({"features": ()}, "name at least one part in features"),
     ({"features": ("svd", "svd")}, "name one part twice"),
     ({"features": ("svd", "knn")}, "unknown feature group 'knn' in setting 'features'"),
-    ({"ranker": "forest"}, r"unknown ranker 'forest' in setting 'ranker'; registered: \['lightgbm', 'logistic'\]"),
+    ({"ranker": "forest"}, r"unknown ranker 'forest' in setting 'ranker'; registered: \['lightgbm', 'logistic'"),
     ({"ranker": {"part": "logistic", "C": 0}}, "ranker 'logistic': setting C: Input should be greater than 0"),
     ({"ranker": {"part": "logistic", "C": "1"}}, "setting C: Input should be a valid number"),
     ({"ranker": {"part": "logistic", "max_iter": 0}}, "setting max_iter"),
@@ -180,3 +180,27 @@ def test_scikit_learn_can_clone_a_recommender():
     model = Recommender({"models": {"embedder": {"tag_dim": 5}}}, seed=4)
     copy = clone(model)
     assert copy is not model and copy.get_params() == model.get_params()
+
+
+def test_every_built_in_parts_settings_are_documented():
+    from pathlib import Path
+
+    from funnel.candidates import SOURCES
+    from funnel.factors import MODELS
+    from funnel.protocols import PartSettings
+    from funnel.ranking import FEATURES, RANKERS
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    sections = {heading: doc.split(f"`{heading}`)")[1].split("\n## ")[0]
+                for heading in ("models", "candidates", "features", "ranker")}
+    for section, registry in (("models", MODELS), ("candidates", SOURCES), ("features", FEATURES),
+                              ("ranker", RANKERS)):
+        for name in registry:
+            if not registry.get(name).__module__.startswith("funnel."):
+                continue  # docs/extending.md's examples, registered for the tests
+            settings = getattr(registry.get(name), "Settings", PartSettings)
+            for field, info in settings.model_fields.items():
+                row = f"| `{name}` | `{field}` | {json.dumps(info.default)} |"
+                assert row in sections[section], f"docs/configuration.md lacks the row {row} under {section}"
+    for field in FunnelConfig.model_fields:
+        assert f"`{field}`" in doc.split("## The whole fit")[1].split("\n## ")[0], field

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from funnel import Dataset, Recommender
 from funnel.batch import Batch
-from funnel.explain import closest_history, driver, feature_groups, found_by, reason, top_contributions
+from funnel.explain import Reasons, closest_history, feature_groups, found_by, reason, top_contributions
 from funnel.protocols import ExplanationDriver, FriendsEvidence, SimilaritySpace
 
 EXPLAIN_COLUMNS = ["sources", "because_ids", "because", "contributions", "reason"]
@@ -34,19 +34,33 @@ def test_found_by_and_grouped_contributions():
     assert groups == ["svd_artist", "ease_score", "tag_similarity"] and group_of.tolist() == [0, 0, 1, 2]
 
 
-def test_reason_says_in_words_what_led_to_the_artist():
+def test_reason_says_in_words_what_led_to_the_artist(fitted):
+    reasons = Reasons.of(fitted.stages_)
     line = reason({"ease": 3, "tags": 1}, ["Duran Duran", "Camouflage"], {"ease_score": 0.5, "tag_similarity": 0.2},
-                  friends=3)
+                  3, reasons)
     assert line == "because you listen to Duran Duran and Camouflage; its tags match what you play; " \
         "3 of your friends play it"
     # the strongest contribution comes first: here the friends
-    assert reason({"friends": 1}, ["A", "B", "C"], {"friends_log_count": 2.0, "als_score": 0.4}, friends=1) == \
+    assert reason({"friends": 1}, ["A", "B", "C"], {"friends_log_count": 2.0, "als_score": 0.4}, 1, reasons) == \
         "1 of your friends plays it; because you listen to A, B and C"
-    assert reason({"popularity": 2}, [], {}) == "popular with listeners"
-    assert reason({"als": 4}, [], {"als_score": 1.0}) == "listeners like you play it"
-    assert [driver(g) for g in ("friends_share", "tags_log_rank", "tag_similarity", "artist_log_plays",
-                                "popularity_source_score", "ease_score", "svd_prediction")] == \
+    assert reason({"popularity": 2}, [], {}, 0, reasons) == "popular with listeners"
+    assert reason({"als": 4}, [], {"als_score": 1.0}, 0, reasons) == "listeners like you play it"
+    # the words come from the parts (funnel.protocols.ReasonGiver), not from their names
+    assert [reasons.words.get(g, "listening") for g in ("friends_share", "tags_log_rank", "tag_similarity",
+                                                        "artist_log_plays", "popularity_source_score", "ease_score",
+                                                        "svd_prediction")] == \
         ["friends", "tags", "tags", "popular", "popular", "listening", "listening"]
+    assert reasons.phrases == {"tags": "its tags match what you play"}
+
+
+def test_a_second_tag_source_speaks_like_the_first(synth, small_config):
+    config = small_config.replace(candidates={"popularity": 5, "tags_2": {"part": "tags", "n": 30}},
+                                  features=("sources", "als"))
+    model = Recommender(config).fit(synth)
+    reasons = Reasons.of(model.stages_)
+    assert reasons.phrases == {"tags_2": "its tags match what you play"}
+    assert reasons.words["tags_2_log_rank"] == "tags" and reasons.words["popularity_log_rank"] == "popular"
+    assert reason({"tags_2": 1}, [], {}, 0, reasons) == "its tags match what you play"
 
 
 def check_explanations(frame: pd.DataFrame, model: Recommender, history_ids: set[int]) -> None:

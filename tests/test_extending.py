@@ -20,6 +20,7 @@ from funnel.protocols import ExplanationDriver, SimilaritySpace
 from funnel.ranking import FEATURES, RANKERS
 from tests.extending_examples import EXAMPLES, PLUGIN_DIR, PLUGIN_MODULE
 
+
 @pytest.fixture(scope="module")
 def examples() -> dict:
     return EXAMPLES  # run by tests/conftest.py before collection
@@ -85,7 +86,8 @@ def test_a_packaged_part_is_served_over_http(plugin_model, synth, tmp_path_facto
 
 
 def test_the_classes_of_this_page_fit_save_and_load_in_this_process(examples, synth, small_config, tmp_path):
-    config = small_config.replace(features=(*small_config.features, "als_norm"), ranker={"part": "ridge", "alpha": 10.0})
+    config = small_config.replace(features=(*small_config.features, "als_norm"),
+                                  ranker={"part": "ridge", "alpha": 10.0})
     model = Recommender(config).fit(synth)
     assert "als_artist_norm" in model.feature_names_ and model.ranker_.alpha == 10.0
     recs = model.recommend_all(n=10)

@@ -5,9 +5,9 @@ import pytest
 import scipy.sparse as sp
 
 from funnel import ConfigError, NotFittedError, Recommender
-from funnel.protocols import PartContext
 from funnel.batch import Batch
 from funnel.factors import EASE, LogEASE, RP3beta
+from funnel.protocols import PartContext
 
 
 @pytest.fixture(scope="module")

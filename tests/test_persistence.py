@@ -86,7 +86,7 @@ def test_a_save_removes_no_file_of_another_name_than_saves_give_even_if_listed(s
     (saved / "notes.txt").write_text("mine")
     (saved.parent / "outside.txt").write_text("mine too")
     manifest = _manifest(saved)
-    entry = manifest["files"]["sources/tags|index.faiss"]
+    entry = manifest["files"]["candidates/tags|index.faiss"]
     manifest["files"].update({"x|notes": {**entry, "name": "notes.txt"}, "x|out": {**entry, "name": "../outside.txt"}})
     _write_manifest(saved, manifest)
     other.save(saved)
@@ -202,7 +202,7 @@ def test_the_next_save_removes_what_a_killed_save_left(saved, other):
 
 def test_the_manifest_records_each_files_size_and_each_arrays_dtype_and_shape(saved):
     manifest = _manifest(saved)
-    assert manifest["format_version"] == FORMAT_VERSION == 5
+    assert manifest["format_version"] == FORMAT_VERSION == 6
     loaded = Recommender.load(saved, mmap=False)
     data = {"data|artist_ids": loaded.artist_ids_, "data|artist_names": loaded.artist_names_,
             "ranker|coef": loaded.ranker_.coef_}
@@ -246,7 +246,7 @@ def test_names_other_than_plain_names_inside_the_folder_are_refused(saved, mmap,
     (lambda path, target: path.mkdir(), "a directory"),
 ])
 def test_only_regular_files_are_read(saved, alarm, mmap, make, kind):
-    for role in ("data|artist_ids", "sources/tags|index.faiss"):
+    for role in ("data|artist_ids", "candidates/tags|index.faiss"):
         name = _entry(saved, role)["name"]
         (saved / name).rename(saved / f"moved-{name}")
         make(saved / name, saved / f"moved-{name}")
@@ -298,13 +298,18 @@ def _set(key, value):
     (lambda m: m["arrays"]["ranker|coef"].update(dtype="<f4"), "(ranker|coef) holds an array of <f8"),
     (lambda m: m["arrays"]["ranker|coef"].update(shape=[2, 14]), "its manifest records <f8 (2, 14)"),
     (lambda m: m["arrays"]["ranker|coef"].update(size=m["arrays"]["ranker|coef"]["size"] - 8), "bytes where"),
-    (lambda m: m["files"].update({"nosep": m["files"]["sources/tags|index.faiss"]}), "'files.nosep.[key]'"),
+    (lambda m: m["files"].update({"nosep": m["files"]["candidates/tags|index.faiss"]}), "'files.nosep.[key]'"),
     (_set("n_users", 149), "data|user_ids holds an array of shape (150,) where the manifest counts 149"),
     (_set("n_artists", 1000), "data|artist_ids holds an array of shape (240,) where the manifest counts 1000"),
-    (_set("sources", ["tags", "nonexistent"]), "cannot rebuild (ConfigError: unknown candidate source"),
-    (lambda m: m["config"].update(tag_dim="wide"), "holds settings this funnel cannot use"),
+    (_set("sources", ["tags", "nonexistent"]), "lists sources ['tags', 'nonexistent'] its settings do not all name"),
+    (_set("classes", {"candidates/tags": 5}), "'classes.candidates/tags' input should be a valid string"),
+    (lambda m: m["classes"].update({"candidates/tags": "os:getcwd"}), "'os:getcwd' is a builtin_function_or_method"),
+    (lambda m: m["classes"].update({"candidates/tags": "funnel.candidates.sources:ALSSource"}),
+     "cannot build: candidates entry 'tags' (tags): unknown setting 'search_dim'"),
+    (lambda m: m["config"].update(seed="wide"), "holds settings this funnel cannot use"),
+    (lambda m: m["config"].update(models={"svd": {"factors": "wide"}}), "holds parts this environment cannot build"),
     (lambda m: m["config"].update(colour="blue"), "holds settings this funnel cannot use"),
-    (_set("format_version", 4), "saved by format 4; this funnel reads format 5 only: retrain"),
+    (_set("format_version", 4), "saved by format 4; this funnel reads format 6 only: retrain"),
     (_set("format_version", True), "saved by format True"),
 ])
 def test_malformed_manifests_are_artifact_errors(saved, damage, message):

@@ -114,8 +114,9 @@ def test_lightgbm_ranker_params_and_errors():
     ranker = Stages(config).new_ranker()
     assert ranker.get_params()["n_estimators"] == 40 and ranker.seed == 5 and ranker.num_leaves == 7
     assert ranker.set_params(learning_rate=0.2) is ranker and ranker.learning_rate == 0.2
-    for params, message in [({"n_estimators": 0}, "greater than or equal to 1"), ({"learning_rate": 0}, "greater than 0"),
-                            ({"num_leaves": 1.5}, "valid integer"), ({"C": 1.0}, "unknown setting 'C'")]:
+    for params, message in [({"n_estimators": 0}, "greater than or equal to 1"),
+                            ({"learning_rate": 0}, "greater than 0"), ({"num_leaves": 1.5}, "valid integer"),
+                            ({"C": 1.0}, "unknown setting 'C'")]:
         with pytest.raises(ConfigError, match=message):
             Recommender(ranker={"part": "lightgbm", **params})
     with pytest.raises(ConfigError, match="LambdaRankRanker: setting n_estimators"):

@@ -261,7 +261,7 @@ def test_many_new_listeners_at_once_get_what_they_get_one_at_a_time(fitted, synt
 def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 5
+    assert manifest["format_version"] == FORMAT_VERSION == 6
     assert manifest["data_fingerprint"] == synth.fingerprint() == fitted.fingerprint_
     assert {"funnel", *LIBRARIES} <= set(manifest["versions"]) and manifest["versions"]["funnel"]
     assert manifest["saved_at"].endswith("+00:00")
@@ -299,7 +299,9 @@ def _mapped(array: np.ndarray) -> bool:
 
 @pytest.mark.parametrize("index", ["ivf", "hnsw"])
 def test_approximate_index_round_trip(synth, small_config, tmp_path, index):
-    model = Recommender(small_config, index=index).fit(synth)
+    candidates = {**small_config.candidates, "tags": {**small_config.candidates["tags"], "index": index},
+                  "als": {"n": small_config.candidates["als"], "index": index}}
+    model = Recommender(small_config, candidates=candidates).fit(synth)
     tags = model.stages_.sources_[0]
     assert tags.name == "tags" and tags.index_.d == model.stages_.models_["embedder"].vectors_.shape[1]  # not cut
     loaded = Recommender.load(model.save(tmp_path / "model"))
@@ -373,8 +375,8 @@ def test_cache_reuses_svd_and_ranker(synth, small_config, tmp_path, caplog, monk
     monkeypatch.undo()
     caplog.clear()
     with caplog.at_level("INFO", logger="funnel"):
-        Recommender(config.replace(svd_factors=4)).fit(synth)
-    assert "saved svd was trained with other settings (code: 4 -> 3, svd_factors: 8 -> 4)" in caplog.text
+        Recommender(config.replace(models={**config.models, "svd": {"factors": 4, "epochs": 10}})).fit(synth)
+    assert "saved svd was trained with other settings (code: 4 -> 3, factors: 8 -> 4)" in caplog.text
     caplog.clear()
     other = Dataset.from_frames(synth.interactions.iloc[10:], synth.artists, synth.tags,
                                 synth.tag_assignments, synth.friends)
@@ -423,7 +425,7 @@ def test_the_svd_feature_is_the_biased_svd_prediction(fitted):
 
 def test_configured_sources_and_feature_groups_fit_save_and_load(synth, small_config, tmp_path):
     config = small_config.replace(candidates={"als": 30, "ease": 15}, features=("als", "ease", "sources"),
-                                  ranker_params={"C": 1.0})
+                                  ranker={"part": "logistic", "C": 1.0})
     model = Recommender(config).fit(synth)
     assert model.stages_.source_names == ["als", "ease"]
     assert model.feature_names_ == ["als_score", "ease_score", "als_log_rank", "als_source_score",
@@ -479,7 +481,7 @@ def test_similar_artists(fitted):
 
 
 def test_a_lightgbm_ranked_model_saves_its_trees_as_lightgbm_text(synth, small_config, tmp_path):
-    model = Recommender(small_config, ranker="lightgbm", ranker_params={"n_estimators": 40}).fit(synth)
+    model = Recommender(small_config, ranker={"part": "lightgbm", "n_estimators": 40}).fit(synth)
     assert model.ranker_.name == "lightgbm"
     path = model.save(tmp_path / "model")
     trees = list(path.glob("ranker-model-*.txt"))

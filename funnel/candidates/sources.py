@@ -158,6 +158,8 @@ class TagSource(IndexSource):
 
     name = "tags"
     requires = ("embedder",)
+    reason_word = "tags"
+    reason_phrase = "its tags match what you play"
 
     def __init__(self, n_candidates: int, embedder: ArtistEmbedder, *, history_weighting: str = "log",
                  index: str = "auto", ann_threshold: int = 100_000, seed: int = 0, search_dim: int = 0) -> None:
@@ -317,6 +319,7 @@ class FriendsSource(ModelSource):
 
     name = "friends"
     requires = ("friends",)
+    reason_word = "friends"
     model: FriendListening
 
     def retrieve(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
@@ -331,6 +334,7 @@ class PopularitySource(ModelSource):
 
     name = "popularity"
     requires = ("popularity",)
+    reason_word = "popular"
     model: PopularityChart
 
     def retrieve(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:

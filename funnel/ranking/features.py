@@ -91,7 +91,7 @@ class ModelFeature(Stateless):
         self.model = model
 
     @classmethod
-    def from_config(cls, settings: PartSettings, context: PartContext) -> Any:
+    def from_config(cls, settings: Any, context: PartContext) -> Any:
         return cls(*(context.models[name] for name in cls.requires))
 
     def columns(self, sources: Sequence[str]) -> list[str]:
@@ -132,6 +132,7 @@ class TagFeature(ModelFeature):
     name = "tags"
     requires = ("embedder",)
     names = ("tag_similarity",)
+    reason_word = "tags"
 
     def __init__(self, model: Any, history_weighting: str = "log") -> None:
         super().__init__(model)
@@ -188,6 +189,7 @@ class FriendsFeature(ModelFeature):
     name = "friends"
     requires = ("friends",)
     names = ("friends_log_count", "friends_share")
+    reason_word = "friends"
 
     def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
         counts, n_friends = self.model.rows(batch)
@@ -205,6 +207,7 @@ class ArtistFeature(ModelFeature):
     name = "artist"
     requires = ("embedder",)
     names = tuple(f"artist_{s}" for s in ARTIST_STATISTICS)
+    reason_word = "popular"
 
     def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
         stats = self.model.stats_
@@ -262,6 +265,11 @@ class RecencyFeature(ModelFeature):
         return np.column_stack([self.model.log_idle_days_[cands.items], self.model.trend_[cands.items], recent])
 
 
+def source_columns(source: str) -> list[str]:
+    """The columns :class:`SourceFeature` gives a source: its log rank and its score."""
+    return [f"{source}_{what}" for what in ("log_rank", "source_score")]
+
+
 class SourceFeature(Stateless):
     """Every source's log rank and score of the pair (its worst when it did not return it)."""
 
@@ -274,7 +282,7 @@ class SourceFeature(Stateless):
         return cls()
 
     def columns(self, sources: Sequence[str]) -> list[str]:
-        return [f"{s}_{what}" for s in sources for what in ("log_rank", "source_score")]
+        return [column for s in sources for column in source_columns(s)]
 
     def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
         return stack_columns([block for s in cands.ranks for block in (np.log(cands.ranks[s]), cands.scores[s])],
