@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from funnel import Dataset, FunnelConfig, Recommender
+from funnel.batch import Batch
 from funnel.data.split import per_user
 from funnel.errors import ConfigError
+from funnel.factors.recency import ListenTimes
 from funnel.ranking.training import history_split, temporal_labels
 from tests.conftest import with_listen_times
 
@@ -85,8 +88,22 @@ def test_history_as_of_cutoff_holds_nothing_after_a_listeners_first_label(timed)
     assert aged_weight == pytest.approx(20.0 * 3 / 19 * 0.5 ** (16 / 8))  # 16 days younger
 
 
-def test_a_funnel_fits_with_temporal_labels(synth, small_config):
+def test_recent_starts_are_each_listeners_latest_started_artists(timed):
+    model = ListenTimes(recent_starts=2).fit(timed)
+    starts = model.starts_.toarray()
+    columns = timed.artist_index(np.array([1, 2, 3, 4, 5]))
+    assert starts[timed.user_index(np.array([1, 2, 3]))][:, columns].tolist() == [
+        [0, 0, 0, 1, 1], [1, 1, 0, 0, 0], [1, 0, 0, 0, 0]]
+    # a new listener brings no times: every artist of their history is a recent start
+    history = sp.csr_matrix(np.array([[0, 3.0, 0, 1.0, 0]], np.float32)[:, np.argsort(columns)])
+    batch = Batch(np.array([-1, timed.user_index(np.array([1]))[0]]), sp.vstack([history, timed.matrix[0]]))
+    assert model.user_starts(batch).toarray()[:, columns].tolist() == [[0, 1, 0, 1, 0], [0, 0, 0, 1, 1]]
+
+
+def test_a_funnel_fits_with_temporal_labels_and_recent_starts(synth, small_config, fitted):
     model = Recommender(small_config, ranker_labels="temporal").fit(with_listen_times(synth))
     assert model.ranker_candidate_recall_ > 0
-    recs = model.recommend_all(n=5, users=synth.user_ids[:3])
-    assert len(recs) == 15
+    assert len(model.recommend_all(n=5, users=synth.user_ids[:3])) == 15
+    starts = {"recent_starts_als", "recent_starts_ease"}
+    assert starts <= set(model.feature_names_)
+    assert not starts & set(fitted.feature_names_)  # no listen times: no recency columns

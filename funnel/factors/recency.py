@@ -30,12 +30,17 @@ class ListenTimes:
         The window of "recent": an artist's trend counts the listeners who started playing
         it in the last ``recent_days``; a listener's recent taste weighs each artist by
         ``0.5 ** (days since last played / recent_days)``.
+    recent_starts : int
+        How many of a listener's artists started last make up their recent starts.
 
     Attributes
     ----------
     has_times_ : bool
     weights_ : scipy.sparse.csr_matrix
         Users x artists recency weight of each training pair, in (0, 1].
+    starts_ : scipy.sparse.csr_matrix or None
+        Users x artists, 1 for each listener's ``recent_starts`` artists of latest first
+        listen (ties: the lower artist index); None in a model saved without them.
     log_idle_days_ : numpy.ndarray
         Per artist, ``log1p`` of the days since anyone last played it.
     trend_ : numpy.ndarray
@@ -44,10 +49,11 @@ class ListenTimes:
     """
 
     name = "listen_times"
-    user_arrays = ("weights/",)  # the recency weights of the training pairs
+    user_arrays = ("weights/", "starts/")  # the recency weights and recent starts of the training pairs
 
-    def __init__(self, *, recent_days: float = 30.0) -> None:
+    def __init__(self, *, recent_days: float = 30.0, recent_starts: int = 5) -> None:
         self.recent_days = recent_days
+        self.recent_starts = recent_starts
 
     @classmethod
     def from_config(cls, config: FunnelConfig) -> ListenTimes:
@@ -59,6 +65,7 @@ class ListenTimes:
         n_users, n_artists = dataset.matrix.shape
         if not self.has_times_:
             self.weights_ = sp.csr_matrix((n_users, n_artists), dtype=np.float32)
+            self.starts_ = self.weights_
             self.log_idle_days_ = np.zeros(n_artists, np.float32)
             self.trend_ = np.zeros(n_artists, np.float32)
             return self
@@ -78,23 +85,42 @@ class ListenTimes:
         recent = np.bincount(cols[(now - first) / DAY <= self.recent_days], minlength=n_artists)
         expected = listeners * self.recent_days / span
         self.trend_ = np.log((recent + 1.0) / (expected + 1.0)).astype(np.float32)
+        order = np.lexsort((cols, -first.astype(np.int64), rows))
+        _, begins, counts = np.unique(rows[order], return_index=True, return_counts=True)
+        latest = order[np.arange(len(order)) - np.repeat(begins, counts) < self.recent_starts]
+        self.starts_ = sp.csr_matrix((np.ones(len(latest), np.float32), (rows[latest], cols[latest])),
+                                     shape=(n_users, n_artists))
         return self
 
     def user_weights(self, batch: Batch) -> sp.csr_matrix:
         """Recency weights of the batch's history entries: the fitted ones of training users, 1 for new listeners."""
         if not hasattr(self, "weights_"):
             raise NotFittedError("ListenTimes is not fitted; call fit() first")
+        return self._fitted_or_history(self.weights_, batch)
+
+    def user_starts(self, batch: Batch) -> sp.csr_matrix:
+        """1 on the batch's recent starts: the fitted ones of training users, every history artist of new listeners."""
+        if not hasattr(self, "starts_"):
+            raise NotFittedError("ListenTimes is not fitted; call fit() first")
+        if self.starts_ is None:
+            raise NotFittedError("this ListenTimes was saved without recent starts; fit it again")
+        return self._fitted_or_history(self.starts_, batch)
+
+    @staticmethod
+    def _fitted_or_history(fitted: sp.csr_matrix, batch: Batch) -> sp.csr_matrix:
+        # new listeners have no listen times: all of the history they bring counts as recent
         known = batch.users >= 0
         fresh = batch.history.copy()
         fresh.data[:] = 1.0
         new = np.where(known, -1, np.arange(len(known)))
-        return sp.csr_matrix(select_rows(self.weights_, batch.users) + select_rows(fresh, new))
+        return sp.csr_matrix(select_rows(fitted, batch.users) + select_rows(fresh, new))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         from funnel.sparse import csr_to_arrays
 
+        starts = {} if self.starts_ is None else csr_to_arrays(self.starts_, "starts/")
         return {"has_times": np.array([self.has_times_]), "log_idle_days": self.log_idle_days_,
-                "trend": self.trend_, **csr_to_arrays(self.weights_, "weights/")}
+                "trend": self.trend_, **csr_to_arrays(self.weights_, "weights/"), **starts}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> ListenTimes:
         from funnel.sparse import csr_from_arrays
@@ -103,4 +129,6 @@ class ListenTimes:
         self.log_idle_days_ = np.asarray(arrays["log_idle_days"], np.float32)
         self.trend_ = np.asarray(arrays["trend"], np.float32)
         self.weights_ = csr_from_arrays(arrays, "weights/")
+        # models saved before recent starts existed have none; their ranker never used them
+        self.starts_ = csr_from_arrays(arrays, "starts/") if "starts/shape" in arrays else None
         return self
