@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
@@ -82,6 +82,11 @@ class FunnelConfig(BaseModel):
         weighs every pair by its plays alone. Data without listen times is not weighted.
     ranker_holdout : float
         Share of each user's training artists held out as the ranker's labels.
+    ranker_labels : {"auto", "temporal", "random"}
+        Which of a user's training artists are held out as the ranker's labels: ``temporal``
+        the ones started last (the ranker learns what a listener starts next; needs listen
+        times), ``random`` a random share (the ranker learns to fill gaps in a history);
+        ``auto`` is temporal when the data has listen times and random otherwise.
     ranker_negatives : int
         Negative candidates sampled per user for ranker training (0 keeps all).
     ranker_users : int
@@ -110,6 +115,7 @@ class FunnelConfig(BaseModel):
     tagged_known: bool = True
     recency_half_life_days: float | None = Field(60.0, gt=0)
     ranker_holdout: float = Field(0.2, gt=0, lt=1)
+    ranker_labels: Literal["auto", "temporal", "random"] = "auto"
     ranker_negatives: int = Field(50, ge=0)
     ranker_users: int = Field(20_000, gt=0)
     seed: int = Field(0, ge=0)

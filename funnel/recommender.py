@@ -123,7 +123,8 @@ class Recommender:
 
         The ranker is trained on a per-user split of ``dataset``: stage one and the factor
         models are fitted on the history part, and the labels are the held-out part they
-        never saw. The stages are then fitted on all of ``dataset`` for serving.
+        never saw (with listen times, each listener's artists started last; see
+        ``ranker_labels``). The stages are then fitted on all of ``dataset`` for serving.
 
         Returns
         -------

@@ -15,6 +15,8 @@ import scipy.sparse as sp
 from funnel.data.dataset import Dataset
 from funnel.errors import ConfigError, DataError
 
+DAY = np.timedelta64(1, "D")
+
 
 class Split(NamedTuple):
     """A training dataset and the held-out ``user_id, artist_id, weight`` rows."""
@@ -106,6 +108,49 @@ def temporal(dataset: Dataset, test_fraction: float = 0.2, min_artists: int = 5)
     held_out = np.empty(len(users), dtype=bool)
     held_out[order] = held_sorted
     return _finish(dataset, held_out)
+
+
+def as_of_cutoff(part: Split, half_life_days: float | None = None) -> Dataset:
+    """The training part of a temporal split as it stood when each held-out listener's first
+    held-out artist started: nothing of those listeners after that moment.
+
+    A pair kept for training may have been played on after the listener's cutoff (the first
+    listen of their earliest held-out artist). Its last listen becomes the cutoff and its
+    weight keeps the share of its listening span before the cutoff (plays assumed evenly
+    spread over the span; at least a millionth of the weight is kept), so recency features
+    and play counts fitted on the part describe the listener at the cutoff. Tag assignments
+    a held-out listener made after the cutoff are dropped. Listeners with nothing held out
+    keep everything.
+
+    Parameters
+    ----------
+    part : Split
+        A split of :func:`temporal`.
+    half_life_days : float, optional
+        The weights were recency weighted with this half-life (see
+        :meth:`Dataset.recency_weighted`): they are aged again from the new last listens.
+    """
+    train, test = part
+    inter = train.interactions.copy()
+    cutoffs = test.groupby("user_id")["first_listen"].min()
+    cutoff = inter["user_id"].map(cutoffs).to_numpy(dtype="datetime64[ns]")
+    first, last = inter["first_listen"].to_numpy(), inter["last_listen"].to_numpy()
+    later = ~np.isnat(cutoff) & (last > cutoff)
+    span = (last - first)[later] / DAY
+    share = np.clip((cutoff - first)[later] / DAY / np.maximum(span, 1e-9), 0.0, 1.0)
+    if half_life_days is not None:
+        share = share * 0.5 ** ((last - cutoff)[later] / DAY / half_life_days)
+    weight = inter["weight"].to_numpy(dtype=np.float64).copy()
+    weight[later] = weight[later] * np.maximum(share, 1e-6)
+    last = last.copy()
+    last[later] = cutoff[later]
+    inter["weight"], inter["last_listen"] = weight, last
+    assign = train.tag_assignments
+    if assign is not None and len(assign):
+        when = assign["user_id"].map(cutoffs).to_numpy(dtype="datetime64[ns]")
+        stamps = assign["timestamp"].to_numpy()
+        assign = assign[np.isnat(when) | np.isnat(stamps) | (stamps <= when)].reset_index(drop=True)
+    return train.with_interactions(inter, assign)
 
 
 class NewUserSplit(NamedTuple):

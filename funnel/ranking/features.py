@@ -236,33 +236,52 @@ class UserFeature(ModelFeature):
 
 
 class RecencyFeature(ModelFeature):
-    """When things were played: the artist's idle time and trend, and the listener's recent taste.
+    """When things were played: the artist's idle time and trend, and the listener's recent
+    taste and recent starts.
 
     ``recent_taste`` is the ALS score of the artist against the listener's history weighted
     by recency (``0.5 ** (days since last played / recent_days)``), normalised to unit
-    length, so a listener whose taste moved scores artists of the new taste higher. New
-    listeners' histories count as recent. Without listen times in the data the group has
-    no columns.
+    length, so a listener whose taste moved scores artists of the new taste higher.
+    ``recent_starts_als`` is the artist's cosine similarity in ALS space to the mean of the
+    listener's last-started artists (unit vectors), and ``recent_starts_ease`` its EASE
+    co-listening score against those artists alone: what a listener starts next tends to be
+    near what they started last. New listeners' histories count as recent. Without listen
+    times in the data the group has no columns.
     """
 
     name = "recency"
-    requires = ("listen_times", "als")
-    names = ("artist_log_idle_days", "artist_trend", "recent_taste")
+    requires = ("listen_times", "als", "ease")
+    names = ("artist_log_idle_days", "artist_trend", "recent_taste", "recent_starts_als", "recent_starts_ease")
 
-    def __init__(self, model: Any, als: Any) -> None:
+    def __init__(self, model: Any, als: Any, ease: Any) -> None:
         super().__init__(model)
         self.als = als
+        self.ease = ease
 
     def columns(self, sources: Sequence[str]) -> list[str]:
-        return list(self.names) if self.model.has_times_ else []
+        if not self.model.has_times_:
+            return []
+        return list(self.names if self.model.recent_starts else self.names[:3])
 
     def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
         if not self.model.has_times_:
             return np.empty((len(cands), 0), np.float32)
-        taste = np.asarray(self.model.user_weights(batch) @ self.als.item_factors_, np.float32)
-        taste /= np.maximum(np.linalg.norm(taste, axis=1, keepdims=True), 1e-12)
-        recent = pair_scores(taste, self.als.item_factors_, cands.rows, cands.items)
-        return np.column_stack([self.model.log_idle_days_[cands.items], self.model.trend_[cands.items], recent])
+        factors = self.als.item_factors_
+        taste = unit_rows(np.asarray(self.model.user_weights(batch) @ factors, np.float32))
+        recent = pair_scores(taste, factors, cands.rows, cands.items)
+        columns = [self.model.log_idle_days_[cands.items], self.model.trend_[cands.items], recent]
+        if self.model.recent_starts:
+            starts = self.model.user_starts(batch)
+            unit = unit_rows(np.asarray(factors, np.float32))
+            near = unit_rows(np.asarray(starts @ unit, np.float32))
+            columns += [pair_scores(near, unit, cands.rows, cands.items),
+                        self.ease.pair_scores(Batch(batch.users, starts), cands.rows, cands.items)]
+        return np.column_stack(columns)
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` with each row scaled to unit length (zero rows stay zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
 
 def source_columns(source: str) -> list[str]:

@@ -1,7 +1,9 @@
 """The ranker's training examples: labels the stages never saw, and sampled negatives.
 
 Stage one and the factor models are fitted on a per-user history part of the training data;
-the held-out part gives the labels. Each candidate pair of a sampled user is an example,
+the held-out part gives the labels: with listen times, each listener's artists started last
+(the ranker learns what a listener starts next), otherwise a random share of each
+listener's artists (``ranker_labels``). Each candidate pair of a sampled user is an example,
 positive when it is held out; every positive and up to ``ranker_negatives`` random negatives
 per user are kept.
 """
@@ -20,8 +22,8 @@ from tqdm.auto import tqdm
 from funnel.batch import Batch
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
-from funnel.data.split import per_user
-from funnel.errors import DataError
+from funnel.data.split import as_of_cutoff, per_user, temporal
+from funnel.errors import ConfigError, DataError
 from funnel.protocols import Ranker
 from funnel.sparse import top_n_per_row
 from funnel.stages import Stages
@@ -107,7 +109,41 @@ def train_ranker(history: Dataset, labels: pd.DataFrame, config: FunnelConfig,
     return ranker, stages, data
 
 
-def history_split(dataset: Dataset, config: FunnelConfig) -> tuple[Dataset, pd.DataFrame]:
-    """The per-user split the ranker trains on: (history part, held-out labels)."""
-    train, labels = per_user(dataset, config.ranker_holdout, min_artists=2, seed=config.seed)
+def temporal_labels(dataset: Dataset, config: FunnelConfig) -> bool:
+    """Whether the ranker's labels are each listener's artists started last (``ranker_labels``).
+
+    Raises
+    ------
+    ConfigError
+        ``ranker_labels="temporal"`` and ``dataset`` has no listen times.
+    """
+    if config.ranker_labels == "temporal" and not dataset.has_listen_times:
+        raise ConfigError("ranker_labels='temporal' needs listen times, and this dataset has none; build it "
+                          "from an event log (funnel.read_events with timestamp=...), give first_listen/"
+                          "last_listen columns, or set ranker_labels='auto' or 'random'")
+    return config.ranker_labels != "random" and dataset.has_listen_times
+
+
+def history_split(dataset: Dataset, config: FunnelConfig, *, cutoff: bool = False
+                  ) -> tuple[Dataset, pd.DataFrame]:
+    """The per-user split the ranker trains on: (history part, held-out labels).
+
+    Each listener with at least 2 artists keeps ``ranker_holdout`` of them aside as labels:
+    the ones started last (:func:`funnel.data.split.temporal`) when
+    :func:`temporal_labels`, random ones (:func:`funnel.data.split.per_user`) otherwise.
+    With temporal labels and ``cutoff``, the history part is cut at each listener's first
+    label (:func:`funnel.data.split.as_of_cutoff`).
+
+    Raises
+    ------
+    ConfigError
+        ``ranker_labels="temporal"`` and ``dataset`` has no listen times.
+    """
+    if temporal_labels(dataset, config):
+        part = temporal(dataset, config.ranker_holdout, min_artists=2)
+        train, labels = part
+        if cutoff:  # the weights were aged by Recommender.fit before the split
+            train = as_of_cutoff(part, config.recency_half_life_days)
+    else:
+        train, labels = per_user(dataset, config.ranker_holdout, min_artists=2, seed=config.seed)
     return train, labels
