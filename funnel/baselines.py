@@ -19,7 +19,7 @@ from funnel.data.history import History, parse_history
 from funnel.data.ids import lookup_ids
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.factors import EASE, confidence
-from funnel.recommender import check_n
+from funnel.rules import check_n
 from funnel.sparse import top_n_per_row
 from funnel.threadpool import in_batches
 

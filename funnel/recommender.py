@@ -13,43 +13,24 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from funnel import artifacts, fitting
 from funnel import explain as explain_
-from funnel import fitting
 from funnel.batch import Batch
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
-from funnel.data.history import History, parse_history
+from funnel.data.history import History, parse_histories, parse_history, tagged_only
 from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
-from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError, UnknownUserError
-from funnel.persistence.model import check_model_arrays, read_model, string_array, write_model
-from funnel.protocols import PartState, SimilaritySpace
-from funnel.rules import Rules
-from funnel.sparse import csr_from_arrays, csr_to_arrays, top_n_per_row
+from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
+from funnel.persistence.model import write_model
+from funnel.protocols import SimilaritySpace
+from funnel.rules import Rules, check_n
+from funnel.sparse import top_n_per_row
 from funnel.stages import Stages
 from funnel.threadpool import in_batches
 
 logger = logging.getLogger("funnel")
 
 BATCH_USERS = 512
-
-
-def _tagged_only(dataset: Dataset) -> sp.csr_matrix | None:
-    """Users x artists tagged but not played by each user, or ``None`` when there are none."""
-    tagged = dataset.tagged_matrix()
-    played = dataset.matrix.copy()
-    played.data[:] = 1.0
-    only = sp.csr_matrix(tagged - tagged.multiply(played))
-    only.eliminate_zeros()
-    return only if only.nnz else None
-
-
-def check_n(n: Any, n_artists: int) -> int:
-    """Validate a top-n length against the catalogue size."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise ConfigError(f"n={n!r} must be an integer between 1 and {n_artists} (the catalogue size)")
-    if not 1 <= n <= n_artists:
-        raise ConfigError(f"n={n} is out of range; it must be between 1 and {n_artists} (the catalogue size)")
-    return int(n)
 
 
 class Recommender:
@@ -150,7 +131,7 @@ class Recommender:
         self.artist_ids_ = dataset.artist_ids
         self.artist_names_ = dataset.artist_names
         self.history_ = dataset.matrix
-        self.tagged_ = _tagged_only(dataset) if config.tagged_known else None
+        self.tagged_ = tagged_only(dataset) if config.tagged_known else None
         self.artist_side_only_ = False
         logger.info("fitted in %.1fs", time.perf_counter() - started)
         return self
@@ -385,33 +366,14 @@ class Recommender:
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
-        if not isinstance(histories, pd.DataFrame):
-            raise DataError(f"histories must be a pandas DataFrame of user_id, artist_id[, weight] rows, "
-                            f"got {type(histories).__name__}")
-        frame = histories if "weight" in histories.columns else histories.assign(weight=1.0)
-        # validated and summed as interactions are (the messages name them so)
-        data = Dataset.from_frames(frame[[c for c in ("user_id", "artist_id", "weight") if c in frame.columns]])
-        check_kind(self.artist_ids_, data.artist_ids[:1], "histories: artist")
-        columns = lookup_ids(self.artist_ids_, data.artist_ids)
-        if (columns < 0).any():
-            logger.warning("ignoring %d artist id(s) of the histories outside the catalogue: %s",
-                           int((columns < 0).sum()), data.artist_ids[columns < 0][:5].tolist())
-        plays = data.matrix.tocoo()
-        inside = columns[plays.col] >= 0
-        matrix = sp.csr_matrix((plays.data[inside], (plays.row[inside], columns[plays.col[inside]])),
-                               shape=(data.n_users, len(self.artist_ids_)), dtype=np.float32)
+        user_ids, matrix = parse_histories(histories, self.artist_ids_)
         rows = np.flatnonzero(np.diff(matrix.indptr) > 0)
-        if len(rows) < data.n_users:
-            if len(rows) == 0:
-                raise DataError("no listener of the histories has an artist of the catalogue; check the artist ids")
-            logger.warning("skipping %d listener(s) whose histories hold no catalogue artist",
-                           data.n_users - len(rows))
-        rules = self._rules(exclude, allow, filter_known, user_ids=data.user_ids)
+        rules = self._rules(exclude, allow, filter_known, user_ids=user_ids)
 
         def rank_batch(batch_rows: np.ndarray) -> pd.DataFrame:
             new = np.full(len(batch_rows), -1)
             r, ranked = self._rank(self._batch(new, matrix[batch_rows], rules, rule_rows=batch_rows), n, explain)
-            ranked.insert(0, "user_id", data.user_ids[batch_rows[r]])
+            ranked.insert(0, "user_id", user_ids[batch_rows[r]])
             return ranked
 
         return in_batches(rank_batch, rows, BATCH_USERS, self.config_.n_threads, self.config_.show_progress)
@@ -523,23 +485,7 @@ class Recommender:
             ``path`` holds other files and no saved model, or cannot be written.
         """
         self.check_fitted()
-        path = Path(path)
-        states = self.stages_.get_state(artist_side_only)
-        states["ranker"] = self.ranker_.get_state()
-        users = self.user_ids_[:0] if artist_side_only else self.user_ids_
-        history = self.history_[:0] if artist_side_only else self.history_
-        tagged = None if artist_side_only else self.tagged_
-        states["data"] = PartState({"user_ids": users, "artist_ids": self.artist_ids_,
-                                    "artist_names": string_array(self.artist_names_),
-                                    **csr_to_arrays(sp.csr_matrix(history), "history/"),
-                                    **(csr_to_arrays(tagged, "tagged/") if tagged is not None else {})})
-        return write_model(path, states, {
-            "data_fingerprint": self.fingerprint_, "config": self.config_.to_dict(),
-            "feature_names": self.feature_names_, "sources": self.stages_.source_names,
-            "classes": self.stages_.classes(),
-            "n_users": len(users), "n_artists": len(self.artist_ids_),
-            "artist_side_only": bool(artist_side_only or self.artist_side_only_),
-            "ranker_candidate_recall": self.ranker_candidate_recall_})
+        return write_model(Path(path), *artifacts.model_states(self, artist_side_only))
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True, **runtime: Any) -> Recommender:
@@ -566,59 +512,10 @@ class Recommender:
             The directory is missing, or does not hold a whole, consistent model of this
             format (see docs/errors.md).
         """
-        path = Path(path)
         unknown = sorted(set(runtime) - {"n_threads", "show_progress"})
         if unknown:
             raise ConfigError(f"load() takes only runtime settings (n_threads, show_progress), not {unknown}: "
                               "what a model learned is fixed when it is fitted")
-        manifest, states = read_model(path, mmap=mmap)  # its shape is checked there: only values are left
-        try:
-            saved = FunnelConfig.from_dict(manifest["config"])
-        except ConfigError as exc:
-            raise ArtifactError(f"{path} holds settings this funnel cannot use ({exc}); retrain and save it "
-                                "again") from exc
-        config = saved.replace(**runtime)  # a bad runtime value stays the caller's ConfigError
-        check_model_arrays(path, manifest, states)
-        try:
-            self = cls.__new__(cls)  # not __init__: the parts are the saved classes, not what names resolve to here
-            self.config, self.overrides = config, {}
-            self.config_ = config
-            sources = list(manifest["sources"])
-            if not set(sources) <= set(config.candidates):
-                raise ArtifactError(f"{path} lists sources {sources} its settings do not all name; the save is "
-                                    "damaged or from another program: retrain and save it again")
-            self.stages_ = Stages.from_state(config, states, sources, manifest["classes"])
-            self.ranker_ = self.stages_.new_ranker().set_state(states["ranker"])
-            self.feature_names_ = self.stages_.feature_names_
-            if self.feature_names_ != list(manifest["feature_names"]):
-                raise ArtifactError(f"{path} lists features {manifest['feature_names']}, but its settings give "
-                                    f"{self.feature_names_}; retrain and save it again")
-            self.fingerprint_ = str(manifest["data_fingerprint"])
-            self.ranker_candidate_recall_ = float(manifest["ranker_candidate_recall"])
-            data = states["data"].arrays
-            self.user_ids_ = data["user_ids"]
-            self.artist_ids_ = data["artist_ids"]
-            self.artist_names_ = data["artist_names"]
-            self.history_ = csr_from_arrays(data, "history/")
-            self.tagged_ = csr_from_arrays(data, "tagged/") if "tagged/data" in data else None
-            self.artist_side_only_ = bool(manifest["artist_side_only"])
-        except KeyError as exc:
-            raise ArtifactError(f"{path} lacks entry {exc}; the save is incomplete or from another program") from exc
-        except ConfigError as exc:  # a part's class: its package not installed here, or settings it refuses
-            raise ArtifactError(f"{path} holds parts this environment cannot build: {exc}") from exc
-        except (ValueError, TypeError, IndexError, AttributeError) as exc:
-            raise ArtifactError(f"{path} holds parts this funnel cannot rebuild ({type(exc).__name__}: {exc}); "
-                                "the save is damaged or from another program: retrain and save it again") from exc
-        shape = (len(self.user_ids_), len(self.artist_ids_))
-        for name, matrix in (("history", self.history_), ("tagged", self.tagged_)):
-            if matrix is not None and matrix.shape != shape:
-                raise ArtifactError(f"{path} holds a {name} matrix of shape {matrix.shape} for {shape[0]} users and "
-                                    f"{shape[1]} artists; retrain and save it again")
-        try:  # one row of zeros: a ranker of other features than the stages give, or one that scores NaN
-            finite = np.isfinite(self.ranker_.score(np.zeros((1, len(self.feature_names_)), np.float32))).all()
-        except Exception as exc:  # a ranker's library raises errors of its own (LightGBMError)
-            raise ArtifactError(f"{path} holds a ranker that cannot score its {len(self.feature_names_)} features "
-                                f"({type(exc).__name__}: {exc}); retrain and save it again") from exc
-        if not finite:
-            raise ArtifactError(f"{path} holds a ranker whose scores are not finite numbers; retrain and save it again")
+        self = cls.__new__(cls)  # not __init__: the parts are the saved classes, not what names resolve to here
+        artifacts.restore(self, Path(path), mmap, runtime)
         return self

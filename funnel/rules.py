@@ -5,7 +5,7 @@ The same three keywords reach every recommending call of the library and the ser
 (only these artists may be recommended) and ``filter_known`` (whether artists the listener
 knows stay out). The rules become a :class:`funnel.batch.Batch`'s ``known`` rows and
 ``blocked_items`` mask, which every candidate source honours, so a rule holds whatever the
-sources are.
+sources are. :func:`check_n` checks a call's list length.
 """
 
 from __future__ import annotations
@@ -120,3 +120,12 @@ class Rules:
         if self.per_user is not None:
             known = known.maximum(select_rows(self.per_user, rows if rule_rows is None else rule_rows))
         return sp.csr_matrix(known)
+
+
+def check_n(n: Any, n_artists: int) -> int:
+    """Validate a top-n length against the catalogue size."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise ConfigError(f"n={n!r} must be an integer between 1 and {n_artists} (the catalogue size)")
+    if not 1 <= n <= n_artists:
+        raise ConfigError(f"n={n} is out of range; it must be between 1 and {n_artists} (the catalogue size)")
+    return int(n)

@@ -307,7 +307,8 @@ def recommend(histories: DataFrame, model: str | os.PathLike, n: int = 20, *, ex
     >>> recs = funnel_spark.recommend(plays, "model/", n=20, exclude=["blocked-artist-id"])  # doctest: +SKIP
     >>> recs.write.parquet("recommendations.parquet")  # doctest: +SKIP
     """
-    from funnel.recommender import Recommender, check_n
+    from funnel.recommender import Recommender
+    from funnel.rules import check_n
 
     F, DataFrame, types = _pyspark()
     _check_frame(histories, "histories", [user, artist, weight],

@@ -1,16 +1,20 @@
-"""A new listener's history (artist ids, or artist id -> plays) as one CSR row over the catalogue."""
+"""Listeners' histories as CSR rows over the catalogue: one or many given at scoring time, and what
+training listeners tagged beyond what they played."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel.data.dataset import MAX_WEIGHT
+from funnel.data.dataset import MAX_WEIGHT, Dataset
 from funnel.data.ids import check_kind, id_kind, id_range, lookup_ids, query_ids, shown_ids
 from funnel.errors import ConfigError, DataError
+
+logger = logging.getLogger("funnel")
 
 History = Mapping[int, float] | Mapping[str, float] | Iterable[int] | Iterable[str]
 
@@ -75,3 +79,50 @@ def _artist_ids(values: list, artist_ids: np.ndarray) -> np.ndarray:
         return np.array(values, dtype=np.int64)
     except OverflowError as exc:
         raise DataError(f"history artist ids must fit in 64 bits, got {max(values, key=abs)}") from exc
+
+
+def parse_histories(histories: pd.DataFrame, artist_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+    """Many listeners' ``user_id, artist_id[, weight]`` rows as their ids and a listeners x catalogue matrix.
+
+    The rows are validated and summed as interactions are (the messages name them so);
+    artist ids outside the catalogue ``artist_ids`` are dropped with a warning, and a
+    listener left with none keeps an empty row (warned about).
+
+    Raises
+    ------
+    DataError
+        Not a frame, a bad row (see :meth:`Dataset.from_frames`), or no listener with a
+        catalogue artist.
+    ConfigError
+        The artist ids are of another type than the catalogue's.
+    """
+    if not isinstance(histories, pd.DataFrame):
+        raise DataError(f"histories must be a pandas DataFrame of user_id, artist_id[, weight] rows, "
+                        f"got {type(histories).__name__}")
+    frame = histories if "weight" in histories.columns else histories.assign(weight=1.0)
+    data = Dataset.from_frames(frame[[c for c in ("user_id", "artist_id", "weight") if c in frame.columns]])
+    check_kind(artist_ids, data.artist_ids[:1], "histories: artist")
+    columns = lookup_ids(artist_ids, data.artist_ids)
+    if (columns < 0).any():
+        logger.warning("ignoring %d artist id(s) of the histories outside the catalogue: %s",
+                       int((columns < 0).sum()), data.artist_ids[columns < 0][:5].tolist())
+    plays = data.matrix.tocoo()
+    inside = columns[plays.col] >= 0
+    matrix = sp.csr_matrix((plays.data[inside], (plays.row[inside], columns[plays.col[inside]])),
+                           shape=(data.n_users, len(artist_ids)), dtype=np.float32)
+    listening = int((np.diff(matrix.indptr) > 0).sum())
+    if listening == 0:
+        raise DataError("no listener of the histories has an artist of the catalogue; check the artist ids")
+    if listening < data.n_users:
+        logger.warning("skipping %d listener(s) whose histories hold no catalogue artist", data.n_users - listening)
+    return data.user_ids, matrix
+
+
+def tagged_only(dataset: Dataset) -> sp.csr_matrix | None:
+    """Users x artists tagged but not played by each user, or ``None`` when there are none."""
+    tagged = dataset.tagged_matrix()
+    played = dataset.matrix.copy()
+    played.data[:] = 1.0
+    only = sp.csr_matrix(tagged - tagged.multiply(played))
+    only.eliminate_zeros()
+    return only if only.nnz else None

@@ -55,6 +55,7 @@ from funnel.persistence.files import (
     sha256_file,
 )
 from funnel.protocols import PartState
+from funnel.version import __version__
 
 FORMAT_VERSION = 6
 MANIFEST = "manifest.json"
@@ -68,8 +69,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 def library_versions() -> dict[str, str | None]:
     """Versions of funnel, Python and the libraries a model's numbers depend on."""
-    from funnel import __version__
-
     versions: dict[str, str | None] = {"funnel": __version__, "python": platform.python_version()}
     for name in LIBRARIES:
         try:
