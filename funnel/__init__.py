@@ -5,7 +5,9 @@ from funnel.data import Dataset, load_lastfm, split
 from funnel.data.events import read_events
 from funnel.errors import ArtifactError, ConfigError, DataError, FunnelError, NotFittedError, UnknownUserError
 from funnel.recommender import Recommender
+from funnel.tuning import TuneResult, tune
 from funnel.version import __version__
 
 __all__ = ["__version__", "ArtifactError", "ConfigError", "DataError", "Dataset", "FunnelConfig", "FunnelError",
-           "NotFittedError", "Recommender", "UnknownUserError", "load_lastfm", "read_events", "split"]
+           "NotFittedError", "Recommender", "TuneResult", "UnknownUserError", "load_lastfm", "read_events", "split",
+           "tune"]

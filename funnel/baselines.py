@@ -18,7 +18,7 @@ from funnel.data import Dataset
 from funnel.data.history import History, parse_history
 from funnel.data.ids import lookup_ids
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
-from funnel.factors import EASE, confidence
+from funnel.factors import EASE, ArtistEmbedder, BiasedSVDFactors, confidence
 from funnel.rules import check_n
 from funnel.sparse import top_n_per_row
 from funnel.threadpool import in_batches
@@ -204,6 +204,73 @@ class PopularityRecommender(_FullCatalogue):
 
     def _scores_for_history(self, history: sp.csr_matrix) -> np.ndarray:
         return self._scores(np.arange(history.shape[0]))
+
+
+class BiasedSVDRecommender(_FullCatalogue):
+    """BiasedSVD (scikit-surprise) alone: the artists of highest predicted rating, the funnel's stage-two model.
+
+    Parameters
+    ----------
+    factors, epochs : int
+    lr, reg : float
+    seed : int
+    tagged_known : bool
+        Count artists a user tagged as known (never recommended), as the funnel does.
+    """
+
+    def __init__(self, *, factors: int = 16, epochs: int = 20, lr: float = 0.005, reg: float = 0.1, seed: int = 0,
+                 tagged_known: bool = True) -> None:
+        self.tagged_known = tagged_known
+        self.factors = factors
+        self.epochs = epochs
+        self.lr = lr
+        self.reg = reg
+        self.seed = seed
+
+    def fit(self, dataset: Dataset) -> BiasedSVDRecommender:
+        """Fit BiasedSVD on the play counts as ratings; returns ``self``."""
+        self._remember(dataset)
+        self.svd_ = BiasedSVDFactors(factors=self.factors, epochs=self.epochs, lr=self.lr, reg=self.reg,
+                                     seed=self.seed).fit(dataset)
+        return self
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        # the global mean and the user's bias shift a row without reordering it
+        return self.svd_.user_factors_[rows] @ self.svd_.item_factors_.T + self.svd_.item_bias_
+
+
+class TagIndexRecommender(_FullCatalogue):
+    """The funnel's tag index alone: artists nearest the listener's history in the tag embedding.
+
+    The exact inner-product search of the tag source (``search_dim`` strongest tag
+    components with the popularity and freshness blocks), over the whole catalogue.
+
+    Parameters
+    ----------
+    tag_dim, search_dim : int
+    seed : int
+    tagged_known : bool
+        Count artists a user tagged as known (never recommended), as the funnel does.
+    """
+
+    def __init__(self, *, tag_dim: int = 250, search_dim: int = 32, seed: int = 0, tagged_known: bool = True) -> None:
+        self.tagged_known = tagged_known
+        self.tag_dim = tag_dim
+        self.search_dim = search_dim
+        self.seed = seed
+
+    def fit(self, dataset: Dataset) -> TagIndexRecommender:
+        """Embed the artists; returns ``self``."""
+        self._remember(dataset)
+        embedder = ArtistEmbedder(tag_dim=self.tag_dim, seed=self.seed).fit(dataset)
+        self.embedder_, self.vectors_ = embedder, embedder.search_vectors(self.search_dim)
+        return self
+
+    def _scores(self, rows: np.ndarray) -> np.ndarray:
+        return self._scores_for_history(self.history_[rows])
+
+    def _scores_for_history(self, history: sp.csr_matrix) -> np.ndarray:
+        return self.embedder_.query(history, "log", self.vectors_) @ self.vectors_.T
 
 
 class BPRRecommender(_FullCatalogue):

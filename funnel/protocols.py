@@ -41,10 +41,23 @@ class PartSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+def tunable(low: float | None = None, high: float | None = None, *, log: bool = False,
+            choices: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Mark a setting as one :func:`funnel.tune` may search: a range (``log`` scale), or choices.
+
+    Use as a field's ``json_schema_extra``:
+    ``factors: int = Field(32, gt=0, json_schema_extra=tunable(16, 128, log=True))``. An
+    integer field gets integer values; a range holds the field's default.
+    """
+    if choices is not None:
+        return {"tune": {"choices": list(choices)}}
+    return {"tune": {"low": low, "high": high, "log": log}}
+
+
 class SourceSettings(PartSettings):
     """Settings every candidate source has: how many candidates it returns per user."""
 
-    n: int = Field(100, ge=1)
+    n: int = Field(100, ge=1, json_schema_extra=tunable(20, 300, log=True))
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from funnel.cli import score, serve, train
+from funnel.cli import score, serve, train, tune
 
-COMMANDS = {"train": train, "serve": serve, "score": score}
+COMMANDS = {"train": train, "tune": tune, "serve": serve, "score": score}
 DEFAULT_COMMAND = "train"
 
 

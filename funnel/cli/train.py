@@ -9,24 +9,16 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from funnel.cli.data import add_data_flags, check_data_flags, load_dataset, tag_columns
 from funnel.cli.flags import add_spreadsheet_flag, boolean, check_spreadsheet_flag
 from funnel.cli.paths import check_not_input, check_writable
 from funnel.config import FunnelConfig
-from funnel.errors import ConfigError, DataError
+from funnel.errors import ConfigError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from funnel.data import Dataset
 
 logger = logging.getLogger("funnel")
-
-USER_COLUMN, ARTIST_COLUMN, TAG_COLUMN = "user_id", "artist_id", "tag"
-_EVENT_FLAGS = {"duckdb": "--duckdb", "user_col": "--user-col", "artist_col": "--artist-col", "time_col": "--time-col",
-                "weight_col": "--weight-col", "duration_col": "--duration-col", "min_duration": "--min-duration",
-                "artist_tags": "--artist-tags", "tag_col": "--tag-col"}
-_COLUMN_FLAGS = {"user": "--user-col", "artist": "--artist-col", "timestamp": "--time-col", "weight": "--weight-col",
-                 "duration": "--duration-col"}
 
 
 def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -36,33 +28,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Two-stage artist recommender on Last.fm or an event log: writes the top artists of "
                     "every user to a file and, with --evaluate True, compares the funnel with the ALS-only baseline.",
     )
-    source = parser.add_argument_group("input (one of)").add_mutually_exclusive_group()
-    source.add_argument("--data", default=None,
-                        help="Last.fm hetrec2011-lastfm-2k directory, the default input (default: $FUNNEL_DATA, "
-                             "then ../shared/data/hetrec2011-lastfm-2k)")
-    source.add_argument("--events", default=None, metavar="PATH_OR_GLOB",
-                        help="event log, one row per play: a Parquet or CSV file, a directory of them, or a glob")
-    source.add_argument("--events-sql", default=None, dest="events_sql", metavar="QUERY",
-                        help="DuckDB query whose rows are the plays, over files or over the tables of --duckdb")
-    log = parser.add_argument_group("event logs (with --events or --events-sql)")
-    log.add_argument("--duckdb", default=None, metavar="FILE",
-                     help="DuckDB database file --events-sql reads (opened read-only)")
-    log.add_argument("--user-col", default=None, dest="user_col", metavar="COLUMN",
-                     help=f"column of user ids (default: {USER_COLUMN})")
-    log.add_argument("--artist-col", default=None, dest="artist_col", metavar="COLUMN",
-                     help=f"column of artist ids, in the log and in --artist-tags (default: {ARTIST_COLUMN})")
-    log.add_argument("--time-col", default=None, dest="time_col", metavar="COLUMN",
-                     help="column of play times; adds first and last listen times (default: none)")
-    log.add_argument("--weight-col", default=None, dest="weight_col", metavar="COLUMN",
-                     help="column of weights to sum (default: none, every row is one play)")
-    log.add_argument("--duration-col", default=None, dest="duration_col", metavar="COLUMN",
-                     help="column of play lengths; with --min-duration, shorter plays are skips and dropped")
-    log.add_argument("--min-duration", type=float, default=None, dest="min_duration", metavar="X",
-                     help="shortest play kept, in --duration-col's unit (e.g. 30000 for milliseconds)")
-    log.add_argument("--artist-tags", default=None, dest="artist_tags", metavar="PATH",
-                     help="CSV or Parquet of artist-level labels (genres): columns --artist-col and --tag-col")
-    log.add_argument("--tag-col", default=None, dest="tag_col", metavar="COLUMN",
-                     help=f"column of labels in --artist-tags (default: {TAG_COLUMN})")
+    add_data_flags(parser)
     parser.add_argument("--artifacts", default="artifacts/",
                         help="directory for the saved model and cached trained parts (default: artifacts/)")
     parser.add_argument("--output", default="artifacts/recommendations.csv",
@@ -82,7 +48,10 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--candidates", type=int, default=None,
                         help="candidates of the tag and ALS sources per user "
                              f"(default: {FunnelConfig().candidates['tags']})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: --config's, else 0)")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="JSON settings to train with, as written by 'tune --output' or FunnelConfig.to_file "
+                             "(default: the defaults; the flags above override it)")
     parser.add_argument("--evaluate", type=boolean, default=False, metavar="True/False",
                         help="also fit on a per-user 20%% holdout and print metrics for the funnel and "
                              "the ALS-only baseline (default: False)")
@@ -100,33 +69,26 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     Flags that do not fit together are malformed flags: ``parser.error`` prints the usage
     and exits with code 2, as for flags argparse checks itself.
     """
-    events = args.events is not None or args.events_sql is not None
-    given = [flag for name, flag in _EVENT_FLAGS.items() if getattr(args, name) is not None]
-    if given and not events:
-        parser.error(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to event logs only: "
-                     "add --events PATH or --events-sql QUERY")
-    if args.duckdb is not None and args.events_sql is None:
-        parser.error("--duckdb is the database --events-sql reads: add --events-sql QUERY, or drop --duckdb")
-    if (args.duration_col is None) != (args.min_duration is None):
-        parser.error("--duration-col and --min-duration go together: the column of play lengths and the "
-                     "shortest play kept, in its unit (e.g. --duration-col duration_ms --min-duration 30000)")
-    if args.tag_col is not None and args.artist_tags is None:
-        parser.error("--tag-col names a column of --artist-tags: add --artist-tags PATH, or drop --tag-col")
-    args.user_col = args.user_col or USER_COLUMN
-    args.artist_col = args.artist_col or ARTIST_COLUMN
-    args.tag_col = args.tag_col or TAG_COLUMN
+    check_data_flags(parser, args)
     check_spreadsheet_flag(parser, args)
 
 
 def to_config(args: argparse.Namespace) -> FunnelConfig:
-    """Map parsed flags onto a :class:`FunnelConfig` (the only place flags meet settings)."""
-    changes = {"seed": args.seed, "show_progress": args.progress, "cache_dir": args.artifacts,
+    """Map parsed flags onto a :class:`FunnelConfig` (the only place flags meet settings): ``--config``'s or the
+    defaults, with the flags on top."""
+    base = FunnelConfig.from_file(args.config) if args.config is not None else FunnelConfig()
+    changes = {"show_progress": args.progress, "cache_dir": args.artifacts,
                "reuse_svd": not args.runsvd, "reuse_ranker": not args.judge}
+    if args.seed is not None:
+        changes["seed"] = args.seed
     if args.candidates is not None:
-        candidates = dict(FunnelConfig().candidates)
-        candidates.update({name: args.candidates for name in ("tags", "als")})
+        candidates = dict(base.candidates)
+        for name in ("tags", "als"):
+            if name in candidates:
+                entry = candidates[name]
+                candidates[name] = {**entry, "n": args.candidates} if isinstance(entry, dict) else args.candidates
         changes["candidates"] = candidates
-    return FunnelConfig().replace(**changes)
+    return base.replace(**changes)
 
 
 def check_inputs(args: argparse.Namespace, output: Path) -> None:
@@ -134,87 +96,6 @@ def check_inputs(args: argparse.Namespace, output: Path) -> None:
     check_not_input(output, {"--events": args.events, "--artist-tags": args.artist_tags})
     if args.artist_tags is not None:
         tag_columns(Path(args.artist_tags), args.artist_col, args.tag_col)
-
-
-def tag_columns(path: Path, artist: str, tag: str) -> tuple[str, str]:
-    """How to read an artist-tags file (``"csv"`` or ``"parquet"``, and its separator), after checking its header."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from funnel.data.events import CSV_SUFFIXES, PARQUET_SUFFIXES
-
-    if not path.is_file():
-        raise DataError(f"--artist-tags {path} is {'a directory' if path.is_dir() else 'missing'}; "
-                        "give a CSV or Parquet file")
-    name = path.name.lower()
-    if name.endswith(PARQUET_SUFFIXES):
-        kind, sep = "parquet", ""
-    elif name.endswith(CSV_SUFFIXES):
-        kind, sep = "csv", "\t" if ".tsv" in name else ","
-    else:
-        raise ConfigError(f"--artist-tags {path}: unknown file type; use a Parquet ({', '.join(PARQUET_SUFFIXES)}) "
-                          f"or CSV ({', '.join(CSV_SUFFIXES)}) file")
-    if artist == tag:
-        raise ConfigError(f"--artist-col and --tag-col both name column {artist!r}; name the label column "
-                          "with --tag-col")
-    try:
-        columns = pq.read_schema(path).names if kind == "parquet" else list(pd.read_csv(path, sep=sep, nrows=0))
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DataError(f"cannot read --artist-tags {path}: {' '.join(str(exc).split())}; give a CSV file with "
-                        "a header row or a Parquet file") from exc
-    missing = [column for column in (artist, tag) if column not in columns]
-    if missing:
-        flags = " and ".join({artist: "--artist-col", tag: "--tag-col"}[column] for column in missing)
-        raise DataError(f"--artist-tags {path} has no column {', '.join(map(repr, missing))}; its columns are "
-                        f"{', '.join(map(repr, columns))}: name the right one{'s' if len(missing) > 1 else ''} "
-                        f"with {flags}")
-    return kind, sep
-
-
-def read_artist_tags(path: Path, artist: str, tag: str) -> pd.DataFrame:
-    """The ``artist_id, tag`` frame of an artist-tags file, read from its ``artist`` and ``tag`` columns."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    kind, sep = tag_columns(path, artist, tag)
-    try:
-        if kind == "parquet":
-            frame = pq.read_table(path, columns=[artist, tag]).to_pandas()
-        else:
-            # labels stay text ("1990s", "80"); empty fields become "" and are dropped by from_frames
-            frame = pd.read_csv(path, sep=sep, usecols=[artist, tag], dtype={tag: str}, keep_default_na=False,
-                                na_values={artist: [""]})
-    except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DataError(f"cannot read --artist-tags {path}: {' '.join(str(exc).split())}; give a CSV file with "
-                        "a header row or a Parquet file") from exc
-    return pd.DataFrame({"artist_id": frame[artist], "tag": frame[tag]})
-
-
-def load_events(args: argparse.Namespace) -> Dataset:
-    """The dataset of an event log (``--events`` or ``--events-sql``), with ``--artist-tags`` as artist labels."""
-    from funnel.data import Dataset
-    from funnel.data.events import read_events
-
-    try:
-        interactions = read_events(args.events, sql=args.events_sql, database=args.duckdb, user=args.user_col,
-                                   artist=args.artist_col, timestamp=args.time_col, weight=args.weight_col,
-                                   duration=args.duration_col, min_duration=args.min_duration)
-    except DataError as exc:
-        # read_events names its keywords ("pass the right name as user=..."); here they are flags
-        message = str(exc)
-        for keyword, flag in _COLUMN_FLAGS.items():
-            message = message.replace(f" as {keyword}=...", f" with {flag}")
-        if message == str(exc):
-            raise
-        raise DataError(message) from exc
-    tags = None
-    if args.artist_tags is not None:
-        tags = read_artist_tags(Path(args.artist_tags), args.artist_col, args.tag_col)
-    # no source for the interactions: read_events has aggregated them, so row numbers name no line of a file
-    return Dataset.from_frames(interactions, artist_tags=tags,
-                               sources={"artist_tags": str(args.artist_tags)} if tags is not None else None)
 
 
 def evaluate_holdout(dataset: Dataset, config: FunnelConfig, topn: int) -> None:
@@ -249,7 +130,7 @@ def evaluate_holdout(dataset: Dataset, config: FunnelConfig, topn: int) -> None:
 
 def run(args: argparse.Namespace) -> None:
     """Fit (reusing saved parts), save the model under ``--artifacts`` and write the top artists to ``--output``."""
-    from funnel import Recommender, load_lastfm
+    from funnel import Recommender
     from funnel.outputs import check_output, write_recommendations
     from funnel.persistence.model import check_model_directory
 
@@ -263,8 +144,7 @@ def run(args: argparse.Namespace) -> None:
         raise ConfigError(f"--topn {args.topn} must be at least 1")
     check_inputs(args, output)
     started = time.perf_counter()
-    from_log = args.events is not None or args.events_sql is not None
-    dataset = load_events(args) if from_log else load_lastfm(args.data)
+    dataset = load_dataset(args)
     logger.info("loaded %s (fingerprint %s)", dataset, dataset.fingerprint())
     if args.evaluate:
         evaluate_holdout(dataset, config, args.topn)

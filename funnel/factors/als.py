@@ -13,7 +13,7 @@ from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ArtifactError, NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import ArrayState, PartContext, PartSettings, Space
+from funnel.protocols import ArrayState, PartContext, PartSettings, Space, tunable
 from funnel.sparse import weighted
 
 SMALL_FOLD_IN = 16  # fewer new listeners than this are folded in on one thread
@@ -67,11 +67,12 @@ class ALSFactors(ArrayState):
     class Settings(PartSettings):
         """The funnel's ALS: ``n_models`` models of ``factors`` each, binary confidence."""
 
-        factors: int = Field(32, gt=0)
-        iterations: int = Field(8, gt=0)
-        alpha: float = Field(10.0, gt=0)
-        regularization: float = Field(0.01, ge=0)
-        confidence: Literal["binary", "log", "raw"] = "binary"
+        factors: int = Field(32, gt=0, json_schema_extra=tunable(16, 128, log=True))
+        iterations: int = Field(8, gt=0, json_schema_extra=tunable(4, 20))
+        alpha: float = Field(10.0, gt=0, json_schema_extra=tunable(1.0, 50.0, log=True))
+        regularization: float = Field(0.01, ge=0, json_schema_extra=tunable(0.001, 1.0, log=True))
+        confidence: Literal["binary", "log", "raw"] = Field("binary", json_schema_extra=tunable(
+            choices=["binary", "log"]))
         n_models: int = Field(3, gt=0)
 
     @classmethod

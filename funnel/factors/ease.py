@@ -11,7 +11,7 @@ from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import ArrayState, PartContext, PartSettings, Space
+from funnel.protocols import ArrayState, PartContext, PartSettings, Space, tunable
 from funnel.sparse import select_columns, weighted
 
 
@@ -52,8 +52,8 @@ class EASE(ArrayState):
     class Settings(PartSettings):
         """L2 penalty, and how many of the most listened artists it models (its cost is cubic)."""
 
-        l2: float = Field(200.0, gt=0)
-        max_artists: int = Field(2000, gt=0)
+        l2: float = Field(200.0, gt=0, json_schema_extra=tunable(10.0, 5000.0, log=True))
+        max_artists: int = Field(2000, gt=0, json_schema_extra=tunable(500, 4000, log=True))
 
     @classmethod
     def from_config(cls, settings: Settings, context: PartContext) -> EASE:
@@ -157,8 +157,8 @@ class LogEASE(EASE):
     class Settings(PartSettings):
         """As :class:`EASE`'s, with the L2 penalty of ``log1p(plays)`` targets."""
 
-        l2: float = Field(3000.0, gt=0)
-        max_artists: int = Field(2000, gt=0)
+        l2: float = Field(3000.0, gt=0, json_schema_extra=tunable(100.0, 20000.0, log=True))
+        max_artists: int = Field(2000, gt=0, json_schema_extra=tunable(500, 4000, log=True))
 
     def similarity_space(self) -> Space:
         """Co-listening on play counts, after presence EASE's (``space`` ``ease``)."""

@@ -14,7 +14,7 @@ from funnel.data import Dataset
 from funnel.data.freshness import robust_years
 from funnel.errors import NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import ArrayState, PartContext, PartSettings, Space
+from funnel.protocols import ArrayState, PartContext, PartSettings, Space, tunable
 from funnel.sparse import row_normalize, weighted
 
 logger = logging.getLogger("funnel")
@@ -118,7 +118,7 @@ class ArtistEmbedder(ArrayState):
         block (unit norm).
         """
 
-        tag_dim: int = Field(250, gt=0)
+        tag_dim: int = Field(250, gt=0, json_schema_extra=tunable(32, 500, log=True))
         popularity_weight: float = Field(0.25, ge=0)
         freshness_weight: float = Field(0.1, ge=0)
 

@@ -9,7 +9,7 @@ from pydantic import Field
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.protocols import ArrayState, PartContext, PartSettings
+from funnel.protocols import ArrayState, PartContext, PartSettings, tunable
 from funnel.sparse import csr_from_arrays, csr_to_arrays, lookup, top_n_per_row, weighted
 
 
@@ -60,7 +60,7 @@ class RP3beta(ArrayState):
         """Random-walk exponent, popularity penalty and neighbours kept per artist."""
 
         alpha: float = Field(1.0, gt=0)
-        beta: float = Field(0.25, ge=0)
+        beta: float = Field(0.25, ge=0, json_schema_extra=tunable(0.0, 1.0))
         top_k: int = Field(100, gt=0)
 
     @classmethod

@@ -14,7 +14,7 @@ from pydantic import Field
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.protocols import ArrayState, PartContext, PartSettings
+from funnel.protocols import ArrayState, PartContext, PartSettings, tunable
 from funnel.sparse import as_csr, csr_from_arrays, csr_to_arrays, row_of_entries
 
 RATING_SCALE = (1.0, 5.0)
@@ -137,7 +137,7 @@ class BiasedSVDFactors(ArrayState):
     class Settings(PartSettings):
         """scikit-surprise ``SVD(biased=True)``: size, epochs, learning rate and regularisation."""
 
-        factors: int = Field(16, gt=0)
+        factors: int = Field(16, gt=0, json_schema_extra=tunable(4, 64, log=True))
         epochs: int = Field(20, gt=0)
         lr: float = Field(0.005, gt=0)
         reg: float = Field(0.1, ge=0)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from funnel.config import settings_of
 from funnel.errors import ArtifactError, ConfigError, DataError, NotFittedError
-from funnel.protocols import PartContext, PartSettings, PartState
+from funnel.protocols import PartContext, PartSettings, PartState, tunable
 
 MODEL_FILE = "model.txt"  # LightGBM's own text format
 
@@ -62,10 +62,10 @@ class LambdaRankRanker:
         """LightGBM's objective and parameters of the same names (see the class)."""
 
         objective: Literal["lambdarank", "rank_xendcg"] = "lambdarank"
-        n_estimators: int = Field(150, ge=1)
-        learning_rate: float = Field(0.05, gt=0)
-        num_leaves: int = Field(7, ge=2)
-        min_child_samples: int = Field(400, ge=1)
+        n_estimators: int = Field(150, ge=1, json_schema_extra=tunable(50, 500, log=True))
+        learning_rate: float = Field(0.05, gt=0, json_schema_extra=tunable(0.01, 0.2, log=True))
+        num_leaves: int = Field(7, ge=2, json_schema_extra=tunable(4, 63, log=True))
+        min_child_samples: int = Field(400, ge=1, json_schema_extra=tunable(20, 1000, log=True))
         reg_lambda: float = Field(1.0, ge=0)
         truncation_level: int = Field(20, ge=1)
 

@@ -6,7 +6,7 @@ import numpy as np
 from pydantic import Field
 
 from funnel.errors import ArtifactError, DataError, NotFittedError
-from funnel.protocols import PartContext, PartSettings, PartState
+from funnel.protocols import PartContext, PartSettings, PartState, tunable
 
 # Newton stops when no gradient entry exceeds this. scikit-learn's default (1e-4) stops a step
 # short: on the ranker's examples its probabilities were up to 1e-3 off the optimum, 5e-10 here.
@@ -46,7 +46,7 @@ class LogisticRanker:
     class Settings(PartSettings):
         """Inverse L2 regularisation strength and Newton iterations at most."""
 
-        C: float = Field(0.1, gt=0)
+        C: float = Field(0.1, gt=0, json_schema_extra=tunable(0.003, 10.0, log=True))
         max_iter: int = Field(100, ge=1)
 
     @classmethod

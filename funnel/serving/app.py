@@ -18,7 +18,6 @@ import contextlib
 import os
 from typing import Any
 
-from funnel import __version__
 from funnel.errors import ConfigError
 from funnel.recommender import Recommender
 from funnel.serving.auth import APIKeys
@@ -26,6 +25,7 @@ from funnel.serving.middleware import SCORING_ROUTES, Admission, Admit, BodyLimi
 from funnel.serving.schemas import KIND_WORDS
 from funnel.serving.settings import ServiceSettings, env_name
 from funnel.serving.state import Service, load, model_dir
+from funnel.version import __version__
 
 
 def create_app(model: Recommender | str | os.PathLike | None = None, *, api_keys: APIKeys | None = None,

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from funnel import __version__
 from funnel.data.ids import id_kind
 from funnel.errors import ConfigError
 from funnel.persistence.files import load_json
@@ -18,6 +17,7 @@ from funnel.persistence.model import FORMAT_VERSION
 from funnel.recommender import Recommender
 from funnel.serving.schemas import DEFAULT_N, KIND_WORDS
 from funnel.serving.settings import ResolvedSettings
+from funnel.version import __version__
 
 logger = logging.getLogger("funnel")
 

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import PlainTextResponse
 
-from funnel import __version__
 from funnel.errors import FunnelError
 from funnel.persistence.model import FORMAT_VERSION
 from funnel.serving.deps import Auth, query_takes
 from funnel.serving.schemas import Health, Reloaded, ReloadRequest, error_responses
 from funnel.serving.state import Service
+from funnel.version import __version__
 
 logger = logging.getLogger("funnel")
 
