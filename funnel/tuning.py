@@ -6,8 +6,8 @@ listeners), a random 20% of each listener's artists otherwise. Optuna's TPE sear
 settings the configured parts declare tunable (:func:`funnel.protocols.tunable`) and the
 ranker (logistic regression or LightGBM); each trial is fitted on the first two splits and
 pruned after the first by the median rule. The best trial is adopted over the starting
-configuration only when it also wins on three further splits by the project's rule: a mean
-paired NDCG@10 difference above two standard errors. Each component alone (EASE at a few
+configuration only when it also wins on three further splits (two when the budget runs
+short) by the project's rule: a mean paired NDCG@10 difference above two standard errors. Each component alone (EASE at a few
 penalties, ALS, BiasedSVD, the tag index, popularity) is scored on the first split beside the
 funnel, as the floor the funnel should clear.
 """
@@ -42,7 +42,8 @@ from funnel.stages import REGISTRIES, Stages
 logger = logging.getLogger("funnel")
 
 SEARCH_SPLITS = 2  # each trial is fitted on these (pruned after the first)
-CONFIRM_SPLITS = 3  # the best trial must also win on these to be adopted
+CONFIRM_SPLITS = 3  # the best trial must also win on these to be adopted (on at least MIN_CONFIRM if time is short)
+MIN_CONFIRM = 2
 RANKERS = ("logistic", "lightgbm")  # the rankers the tuner chooses between
 EASE_PENALTIES = (50.0, 200.0, 1000.0, 5000.0)  # the EASE component's penalty is chosen on validation
 
@@ -229,8 +230,8 @@ def tune(dataset: Dataset, *, time_budget: float = 600, n_trials: int | None = N
     rows.append({"trial": 0, "state": "starting configuration", **_scores(start_scores),
                  "seconds": time.perf_counter() - t0})
     tick(float(np.mean(start_scores)))
-    # the confirmation fits the starting and the best configuration on each further split
-    reserve = 2 * CONFIRM_SPLITS * fit_seconds * 1.5
+    # the confirmation fits the starting and the best configuration on at least MIN_CONFIRM further splits
+    reserve = 2 * MIN_CONFIRM * fit_seconds * 1.2
 
     def left() -> float:
         return time_budget - (time.perf_counter() - started)
@@ -305,7 +306,7 @@ def _decide(base: FunnelConfig, best: Any, start_score: float, further: list[Spl
     candidate = suggest_again(best)
     rows: list[dict[str, float]] = []
     for i, part in enumerate(further):
-        if left() < 2 * fit_seconds * 1.2 and len(rows) >= 2:
+        if left() < 2 * fit_seconds * 1.2 and len(rows) >= MIN_CONFIRM:
             break  # the budget is spent: decide on the splits scored
         rows.append({"split": SEARCH_SPLITS + i + 1, "starting": ndcg(base, part), "best": ndcg(candidate, part)})
     confirmation = pd.DataFrame(rows)
