@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from funnel.data.dataset import FUTURE_SLACK
+from funnel.data.columns import FUTURE_SLACK
 from funnel.data.duckdb_source import (
     TABLE,
     Source,
