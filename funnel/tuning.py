@@ -7,9 +7,9 @@ settings the configured parts declare tunable (:func:`funnel.protocols.tunable`)
 ranker (logistic regression or LightGBM); each trial is fitted on the first two splits and
 pruned after the first by the median rule. The best trial is adopted over the starting
 configuration only when it also wins on three further splits (two when the budget runs
-short) by the project's rule: a mean paired NDCG@10 difference above two standard errors. Each component alone (EASE at a few
-penalties, ALS, BiasedSVD, the tag index, popularity) is scored on the first split beside the
-funnel, as the floor the funnel should clear.
+short) by the project's rule: a mean paired NDCG@10 difference above two standard errors.
+Each component alone (EASE at a few penalties, ALS, BiasedSVD, the tag index, popularity) is
+scored on the first split beside the funnel, as the floor the funnel should clear.
 """
 
 from __future__ import annotations

@@ -460,9 +460,9 @@ def test_synthetic_events_bad_settings():
 
 
 def test_duckdb_never_downloads_extensions():
-    from funnel.data.events import _connect
+    from funnel.data.duckdb_source import connect
 
-    con = _connect(None, None, None)
+    con = connect(None, None, None)
     try:
         assert con.execute("SELECT current_setting('autoinstall_known_extensions')").fetchall() == [(False,)]
     finally:

@@ -27,6 +27,7 @@ import pyspark.sql.functions as F  # noqa: E402
 from pyspark.sql import SparkSession  # noqa: E402
 
 from funnel import spark as funnel_spark  # noqa: E402
+from funnel.spark import score as spark_score  # noqa: E402
 
 COLUMNS = ["user_id", "rank", "artist_id", "artist_name", "score"]
 
@@ -206,14 +207,14 @@ def test_play_rules_give_spark_the_verdicts_of_the_local_engines(spark, int_mode
 
 def test_a_worker_keeps_its_model_and_reloads_a_new_save(int_model_dir, fitted, tmp_path):
     path = fitted.save(tmp_path / "model", artist_side_only=True)
-    task = funnel_spark._Task(path=str(path), shipped=False, n=5, explain=False, exclude=None, allow=None,
-                              filter_known=True, per_user=False, columns=tuple(COLUMNS))
-    first = funnel_spark._model(task)
-    assert funnel_spark._model(task) is first
+    task = spark_score._Task(path=str(path), shipped=False, n=5, explain=False, exclude=None, allow=None,
+                             filter_known=True, per_user=False, columns=tuple(COLUMNS))
+    first = spark_score._model(task)
+    assert spark_score._model(task) is first
     assert first.config_.n_threads == 1
     fitted.save(path, artist_side_only=True)  # a new save at the same path
     os.utime(path / "manifest.json", ns=(1, 1))
-    assert funnel_spark._model(task) is not first
+    assert spark_score._model(task) is not first
 
 
 def test_write_parquet_replaces_the_output_atomically(spark, tmp_path):

@@ -86,7 +86,7 @@ def tag_columns(path: Path, artist: str, tag: str) -> tuple[str, str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from funnel.data.events import CSV_SUFFIXES, PARQUET_SUFFIXES
+    from funnel.data.duckdb_source import CSV_SUFFIXES, PARQUET_SUFFIXES
 
     if not path.is_file():
         raise DataError(f"--artist-tags {path} is {'a directory' if path.is_dir() else 'missing'}; "

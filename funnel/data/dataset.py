@@ -10,9 +10,20 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel.data.ids import INT64_MAX, as_id_array, describe_kind, lookup_ids, string_kind
+from funnel.data.columns import (
+    check_weights,
+    id_column,
+    integer_column,
+    label_tags,
+    listen_times,
+    nanosecond_stamps,
+    require_frame,
+    row_at,
+    same_kind,
+)
+from funnel.data.ids import as_id_array, lookup_ids
 from funnel.data.plays import MAX_WEIGHT as MAX_WEIGHT  # re-exported: other modules import it from here
-from funnel.data.plays import MISSING_ID, PANDAS, WEIGHT, WHOLE_ID, Rule, empty_interactions, pandas_numbers, violation
+from funnel.data.plays import empty_interactions
 from funnel.errors import DataError
 
 logger = logging.getLogger("funnel")
@@ -24,172 +35,6 @@ TAG_ASSIGNMENT_COLUMNS = ("user_id", "artist_id", "tag_id", "timestamp")
 FRIEND_COLUMNS = ("user_id", "friend_id")
 ARTIST_TAG_COLUMNS = ("artist_id", "tag")
 LISTEN_COLUMNS = ("first_listen", "last_listen")
-FUTURE_SLACK = np.timedelta64(1, "D")  # clocks of the machines that logged plays may run a little ahead
-
-
-def _where(source: str | None, row: int) -> str:
-    """Describe a row: the file line when the frame was read from a file."""
-    if source:
-        return f"{source}, line {row + 2}"  # +1 for the header, +1 for 1-based lines
-    return f"row {row}"
-
-
-def _show(value: object) -> str:
-    """repr of a cell without numpy's type wrapper (``2.5``, not ``np.float64(2.5)``)."""
-    return repr(value.item() if hasattr(value, "item") else value)
-
-
-def _require_frame(frame: object, name: str, columns: Iterable[str], source: str | None) -> pd.DataFrame:
-    if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"{name} must be a pandas DataFrame, got {type(frame).__name__}")
-    if frame.columns.duplicated().any():
-        repeated = sorted(set(map(str, frame.columns[frame.columns.duplicated()])))
-        raise DataError(f"{name} has repeated column name(s) {repeated}; each column must appear once")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        where = f" ({source})" if source else ""
-        raise DataError(
-            f"{name}{where} is missing column(s) {missing}; it has {list(map(str, frame.columns))} "
-            f"and needs {list(columns)}"
-        )
-    return frame.reset_index(drop=True)
-
-
-def _integer_column(frame: pd.DataFrame, column: str, name: str, source: str | None) -> np.ndarray:
-    """Return ``frame[column]`` as int64, or raise naming the first non-integer row."""
-    values = frame[column]
-    if not pd.api.types.is_integer_dtype(values) and values.dtype == object:
-        exact = pd.to_numeric(values, errors="coerce")  # keeps Python ints exact when all are ints
-        if pd.api.types.is_integer_dtype(exact):
-            values = exact
-    if pd.api.types.is_integer_dtype(values) and not values.isna().any():
-        big = values.to_numpy() > INT64_MAX if values.dtype == np.uint64 else np.zeros(len(values), bool)
-        if big.any():
-            row = int(np.flatnonzero(big)[0])
-            raise DataError(f"{name} column {column!r} holds an id beyond the 64-bit range; "
-                            f"{_where(source, row)} has {_show(values.iloc[row])}")
-        return values.to_numpy(dtype=np.int64)
-    numeric = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    # text that is no number ('abc' in a HetRec file) is NaN here: not an integer id, whatever the rule says of nulls
-    _require(WHOLE_ID, numeric, frame[column], name, column, source, missing_ok=False)
-    return numeric.astype(np.int64)
-
-
-def _id_column(frame: pd.DataFrame, column: str, name: str, source: str | None) -> np.ndarray:
-    """``frame[column]`` as ids of one kind: int64 for integers, a unicode array for strings.
-
-    Raises naming the first bad row: an empty (null) id, ids of mixed types, or a float
-    that is not a whole number.
-    """
-    values = frame[column]
-    if isinstance(values.dtype, pd.CategoricalDtype):
-        values = values.astype(values.cat.categories.dtype)
-    _require(MISSING_ID, values.to_numpy(), values, name, column, source)
-    if pd.api.types.is_bool_dtype(values):
-        raise DataError(f"{name} column {column!r} holds booleans; ids must be integers or strings")
-    if pd.api.types.is_integer_dtype(values) or pd.api.types.is_float_dtype(values):
-        return _integer_column(frame, column, name, source)
-    kind = string_kind(values)
-    if kind == "str":
-        return values.to_numpy(dtype=str)
-    if kind == "uuid":
-        return values.astype(str).to_numpy(dtype=str)
-    if kind in ("int", "float", None):
-        return _integer_column(frame, column, name, source)
-    types = values.map(lambda v: type(v).__name__).to_numpy(dtype=object)
-    first = types[0]
-    other = np.flatnonzero(types != first)
-    if len(other) == 0 or first not in ("str", "int", "UUID"):
-        row = int(np.flatnonzero(~np.isin(types, ["str", "int", "UUID"]))[0])
-        raise DataError(f"{name} column {column!r} must hold integer or string ids; {_where(source, row)} has "
-                        f"{types[row]} {_show(values.iloc[row])}; convert the column to one of those types")
-    row = int(other[0])
-    raise DataError(
-        f"{name} column {column!r} holds ids of mixed types: {_where(source, 0)} has {first} "
-        f"{_show(values.iloc[0])}, {_where(source, row)} has {types[row]} {_show(values.iloc[row])}; "
-        f"use one type for every id, e.g. frame[{column!r}].astype(str)")
-
-
-def _same_kind(ids: dict[str, np.ndarray], what: str) -> None:
-    """Raise when the id columns naming the same thing (users, artists) hold different kinds."""
-    kinds = {where: describe_kind(values) for where, values in ids.items() if len(values)}
-    if len(set(kinds.values())) > 1:
-        listed = ", ".join(f"{where} holds {kind}" for where, kind in kinds.items())
-        raise DataError(f"{what} ids must be of one type in every frame, but {listed}; "
-                        "convert them to one type (e.g. .astype(str)) before building the dataset")
-
-
-def _nanosecond_stamps(stamps: pd.Series, source: str | None, name: str = "tag_assignments",
-                       column: str = "timestamp") -> np.ndarray:
-    try:
-        return stamps.astype("datetime64[ns]").to_numpy()
-    except (pd.errors.OutOfBoundsDatetime, OverflowError, ValueError) as exc:
-        raise DataError(f"{name} column {column!r}{f' ({source})' if source else ''} holds a date "
-                        f"outside 1677-2262, which cannot be represented: {exc}") from exc
-
-
-def _label_tags(labels: pd.DataFrame, tags: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Artist-level labels as ``artist_id, tag_id`` rows, their texts added to the tag table.
-
-    A label whose text is already a tag reuses that tag's id, so a genre given by an editor
-    and the same word given by listeners are one token of the embedding.
-    """
-    if tags is None:
-        tags = pd.DataFrame({"tag_id": np.empty(0, np.int64), "tag": np.empty(0, dtype=object)})
-    known = pd.Series(tags["tag_id"].to_numpy(), index=tags["tag"].astype(str).str.lower().to_numpy(dtype=object))
-    known = known[~known.index.duplicated()]
-    texts = pd.unique(labels["tag"].to_numpy(dtype=object))
-    new = [t for t in texts if t.lower() not in known.index]
-    start = int(tags["tag_id"].max()) + 1 if len(tags) else 1
-    added = pd.DataFrame({"tag_id": np.arange(start, start + len(new), dtype=np.int64), "tag": new})
-    tags = pd.concat([tags, added], ignore_index=True)
-    ids = pd.concat([known, pd.Series(added["tag_id"].to_numpy(), index=[t.lower() for t in new])])
-    rows = pd.DataFrame({"artist_id": labels["artist_id"].to_numpy(),
-                         "tag_id": ids.reindex(labels["tag"].str.lower().to_numpy()).to_numpy(np.int64)})
-    return rows.drop_duplicates().reset_index(drop=True), tags
-
-
-def _listen_times(frame: pd.DataFrame, column: str, source: str | None) -> np.ndarray:
-    """A listen-time column as datetime64[ns] (UTC, tz-naive); no nulls, none in the future."""
-    stamps = frame[column]
-    if not pd.api.types.is_datetime64_any_dtype(stamps):
-        raise DataError(f"interactions column {column!r} must be datetime64 (got {stamps.dtype}); "
-                        "convert it with pandas.to_datetime(..., utc=True)")
-    if getattr(stamps.dt, "tz", None) is not None:
-        stamps = stamps.dt.tz_convert(None)
-    values = _nanosecond_stamps(stamps, source, "interactions", column)
-    missing = np.isnat(values)
-    if missing.any():
-        row = int(np.flatnonzero(missing)[0])
-        raise DataError(f"interactions column {column!r} has {int(missing.sum())} empty time(s), first at "
-                        f"{_where(source, row)}; fill them or drop the listen-time columns")
-    now = np.datetime64(pd.Timestamp.now(tz="UTC").tz_convert(None).to_datetime64(), "ns")
-    future = values > now + FUTURE_SLACK
-    if future.any():
-        row = int(np.flatnonzero(future)[0])
-        raise DataError(f"interactions column {column!r} has {int(future.sum())} time(s) in the future, first "
-                        f"{values[row]} at {_where(source, row)}; fix the clock or the time zone of those rows")
-    return values
-
-
-def _check_weights(frame: pd.DataFrame, source: str | None) -> np.ndarray:
-    values = frame["weight"]
-    if pd.api.types.is_bool_dtype(values):
-        raise DataError("interactions column 'weight' holds booleans; weights must be numbers (play counts): "
-                        "convert the column")
-    numeric = pandas_numbers(values)
-    _require(WEIGHT, numeric, values, "interactions", "weight", source)
-    return numeric
-
-
-def _require(rule: Rule, values: np.ndarray, shown: pd.Series, name: str, column: str, source: str | None,
-             missing_ok: bool | None = None) -> None:
-    """Raise the rule's error, naming the first row of ``values`` that breaks it (with its cell of ``shown``)."""
-    bad = ~rule.valid(values, PANDAS, floating=True, missing_ok=missing_ok)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        raise violation(rule, what=name, column=column, count=len(rows), where=_where(source, int(rows[0])),
-                        value=shown.iloc[rows[0]])
 
 
 class Dataset:
@@ -283,22 +128,22 @@ class Dataset:
         """
         sources = sources or {}
         src = sources.get("interactions")
-        inter = _require_frame(interactions, "interactions", INTERACTION_COLUMNS, src)
+        inter = require_frame(interactions, "interactions", INTERACTION_COLUMNS, src)
         if inter.empty:
             raise empty_interactions(src)
-        users = _id_column(inter, "user_id", "interactions", src)
-        items = _id_column(inter, "artist_id", "interactions", src)
-        weights = _check_weights(inter, src)
+        users = id_column(inter, "user_id", "interactions", src)
+        items = id_column(inter, "artist_id", "interactions", src)
+        weights = check_weights(inter, src)
         columns: dict[str, np.ndarray] = {"user_id": users, "artist_id": items, "weight": weights}
         timed = [c for c in LISTEN_COLUMNS if c in inter.columns]
         if timed and len(timed) < len(LISTEN_COLUMNS):
             raise DataError(f"interactions have {timed[0]!r} but not "
                             f"{[c for c in LISTEN_COLUMNS if c not in timed]}; give both listen times or neither")
         for column in timed:
-            columns[column] = _listen_times(inter, column, src)
+            columns[column] = listen_times(inter, column, src)
         if timed and (columns["first_listen"] > columns["last_listen"]).any():
             row = int(np.flatnonzero(columns["first_listen"] > columns["last_listen"])[0])
-            raise DataError(f"interactions {_where(src, row)} has first_listen after last_listen; swap or fix them")
+            raise DataError(f"interactions {row_at(src, row)} has first_listen after last_listen; swap or fix them")
         grouped = (
             pd.DataFrame(columns)
             # duplicates are added in one fixed order, so row order cannot change their sum's
@@ -315,10 +160,10 @@ class Dataset:
         tag_frame = None
         if tags is not None:
             src = sources.get("tags")
-            tag_frame = _require_frame(tags, "tags", TAG_COLUMNS, src)
+            tag_frame = require_frame(tags, "tags", TAG_COLUMNS, src)
             tag_frame = pd.DataFrame(
                 {
-                    "tag_id": _integer_column(tag_frame, "tag_id", "tags", src),
+                    "tag_id": integer_column(tag_frame, "tag_id", "tags", src),
                     "tag": tag_frame["tag"].astype(str).str.strip().to_numpy(dtype=object),
                 }
             ).drop_duplicates("tag_id")
@@ -328,7 +173,7 @@ class Dataset:
         artist_kinds = {"interactions artist_id": items}
         if tag_assignments is not None:
             src = sources.get("tag_assignments")
-            raw = _require_frame(tag_assignments, "tag_assignments", TAG_ASSIGNMENT_COLUMNS, src)
+            raw = require_frame(tag_assignments, "tag_assignments", TAG_ASSIGNMENT_COLUMNS, src)
             stamps = raw["timestamp"]
             if not pd.api.types.is_datetime64_any_dtype(stamps):
                 raise DataError(
@@ -339,10 +184,10 @@ class Dataset:
                 stamps = stamps.dt.tz_convert(None)
             assign = pd.DataFrame(
                 {
-                    "user_id": _id_column(raw, "user_id", "tag_assignments", src),
-                    "artist_id": _id_column(raw, "artist_id", "tag_assignments", src),
-                    "tag_id": _integer_column(raw, "tag_id", "tag_assignments", src),
-                    "timestamp": _nanosecond_stamps(stamps, src),
+                    "user_id": id_column(raw, "user_id", "tag_assignments", src),
+                    "artist_id": id_column(raw, "artist_id", "tag_assignments", src),
+                    "tag_id": integer_column(raw, "tag_id", "tag_assignments", src),
+                    "timestamp": nanosecond_stamps(stamps, src),
                 }
             )
             user_kinds["tag_assignments user_id"] = assign["user_id"].to_numpy()
@@ -350,11 +195,11 @@ class Dataset:
 
         if friends is not None:
             src = sources.get("friends")
-            raw = _require_frame(friends, "friends", FRIEND_COLUMNS, src)
+            raw = require_frame(friends, "friends", FRIEND_COLUMNS, src)
             friends = pd.DataFrame(
                 {
-                    "user_id": _id_column(raw, "user_id", "friends", src),
-                    "friend_id": _id_column(raw, "friend_id", "friends", src),
+                    "user_id": id_column(raw, "user_id", "friends", src),
+                    "friend_id": id_column(raw, "friend_id", "friends", src),
                 }
             ).drop_duplicates()
             user_kinds["friends user_id"] = friends["user_id"].to_numpy()
@@ -363,29 +208,29 @@ class Dataset:
         labels = None
         if artist_tags is not None:
             src = sources.get("artist_tags")
-            raw = _require_frame(artist_tags, "artist_tags", ARTIST_TAG_COLUMNS, src)
-            labels = pd.DataFrame({"artist_id": _id_column(raw, "artist_id", "artist_tags", src),
+            raw = require_frame(artist_tags, "artist_tags", ARTIST_TAG_COLUMNS, src)
+            labels = pd.DataFrame({"artist_id": id_column(raw, "artist_id", "artist_tags", src),
                                    "tag": raw["tag"].fillna("").astype(str).str.strip().to_numpy(dtype=object)})
             labels = labels[labels["tag"] != ""].drop_duplicates()
             artist_kinds["artist_tags artist_id"] = labels["artist_id"].to_numpy()
 
         if artists is not None:
             src = sources.get("artists")
-            raw = _require_frame(artists, "artists", ARTIST_COLUMNS, src)
+            raw = require_frame(artists, "artists", ARTIST_COLUMNS, src)
             art = pd.DataFrame(
                 {
-                    "artist_id": _id_column(raw, "artist_id", "artists", src),
+                    "artist_id": id_column(raw, "artist_id", "artists", src),
                     "name": raw["name"].fillna("").astype(str).to_numpy(dtype=object),
                 }
             )
             artist_kinds["artists artist_id"] = art["artist_id"].to_numpy()
-            _same_kind(artist_kinds, "artist")
+            same_kind(artist_kinds, "artist")
             dup = art["artist_id"].duplicated()
             if dup.any():
                 row = int(np.flatnonzero(dup.to_numpy())[0])
                 raise DataError(
                     f"artists column 'artist_id' repeats id {art['artist_id'].iloc[row]} "
-                    f"at {_where(src, row)}; each artist must appear once"
+                    f"at {row_at(src, row)}; each artist must appear once"
                 )
             unknown = lookup_ids(np.sort(as_id_array(art["artist_id"].to_numpy())), items) < 0  # input order
             if unknown.any():
@@ -393,10 +238,10 @@ class Dataset:
                 raise DataError(
                     f"interactions name {int(unknown.sum())} row(s) of artist ids missing from "
                     f"the artists frame{f' ({src})' if src else ''} (first: artist_id {items[row]} at "
-                    f"{_where(sources.get('interactions'), row)}); add those artists or drop the rows"
+                    f"{row_at(sources.get('interactions'), row)}); add those artists or drop the rows"
                 )
         else:
-            _same_kind(artist_kinds, "artist")
+            same_kind(artist_kinds, "artist")
             ids = [inter["artist_id"].to_numpy()]
             if assign is not None:
                 ids.append(assign["artist_id"].to_numpy())
@@ -404,7 +249,7 @@ class Dataset:
                 ids.append(labels["artist_id"].to_numpy())
             art = pd.DataFrame({"artist_id": np.unique(as_id_array(np.concatenate(ids)))})
             art["name"] = ""
-        _same_kind(user_kinds, "user")
+        same_kind(user_kinds, "user")
         art = art.sort_values("artist_id", kind="stable").reset_index(drop=True)
         catalogue = as_id_array(art["artist_id"].to_numpy())
 
@@ -422,7 +267,7 @@ class Dataset:
             if not known.all():
                 logger.warning("dropped %d artist_tags row(s) naming artists absent from the catalogue",
                                int((~known).sum()))
-            labels, tag_frame = _label_tags(labels[known], tag_frame)
+            labels, tag_frame = label_tags(labels[known], tag_frame)
         return cls(inter, art, tag_frame, assign, friends, labels)
 
     def with_interactions(

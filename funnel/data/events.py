@@ -1,22 +1,34 @@
-"""Listening-event logs (one row per play) aggregated to (user, artist) interactions by DuckDB."""
+"""Listening-event logs (one row per play) aggregated to (user, artist) interactions by DuckDB.
+
+:func:`read_events` checks every play against :data:`funnel.data.plays.RULES` and aggregates
+them in one query; :mod:`funnel.data.duckdb_source` opens the connection and the source.
+"""
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from funnel.data.dataset import FUTURE_SLACK
+from funnel.data.columns import FUTURE_SLACK
+from funnel.data.duckdb_source import (
+    TABLE,
+    Source,
+    column_types,
+    connect,
+    empty_error,
+    first_row,
+    ident,
+    literal,
+    open_source,
+)
 from funnel.data.plays import (
     DURATION,
     EPOCH_HINT,
@@ -36,26 +48,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("funnel")
 
-THREAD_MEMORY = 32 * 2**20  # DuckDB memory per thread below which read_events runs fewer threads
 EARLIEST = pd.Timestamp("1678-01-01")  # datetime64[ns] cannot hold anything before 1677-09-21
-PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
-_TABLE = "funnel_events"
 _INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
                   "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT"}
 _FLOAT_TYPES = {"FLOAT", "DOUBLE"}
 _TIME_TYPES = {"TIMESTAMP", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
 _TIMESTAMP_TZ = "TIMESTAMP WITH TIME ZONE"
-
-
-@dataclass
-class _Source:
-    """Where the plays come from: ``relation`` goes after FROM, ``name`` into messages."""
-
-    relation: str
-    name: str
-    frame: pd.DataFrame | None = None
-    files: tuple[str, ...] = ()
 
 
 def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = None, *, sql: str | None = None,
@@ -167,11 +165,11 @@ def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = Non
     columns = _check_arguments(source, sql, database, user, artist, timestamp, weight, duration, min_duration)
     limit = future_limit(now)
     started = time.perf_counter()
-    con = _connect(database, memory_limit, temp_directory)
+    con = connect(database, memory_limit, temp_directory)
     try:
-        src = _open(con, source, sql, database)
+        src = open_source(con, source, sql, database)
         try:
-            types = _column_types(con, src)
+            types = column_types(con, src)
             missing = [column for column in columns if column not in types]
             if missing:
                 raise DataError(f"{src.name} has no column {', '.join(map(repr, missing))}; its columns are "
@@ -181,12 +179,12 @@ def read_events(source: pd.DataFrame | pa.Table | str | os.PathLike | None = Non
                 converted = {column: ids for column in (user, artist)
                              if (ids := _object_ids(src.frame[column], column, src.name)) is not None}
                 if converted:
-                    con.register(_TABLE, src.frame.assign(**converted))
-                    types = _column_types(con, src)
+                    con.register(TABLE, src.frame.assign(**converted))
+                    types = column_types(con, src)
             query = _Query(src, types, user, artist, timestamp, weight, duration, min_duration, limit)
         except DataError as exc:
             # a source without plays has no columns or types worth naming: say that it is empty
-            empty = _empty(con, src)
+            empty = empty_error(con, src)
             if empty is not None:
                 raise empty from exc
             raise
@@ -255,147 +253,6 @@ def future_limit(now: datetime | str | None) -> pd.Timestamp:
     return stamp + pd.Timedelta(FUTURE_SLACK)
 
 
-def _connect(database: str | os.PathLike | None, memory_limit: str | int | None,
-             temp_directory: str | os.PathLike | None) -> duckdb.DuckDBPyConnection:
-    import duckdb
-
-    # never download code while reading data: extensions already installed (httpfs for s3://)
-    # still load, others fail with DuckDB's message instead of being fetched
-    config: dict[str, Any] = {"autoinstall_known_extensions": False}
-    if memory_limit is not None:
-        if isinstance(memory_limit, bool) or not isinstance(memory_limit, str | int):
-            raise ConfigError(f"memory_limit must be a size such as '4GB' or a number of bytes, not {memory_limit!r}")
-        config["memory_limit"] = f"{memory_limit}B" if isinstance(memory_limit, int) else memory_limit
-    if temp_directory is not None:
-        config["temp_directory"] = os.fspath(temp_directory)
-    try:
-        if database is None:
-            con = duckdb.connect(":memory:", config=config)
-        else:
-            con = duckdb.connect(os.fspath(database), read_only=True, config=config)
-    except duckdb.IOException as exc:
-        raise DataError(f"cannot open the DuckDB database {os.fspath(database or '')}: {exc}; pass the path of an "
-                        "existing database file") from exc
-    except duckdb.Error as exc:
-        raise ConfigError(f"DuckDB refuses the settings {config}: {exc}") from exc
-    # naive times are UTC, and zoned ones are converted to UTC, whatever the machine's zone
-    con.execute("SET TimeZone = 'UTC'")
-    if memory_limit is not None:
-        # each thread needs its own few tens of MB (hash-table partitions, the row group it decodes, sort
-        # runs); short of that DuckDB fails instead of spilling, so a small limit gets fewer threads
-        limit, threads = _row(con, "SELECT current_setting('memory_limit'), current_setting('threads')")
-        fits = max(1, int(_bytes(limit) // THREAD_MEMORY))
-        if fits < int(threads):
-            logger.debug("read_events: memory_limit %s: %d DuckDB threads instead of %s", limit, fits, threads)
-            con.execute(f"SET threads = {fits}")
-    return con
-
-
-def _row(con: duckdb.DuckDBPyConnection, query: str) -> tuple:
-    """The first row of a query that returns one (all of it is fetched: DuckDB refuses half-read results)."""
-    rows = con.execute(query).fetchall()
-    return rows[0] if rows else (None,)
-
-
-def _bytes(size: str) -> float:
-    """Bytes in a size as DuckDB prints it (``19.0 MiB``, ``1.8 GiB``, ``512 bytes``)."""
-    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGTP]?)(i?)B?(?:ytes?)?\s*", size, flags=re.IGNORECASE)
-    if not match:
-        return float("inf")  # an unknown format: leave the threads alone
-    number, prefix, binary = match.groups()
-    return float(number) * (1024 if binary else 1000) ** ("KMGTP".find(prefix.upper()) + 1) if prefix else float(number)
-
-
-def _open(con: duckdb.DuckDBPyConnection, source: Any, sql: str | None, database: Any) -> _Source:
-    """Register a frame or table, or spell the files or query as a FROM item."""
-    import pyarrow as pa
-
-    if sql is not None:
-        query = sql.strip().rstrip(";").strip()
-        shown = query if len(query) <= 200 else query[:197] + "..."
-        name = f"query {shown!r}" + (f" on database {os.fspath(database)}" if database is not None else "")
-        return _Source(f"({query})", name)
-    if isinstance(source, pd.DataFrame | pa.Table):
-        name = "the DataFrame" if isinstance(source, pd.DataFrame) else "the Arrow table"
-        if source.shape[1] == 0:  # DuckDB cannot register it
-            raise empty_source(name, columns=False)
-        con.register(_TABLE, source)
-        return _Source(_TABLE, name, frame=source if isinstance(source, pd.DataFrame) else None)
-    if isinstance(source, str | os.PathLike):
-        return _files(os.fspath(source))
-    raise ConfigError(f"source must be a pandas DataFrame, a pyarrow Table, or the path of a Parquet or CSV file, "
-                      f"a directory or a glob, not {type(source).__name__}; for anything else use sql=...")
-
-
-def _kind(path: str) -> str | None:
-    lower = path.lower()
-    if lower.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if lower.endswith(CSV_SUFFIXES):
-        return "csv"
-    return None
-
-
-def _files(path: str) -> _Source:
-    """The files of a path, directory or glob, all of one kind, as a DuckDB reader call."""
-    suffixes = ", ".join(PARQUET_SUFFIXES + CSV_SUFFIXES)
-    if glob.has_magic(path):
-        matched = sorted(name for name in glob.glob(path, recursive=True) if os.path.isfile(name))
-        name = f"glob {path!r}"
-        if not matched:
-            raise DataError(f"{name} matches no file; check the pattern (relative to {os.getcwd()}) "
-                            "and that the files exist")
-    elif os.path.isdir(path):
-        matched = sorted(str(p) for p in Path(path).rglob("*") if p.is_file()
-                         and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts))
-        name = f"directory {path}"
-    elif os.path.isfile(path):
-        if _kind(path) is None:
-            raise ConfigError(f"file {path} is neither Parquet nor CSV by its name (expected one of {suffixes}); "
-                              f"rename it, or read it with sql=\"SELECT * FROM read_csv('{path}')\"")
-        matched, name = [path], f"file {path}"
-    else:
-        raise DataError(f"{path} does not exist; pass a Parquet or CSV file, a directory of them or a glob")
-    files = [f for f in matched if _kind(f) is not None]
-    if not files:
-        shown = ", ".join(Path(f).name for f in matched[:3]) or "nothing"
-        raise DataError(f"{name} holds no Parquet or CSV file ({suffixes}); it has {shown}"
-                        f"{' ...' if len(matched) > 3 else ''}: pass a path to such files")
-    kinds = {_kind(f) for f in files}
-    if len(kinds) > 1:
-        raise DataError(f"{name} mixes Parquet and CSV files ({', '.join(Path(f).name for f in files[:4])} ...); "
-                        "pass a glob that matches one kind, e.g. 'logs/*.parquet'")
-    if len(files) > 1:
-        name += f" ({len(files):,} files)"
-    listed = "[" + ", ".join(_literal(f) for f in files) + "]"
-    if kinds == {"parquet"}:
-        relation = f"read_parquet({listed}, union_by_name = true)"
-    else:  # sniffing decides the delimiter and types; a header is required since all-text logs fool its guess
-        relation = f"read_csv({listed}, header = true, union_by_name = true)"
-    return _Source(relation, name, files=tuple(files))
-
-
-def _empty(con: duckdb.DuckDBPyConnection, src: _Source) -> DataError | None:
-    """The error for a source without plays, or None when it has some (a count: for error paths only)."""
-    import duckdb
-
-    if src.files and all(os.path.getsize(f) == 0 for f in src.files):
-        return empty_source(src.name, columns=False)  # not even a header (or not a Parquet file at all)
-    try:
-        rows = _row(con, f"SELECT count(*) FROM {src.relation}")[0]
-    except duckdb.Error:
-        return None
-    return empty_source(src.name) if rows == 0 else None
-
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _keyword(column: str, user: str, artist: str, timestamp: str | None, weight: str | None,
              duration: str | None) -> str:
     for keyword, name in (("user", user), ("artist", artist), ("timestamp", timestamp), ("weight", weight),
@@ -403,18 +260,6 @@ def _keyword(column: str, user: str, artist: str, timestamp: str | None, weight:
         if name == column:
             return keyword
     return "column"
-
-
-def _column_types(con: duckdb.DuckDBPyConnection, src: _Source) -> dict[str, str]:
-    """Column name -> DuckDB type of the source (binding the query, so a bad query fails here)."""
-    import duckdb
-
-    try:
-        rows = con.sql(f"DESCRIBE SELECT * FROM {src.relation}").fetchall()
-    except duckdb.Error as exc:
-        what = "the query failed" if src.relation.startswith("(") else "cannot read it"
-        raise DataError(f"{src.name}: {what}: {exc}") from exc
-    return {row[0]: row[1] for row in rows}
 
 
 def _object_ids(series: pd.Series, column: str, name: str) -> pd.Series | None:
@@ -449,14 +294,14 @@ def _object_ids(series: pd.Series, column: str, name: str) -> pd.Series | None:
 class _Query:
     """The SQL of one read: conversions, the rules of :mod:`funnel.data.plays`, the GROUP BY, the failure queries."""
 
-    def __init__(self, src: _Source, types: dict[str, str], user: str, artist: str, timestamp: str | None,
+    def __init__(self, src: Source, types: dict[str, str], user: str, artist: str, timestamp: str | None,
                  weight: str | None, duration: str | None, min_duration: float | None, limit: pd.Timestamp) -> None:
         self.src, self.types = src, types
         self.limit = limit
         self.user, self.artist, self.timestamp, self.weight, self.duration = user, artist, timestamp, weight, duration
         self.min_duration = min_duration
         raw = {"u": user, "a": artist, "t": timestamp, "w": weight, "d": duration}
-        select = [f"{_ident(column)} AS raw_{key}" for key, column in raw.items() if column is not None]
+        select = [f"{ident(column)} AS raw_{key}" for key, column in raw.items() if column is not None]
         user_id, user_float, user_fractions = self._id(user)
         artist_id, artist_float, artist_fractions = self._id(artist)
         select += [f"{user_id} AS u", f"{artist_id} AS a"]
@@ -495,7 +340,7 @@ class _Query:
 
     def _id(self, column: str) -> tuple[str, bool, bool]:
         """The id as BIGINT or VARCHAR, whether the column is floating-point, and whether it may hold fractions."""
-        kind, name = self.types[column], _ident(column)
+        kind, name = self.types[column], ident(column)
         if kind in _INTEGER_TYPES or re.fullmatch(r"DECIMAL\(\d+,0\)", kind):
             return f"CAST({name} AS BIGINT)", False, False
         if kind in _FLOAT_TYPES or kind.startswith("DECIMAL"):
@@ -514,7 +359,7 @@ class _Query:
         return raw if numeric or kind == "VARCHAR" else f"CAST({raw} AS VARCHAR)"
 
     def _time(self, column: str) -> str:
-        kind, name = self.types[column], _ident(column)
+        kind, name = self.types[column], ident(column)
         if kind == "TIMESTAMP_NS":
             return name  # kept at nanoseconds, as pandas has them
         if kind in _TIME_TYPES or kind == _TIMESTAMP_TZ:
@@ -528,11 +373,11 @@ class _Query:
                         "seconds or ISO 8601 strings: convert the column, or pass timestamp=None")
 
     def _number(self, column: str, what: str) -> str:
-        kind, name = self.types[column], _ident(column)
+        kind, name = self.types[column], ident(column)
         if kind in _INTEGER_TYPES or kind in _FLOAT_TYPES or kind.startswith("DECIMAL"):
             return f"try_cast({name} AS DOUBLE)"
         if kind == "VARCHAR":  # only text every engine reads as the same number
-            return f"CASE WHEN regexp_full_match({name}, {_literal(NUMBER_TEXT)}) THEN try_cast({name} AS DOUBLE) END"
+            return f"CASE WHEN regexp_full_match({name}, {literal(NUMBER_TEXT)}) THEN try_cast({name} AS DOUBLE) END"
         raise DataError(f"column {column!r} of {self.src.name} is {kind}; {what} must be numbers: convert the column")
 
     def grouped(self) -> str:
@@ -557,12 +402,12 @@ class _Query:
         """For the log: how many plays the min_duration filter dropped (a second scan of one column)."""
         if self.duration is None:
             return ""
-        dropped = _row(con, f"SELECT count(*) FROM ({self.rows}) WHERE {self.skip}")[0]
+        dropped = first_row(con, f"SELECT count(*) FROM ({self.rows}) WHERE {self.skip}")[0]
         return f" kept ({dropped:,} skips shorter than {self.min_duration:g} dropped)"
 
     def nothing(self, con: duckdb.DuckDBPyConnection) -> DataError:
         """The error for a GROUP BY without rows: an empty source, or every play a skip."""
-        if self.duration is not None and _row(con, f"SELECT count(*) FROM ({self.rows})")[0]:
+        if self.duration is not None and first_row(con, f"SELECT count(*) FROM ({self.rows})")[0]:
             return DataError(f"no plays left in {self.src.name} after dropping plays shorter than min_duration="
                              f"{self.min_duration:g}; pass a source with plays, or a lower min_duration")
         return empty_source(self.src.name)
@@ -572,13 +417,13 @@ class _Query:
         import duckdb
 
         try:
-            counts = _row(con, "SELECT " + ", ".join(f"count(*) FILTER (WHERE NOT {check})" for _, _, check in
-                                                     self.checks) + f" FROM ({self.kept})")
+            counts = first_row(con, "SELECT " + ", ".join(f"count(*) FILTER (WHERE NOT {check})"
+                                                          for _, _, check in self.checks) + f" FROM ({self.kept})")
             i = next(i for i, count in enumerate(counts) if count)
             role, rule, check = self.checks[i]
             shown = list(self.shown.items())
-            first = _row(con, f"SELECT {', '.join(sql for _, sql in shown)} FROM ({self.kept}) WHERE NOT {check} "
-                              "LIMIT 1")
+            first = first_row(con, f"SELECT {', '.join(sql for _, sql in shown)} FROM ({self.kept}) "
+                                   f"WHERE NOT {check} LIMIT 1")
         except duckdb.Error as exc:
             raise DataError(f"reading {self.src.name} failed: {exc}") from exc
         numeric = self.timestamp is not None and self.types[self.timestamp] in _INTEGER_TYPES | _FLOAT_TYPES

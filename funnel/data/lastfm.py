@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from funnel.data.dataset import Dataset, _integer_column
+from funnel.data.columns import integer_column
+from funnel.data.dataset import Dataset
 from funnel.errors import DataError
 
 logger = logging.getLogger("funnel")
@@ -246,7 +247,7 @@ def load_lastfm(path: str | os.PathLike | None = None) -> Dataset:
         frame = _numeric(frame, numeric)
         for column in numeric:
             if column.endswith("_id"):  # the HetRec format's ids are integers
-                frame[column] = _integer_column(frame, column, key, str(file))
+                frame[column] = integer_column(frame, column, key, str(file))
         frames[key] = frame
         sources[key] = str(file)
     tagged = _tag_assignments(root)
