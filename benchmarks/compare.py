@@ -31,7 +31,14 @@ from eventlog import event_log_dataset
 from memory import PeakMemory
 
 from funnel import FunnelConfig, Recommender, load_lastfm, split
-from funnel.baselines import ALSRecommender, BPRRecommender, EASERecommender, PopularityRecommender
+from funnel.baselines import (
+    ALSRecommender,
+    BiasedSVDRecommender,
+    BPRRecommender,
+    EASERecommender,
+    PopularityRecommender,
+    TagIndexRecommender,
+)
 from funnel.batch import Batch
 from funnel.candidates import TagSource
 from funnel.evaluation import candidate_recall, novelty, ranking_metrics
@@ -87,6 +94,7 @@ def methods(seed: int, quick: bool, temporal: bool = False, recbole: bool = Fals
         "funnel": lambda: Recommender(seed=seed),
         "ALS-only (tuned)": lambda: ALSRecommender(seed=seed),
         "EASE": lambda: EASERecommender(),
+        "BiasedSVD": lambda: BiasedSVDRecommender(seed=seed),
         "popularity": lambda: PopularityRecommender(),
     }
     if quick:
@@ -101,6 +109,8 @@ def methods(seed: int, quick: bool, temporal: bool = False, recbole: bool = Fals
             "funnel without recency weighting": lambda: Recommender(seed=seed, recency_half_life_days=None),
             "funnel without either": lambda: Recommender(seed=seed, features=without("recency"),
                                                          recency_half_life_days=None),
+            "funnel, random ranker labels": lambda: Recommender(seed=seed, ranker_labels="random"),
+            "tag index (genres)": lambda: TagIndexRecommender(seed=seed),
         })
         return table
     table.update({

@@ -104,7 +104,7 @@ def test_flags_without_a_command_are_trains_and_the_retrain_flags_have_long_name
 def test_main_py_runs_the_command_line_of_the_package():
     root = Path(__file__).resolve().parents[1]
     shown = subprocess.run([sys.executable, "main.py", "--help"], cwd=root, capture_output=True, text=True)
-    assert shown.returncode == 0 and "{train,serve,score}" in shown.stdout
+    assert shown.returncode == 0 and "{train,tune,serve,score}" in shown.stdout
     refused = subprocess.run([sys.executable, "main.py", "--retrain-svd", "maybe"], cwd=root, capture_output=True,
                              text=True)
     assert refused.returncode == 2
@@ -132,6 +132,8 @@ def test_evaluate_on_lastfm_beats_the_als_baseline(tmp_path, lastfm_path, capsys
     funnel_ndcg, als_ndcg = float(ndcg[1]), float(ndcg[2])
     assert funnel_ndcg > als_ndcg
     assert "cand. recall" in out
+    floor = next(line for line in out.splitlines() if line.startswith("Each component alone"))
+    assert all(name in floor for name in ("EASE", "ALS", "BiasedSVD", "tag index", "popularity"))
     csv = pd.read_csv(tmp_path / "recs.csv")
     assert len(csv) == 1892 * 20 and csv["user_id"].nunique() == 1892
     assert (csv.groupby("user_id")["score"].apply(lambda s: s.is_monotonic_decreasing)).all()

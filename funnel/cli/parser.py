@@ -19,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     checked together, ``check`` (``check(args)``, which may call the subparser's ``error``).
     """
     parser = argparse.ArgumentParser(
-        description="Two-stage artist recommender: train on Last.fm or an event log, serve a saved model over "
-                    "HTTP, or score listeners' histories with it. Flags without a command are train's: "
+        description="Two-stage artist recommender: train on Last.fm or an event log (tune its settings for the "
+                    "data first), serve a saved model over HTTP, or score listeners' histories with it. Flags without a command are train's: "
                     "'--runsvd True' alone is 'train --runsvd True'.",
     )
     commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}",

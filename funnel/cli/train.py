@@ -103,6 +103,7 @@ def evaluate_holdout(dataset: Dataset, config: FunnelConfig, topn: int) -> None:
     from funnel import Recommender, split
     from funnel.baselines import ALSRecommender
     from funnel.evaluation import candidate_recall, evaluate
+    from funnel.tuning import components
 
     train, test = split.per_user(dataset, seed=config.seed)
     ks = (10, 20)
@@ -126,6 +127,13 @@ def evaluate_holdout(dataset: Dataset, config: FunnelConfig, topn: int) -> None:
     per_user = sum(s.n_candidates for s in funnel_model.stages_.sources_)
     print(f"{'cand. recall':<14}{recall:>10.4f}{'':>10}   ({per_user} candidates/user before merging)")
     print(f"{'fit seconds':<14}{funnel_fit:>10.1f}{baseline_fit:>10.1f}\n")
+    floor = components((train, test), config.seed)
+    print("Each component alone (NDCG@10): " + ", ".join(f"{m} {v:.4f}" for m, v in floor.itertuples(index=False)))
+    best = floor.loc[floor["ndcg@10"].idxmax()]
+    if funnel_metrics["ndcg@10"] < best["ndcg@10"]:
+        logger.warning("the funnel (%.4f NDCG@10) is below %s alone (%.4f) on this holdout",
+                       funnel_metrics["ndcg@10"], best["method"], best["ndcg@10"])
+    print()
 
 
 def run(args: argparse.Namespace) -> None:
