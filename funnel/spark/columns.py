@@ -94,7 +94,7 @@ def id_column(frame: DataFrame, column: str, what: str, kind: str | None = None,
 
 def spark_engine(limit: pd.Timestamp | None = None) -> Engine:
     """The :class:`funnel.data.plays.Engine` of Spark Columns."""
-    from funnel.data.events import EARLIEST
+    from funnel.data.events_sql import EARLIEST
 
     F, _, _ = load_pyspark()
     return Engine(present=lambda x, floating: x.isNotNull() & ~F.isnan(x) if floating else x.isNotNull(),
