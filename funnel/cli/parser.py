@@ -20,8 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         description="Two-stage artist recommender: train on Last.fm or an event log (tune its settings for the "
-                    "data first), serve a saved model over HTTP, or score listeners' histories with it. Flags without a command are train's: "
-                    "'--runsvd True' alone is 'train --runsvd True'.",
+                    "data first), serve a saved model over HTTP, or score listeners' histories with it. Flags "
+                    "without a command are train's: '--runsvd True' alone is 'train --runsvd True'.",
     )
     commands = parser.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}",
                                      help=f"what to do (default: {DEFAULT_COMMAND}); COMMAND --help lists its flags")
