@@ -1,8 +1,9 @@
 """Both stages of the funnel, built from the configuration and fitted on one dataset.
 
-:class:`Stages` fits the shared models the configured parts need, then the candidate sources
-(``candidates`` setting) and the feature groups (``features`` setting), each looked up by name
-in its registry. It retrieves the merged candidates of a batch of users and builds the
+:class:`Stages` resolves every part the configuration lists (a registry name, a dotted path
+or an entry point; a saved model's class paths on load) and checks its settings, fits the
+shared models the parts need, then the candidate sources (``candidates``) and the feature
+groups (``features``). It retrieves the merged candidates of a batch of users and builds the
 stage-two feature matrix for them; it knows no part by name. Code beyond the stages finds the
 parts that offer a capability (``funnel.protocols``) with :meth:`Stages.offering`.
 """
