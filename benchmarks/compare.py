@@ -106,9 +106,7 @@ def methods(seed: int, quick: bool, temporal: bool = False, recbole: bool = Fals
     if temporal:
         table.update({
             "funnel without recency features": lambda: Recommender(seed=seed, features=without("recency")),
-            "funnel without recency weighting": lambda: Recommender(seed=seed, recency_half_life_days=None),
-            "funnel without either": lambda: Recommender(seed=seed, features=without("recency"),
-                                                         recency_half_life_days=None),
+            "funnel with recency weighting (60 days)": lambda: Recommender(seed=seed, recency_half_life_days=60.0),
             "funnel, random ranker labels": lambda: Recommender(seed=seed, ranker_labels="random"),
             "tag index (genres)": lambda: TagIndexRecommender(seed=seed),
         })

@@ -79,7 +79,8 @@ class FunnelConfig(BaseModel):
     recency_half_life_days : float or None
         With listen times in the data, the confidence of a (listener, artist) pair halves
         every this many days between its last listen and the data's latest listen; ``None``
-        weighs every pair by its plays alone. Data without listen times is not weighted.
+        (the default) weighs every pair by its plays alone. Data without listen times is not
+        weighted.
     ranker_holdout : float
         Share of each user's training artists held out as the ranker's labels.
     ranker_labels : {"auto", "temporal", "random"}
@@ -113,7 +114,7 @@ class FunnelConfig(BaseModel):
     ranker: str | dict[str, Any] = "logistic"
     fallback: str = "popularity"
     tagged_known: bool = True
-    recency_half_life_days: float | None = Field(60.0, gt=0)
+    recency_half_life_days: float | None = Field(None, gt=0)
     ranker_holdout: float = Field(0.2, gt=0, lt=1)
     ranker_labels: Literal["auto", "temporal", "random"] = "auto"
     ranker_negatives: int = Field(50, ge=0)

@@ -243,7 +243,7 @@ def test_listen_times_give_idle_days_and_trend():
 
 def test_recency_features_and_weighting_fit_and_recommend(synth, small_config):
     timed = with_listen_times(synth)
-    assert "recency" in small_config.features and small_config.recency_half_life_days == 60.0  # the defaults
+    assert "recency" in small_config.features and small_config.recency_half_life_days is None  # the defaults
     model = Recommender(small_config, recency_half_life_days=30.0).fit(timed)
     assert {"artist_log_idle_days", "artist_trend", "recent_taste"} <= set(model.feature_names_)
     assert len(model.recommend(int(synth.user_ids[0]), n=10)) == 10
