@@ -167,26 +167,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RecommendRequest(Strict):
+class Ranked(Strict):
+    """What every recommending body takes beside its listeners: the list's length, explanations and the rules."""
+
+    n: JsonInt = _n_field()
+    explain: StrictBool = True
+    exclude: list[AnyId] | None = _exclude_field()
+    allow: list[AnyId] | None = _allow_field()
+    filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
+
+
+class RecommendRequest(Ranked):
     """Body of ``POST /recommend``."""
 
     user_id: AnyId = Field(..., description="a user of the training data")
-    n: JsonInt = _n_field()
-    explain: StrictBool = True
-    exclude: list[AnyId] | None = _exclude_field()
-    allow: list[AnyId] | None = _allow_field()
-    filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
 
 
-class HistoryRequest(Strict):
+class HistoryRequest(Ranked):
     """Body of ``POST /recommend/history``: artist ids, or artist id -> plays."""
 
     artists: _history_type(AnyId, str) = _artists_field()  # type: ignore[valid-type]
-    n: JsonInt = _n_field()
-    explain: StrictBool = True
-    exclude: list[AnyId] | None = _exclude_field()
-    allow: list[AnyId] | None = _allow_field()
-    filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
 
 
 class BatchHistory(Strict):
@@ -196,16 +196,12 @@ class BatchHistory(Strict):
     artists: _history_type(AnyId, str) = _artists_field()  # type: ignore[valid-type]
 
 
-class BatchRequest(Strict):
+class BatchRequest(Ranked):
     """Body of ``POST /recommend/batch``: known users and new listeners' histories, scored in one call."""
 
     users: list[AnyId] = Field(default_factory=list, description="users of the training data")
     histories: list[BatchHistory] = Field(default_factory=list, description="new listeners, with their histories")
-    n: JsonInt = _n_field()
     explain: StrictBool = False
-    exclude: list[AnyId] | None = _exclude_field()
-    allow: list[AnyId] | None = _allow_field()
-    filter_known: StrictBool = Field(True, description=FILTER_KNOWN)
 
 
 Body = TypeVar("Body", RecommendRequest, HistoryRequest, BatchRequest, BatchHistory)
