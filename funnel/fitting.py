@@ -28,6 +28,7 @@ from funnel.errors import FunnelError
 from funnel.persistence import ArtifactCache
 from funnel.protocols import FitsInWorker, PartState, Ranker
 from funnel.ranking.training import history_split, train_ranker
+from funnel.registry import class_path
 from funnel.stages import FEATURE_CODE_VERSION, Part, Stages
 
 logger = logging.getLogger("funnel")
@@ -62,7 +63,7 @@ def worker_provider(dataset: Dataset, stages: Stages, part: Part, cache: Artifac
                     pool: Executor | None) -> Callable[[], Any]:
     """A callable giving ``part`` fitted on ``dataset``: from the cache, a worker, or fitted on call."""
     model: FitsInWorker = part.build(stages.context(part))
-    settings = {"class": f"{part.cls.__module__}:{part.cls.__qualname__}", **part.settings.model_dump(),
+    settings = {"class": class_path(part.cls), **part.settings.model_dump(),
                 "seed": stages.config.seed, "code": FEATURE_CODE_VERSION}
     if cache is not None and stages.config.reuse_svd:
         cached = cache.load(kind, dataset.fingerprint(), settings)

@@ -238,6 +238,7 @@ def tune(dataset: Dataset, *, time_budget: float = 600, n_trials: int | None = N
 
     def objective(trial: Any) -> float:
         candidate = suggest(trial, base)
+        trial.set_user_attr("config", candidate.to_dict())
         t = time.perf_counter()
         scores = []
         for step, part in enumerate(splits[:SEARCH_SPLITS]):
@@ -272,8 +273,7 @@ def tune(dataset: Dataset, *, time_budget: float = 600, n_trials: int | None = N
     table = pd.DataFrame(rows)
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     best = max(completed, key=lambda t: float(t.value or 0.0), default=None)
-    result = _decide(base, best, float(np.mean(start_scores)), splits[SEARCH_SPLITS:], left, fit_seconds,
-                     suggest_again=lambda trial: suggest(optuna.trial.FixedTrial(trial.params), base))
+    result = _decide(base, best, float(np.mean(start_scores)), splits[SEARCH_SPLITS:], left, fit_seconds)
     tick()
     bar.close()
     adopted_config, adopted, verdict, confirmation = result
@@ -297,13 +297,12 @@ def _scores(scores: list[float]) -> dict[str, float]:
 
 
 def _decide(base: FunnelConfig, best: Any, start_score: float, further: list[Split], left: Callable[[], float],
-            fit_seconds: float, suggest_again: Callable[[Any], FunnelConfig]
-            ) -> tuple[FunnelConfig, bool, str, pd.DataFrame]:
-    """The configuration to keep: the best trial's if it wins on the further splits by the rule."""
+            fit_seconds: float) -> tuple[FunnelConfig, bool, str, pd.DataFrame]:
+    """The configuration to keep: the best trial's (its ``config`` attribute) if it wins on the further splits."""
     if best is None or best.value <= start_score:
         return base, False, (f"kept the starting configuration: no trial beat its validation NDCG@10 "
                              f"({start_score:.4f}) on the search splits"), pd.DataFrame()
-    candidate = suggest_again(best)
+    candidate = FunnelConfig.from_dict(best.user_attrs["config"])
     rows: list[dict[str, float]] = []
     for i, part in enumerate(further):
         if left() < 2 * fit_seconds * 1.2 and len(rows) >= MIN_CONFIRM:

@@ -78,9 +78,9 @@ def test_the_best_trial_is_adopted_only_when_it_wins_on_further_splits_by_two_st
     base, best_config = FunnelConfig(seed=1), FunnelConfig(seed=2)
     scores = {(1, i): 0.29 for i in range(3)} | {(2, i): s for i, s in enumerate(further)}
     monkeypatch.setattr(tuning_module, "ndcg", lambda config, part: scores[(config.seed, part)])
-    best = optuna.trial.create_trial(value=0.5, params={}, distributions={})
-    config, wins, verdict, table = tuning_module._decide(base, best, 0.3, [0, 1, 2], lambda: 1e9, 0.0,
-                                                         lambda trial: best_config)
+    best = optuna.trial.create_trial(value=0.5, params={}, distributions={},
+                                     user_attrs={"config": best_config.to_dict()})
+    config, wins, verdict, table = tuning_module._decide(base, best, 0.3, [0, 1, 2], lambda: 1e9, 0.0)
     assert wins is adopted and config == (best_config if adopted else base)
     np.testing.assert_allclose(table["difference"], np.asarray(further) - 0.29)
     assert verdict.startswith("adopted" if adopted else "kept the starting configuration over")
@@ -89,7 +89,7 @@ def test_the_best_trial_is_adopted_only_when_it_wins_on_further_splits_by_two_st
 def test_a_best_trial_no_better_than_the_start_is_not_adopted():
     base = FunnelConfig()
     best = optuna.trial.create_trial(value=0.2, params={}, distributions={})
-    config, wins, verdict, table = tuning_module._decide(base, best, 0.3, [], lambda: 1e9, 0.0, lambda t: base)
+    config, wins, verdict, table = tuning_module._decide(base, best, 0.3, [], lambda: 1e9, 0.0)
     assert config is base and not wins and table.empty and "no trial beat" in verdict
 
 
