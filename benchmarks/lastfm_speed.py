@@ -7,6 +7,8 @@
    baseline's batch recommend (best of three each).
 3. Single-user ``recommend`` latency after load (p50 and p99 of many calls), beside the
    ALS-only baseline's single-user recommend.
+4. In one process: ``fit`` + ``recommend_all`` of the funnel against ALS-only's, alternating
+   ``--repeats`` times (medians and the median of the per-pair ratios).
 
     python benchmarks/lastfm_speed.py
     python benchmarks/lastfm_speed.py --calls 500 --data PATH
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--data", default=None,
                         help="hetrec2011-lastfm-2k directory (default: FUNNEL_DATA or ../shared)")
     parser.add_argument("--calls", type=int, default=500, help="single-user calls timed per method")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating in-process fit pairs")
     parser.add_argument("--als-only-job", metavar="CSV", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.als_only_job:
@@ -116,6 +119,20 @@ def main() -> None:
                              "ALS-only": {"p50": als_p50, "p99": als_p99}}
     print(f"single user ({args.calls} calls): funnel p50 {funnel_p50:.1f} ms, p99 {funnel_p99:.1f} ms "
           f"(target p99 < 10); ALS-only p50 {als_p50:.1f} ms, p99 {als_p99:.1f} ms")
+
+    funnel_fit, als_fit = [], []
+    for _ in range(args.repeats):
+        for times, make in ((funnel_fit, lambda: Recommender(show_progress=False)),
+                            (als_fit, ALSRecommender)):
+            started = time.perf_counter()
+            make().fit(dataset).recommend_all(n=20)
+            times.append(time.perf_counter() - started)
+    ratios = [f / a for f, a in zip(funnel_fit, als_fit)]
+    out["in_process_fit_and_recommend_all_seconds"] = {"funnel": funnel_fit, "ALS-only": als_fit}
+    out["in_process_ratio"] = float(np.median(ratios))
+    print(f"in process, fit + recommend_all ({args.repeats} alternating pairs): funnel median "
+          f"{np.median(funnel_fit):.2f}s, ALS-only {np.median(als_fit):.2f}s, median ratio "
+          f"{out['in_process_ratio']:.2f} (target <= 3)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lastfm_speed.json").write_text(json.dumps(out, indent=2) + "\n")
 

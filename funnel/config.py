@@ -97,13 +97,15 @@ class FunnelConfig(BaseModel):
     show_progress : bool
         tqdm progress bars on long steps.
     n_threads : int
-        Threads for implicit's ALS and for the batches of ``recommend_all`` (0: all cores);
-        1 also fits BiasedSVD in this process instead of a worker process beside the rest.
+        Cores for implicit's ALS, BLAS and FAISS and for the batches of ``recommend_all`` (0:
+        all). With more than one, a fit runs the ranker's side and the serving stages at once,
+        each on half of them.
     cache_dir : str or None
-        Where trained BiasedSVD embeddings and rankers are cached between runs.
+        Where trained BiasedSVD embeddings (the ``reusable`` models) and rankers are cached
+        between runs.
     reuse_svd, reuse_ranker : bool
-        Reuse cached models fitted in a worker (BiasedSVD) / the ranker when trained on the
-        same data, settings and feature code.
+        Reuse cached BiasedSVD embeddings / the ranker when trained on the same data,
+        settings and feature code.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)

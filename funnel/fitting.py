@@ -1,37 +1,39 @@
-"""Fitting a whole funnel: the ranker's stages and examples, the serving stages, caches, a worker.
+"""Fitting a whole funnel: the ranker's side and the serving stages, at once, and the caches.
 
 The ranker learns on features from stages fitted on a per-user history part of the training
-data (:mod:`funnel.ranking.training`); the serving stages are then fitted on all of it. A
-model whose fit is a pure function of arrays (:class:`funnel.protocols.FitsInWorker`, such as
-BiasedSVD, whose SGD in scikit-surprise holds the GIL) is fitted for both, unless
-``n_threads`` is 1, in one worker process of a standard ``ProcessPoolExecutor`` (``spawn``
-start method, the same on every platform) while this process fits everything else.
+data (:mod:`funnel.ranking.training`); the serving stages are fitted on all of it. The two
+sides share nothing until the ranker is trained, so unless ``n_threads`` is 1 they run at
+once on a standard ``ThreadPoolExecutor``, each with half the cores for its parts' native
+threads (implicit, BLAS, OpenMP): the heavy steps (ALS, EASE's inverse, the tag projection,
+FAISS searches, sparse products) release the GIL. No process is started, so a script needs
+no ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
 from funnel.errors import FunnelError
 from funnel.persistence import ArtifactCache
-from funnel.protocols import FitsInWorker, PartState, Ranker
+from funnel.protocols import Ranker
 from funnel.ranking.training import history_split, train_ranker
 from funnel.registry import class_path
-from funnel.stages import FEATURE_CODE_VERSION, Part, Stages
+from funnel.stages import FEATURE_CODE_VERSION, Stages
 
 logger = logging.getLogger("funnel")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -44,55 +46,35 @@ class Fitted:
     seconds: dict[str, float]
 
 
-def worker_models(stages: Stages) -> list[Part]:
-    """The needed models a worker process fits (:class:`FitsInWorker`)."""
-    return [part for part in stages.needed_models() if callable(getattr(part.cls, "fit_job", None))]
+def cached_models(dataset: Dataset, stages: Stages, cache: ArtifactCache | None, suffix: str
+                  ) -> dict[str, Callable[[], Any]]:
+    """For each ``reusable`` model, a callable fitting it on ``dataset`` through ``cache_dir``.
 
+    The callable returns the cached state when ``reuse_svd`` is on and one matches the data
+    and settings; otherwise it fits the model and caches it.
+    """
+    if cache is None:
+        return {}
+    config = stages.config
+    provided: dict[str, Callable[[], Any]] = {}
+    for part in stages.needed_models():
+        if not getattr(part.cls, "reusable", False):
+            continue
+        settings = {"class": class_path(part.cls), **part.settings.model_dump(), "seed": config.seed,
+                    "code": FEATURE_CODE_VERSION}
+        kind = f"{part.name}{suffix}"
 
-@contextmanager
-def model_worker(config: FunnelConfig, stages: Stages) -> Iterator[Executor | None]:
-    """A one-process pool for the worker models' fits, or None to fit them here (``n_threads=1``)."""
-    if config.n_threads == 1 or not worker_models(stages):
-        yield None
-        return
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield pool
+        def provide(part=part, settings=settings, kind=kind) -> Any:
+            model = part.build(stages.context(part))
+            state = cache.load(kind, dataset.fingerprint(), settings) if config.reuse_svd else None
+            if state is not None:
+                return model.set_state(state)
+            model.fit(dataset)
+            cache.save(kind, dataset.fingerprint(), settings, model.get_state())
+            return model
 
-
-def worker_provider(dataset: Dataset, stages: Stages, part: Part, cache: ArtifactCache | None, kind: str,
-                    pool: Executor | None) -> Callable[[], Any]:
-    """A callable giving ``part`` fitted on ``dataset``: from the cache, a worker, or fitted on call."""
-    model: FitsInWorker = part.build(stages.context(part))
-    settings = {"class": class_path(part.cls), **part.settings.model_dump(),
-                "seed": stages.config.seed, "code": FEATURE_CODE_VERSION}
-    if cache is not None and stages.config.reuse_svd:
-        cached = cache.load(kind, dataset.fingerprint(), settings)
-        if cached is not None:
-            return lambda: model.set_state(cached)  # type: ignore[attr-defined]
-    future: Future | None = None
-    if pool is not None:
-        function, args = model.fit_job(dataset)
-        future = pool.submit(function, *args)
-
-    def provide() -> Any:
-        logger.info("training %s (%s)", part.name, part.settings)
-        if future is None:
-            model.fit(dataset)  # type: ignore[attr-defined]
-        else:
-            try:
-                model.set_state(PartState(arrays=future.result()))  # type: ignore[attr-defined]
-            except BrokenProcessPool as exc:
-                # e.g. a script without an ``if __name__ == "__main__":`` guard, which a spawned
-                # worker runs again on start, or a worker killed for memory
-                logger.warning("the worker process fitting %s ended without an answer (%s); fitting it "
-                               "here instead. Scripts that fit a funnel should guard their top level with "
-                               "`if __name__ == \"__main__\":`; n_threads=1 never starts a worker", part.name, exc)
-                model.fit(dataset)  # type: ignore[attr-defined]
-        if cache is not None:
-            cache.save(kind, dataset.fingerprint(), settings, model.get_state())  # type: ignore[attr-defined]
-        return model
-
-    return provide
+        provided[part.name] = provide
+    return provided
 
 
 def ranker_settings(config: FunnelConfig, stages: Stages) -> dict[str, Any]:
@@ -100,32 +82,62 @@ def ranker_settings(config: FunnelConfig, stages: Stages) -> dict[str, Any]:
     return {**config.model_settings(), "classes": stages.classes(), "code": FEATURE_CODE_VERSION}
 
 
+def at_once(first: Callable[[], Any], second: Callable[[], T], threads: int) -> tuple[Any, T]:
+    """``first()`` here and ``second()`` on a pool thread, at once, each on ``threads`` native threads.
+
+    BLAS's thread count is process-wide, so it is limited once for both; OpenMP's (FAISS's
+    searches) is per calling thread, so each side limits its own.
+    """
+    openmp = ThreadpoolController().select(user_api="openmp")
+
+    def limited(call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            with openmp.limit(limits=threads):
+                return call()
+        return run
+
+    with threadpool_limits(limits=threads, user_api="blas"), \
+            ThreadPoolExecutor(1, thread_name_prefix="funnel-fit") as pool:
+        later = pool.submit(limited(second))
+        return limited(first)(), later.result()
+
+
 def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
-    """Train the ranker without leakage, then fit both stages on all of ``dataset``."""
+    """Train the ranker without leakage and fit both stages on all of ``dataset``, at once."""
     cache = ArtifactCache(config.cache_dir) if config.cache_dir else None
     seconds: dict[str, float] = {}
     plan = Stages(config)
     cached = cache.load("ranker", dataset.fingerprint(), ranker_settings(config, plan)) \
         if cache is not None and config.reuse_ranker else None
-    with model_worker(config, plan) as pool:
-        if cached is None:
-            history, labels = history_split(dataset, config)
-            history_models = {part.name: worker_provider(history, plan, part, cache, f"{part.name}_history", pool)
-                              for part in worker_models(plan)}
-        serving_models = {part.name: worker_provider(dataset, plan, part, cache, part.name, pool)
-                          for part in worker_models(plan)}
+    cores = config.n_threads or os.cpu_count() or 1
+    concurrent = cached is None and cores > 1
+    side = config.replace(n_threads=max(1, cores // 2)) if concurrent else config
+
+    def ranker_side() -> tuple[Ranker, float]:
         started = time.perf_counter()
-        if cached is None:
-            ranker, _, examples = train_ranker(history, labels, config, history_models)
-            recall = examples.candidate_recall
-        else:
+        if cached is not None:
             ranker = plan.new_ranker().set_state(cached)
             recall = float(cached.arrays["candidate_recall"][0])
+        else:
+            history, labels = history_split(dataset, config)
+            ranker, _, examples = train_ranker(history, labels, side,
+                                               cached_models(history, Stages(side), cache, "_history"))
+            recall = examples.candidate_recall
         seconds["ranker"] = time.perf_counter() - started
+        return ranker, recall
+
+    def serving_side() -> Stages:
         logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
         started = time.perf_counter()
-        stages = plan.fit(dataset, serving_models)
+        stages = Stages(side)
+        stages.fit(dataset, cached_models(dataset, stages, cache, ""))
         seconds["stages"] = time.perf_counter() - started
+        return stages
+
+    if concurrent:
+        (ranker, recall), stages = at_once(ranker_side, serving_side, side.n_threads)
+    else:
+        (ranker, recall), stages = ranker_side(), serving_side()
     if cached is not None and list(cached.arrays["feature_names"]) != stages.feature_names_:
         raise FunnelError("the cached ranker was trained on other feature columns; retrain it "
                           "(--judge True / reuse_ranker=False)")

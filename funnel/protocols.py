@@ -202,17 +202,6 @@ class Model(Protocol):
 
 
 @runtime_checkable
-class FitsInWorker(Protocol):
-    """A model whose fit is a pure function of arrays, run in a worker process beside the rest of a fit.
-
-    ``fit_job`` returns a picklable module-level function and its arguments; the function
-    returns the arrays of the model's :class:`PartState`.
-    """
-
-    def fit_job(self, dataset: Dataset) -> tuple[Any, tuple[Any, ...]]: ...
-
-
-@runtime_checkable
 class FillsShortLists(Protocol):
     """A model that offers the most popular artists a user has not heard, to fill short top-n lists."""
 

@@ -25,8 +25,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     extending_examples.uninstall()
 
 
-# n_threads=1 fits BiasedSVD in the test process: a worker process's start-up would dominate
-# the fit of such small data (tests/test_recommender.py fits once through the worker)
+# n_threads=1 fits the ranker's side and the serving side one after the other (tests/test_recommender.py
+# fits once with both at once)
 SMALL = dict(models={"embedder": {"tag_dim": 16}, "svd": {"factors": 8, "epochs": 10},
                      "als": {"factors": 8, "iterations": 8}},
              candidates={"tags": {"n": 40, "search_dim": 8}, "als": 40, "ease": 20, "friends": 10, "popularity": 10},

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from funnel import ArtifactError, ConfigError, DataError, FunnelConfig, NotFittedError, Recommender
+from funnel import ArtifactError, ConfigError, DataError, Dataset, FunnelConfig, NotFittedError, Recommender
 from funnel.batch import Batch
 from funnel.factors import ALSFactors, BiasedSVDFactors, plays_to_ratings
 from funnel.protocols import PartState
@@ -220,25 +220,17 @@ def test_surprise_trainset_is_the_one_surprise_builds_from_a_frame(synth):
         (theirs.n_users, theirs.n_items, theirs.n_ratings, theirs.global_mean)
 
 
-def test_fit_svd_arrays_gives_zero_factors_to_users_and_artists_without_ratings(synth):
-    from funnel.factors.svd import fit_svd_arrays
-    from funnel.sparse import csr_to_arrays
-
-    ratings = plays_to_ratings(synth.matrix).tolil()
-    ratings[4, :] = 0  # a user without ratings
-    ratings[:, 7] = 0  # an artist without ratings
-    ratings = sp.csr_matrix(ratings)
-    ratings.eliminate_zeros()
-    arrays = fit_svd_arrays(csr_to_arrays(ratings), 6, 5, 0.005, 0.05, 0)
-    assert arrays["user_factors"].shape == (synth.n_users, 6) and arrays["item_factors"].shape == (synth.n_artists, 6)
-    assert not arrays["user_factors"][4].any() and arrays["user_bias"][4] == 0
-    assert not arrays["item_factors"][7].any() and arrays["item_bias"][7] == 0
-    assert np.abs(arrays["user_factors"]).sum(axis=1).min(initial=1.0, where=np.arange(synth.n_users) != 4) > 0
-    np.testing.assert_allclose(arrays["global_mean"][0], ratings.data.mean(), rtol=1e-6)
-    # the model fitted in place is the pure function's result
-    model = BiasedSVDFactors(factors=6, epochs=5, reg=0.05).fit(synth)
-    again = fit_svd_arrays(*model.fit_job(synth)[1])
-    np.testing.assert_allclose(model.item_factors_, again["item_factors"], rtol=1e-5, atol=1e-6)
+def test_biased_svd_gives_zero_factors_to_artists_without_plays(synth):
+    silent = synth.artist_ids[7]
+    data = Dataset.from_frames(synth.interactions[synth.interactions["artist_id"] != silent], artists=synth.artists)
+    model = BiasedSVDFactors(factors=6, epochs=5, reg=0.05).fit(data)
+    artist = data.artist_index(np.array([silent]))[0]
+    assert model.user_factors_.shape == (data.n_users, 6) and model.item_factors_.shape == (data.n_artists, 6)
+    assert not model.item_factors_[artist].any() and model.item_bias_[artist] == 0
+    played = np.diff(data.matrix.tocsc().indptr) > 0
+    assert not played[artist] and (np.abs(model.item_factors_[played]).sum(axis=1) > 0).all()
+    assert np.abs(model.user_factors_).sum(axis=1).min() > 0
+    np.testing.assert_allclose(model.global_mean_, plays_to_ratings(data.matrix).data.mean(), rtol=1e-6)
 
 
 def svd_fold_in_reference(svd: BiasedSVDFactors, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@
 import hashlib
 import json
 import mmap
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -188,55 +190,34 @@ def test_fitting_is_deterministic(synth, small_config, fitted):
     pd.testing.assert_frame_equal(again.recommend_all(n=10), fitted.recommend_all(n=10))
 
 
-class RecordingPool(ProcessPoolExecutor):
-    """The standard pool, counting the jobs submitted to it."""
-
-    submitted: list = []
-
-    def submit(self, fn, *args, **kwargs):
-        RecordingPool.submitted.append(fn.__name__)
-        return super().submit(fn, *args, **kwargs)
-
-
-class BrokenPool(ProcessPoolExecutor):
-    """A pool whose worker dies at once, as one that runs an unguarded script does."""
-
-    def submit(self, fn, *args, **kwargs):
-        from concurrent.futures import Future
-        from concurrent.futures.process import BrokenProcessPool
-
-        future: Future = Future()
-        future.set_exception(BrokenProcessPool("a child process terminated abruptly"))
-        return future
-
-
-def test_a_worker_that_dies_leaves_biased_svd_to_this_process(synth, small_config, fitted, monkeypatch, caplog):
-    monkeypatch.setattr(fitting_module, "ProcessPoolExecutor", BrokenPool)
-    with caplog.at_level("WARNING", logger="funnel"):
-        model = Recommender(small_config, n_threads=0).fit(synth)
-    assert sum("fitting it here instead" in r.getMessage() for r in caplog.records) == 2
-    np.testing.assert_allclose(model.stages_.models_["svd"].item_factors_,
-                               fitted.stages_.models_["svd"].item_factors_, rtol=1e-4, atol=1e-5)
-
-
-def test_a_fit_through_the_worker_process_ranks_as_a_fit_in_this_process(synth, small_config, fitted,
-                                                                         monkeypatch):
-    monkeypatch.setattr(fitting_module, "ProcessPoolExecutor", RecordingPool)
-    monkeypatch.setattr(RecordingPool, "submitted", [])
-    worker = Recommender(small_config, n_threads=0).fit(synth)
-    assert RecordingPool.submitted == ["fit_svd_arrays", "fit_svd_arrays"]  # the ranker's SVD and the serving one
-    assert fitted.config_.n_threads == 1  # the fixture fitted both in this process
+def test_a_fit_on_two_threads_ranks_as_a_fit_on_one(synth, small_config, fitted):
+    both = Recommender(small_config, n_threads=2).fit(synth)  # the ranker's side and the serving side at once
+    assert fitted.config_.n_threads == 1  # the fixture fitted them one after the other
     for name in ("user_factors_", "item_factors_", "user_bias_", "item_bias_"):
-        np.testing.assert_allclose(getattr(worker.stages_.models_["svd"], name),
+        np.testing.assert_allclose(getattr(both.stages_.models_["svd"], name),
                                    getattr(fitted.stages_.models_["svd"], name), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(worker.ranker_.coef_, fitted.ranker_.coef_, rtol=1e-3, atol=1e-4)
-    assert worker.feature_names_ == fitted.feature_names_
-    assert worker.ranker_candidate_recall_ == pytest.approx(fitted.ranker_candidate_recall_, abs=0.01)
-    ours, theirs = worker.recommend_all(n=10), fitted.recommend_all(n=10)
+    np.testing.assert_allclose(both.ranker_.coef_, fitted.ranker_.coef_, rtol=1e-3, atol=1e-4)
+    assert both.feature_names_ == fitted.feature_names_
+    assert both.ranker_candidate_recall_ == pytest.approx(fitted.ranker_candidate_recall_, abs=0.01)
+    ours, theirs = both.recommend_all(n=10), fitted.recommend_all(n=10)
     lists = [frame.groupby("user_id")["artist_id"].apply(tuple) for frame in (ours, theirs)]
     assert (lists[0] == lists[1]).mean() >= 0.9  # the same ranked artists for (almost) every user
-    assert {"ranker", "stages", "fit svd", "fit als"} <= set(worker.fit_seconds_)
-    assert all(seconds >= 0 for seconds in worker.fit_seconds_.values()) and worker.fit_seconds_["ranker"] > 0
+    assert {"ranker", "stages", "fit svd", "fit als"} <= set(both.fit_seconds_)
+    assert all(seconds >= 0 for seconds in both.fit_seconds_.values()) and both.fit_seconds_["ranker"] > 0
+
+
+def test_a_script_without_a_main_guard_fits_without_a_traceback(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from funnel import Recommender\n"
+        "from funnel.data.synthetic import synthetic\n"
+        "model = Recommender(n_threads=2, models={'embedder': {'tag_dim': 8}, 'als': {'factors': 8}})\n"
+        "model.fit(synthetic(n_users=60, n_artists=80, seed=1))\n"
+        "print(len(model.recommend_all(n=5)))\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    assert int(result.stdout.split()[-1]) > 0
 
 
 def test_many_new_listeners_at_once_get_what_they_get_one_at_a_time(fitted, synth, monkeypatch):

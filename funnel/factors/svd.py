@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,7 +13,7 @@ from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
 from funnel.protocols import ArrayState, PartContext, PartSettings, tunable
-from funnel.sparse import as_csr, csr_from_arrays, csr_to_arrays, row_of_entries
+from funnel.sparse import as_csr, row_of_entries
 
 RATING_SCALE = (1.0, 5.0)
 
@@ -75,34 +73,6 @@ def _grouped(keys: np.ndarray, other: np.ndarray, values: np.ndarray, n_keys: in
     return defaultdict(list, {key: pairs[start:end] for key, (start, end) in enumerate(zip(starts, ends))})
 
 
-def fit_svd_arrays(ratings: dict[str, np.ndarray], factors: int, epochs: int, lr: float, reg: float,
-                   seed: int) -> dict[str, np.ndarray]:
-    """Fit scikit-surprise's biased ``SVD`` on a ratings matrix given as CSR arrays.
-
-    A pure function of arrays, so that it can run in a worker process
-    (``concurrent.futures.ProcessPoolExecutor``) beside the other fits: surprise's SGD holds
-    the GIL for its whole run. Returns the arrays of :meth:`BiasedSVDFactors.to_arrays`.
-    """
-    from surprise import SVD
-
-    matrix = csr_from_arrays(ratings)
-    trainset = surprise_trainset(matrix)
-    algo = SVD(n_factors=factors, n_epochs=epochs, biased=True, lr_all=lr, reg_all=reg, random_state=seed)
-    algo.fit(trainset)
-    n_users, n_items = matrix.shape
-    uid = _inner_order(trainset._raw2inner_id_users)
-    iid = _inner_order(trainset._raw2inner_id_items)
-    out = {"user_factors": np.zeros((n_users, factors), np.float32),
-           "item_factors": np.zeros((n_items, factors), np.float32),
-           "user_bias": np.zeros(n_users, np.float32), "item_bias": np.zeros(n_items, np.float32),
-           "global_mean": np.array([trainset.global_mean])}
-    out["user_factors"][uid] = algo.pu
-    out["item_factors"][iid] = algo.qi
-    out["user_bias"][uid] = algo.bu
-    out["item_bias"][iid] = algo.bi
-    return out
-
-
 class BiasedSVDFactors(ArrayState):
     """Biased matrix factorisation of ratings with scikit-surprise's ``SVD``.
 
@@ -124,6 +94,7 @@ class BiasedSVDFactors(ArrayState):
     """
 
     name = "svd"
+    reusable = True  # kept in cache_dir and reused with reuse_svd (main.py --runsvd False)
     user_arrays = ("user_factors", "user_bias")  # what grows with the training users
 
     def __init__(self, *, factors: int = 32, epochs: int = 20, lr: float = 0.005,
@@ -146,15 +117,29 @@ class BiasedSVDFactors(ArrayState):
     def from_config(cls, settings: Settings, context: PartContext) -> BiasedSVDFactors:
         return cls(**settings.model_dump(), seed=context.seed)
 
-    def fit_job(self, dataset: Dataset) -> tuple[Callable[..., dict[str, np.ndarray]], tuple[Any, ...]]:
-        """The pure function and arguments that fit this model (see :func:`fit_svd_arrays`)."""
-        ratings = csr_to_arrays(plays_to_ratings(dataset.matrix))
-        return fit_svd_arrays, (ratings, self.factors, self.epochs, self.lr, self.reg, self.seed)
-
     def fit(self, dataset: Dataset) -> BiasedSVDFactors:
-        """Fit on the dataset's play counts (as ratings); returns ``self``."""
-        function, args = self.fit_job(dataset)
-        return self.set_arrays(function(*args))
+        """Fit on the dataset's play counts (as ratings); returns ``self``.
+
+        Users and artists without ratings get zero factors and biases.
+        """
+        from surprise import SVD
+
+        matrix = plays_to_ratings(dataset.matrix)
+        trainset = surprise_trainset(matrix)
+        algo = SVD(n_factors=self.factors, n_epochs=self.epochs, biased=True, lr_all=self.lr, reg_all=self.reg,
+                   random_state=self.seed)
+        algo.fit(trainset)
+        n_users, n_items = matrix.shape
+        uid = _inner_order(trainset._raw2inner_id_users)
+        iid = _inner_order(trainset._raw2inner_id_items)
+        self.user_factors_ = np.zeros((n_users, self.factors), np.float32)
+        self.item_factors_ = np.zeros((n_items, self.factors), np.float32)
+        self.user_bias_ = np.zeros(n_users, np.float32)
+        self.item_bias_ = np.zeros(n_items, np.float32)
+        self.user_factors_[uid], self.item_factors_[iid] = algo.pu, algo.qi
+        self.user_bias_[uid], self.item_bias_[iid] = algo.bu, algo.bi
+        self.global_mean_ = float(trainset.global_mean)
+        return self
 
     def _check(self) -> None:
         if not hasattr(self, "item_factors_"):
