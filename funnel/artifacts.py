@@ -31,10 +31,12 @@ def model_states(model: Recommender, artist_side_only: bool) -> tuple[dict[str, 
     users = model.user_ids_[:0] if artist_side_only else model.user_ids_
     history = model.history_[:0] if artist_side_only else model.history_
     tagged = None if artist_side_only else model.tagged_
+    rows = None if artist_side_only else model.model_rows_
     states["data"] = PartState({"user_ids": users, "artist_ids": model.artist_ids_,
                                 "artist_names": string_array(model.artist_names_),
                                 **csr_to_arrays(sp.csr_matrix(history), "history/"),
-                                **(csr_to_arrays(tagged, "tagged/") if tagged is not None else {})})
+                                **(csr_to_arrays(tagged, "tagged/") if tagged is not None else {}),
+                                **({"model_rows": rows} if rows is not None else {})})
     return states, {
         "data_fingerprint": model.fingerprint_, "config": model.config_.to_dict(),
         "feature_names": model.feature_names_, "sources": model.stages_.source_names,
@@ -85,6 +87,7 @@ def restore(model: Recommender, path: Path, mmap: bool, runtime: dict[str, Any])
         model.history_ = csr_from_arrays(data, "history/")
         model.tagged_ = csr_from_arrays(data, "tagged/") if "tagged/data" in data else None
         model.artist_side_only_ = bool(manifest["artist_side_only"])
+        model.model_rows_ = np.asarray(data["model_rows"], np.int64) if "model_rows" in data else None
     except KeyError as exc:
         raise ArtifactError(f"{path} lacks entry {exc}; the save is incomplete or from another program") from exc
     except ConfigError as exc:  # a part's class: its package not installed here, or settings it refuses
@@ -97,6 +100,10 @@ def restore(model: Recommender, path: Path, mmap: bool, runtime: dict[str, Any])
         if matrix is not None and matrix.shape != shape:
             raise ArtifactError(f"{path} holds a {name} matrix of shape {matrix.shape} for {shape[0]} users and "
                                 f"{shape[1]} artists; retrain and save it again")
+    rows = model.model_rows_
+    if rows is not None and (rows.shape != (shape[0],) or rows.min(initial=-1) < -1 or rows.max(initial=-1) >= shape[0]):
+        raise ArtifactError(f"{path} maps its {shape[0]} users to model rows with an array of shape {rows.shape} "
+                            "or rows outside -1..users-1; retrain and save it again")
     try:  # one row of zeros: a ranker of other features than the stages give, or one that scores NaN
         finite = np.isfinite(model.ranker_.score(np.zeros((1, len(model.feature_names_)), np.float32))).all()
     except Exception as exc:  # a ranker's library raises errors of its own (LightGBMError)

@@ -90,6 +90,12 @@ class FunnelConfig(BaseModel):
         ``auto`` is temporal when the data has listen times and random otherwise.
     ranker_negatives : int
         Negative candidates sampled per user for ranker training (0 keeps all).
+    fit_users : int, float or None
+        Listeners the models and the ranker learn from: a seeded random sample of this many
+        (an integer) or this share of them (a float in (0, 1]); ``None`` (the default) learns
+        from all. Every listener stays known and is recommended to: those outside the
+        sample are scored from their history as new listeners are (fold-in), so the fit's
+        cost and memory follow the sample, not the audience.
     ranker_users : int
         At most this many random users give ranker training examples.
     seed : int
@@ -121,6 +127,7 @@ class FunnelConfig(BaseModel):
     ranker_labels: Literal["auto", "temporal", "random"] = "auto"
     ranker_negatives: int = Field(50, ge=0)
     ranker_users: int = Field(20_000, gt=0)
+    fit_users: int | float | None = None
     seed: int = Field(0, ge=0)
     show_progress: bool = False
     n_threads: int = Field(0, ge=0)
@@ -155,6 +162,15 @@ class FunnelConfig(BaseModel):
                                  "leave a source out of the mapping to disable it")
             if isinstance(entry, dict):
                 _check_entry(name, entry)
+        return value
+
+    @field_validator("fit_users")
+    @classmethod
+    def _fit_users(cls, value: int | float | None) -> int | float | None:
+        if isinstance(value, float) and not 0.0 < value <= 1.0:
+            raise ValueError(f"a share of listeners is in (0, 1], got {value}; give a count as an integer")
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"fit on at least 1 listener, got {value}")
         return value
 
     @field_validator("ranker")

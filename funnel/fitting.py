@@ -3,9 +3,10 @@
 The ranker learns on features from stages fitted on a per-user history part of the training
 data (:mod:`funnel.ranking.training`); the serving stages are fitted on all of it. The two
 sides share nothing until the ranker is trained, so unless ``n_threads`` is 1 they run at
-once on a standard ``ThreadPoolExecutor``, each with half the cores for its parts' native
-threads (implicit, BLAS, OpenMP): the heavy steps (ALS, EASE's inverse, the tag projection,
-FAISS searches, sparse products) release the GIL. No process is started, so a script needs
+once on a standard ``ThreadPoolExecutor``. Each side's parts have half the cores for their
+native threads (implicit, BLAS, OpenMP), whether the sides run at once or not; the heavy
+steps (ALS, EASE's inverse, the tag projection, FAISS searches, sparse products) release
+the GIL. No process is started, so a script needs
 no ``if __name__ == "__main__":`` guard.
 """
 
@@ -82,11 +83,13 @@ def ranker_settings(config: FunnelConfig, stages: Stages) -> dict[str, Any]:
     return {**config.model_settings(), "classes": stages.classes(), "code": FEATURE_CODE_VERSION}
 
 
-def at_once(first: Callable[[], Any], second: Callable[[], T], threads: int) -> tuple[Any, T]:
-    """``first()`` here and ``second()`` on a pool thread, at once, each on ``threads`` native threads.
+def both(first: Callable[[], Any], second: Callable[[], T], threads: int, at_once: bool) -> tuple[Any, T]:
+    """``first()`` and ``second()``, each on ``threads`` native threads; ``at_once``: ``second`` on a pool thread.
 
     BLAS's thread count is process-wide, so it is limited once for both; OpenMP's (FAISS's
-    searches) is per calling thread, so each side limits its own.
+    searches) is per calling thread, so each side limits its own. The limits are the same
+    whether the sides run at once or not, so that a fit whose ranker comes from the cache
+    computes the serving stages exactly as the fit that trained it.
     """
     openmp = ThreadpoolController().select(user_api="openmp")
 
@@ -96,10 +99,12 @@ def at_once(first: Callable[[], Any], second: Callable[[], T], threads: int) -> 
                 return call()
         return run
 
-    with threadpool_limits(limits=threads, user_api="blas"), \
-            ThreadPoolExecutor(1, thread_name_prefix="funnel-fit") as pool:
-        later = pool.submit(limited(second))
-        return limited(first)(), later.result()
+    with threadpool_limits(limits=threads, user_api="blas"):
+        if not at_once:
+            return limited(first)(), limited(second)()
+        with ThreadPoolExecutor(1, thread_name_prefix="funnel-fit") as pool:
+            later = pool.submit(limited(second))
+            return limited(first)(), later.result()
 
 
 def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
@@ -110,8 +115,8 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
     cached = cache.load("ranker", dataset.fingerprint(), ranker_settings(config, plan)) \
         if cache is not None and config.reuse_ranker else None
     cores = config.n_threads or os.cpu_count() or 1
-    concurrent = cached is None and cores > 1
-    side = config.replace(n_threads=max(1, cores // 2)) if concurrent else config
+    threads = max(1, cores // 2)
+    side = config if threads == config.n_threads else config.replace(n_threads=threads)
 
     def ranker_side() -> tuple[Ranker, float]:
         started = time.perf_counter()
@@ -134,10 +139,7 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
         seconds["stages"] = time.perf_counter() - started
         return stages
 
-    if concurrent:
-        (ranker, recall), stages = at_once(ranker_side, serving_side, side.n_threads)
-    else:
-        (ranker, recall), stages = ranker_side(), serving_side()
+    (ranker, recall), stages = both(ranker_side, serving_side, threads, at_once=cached is None and cores > 1)
     if cached is not None and list(cached.arrays["feature_names"]) != stages.feature_names_:
         raise FunnelError("the cached ranker was trained on other feature columns; retrain it "
                           "(--judge True / reuse_ranker=False)")

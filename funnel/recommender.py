@@ -19,6 +19,7 @@ from funnel.batch import Batch
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
 from funnel.data.history import History, parse_histories, parse_history, tagged_only
+from funnel.data.split import listener_sample
 from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.persistence.model import write_model
@@ -64,6 +65,9 @@ class Recommender:
     user_ids_, artist_ids_, artist_names_ : numpy.ndarray
     history_ : scipy.sparse.csr_matrix
         Training play counts, users x artists.
+    model_rows_ : numpy.ndarray or None
+        With ``fit_users``: each user's row in the models' user arrays, -1 for listeners
+        outside the sample (scored by fold-in); ``None`` when every listener was learned from.
     artist_side_only_ : bool
         Whether the model was loaded from an artist-side-only save (it knows no user).
     tagged_ : scipy.sparse.csr_matrix or None
@@ -119,7 +123,11 @@ class Recommender:
         started = time.perf_counter()
         if config.recency_half_life_days is not None and dataset.has_listen_times:
             dataset = dataset.recency_weighted(config.recency_half_life_days)
-        fitted = fitting.fit(dataset, config)
+        learners = dataset if config.fit_users is None else listener_sample(dataset, config.fit_users, config.seed)
+        if learners is not dataset:
+            logger.info("learning from %d of %d listeners (fit_users=%s)", learners.n_users, dataset.n_users,
+                        config.fit_users)
+        fitted = fitting.fit(learners, config)
         self.config_ = config
         self.stages_ = fitted.stages
         self.ranker_ = fitted.ranker
@@ -131,6 +139,7 @@ class Recommender:
         self.artist_ids_ = dataset.artist_ids
         self.artist_names_ = dataset.artist_names
         self.history_ = dataset.matrix
+        self.model_rows_ = None if learners is dataset else learners.user_index(dataset.user_ids)
         self.tagged_ = tagged_only(dataset) if config.tagged_known else None
         self.artist_side_only_ = False
         logger.info("fitted in %.1fs", time.perf_counter() - started)
@@ -159,7 +168,8 @@ class Recommender:
     def _batch(self, rows: np.ndarray, history: sp.csr_matrix, rules: Rules,
                rule_rows: np.ndarray | None = None) -> Batch:
         """The batch of users at internal ``rows`` (-1: new listener) with ``history``, under ``rules``."""
-        return Batch(rows, history, known=rules.known(rows, history, self.tagged_, rule_rows),
+        users = rows if self.model_rows_ is None else np.where(rows >= 0, self.model_rows_[np.maximum(rows, 0)], -1)
+        return Batch(users, history, known=rules.known(rows, history, self.tagged_, rule_rows),
                      blocked_items=rules.blocked_items)
 
     def _rules(self, exclude: Any, allow: Any, filter_known: bool, user_ids: Any = True) -> Rules:

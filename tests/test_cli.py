@@ -92,6 +92,9 @@ def test_flags_map_onto_the_config():
     assert config.seed == 3 and config.reuse_svd is False and config.reuse_ranker is True
     assert config.show_progress is False and config.cache_dir == "artifacts/"
     assert to_config(parse_args([])).candidates == default.candidates
+    assert to_config(parse_args(["--fit-users", "5000"])).fit_users == 5000
+    assert to_config(parse_args(["--fit-users", "0.25"])).fit_users == 0.25
+    assert to_config(parse_args([])).fit_users is None
 
 
 def test_flags_without_a_command_are_trains_and_the_retrain_flags_have_long_names():

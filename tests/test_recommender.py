@@ -242,7 +242,7 @@ def test_many_new_listeners_at_once_get_what_they_get_one_at_a_time(fitted, synt
 def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 6
+    assert manifest["format_version"] == FORMAT_VERSION == 7
     assert manifest["data_fingerprint"] == synth.fingerprint() == fitted.fingerprint_
     assert {"funnel", *LIBRARIES} <= set(manifest["versions"]) and manifest["versions"]["funnel"]
     assert manifest["saved_at"].endswith("+00:00")
@@ -471,3 +471,37 @@ def test_a_lightgbm_ranked_model_saves_its_trees_as_lightgbm_text(synth, small_c
     pd.testing.assert_frame_equal(loaded.recommend_all(n=10), model.recommend_all(n=10))
     explained = loaded.recommend(int(synth.interactions["user_id"].iloc[0]), n=5, explain=True)
     assert all(len(c) == 3 for c in explained["contributions"])  # the ranker's own per-pair contributions
+
+
+def test_fit_users_learns_from_a_sample_and_recommends_to_every_listener(synth, small_config, tmp_path):
+    model = Recommender(small_config, fit_users=0.5, tagged_known=False).fit(synth)
+    sampled = model.model_rows_ >= 0
+    assert sampled.sum() == round(0.5 * synth.n_users) and model.model_rows_.shape == (synth.n_users,)
+    assert model.stages_.models_["als"].user_factors_.shape[0] == sampled.sum()
+    assert np.array_equal(np.sort(model.model_rows_[sampled]), np.arange(sampled.sum()))
+    everyone = model.recommend_all(n=10)
+    assert set(everyone["user_id"]) == set(synth.user_ids) and (everyone.groupby("user_id").size() == 10).all()
+    # a listener outside the sample is scored from their history, as a new listener is
+    outside = synth.user_ids[np.flatnonzero(~sampled)[:3]]
+    for user in outside:
+        plays = synth.interactions[synth.interactions["user_id"] == user]
+        as_new = model.recommend_for_history(dict(zip(plays["artist_id"], plays["weight"].astype(float))), n=10)
+        assert_same_recommendations(model.recommend(user, n=10), as_new)
+    model.save(tmp_path / "sampled")
+    loaded = Recommender.load(tmp_path / "sampled")
+    assert np.array_equal(loaded.model_rows_, model.model_rows_)
+    assert_same_recommendations(loaded.recommend_all(n=10), everyone)
+    whole = Recommender(small_config, fit_users=synth.n_users + 5).fit(synth)
+    assert whole.model_rows_ is None
+
+
+def test_fit_users_takes_a_count_or_a_share(synth):
+    from funnel.data.split import listener_sample
+
+    assert listener_sample(synth, 40, seed=1).n_users == 40
+    assert listener_sample(synth, 0.2, seed=1).n_users == round(0.2 * synth.n_users)
+    assert listener_sample(synth, 1.0) is synth
+    assert np.array_equal(listener_sample(synth, 40, seed=1).user_ids, listener_sample(synth, 40, seed=1).user_ids)
+    for bad in (0, -3, 0.0, 1.5, True, "half"):
+        with pytest.raises(ConfigError, match="fit_users"):
+            Recommender(fit_users=bad)

@@ -48,6 +48,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--candidates", type=int, default=None,
                         help="candidates of the tag and ALS sources per user "
                              f"(default: {FunnelConfig().candidates['tags']})")
+    parser.add_argument("--fit-users", type=listeners, default=None, dest="fit_users", metavar="N|SHARE",
+                        help="learn from a random sample of this many listeners (an integer) or this share "
+                             "(0 < SHARE <= 1); every listener is still recommended to (default: all)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: --config's, else 0)")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="JSON settings to train with, as written by 'tune --output' or FunnelConfig.to_file "
@@ -61,6 +64,17 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="show progress bars (default: True)")
     parser.set_defaults(func=run, check=partial(check_flags, parser))
     return parser
+
+
+def listeners(text: str) -> int | float:
+    """``--fit-users``: a count (``100000``) or a share (``0.2``); FunnelConfig checks the range."""
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is neither a count of listeners nor a share") from None
 
 
 def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -81,6 +95,8 @@ def to_config(args: argparse.Namespace) -> FunnelConfig:
                "reuse_svd": not args.runsvd, "reuse_ranker": not args.judge}
     if args.seed is not None:
         changes["seed"] = args.seed
+    if args.fit_users is not None:
+        changes["fit_users"] = args.fit_users
     if args.candidates is not None:
         candidates = dict(base.candidates)
         for name in ("tags", "als"):

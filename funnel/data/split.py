@@ -161,6 +161,25 @@ class NewUserSplit(NamedTuple):
     test: pd.DataFrame
 
 
+def listener_sample(dataset: Dataset, size: int | float, seed: int = 0) -> Dataset:
+    """The dataset of a seeded random sample of listeners, with their plays and tag assignments.
+
+    ``size`` is a count (an integer) or a share of the listeners (a float in (0, 1]); the
+    catalogue, tags and friendships stay whole. A sample as large as the audience is
+    ``dataset`` itself.
+    """
+    n_users = dataset.n_users
+    count = size if isinstance(size, int) else max(1, round(size * n_users))
+    if count >= n_users:
+        return dataset
+    chosen = dataset.user_ids[np.sort(np.random.default_rng(seed).choice(n_users, count, replace=False))]
+    inter = dataset.interactions
+    assign = dataset.tag_assignments
+    if assign is not None:
+        assign = assign[np.isin(assign["user_id"].to_numpy(), chosen)].reset_index(drop=True)
+    return dataset.with_interactions(inter[np.isin(inter["user_id"].to_numpy(), chosen)], assign)
+
+
 def new_users(dataset: Dataset, user_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0
               ) -> NewUserSplit:
     """Hold ``user_fraction`` of the users out entirely, as listeners who sign up after training.
