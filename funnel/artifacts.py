@@ -101,7 +101,8 @@ def restore(model: Recommender, path: Path, mmap: bool, runtime: dict[str, Any])
             raise ArtifactError(f"{path} holds a {name} matrix of shape {matrix.shape} for {shape[0]} users and "
                                 f"{shape[1]} artists; retrain and save it again")
     rows = model.model_rows_
-    if rows is not None and (rows.shape != (shape[0],) or rows.min(initial=-1) < -1 or rows.max(initial=-1) >= shape[0]):
+    if rows is not None and (rows.shape != (shape[0],) or not (-1 <= rows.min(initial=-1) <= rows.max(initial=-1)
+                                                                 < shape[0])):
         raise ArtifactError(f"{path} maps its {shape[0]} users to model rows with an array of shape {rows.shape} "
                             "or rows outside -1..users-1; retrain and save it again")
     try:  # one row of zeros: a ranker of other features than the stages give, or one that scores NaN

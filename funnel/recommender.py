@@ -19,8 +19,8 @@ from funnel.batch import Batch
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
 from funnel.data.history import History, parse_histories, parse_history, tagged_only
-from funnel.data.split import listener_sample
 from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
+from funnel.data.split import listener_sample
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.persistence.model import write_model
 from funnel.protocols import SimilaritySpace
