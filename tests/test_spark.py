@@ -357,3 +357,60 @@ def test_score_command_errors_are_one_line(spark, int_model_dir, tmp_path, capsy
     with pytest.raises(SystemExit) as exit_:
         main.run([*base, "--master", "local[2]", "--output", str(tmp_path / "x.parquet")])
     assert exit_.value.code == 2 and "--engine spark only" in capsys.readouterr().err
+
+
+def test_train_on_spark_learns_what_the_local_engine_learns_and_scores_every_listener(spark, log, tmp_path):
+    import main
+
+    path = tmp_path / "plays.parquet"
+    log.to_parquet(path, coerce_timestamps="us")
+    flags = ["--events", str(path), "--user-col", "user", "--artist-col", "artist_mbid", "--time-col", "ts",
+             "--progress", "False", "--runsvd", "True", "--judge", "True"]
+    pairs = tmp_path / "pairs.parquet"
+    assert main.run(["train", "--engine", "spark", "--master", "local[2]", "--artifacts", str(tmp_path / "spark"),
+                     "--histories-output", str(pairs), *flags]) == 0
+    assert main.run(["train", "--artifacts", str(tmp_path / "local"), "--output", str(tmp_path / "local.csv"),
+                     *flags]) == 0
+    on_spark, local = (Recommender.load(tmp_path / name / "model") for name in ("spark", "local"))
+    assert on_spark.artist_side_only_ and np.array_equal(on_spark.artist_ids_, local.artist_ids_)
+    histories = pd.read_parquet(pairs)
+    assert histories["user_id"].nunique() == log["user"].nunique()
+    plays = histories[["user_id", "artist_id", "weight"]]
+    ours, theirs = on_spark.recommend_for_histories(plays, n=10), local.recommend_for_histories(plays, n=10)
+    same = (ours.groupby("user_id")["artist_id"].apply(tuple) == theirs.groupby("user_id")["artist_id"].apply(tuple))
+    assert same.mean() >= 0.95  # fitted on the same plays (thread timing moves the last bits)
+    output = tmp_path / "everyone.parquet"
+    assert main.run(["score", "--engine", "spark", "--artifacts", str(tmp_path / "spark"), "--histories", str(pairs),
+                     "--topn", "5", "--output", str(output)]) == 0
+    assert pd.read_parquet(output).groupby("user_id").size().eq(5).sum() == log["user"].nunique()
+
+
+def test_a_spark_sample_takes_every_play_of_the_listeners_it_draws(spark, log):
+    from funnel.spark.fit import sample_dataset
+
+    pairs = funnel_spark.aggregate_events(spark.createDataFrame(log), user="user", artist="artist_mbid")
+    every = pairs.toPandas()
+    half, n_users = sample_dataset(pairs, 0.5, seed=3)
+    assert n_users == log["user"].nunique() == 200 and 70 <= half.n_users <= 130
+    again, _ = sample_dataset(pairs, 0.5, seed=3)
+    assert np.array_equal(again.user_ids, half.user_ids)
+    assert not np.array_equal(sample_dataset(pairs, 0.5, seed=4)[0].user_ids, half.user_ids)
+    assert len(half.interactions) == every["user_id"].isin(half.user_ids).sum()  # all of each one's plays
+    assert set(half.artist_ids) == set(every["artist_id"])  # the catalogue is every artist of the log
+    counted, _ = sample_dataset(pairs, 50, seed=3)
+    assert 25 <= counted.n_users <= 75
+    assert sample_dataset(pairs, None)[0].n_users == 200
+    with pytest.raises(ConfigError, match="fit_users"):
+        sample_dataset(pairs, 1.5)
+
+
+def test_train_flags_of_the_other_engine_are_refused(tmp_path, capsys):
+    import main
+
+    for flags, message in [(["--master", "local[2]"], "apply to --engine spark only"),
+                           (["--engine", "spark"], "--engine spark reads an event log"),
+                           (["--engine", "spark", "--events", "x.parquet", "--output", "r.csv"],
+                            "apply to --engine local only")]:
+        with pytest.raises(SystemExit) as exit_:
+            main.run(["train", "--artifacts", str(tmp_path), *flags])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -121,15 +121,15 @@ def read_rules(args: argparse.Namespace, spark: SparkSession | None = None) -> t
     return exclude, allow
 
 
-def spark_session(master: str | None) -> SparkSession:
-    """A Spark session for ``score --engine spark`` (spark-submit's settings, or ``master``)."""
+def spark_session(master: str | None, command: str = "score") -> SparkSession:
+    """A Spark session for ``COMMAND --engine spark`` (spark-submit's settings, or ``master``)."""
     try:
         from pyspark.sql import SparkSession
     except ImportError as exc:
-        raise ConfigError(f"--engine spark needs the spark extra ({exc.name} is missing): "
+        raise ConfigError(f"{command} --engine spark needs the spark extra ({exc.name} is missing): "
                           'pip install -e ".[spark]"') from exc
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local workers run this environment's Python
-    builder = SparkSession.builder.appName("funnel score").config("spark.sql.session.timeZone", "UTC")
+    builder = SparkSession.builder.appName(f"funnel {command}").config("spark.sql.session.timeZone", "UTC")
     builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
     session = (builder.master(master) if master else builder).getOrCreate()
     session.sparkContext.setLogLevel("WARN")

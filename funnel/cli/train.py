@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from funnel.cli.data import add_data_flags, check_data_flags, load_dataset, tag_columns
+from funnel.cli.data import add_data_flags, check_data_flags, load_dataset, read_artist_tags, tag_columns
 from funnel.cli.flags import add_spreadsheet_flag, boolean, check_spreadsheet_flag
 from funnel.cli.paths import check_not_input, check_writable
 from funnel.config import FunnelConfig
@@ -31,9 +31,9 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_data_flags(parser)
     parser.add_argument("--artifacts", default="artifacts/",
                         help="directory for the saved model and cached trained parts (default: artifacts/)")
-    parser.add_argument("--output", default="artifacts/recommendations.csv",
+    parser.add_argument("--output", default=None,
                         help="file to write, by extension: .csv, .parquet, or a DuckDB database (.duckdb, .db) "
-                             "with --output-table (default: artifacts/recommendations.csv)")
+                             "with --output-table (default: artifacts/recommendations.csv; none with --engine spark)")
     parser.add_argument("--output-table", default=None, dest="output_table", metavar="NAME",
                         help="table of a DuckDB --output to create or replace")
     add_spreadsheet_flag(parser)
@@ -62,6 +62,16 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="add a short 'reason' column to the output (default: False)")
     parser.add_argument("--progress", type=boolean, default=True, metavar="True/False",
                         help="show progress bars (default: True)")
+    parser.add_argument("--engine", choices=("local", "spark"), default="local",
+                        help="where the play log is aggregated and the listeners sampled: in this process "
+                             "(DuckDB), or on Spark, which sends only --fit-users' sample to this process and "
+                             "saves an artist-side model for 'score --engine spark' (default: local)")
+    spark = parser.add_argument_group("spark (with --engine spark)")
+    spark.add_argument("--master", default=None,
+                       help="Spark master URL, e.g. local[2] (default: spark-submit's, else local[*])")
+    spark.add_argument("--histories-output", default=None, dest="histories_output", metavar="DIR.parquet",
+                       help="also write every listener's aggregated plays (user_id, artist_id, weight, ...) as a "
+                            "Parquet directory, the --histories of 'score --engine spark'")
     parser.set_defaults(func=run, check=partial(check_flags, parser))
     return parser
 
@@ -85,6 +95,21 @@ def check_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     """
     check_data_flags(parser, args)
     check_spreadsheet_flag(parser, args)
+    if args.engine == "local":
+        given = [flag for flag, value in (("--master", args.master), ("--histories-output", args.histories_output))
+                 if value is not None]
+        if given:
+            parser.error(f"{', '.join(given)} apply to --engine spark only")
+        args.output = args.output or "artifacts/recommendations.csv"
+        return
+    if args.events is None:
+        parser.error("--engine spark reads an event log: give --events PATH_OR_GLOB (Parquet, or CSV with a header)")
+    given = [flag for flag, value in (("--output", args.output), ("--output-table", args.output_table),
+                                      ("--evaluate", args.evaluate or None), ("--explain", args.explain or None))
+             if value is not None]
+    if given:
+        parser.error(f"{', '.join(given)} apply to --engine local only: --engine spark saves an artist-side model; "
+                     "score every listener with 'score --engine spark --histories DIR' (--histories-output writes it)")
 
 
 def to_config(args: argparse.Namespace) -> FunnelConfig:
@@ -152,6 +177,41 @@ def evaluate_holdout(dataset: Dataset, config: FunnelConfig, topn: int) -> None:
     print()
 
 
+def run_spark(args: argparse.Namespace, config: FunnelConfig) -> None:
+    """Aggregate the log and sample listeners on Spark, fit the sample here, save an artist-side model."""
+    from funnel import Recommender
+    from funnel.cli.score import spark_session
+    from funnel.persistence.model import check_model_directory
+    from funnel.spark import aggregate_events, write_parquet
+    from funnel.spark.fit import sample_dataset
+
+    model_path = Path(args.artifacts) / "model"
+    check_writable(model_path / "manifest.json")
+    check_model_directory(model_path)
+    if args.histories_output is not None:
+        check_not_input(Path(args.histories_output), {"--events": args.events, "--artist-tags": args.artist_tags})
+    check_inputs(args, model_path)
+    tags = read_artist_tags(Path(args.artist_tags), args.artist_col, args.tag_col) if args.artist_tags else None
+    started = time.perf_counter()
+    session = spark_session(args.master, "train")
+    reader = session.read.option("header", True).option("inferSchema", True).csv \
+        if args.events.lower().endswith(".csv") else session.read.parquet
+    pairs = aggregate_events(reader(args.events), user=args.user_col, artist=args.artist_col,
+                             timestamp=args.time_col, weight=args.weight_col, duration=args.duration_col,
+                             min_duration=args.min_duration)
+    if args.histories_output is not None:  # written once, then read back: the plays are aggregated once
+        write_parquet(pairs, args.histories_output)
+        pairs = session.read.parquet(args.histories_output)
+    else:
+        pairs = pairs.persist()
+    dataset, n_users = sample_dataset(pairs, config.fit_users, config.seed, tags)
+    model = Recommender(config.replace(fit_users=None)).fit(dataset)
+    model.save(model_path, artist_side_only=True)
+    logger.info("saved an artist-side model learned from %d of %d listeners to %s in %.1fs; score every listener "
+                "with: python main.py score --engine spark --artifacts %s --histories %s", dataset.n_users, n_users,
+                model_path, time.perf_counter() - started, args.artifacts, args.histories_output or "PLAYS.parquet")
+
+
 def run(args: argparse.Namespace) -> None:
     """Fit (reusing saved parts), save the model under ``--artifacts`` and write the top artists to ``--output``."""
     from funnel import Recommender
@@ -159,6 +219,9 @@ def run(args: argparse.Namespace) -> None:
     from funnel.persistence.model import check_model_directory
 
     config = to_config(args)
+    if args.engine == "spark":
+        run_spark(args, config)
+        return
     output = Path(args.output)
     check_output(output, args.output_table)
     check_writable(output)
