@@ -181,6 +181,57 @@ class ALSRecommender(_FullCatalogue):
         return self._recommend(np.array([0]), confidence(row, self.confidence), n, recalculate=True)[1]
 
 
+class MLlibALSRecommender(ALSRecommender):
+    """The ALS-only baseline trained by Spark MLlib's ``ALS(implicitPrefs=True)`` instead of implicit.
+
+    The distributed trainer for artist factors over more plays than one machine holds; here
+    it learns from ``dataset`` on the active Spark session (or a local one on every core),
+    with funnel's internal user and artist indices as MLlib's integer ids, and recommends
+    with implicit's batch ``recommend`` over the factors it learned, so the two trainers are
+    compared on the same data, settings and ranking code. MLlib scales the regularisation of
+    each user and artist by its number of plays (ALS-WR) where implicit does not, so equal
+    ``regularization`` values are not the same penalty. Needs the ``spark`` extra.
+
+    Parameters
+    ----------
+    As :class:`ALSRecommender`; ``n_threads`` is the local session's cores when one is started.
+    """
+
+    def fit(self, dataset: Dataset) -> MLlibALSRecommender:
+        """Fit MLlib's ALS on ``dataset``'s play counts; returns ``self``."""
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        from funnel.spark.columns import load_pyspark
+
+        load_pyspark()  # a ConfigError naming the extra when pyspark is missing
+        from pyspark.ml.recommendation import ALS
+        from pyspark.sql import SparkSession
+
+        self._remember(dataset)
+        self.user_items_ = confidence(dataset.matrix, self.confidence)
+        entries = self.user_items_.tocoo()
+        session = SparkSession.getActiveSession() or SparkSession.builder.master(
+            f"local[{self.n_threads or '*'}]").appName("funnel MLlib ALS").getOrCreate()
+        ratings = session.createDataFrame(pd.DataFrame({"user": entries.row.astype(np.int32),
+                                                        "item": entries.col.astype(np.int32),
+                                                        "rating": entries.data.astype(np.float32)}))
+        model = ALS(rank=self.factors, maxIter=self.iterations, regParam=self.regularization, alpha=self.alpha,
+                    implicitPrefs=True, seed=self.seed, userCol="user", itemCol="item",
+                    ratingCol="rating").fit(ratings)
+        self.model_ = AlternatingLeastSquares(factors=self.factors, regularization=self.regularization,
+                                              alpha=self.alpha, random_state=self.seed, num_threads=self.n_threads)
+        self.model_.user_factors = self._factors(model.userFactors.toPandas(), len(self.user_ids_))
+        self.model_.item_factors = self._factors(model.itemFactors.toPandas(), len(self.artist_ids_))
+        return self
+
+    def _factors(self, frame: pd.DataFrame, rows: int) -> np.ndarray:
+        """MLlib's ``id, features`` rows as a float32 matrix by index (zeros for ids it never saw)."""
+        out = np.zeros((rows, self.factors), np.float32)
+        if len(frame):
+            out[frame["id"].to_numpy()] = np.vstack(frame["features"].to_numpy())
+        return out
+
+
 class PopularityRecommender(_FullCatalogue):
     """The most listened-to unknown artists, the same chart for everyone.
 

@@ -91,11 +91,13 @@ class FunnelConfig(BaseModel):
     ranker_negatives : int
         Negative candidates sampled per user for ranker training (0 keeps all).
     fit_users : int, float or None
-        Listeners the models and the ranker learn from: a seeded random sample of this many
-        (an integer) or this share of them (a float in (0, 1]); ``None`` (the default) learns
-        from all. Every listener stays known and is recommended to: those outside the
-        sample are scored from their history as new listeners are (fold-in), so the fit's
-        cost and memory follow the sample, not the audience.
+        Listeners the user-side models (ALS, BiasedSVD, listener statistics, friends), the
+        candidate sources and the ranker learn from: a seeded random sample of this many (an
+        integer) or this share of them (a float in (0, 1]); ``None`` (the default) learns
+        from all. The artist-side models (popularity, EASE, RP3beta, the artist vectors)
+        still count every listener's plays. Every listener stays known and is recommended
+        to: those outside the sample are scored from their history as new listeners are
+        (fold-in).
     ranker_users : int
         At most this many random users give ranker training examples.
     seed : int

@@ -25,6 +25,7 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
+from funnel.data.split import listener_sample, with_listeners
 from funnel.errors import FunnelError
 from funnel.persistence import ArtifactCache
 from funnel.protocols import Ranker
@@ -39,12 +40,13 @@ T = TypeVar("T")
 
 @dataclass
 class Fitted:
-    """What :func:`fit` produces."""
+    """What :func:`fit` produces; ``learners`` is the sample of listeners the models learned from."""
 
     stages: Stages
     ranker: Ranker
     candidate_recall: float
     seconds: dict[str, float]
+    learners: Dataset
 
 
 def cached_models(dataset: Dataset, stages: Stages, cache: ArtifactCache | None, suffix: str
@@ -108,7 +110,16 @@ def both(first: Callable[[], Any], second: Callable[[], T], threads: int, at_onc
 
 
 def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
-    """Train the ranker without leakage and fit both stages on all of ``dataset``, at once."""
+    """Train the ranker without leakage and fit both stages on all of ``dataset``, at once.
+
+    With ``fit_users``, the models with user arrays, the sources and the ranker learn from a
+    sample of the listeners; the artist-side models (no ``user_arrays``) from every listener.
+    """
+    learners = dataset if config.fit_users is None else listener_sample(dataset, config.fit_users, config.seed)
+    sampled = learners is not dataset
+    if sampled:
+        logger.info("learning from %d of %d listeners (fit_users=%s); artist-side models from all of them",
+                    learners.n_users, dataset.n_users, config.fit_users)
     cache = ArtifactCache(config.cache_dir) if config.cache_dir else None
     seconds: dict[str, float] = {}
     plan = Stages(config)
@@ -125,17 +136,20 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
             recall = float(cached.arrays["candidate_recall"][0])
         else:
             history, labels = history_split(dataset, config)
-            ranker, _, examples = train_ranker(history, labels, side,
-                                               cached_models(history, Stages(side), cache, "_history"))
+            mine = with_listeners(history, learners.user_ids) if sampled else history
+            if sampled:
+                labels = labels[np.isin(labels["user_id"].to_numpy(), learners.user_ids)]
+            ranker, _, examples = train_ranker(mine, labels, side, cached_models(mine, Stages(side), cache, "_history"),
+                                               everyone=history if sampled else None)
             recall = examples.candidate_recall
         seconds["ranker"] = time.perf_counter() - started
         return ranker, recall
 
     def serving_side() -> Stages:
-        logger.info("fitting both stages on all %d interactions", len(dataset.interactions))
+        logger.info("fitting both stages on all %d interactions", len(learners.interactions))
         started = time.perf_counter()
         stages = Stages(side)
-        stages.fit(dataset, cached_models(dataset, stages, cache, ""))
+        stages.fit(learners, cached_models(learners, stages, cache, ""), everyone=dataset if sampled else None)
         seconds["stages"] = time.perf_counter() - started
         return stages
 
@@ -148,4 +162,4 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
         state.arrays.update(candidate_recall=np.array([recall]), feature_names=np.array(stages.feature_names_))
         cache.save("ranker", dataset.fingerprint(), ranker_settings(config, plan), state)
     seconds.update({f"fit {name}": value for name, value in stages.fit_seconds_.items()})
-    return Fitted(stages, ranker, recall, seconds)
+    return Fitted(stages, ranker, recall, seconds, learners)

@@ -20,7 +20,6 @@ from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
 from funnel.data.history import History, parse_histories, parse_history, tagged_only
 from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
-from funnel.data.split import listener_sample
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.persistence.model import write_model
 from funnel.protocols import SimilaritySpace
@@ -123,11 +122,7 @@ class Recommender:
         started = time.perf_counter()
         if config.recency_half_life_days is not None and dataset.has_listen_times:
             dataset = dataset.recency_weighted(config.recency_half_life_days)
-        learners = dataset if config.fit_users is None else listener_sample(dataset, config.fit_users, config.seed)
-        if learners is not dataset:
-            logger.info("learning from %d of %d listeners (fit_users=%s)", learners.n_users, dataset.n_users,
-                        config.fit_users)
-        fitted = fitting.fit(learners, config)
+        fitted = fitting.fit(dataset, config)
         self.config_ = config
         self.stages_ = fitted.stages
         self.ranker_ = fitted.ranker
@@ -139,7 +134,7 @@ class Recommender:
         self.artist_ids_ = dataset.artist_ids
         self.artist_names_ = dataset.artist_names
         self.history_ = dataset.matrix
-        self.model_rows_ = None if learners is dataset else learners.user_index(dataset.user_ids)
+        self.model_rows_ = None if fitted.learners is dataset else fitted.learners.user_index(dataset.user_ids)
         self.tagged_ = tagged_only(dataset) if config.tagged_known else None
         self.artist_side_only_ = False
         logger.info("fitted in %.1fs", time.perf_counter() - started)

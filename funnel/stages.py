@@ -167,7 +167,8 @@ class Stages:
         part = self.parts[f"ranker/{self.config.ranker_entry().name}"]
         return part.build(self.context(part))
 
-    def fit(self, dataset: Dataset, prefit: Mapping[str, Callable[[], Any]] | None = None) -> Stages:
+    def fit(self, dataset: Dataset, prefit: Mapping[str, Callable[[], Any]] | None = None,
+            everyone: Dataset | None = None) -> Stages:
         """Fit every needed model, source and feature group on ``dataset``; returns ``self``.
 
         Parameters
@@ -175,15 +176,20 @@ class Stages:
         dataset : Dataset
         prefit : mapping of str to callable, optional
             For some models, by name, a callable returning that model already fitted on
-            ``dataset`` (reused from a cache, or fitted in a worker process).
+            ``dataset`` (reused from a cache).
+        everyone : Dataset, optional
+            When ``dataset`` is a sample of listeners (``fit_users``), the plays of every
+            listener: the shared models with no ``user_arrays`` (artist-side ones such as
+            popularity, co-listening and the artist vectors) learn from them instead.
         """
         prefit = prefit or {}
         self.fit_seconds_: dict[str, float] = {}
         models: dict[str, Any] = {}
         for part in tqdm(self.needed_models(), desc="fitting models", disable=not self.config.show_progress):
             started = time.perf_counter()
-            models[part.name] = prefit[part.name]() if part.name in prefit \
-                else part.build(self.context(part)).fit(dataset)
+            artist_side = everyone is not None and not getattr(part.cls, "user_arrays", ())
+            models[part.name] = prefit[part.name]() if part.name in prefit and not artist_side \
+                else part.build(self.context(part)).fit(everyone if artist_side else dataset)
             self.fit_seconds_[part.name] = time.perf_counter() - started
         self.models_ = models
         started = time.perf_counter()

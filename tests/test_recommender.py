@@ -479,6 +479,11 @@ def test_fit_users_learns_from_a_sample_and_recommends_to_every_listener(synth, 
     assert sampled.sum() == round(0.5 * synth.n_users) and model.model_rows_.shape == (synth.n_users,)
     assert model.stages_.models_["als"].user_factors_.shape[0] == sampled.sum()
     assert np.array_equal(np.sort(model.model_rows_[sampled]), np.arange(sampled.sum()))
+    # the artist-side models count every listener's plays; the user-side ones the sample's
+    listeners = np.asarray((synth.matrix > 0).sum(axis=0)).ravel()
+    np.testing.assert_allclose(model.stages_.models_["popularity"].scores_, np.log1p(listeners), rtol=1e-6)
+    full_ease = Recommender(small_config, tagged_known=False).fit(synth).stages_.models_["ease"]
+    np.testing.assert_allclose(model.stages_.models_["ease"].items_, full_ease.items_, rtol=1e-4, atol=1e-6)
     everyone = model.recommend_all(n=10)
     assert set(everyone["user_id"]) == set(synth.user_ids) and (everyone.groupby("user_id").size() == 10).all()
     # a listener outside the sample is scored from their history, as a new listener is

@@ -414,3 +414,21 @@ def test_train_flags_of_the_other_engine_are_refused(tmp_path, capsys):
         with pytest.raises(SystemExit) as exit_:
             main.run(["train", "--artifacts", str(tmp_path), *flags])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_mllib_als_learns_factors_that_rank_like_implicits(spark, synth):
+    from funnel import split
+    from funnel.baselines import ALSRecommender, MLlibALSRecommender
+    from funnel.evaluation import evaluate
+
+    train, test = split.per_user(synth, seed=0)
+    mllib = MLlibALSRecommender(factors=8, iterations=10, regularization=0.01).fit(train)
+    assert mllib.model_.user_factors.shape == (train.n_users, 8)
+    assert mllib.model_.item_factors.shape == (train.n_artists, 8)
+    recs = mllib.recommend_all(n=5)
+    assert (recs.groupby("user_id").size() == 5).all()
+    heard = recs.merge(train.interactions, on=["user_id", "artist_id"])
+    assert heard.empty  # known artists are never recommended
+    implicit = ALSRecommender(factors=8, iterations=10, regularization=0.01).fit(train)
+    ours, theirs = evaluate(mllib, train, test)["ndcg@10"], evaluate(implicit, train, test)["ndcg@10"]
+    assert ours > 0.5 * theirs  # the planted clusters are found by both trainers

@@ -202,11 +202,16 @@ def run_spark(args: argparse.Namespace, config: FunnelConfig) -> None:
     if args.histories_output is not None:  # written once, then read back: the plays are aggregated once
         write_parquet(pairs, args.histories_output)
         pairs = session.read.parquet(args.histories_output)
+        logger.info("aggregated the plays to %s in %.1fs", args.histories_output, time.perf_counter() - started)
     else:
         pairs = pairs.persist()
+    step = time.perf_counter()
     dataset, n_users = sample_dataset(pairs, config.fit_users, config.seed, tags)
+    logger.info("sampled and collected the listeners in %.1fs", time.perf_counter() - step)
+    step = time.perf_counter()
     model = Recommender(config.replace(fit_users=None)).fit(dataset)
     model.save(model_path, artist_side_only=True)
+    logger.info("fitted and saved in %.1fs", time.perf_counter() - step)
     logger.info("saved an artist-side model learned from %d of %d listeners to %s in %.1fs; score every listener "
                 "with: python main.py score --engine spark --artifacts %s --histories %s", dataset.n_users, n_users,
                 model_path, time.perf_counter() - started, args.artifacts, args.histories_output or "PLAYS.parquet")

@@ -172,12 +172,16 @@ def listener_sample(dataset: Dataset, size: int | float, seed: int = 0) -> Datas
     count = size if isinstance(size, int) else max(1, round(size * n_users))
     if count >= n_users:
         return dataset
-    chosen = dataset.user_ids[np.sort(np.random.default_rng(seed).choice(n_users, count, replace=False))]
+    return with_listeners(dataset, dataset.user_ids[np.random.default_rng(seed).choice(n_users, count, replace=False)])
+
+
+def with_listeners(dataset: Dataset, user_ids: np.ndarray) -> Dataset:
+    """``dataset`` with the plays and tag assignments of ``user_ids`` only (catalogue, tags and friendships whole)."""
     inter = dataset.interactions
     assign = dataset.tag_assignments
     if assign is not None:
-        assign = assign[np.isin(assign["user_id"].to_numpy(), chosen)].reset_index(drop=True)
-    return dataset.with_interactions(inter[np.isin(inter["user_id"].to_numpy(), chosen)], assign)
+        assign = assign[np.isin(assign["user_id"].to_numpy(), user_ids)].reset_index(drop=True)
+    return dataset.with_interactions(inter[np.isin(inter["user_id"].to_numpy(), user_ids)], assign)
 
 
 def new_users(dataset: Dataset, user_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0

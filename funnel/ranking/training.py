@@ -87,7 +87,8 @@ def examples(stages: Stages, history: Dataset, labels: pd.DataFrame, config: Fun
 
 
 def train_ranker(history: Dataset, labels: pd.DataFrame, config: FunnelConfig,
-                 prefit: Mapping[str, Callable[[], Any]] | None = None) -> tuple[Ranker, Stages, Examples]:
+                 prefit: Mapping[str, Callable[[], Any]] | None = None, everyone: Dataset | None = None
+                 ) -> tuple[Ranker, Stages, Examples]:
     """A ranker trained without leakage, the stages its features came from, and its examples.
 
     Parameters
@@ -98,10 +99,12 @@ def train_ranker(history: Dataset, labels: pd.DataFrame, config: FunnelConfig,
     config : FunnelConfig
     prefit : mapping of str to callable, optional
         Models fitted elsewhere on ``history``, by name (see :meth:`Stages.fit`).
+    everyone : Dataset, optional
+        With a sample of listeners, the history part of every listener (see :meth:`Stages.fit`).
     """
     logger.info("ranker: fitting the stages on %d history interactions, %d held out as labels",
                 len(history.interactions), len(labels))
-    stages = Stages(config).fit(history, prefit)
+    stages = Stages(config).fit(history, prefit, everyone)
     data = examples(stages, history, labels, config)
     logger.info("ranker: stage-one recall of label artists %.3f; training on %d pairs (%d positive)",
                 data.candidate_recall, len(data.y), int(data.y.sum()))
