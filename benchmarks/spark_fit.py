@@ -15,7 +15,7 @@ Spark JVM included:
     python benchmarks/spark_fit.py --listeners 500000 --artists 200000
     python benchmarks/spark_fit.py --listeners 5000000 --artists 500000 --score-users 5000000
 
-Writes benchmarks/results/spark_fit_LISTENERS.json; the log goes to --work (deleted after).
+Writes benchmarks/results/spark_fit_LISTENERSxARTISTS.json; the log goes to --work (deleted after).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def main() -> None:
     out["model_mb"] = sum(f.stat().st_size for f in (model / "model").iterdir()) / 2**20
     print(json.dumps({"score": out["score"], "model_mb": out["model_mb"]}), flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"spark_fit_{args.listeners}.json").write_text(json.dumps(out, indent=2) + "\n")
+    (RESULTS / f"spark_fit_{args.listeners}x{args.artists}.json").write_text(json.dumps(out, indent=2) + "\n")
     shutil.rmtree(args.work, ignore_errors=True)
 
 

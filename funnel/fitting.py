@@ -6,8 +6,9 @@ sides share nothing until the ranker is trained, so unless ``n_threads`` is 1 th
 once on a standard ``ThreadPoolExecutor``. Each side's parts have half the cores for their
 native threads (implicit, BLAS, OpenMP), whether the sides run at once or not; the heavy
 steps (ALS, EASE's inverse, the tag projection, FAISS searches, sparse products) release
-the GIL. No process is started, so a script needs
-no ``if __name__ == "__main__":`` guard.
+the GIL. No process is started, so a script needs no ``if __name__ == "__main__":`` guard.
+With ``fit_users``, both sides learn from a sample of listeners, except for the artist-side
+models, which count every listener's plays.
 """
 
 from __future__ import annotations

@@ -183,7 +183,8 @@ class Model(Protocol):
 
     ``user_arrays`` names the arrays of its state that grow with the training users (a name,
     or the prefix of a CSR matrix written by ``funnel.sparse.csr_to_arrays``): an
-    artist-side-only save keeps zero rows of each.
+    artist-side-only save keeps zero rows of each, and a fit on a sample of listeners
+    (``fit_users``) gives a model with none of them every listener's plays.
     """
 
     name: str
