@@ -7,6 +7,7 @@ does not know. Like the funnel, a baseline counts tagged artists as known unless
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 
 import numpy as np
@@ -212,6 +213,10 @@ class MLlibALSRecommender(ALSRecommender):
         entries = self.user_items_.tocoo()
         session = SparkSession.getActiveSession() or SparkSession.builder.master(
             f"local[{self.n_threads or '*'}]").appName("funnel MLlib ALS").getOrCreate()
+        if session.sparkContext.getCheckpointDir() is None:
+            # without checkpoints, MLlib's ALS lineage grows with every iteration until the
+            # JVM's stack overflows (about 30 iterations); ALS checkpoints every 10
+            session.sparkContext.setCheckpointDir(tempfile.mkdtemp(prefix="funnel-mllib-als-"))
         ratings = session.createDataFrame(pd.DataFrame({"user": entries.row.astype(np.int32),
                                                         "item": entries.col.astype(np.int32),
                                                         "rating": entries.data.astype(np.float32)}))
