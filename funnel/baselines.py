@@ -202,11 +202,12 @@ class MLlibALSRecommender(ALSRecommender):
         """Fit MLlib's ALS on ``dataset``'s play counts; returns ``self``."""
         from implicit.cpu.als import AlternatingLeastSquares
 
-        from funnel.spark.columns import load_pyspark
-
-        load_pyspark()  # a ConfigError naming the extra when pyspark is missing
-        from pyspark.ml.recommendation import ALS
-        from pyspark.sql import SparkSession
+        try:
+            from pyspark.ml.recommendation import ALS
+            from pyspark.sql import SparkSession
+        except ImportError as exc:
+            raise ConfigError(f"MLlibALSRecommender needs the spark extra ({exc.name} is missing): "
+                              'pip install -e ".[spark]"') from exc
 
         self._remember(dataset)
         self.user_items_ = confidence(dataset.matrix, self.confidence)
