@@ -161,9 +161,9 @@ def test_ranker_labels_are_unseen_by_the_feature_models(synth, small_config, mon
     fits, splits = [], []
     real_fit, real_split = Stages.fit, fitting_module.history_split
 
-    def spy_fit(self, dataset, prefit=None):
+    def spy_fit(self, dataset, prefit=None, everyone=None):
         fits.append((dataset, self))
-        return real_fit(self, dataset, prefit)
+        return real_fit(self, dataset, prefit, everyone)
 
     def spy_split(*args, **kwargs):
         splits.append(real_split(*args, **kwargs))
