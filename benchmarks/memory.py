@@ -18,7 +18,7 @@ def pss_bytes(pid: int | str) -> int:
 def descendants(pid: int) -> list[int]:
     """Ids of the live child processes of ``pid``, theirs, and so on.
 
-    The funnel starts one worker process for its BiasedSVD fits.
+    Spark's JVM and Python workers, for example, run as children of the command.
     """
     parent_of = {}
     for entry in os.scandir("/proc"):

@@ -1,7 +1,7 @@
 """How the funnel's cost grows: fit time per stage, throughput, latency and memory by size.
 
 Each size runs in its own subprocess per method so peak memory is the method's own: the
-summed proportional set size of that process and the child processes the funnel forks,
+summed proportional set size of that process and any child processes it starts,
 sampled every 0.1 s from data generation to the end of the batch recommendations.
 A size that does not fit (its process fails or is killed, e.g. out of memory) is recorded as
 such and the larger sizes are skipped; the index comparison runs at the largest size that fitted.
