@@ -36,22 +36,25 @@ def descendants(pid: int) -> list[int]:
 
 
 class PeakMemory:
-    """Peak memory of this process and its descendants: ``peak_mb``, and ``mb`` above the entry.
+    """Peak memory of a process and its descendants: ``peak_mb``, and ``mb`` above the entry.
 
     Sampled every ``interval`` seconds as the summed proportional set size, so that pages a
     forked child shares with its parent count once. Unlike tracemalloc it sees memory held
     by native code (FAISS, implicit) and by child processes, and it does not slow Python
-    down. Linux only.
+    down. ``pid``: the process to watch (default: this one), e.g. a command started with
+    ``subprocess.Popen``. Linux only.
     """
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, interval: float = 0.05, pid: int | None = None) -> None:
         self.interval = interval
+        self.pid = pid
 
     def _total(self) -> int:
-        total = pss_bytes("self")
-        for child in descendants(os.getpid()):
+        root = os.getpid() if self.pid is None else self.pid
+        total = 0
+        for process in [root, *descendants(root)]:
             try:
-                total += pss_bytes(child)
+                total += pss_bytes(process)
             except OSError:
                 pass  # it ended between the two reads
         return total

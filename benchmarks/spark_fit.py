@@ -27,14 +27,13 @@ import platform
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from memory import descendants, pss_bytes  # noqa: E402
+from memory import PeakMemory  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).parent / "results"
@@ -79,27 +78,11 @@ def timed(command: list[str]) -> dict:
     """Run ``command``; its wall seconds and the peak summed PSS of it and its descendants (MB)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.5):
-            total = 0
-            for pid in [process.pid, *descendants(process.pid)]:
-                try:
-                    total += pss_bytes(pid)
-                except OSError:
-                    pass
-            peak[0] = max(peak[0], total)
-
-    watcher = threading.Thread(target=sample, daemon=True)
-    watcher.start()
-    out, err = process.communicate()
-    done.set()
-    watcher.join()
+    with PeakMemory(interval=0.5, pid=process.pid) as memory:
+        _, err = process.communicate()
     if process.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{err[-3000:]}")
-    return {"seconds": time.perf_counter() - started, "peak_memory_mb": peak[0] / 2**20, "stderr": err}
+    return {"seconds": time.perf_counter() - started, "peak_memory_mb": memory.peak_mb, "stderr": err}
 
 
 def timed_steps(command: list[str]) -> dict:

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from funnel.errors import ConfigError, DataError
+from funnel.config import FunnelConfig
+from funnel.errors import DataError
 from funnel.spark.columns import load_pyspark
 
 if TYPE_CHECKING:
@@ -29,16 +30,13 @@ BUCKETS = 1 << 30  # resolution of the hash that samples listeners
 
 def listener_share(pairs: DataFrame, fit_users: int | float | None) -> tuple[float, int]:
     """The share of listeners to sample for ``fit_users`` (a count or a share), and how many listeners there are."""
+    FunnelConfig(fit_users=fit_users)  # the one check of the setting: a ConfigError naming it
     F, _, _ = load_pyspark()
     n_users = int(pairs.agg(F.countDistinct("user_id")).collect()[0][0])
     if n_users == 0:
         raise DataError("the plays hold no listener: nothing to fit")
     if fit_users is None:
         return 1.0, n_users
-    if isinstance(fit_users, bool) or not isinstance(fit_users, (int, float)) or fit_users <= 0 \
-            or (isinstance(fit_users, float) and fit_users > 1):
-        raise ConfigError(f"fit_users={fit_users!r} must be a count of listeners (an integer >= 1) or a share in "
-                          "(0, 1]")
     return (min(1.0, fit_users / n_users) if isinstance(fit_users, int) else float(fit_users)), n_users
 
 
