@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from funnel.batch import Batch
     from funnel.candidates.merge import CandidateSet
     from funnel.data import Dataset
@@ -91,6 +94,118 @@ class PartState:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartUpdate:
+    """New plays (and artists) for a fitted part, in its internal indices: what :class:`Updatable` reads.
+
+    The catalogue stays sorted by id, so the artists a part was fitted on move to new
+    indices (``artist_rows``) with the new artists among them; the user arrays keep their
+    rows and new listeners are appended after them.
+
+    Attributes
+    ----------
+    artist_rows : numpy.ndarray
+        The new index of each artist the part was fitted on (one per old index).
+    n_artists : int
+        Catalogue size after the update.
+    plays : scipy.sparse.csr_matrix
+        The new plays: the log's listeners x the new catalogue (summed per pair, sorted
+        indices), float32.
+    before : scipy.sparse.csr_matrix
+        The same listeners' plays before the update, same shape: zero rows for listeners
+        the model did not hold (new listeners, or every listener of an artist-side-only
+        model, whose returning listeners therefore count as new).
+    model_rows : numpy.ndarray
+        Each log listener's row in the user arrays after the update; -1 for a listener the
+        models do not hold (outside a ``fit_users`` sample, or an artist-side-only model).
+    n_model_rows : int
+        Rows of the user arrays after the update.
+    first_listen, last_listen : numpy.ndarray or None
+        datetime64[ns] per stored entry of ``plays`` (its ``data`` order): the pair's first
+        and last play in the log; ``None`` for a log without times.
+    new_tags : pandas.DataFrame
+        ``artist, tag``: tag texts of artists that arrive with tags (new indices), one row
+        per assignment or label.
+    taggers : numpy.ndarray
+        Model rows of listeners who tagged artists in the update.
+    """
+
+    artist_rows: np.ndarray
+    n_artists: int
+    plays: sp.csr_matrix
+    before: sp.csr_matrix
+    model_rows: np.ndarray
+    n_model_rows: int
+    first_listen: np.ndarray | None
+    last_listen: np.ndarray | None
+    new_tags: pd.DataFrame
+    taggers: np.ndarray
+
+    @property
+    def after(self) -> sp.csr_matrix:
+        """The log listeners' plays after the update (``before + plays``)."""
+        return sp.csr_matrix(self.before + self.plays)
+
+    @property
+    def started(self) -> np.ndarray:
+        """Per stored entry of ``plays``: whether the listener had not played the artist before."""
+        from funnel.sparse import lookup, row_of_entries
+
+        return lookup(self.before, row_of_entries(self.plays), self.plays.indices) == 0
+
+    @property
+    def new_listeners(self) -> np.ndarray:
+        """Per artist of the new catalogue, how many of the log's listeners started playing it."""
+        return np.bincount(self.plays.indices[self.started], minlength=self.n_artists)
+
+    @property
+    def new_artists(self) -> np.ndarray:
+        """Indices of the artists the part was not fitted on."""
+        old = np.zeros(self.n_artists, bool)
+        old[self.artist_rows] = True
+        return np.flatnonzero(~old)
+
+    @property
+    def learned(self) -> np.ndarray:
+        """Positions of the log listeners the user arrays hold (``model_rows >= 0``)."""
+        return np.flatnonzero(self.model_rows >= 0)
+
+    def artists(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
+        """``array`` indexed by old artist index, re-indexed to the new catalogue (``fill`` for new artists)."""
+        out = np.full((self.n_artists, *array.shape[1:]), fill, dtype=array.dtype)
+        out[self.artist_rows] = array
+        return out
+
+    def users(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
+        """``array`` indexed by model row, grown to :attr:`n_model_rows` rows (``fill`` for new listeners)."""
+        out = np.full((self.n_model_rows, *array.shape[1:]), fill, dtype=array.dtype)
+        out[:len(array)] = array
+        return out
+
+    def matrix(self, matrix: sp.csr_matrix, artist_rows: bool = False) -> sp.csr_matrix:
+        """A users x artists (or, with ``artist_rows``, artists x artists) matrix in the new indices."""
+        coo = sp.coo_matrix(matrix)
+        rows = self.artist_rows[coo.row] if artist_rows else coo.row
+        shape = (self.n_artists if artist_rows else max(self.n_model_rows, matrix.shape[0]), self.n_artists)
+        out = sp.csr_matrix((coo.data, (rows, self.artist_rows[coo.col])), shape=shape)
+        out.sort_indices()
+        return out
+
+
+@runtime_checkable
+class Updatable(Protocol):
+    """A fitted part that takes new plays and artists without a refit (:meth:`funnel.Recommender.update`).
+
+    ``update`` returns the part refreshed: user-side state of the log's listeners (user
+    vectors folded in, statistics recounted), artist statistics, and its artist arrays
+    re-indexed to the new catalogue with neutral values for new artists; what it learned
+    (artist factors, item-item weights) stays as fitted. A part whose state is empty (a
+    :class:`Stateless` one) needs no ``update``.
+    """
+
+    def update(self, change: PartUpdate) -> Any: ...
 
 
 @runtime_checkable

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel import artifacts, fitting
+from funnel import artifacts, fitting, updating
 from funnel import explain as explain_
 from funnel.batch import Batch
 from funnel.config import FunnelConfig, resolve
@@ -138,6 +138,63 @@ class Recommender:
         self.tagged_ = tagged_only(dataset) if config.tagged_known else None
         self.artist_side_only_ = False
         logger.info("fitted in %.1fs", time.perf_counter() - started)
+        return self
+
+    def update(self, plays: pd.DataFrame | Dataset, *, artists: pd.DataFrame | None = None,
+               artist_tags: pd.DataFrame | None = None, tag_assignments: pd.DataFrame | None = None,
+               tags: pd.DataFrame | None = None) -> Recommender:
+        """Bring the fitted model up to date with new plays, listeners and artists, without a refit.
+
+        New plays add to their listeners' histories (plays are events: the same log given
+        twice counts twice), and each of those listeners' user-side state is refreshed
+        (ALS vectors folded in with implicit's ``recalculate_user``, BiasedSVD vectors
+        solved, friends' counts, listen times); new listeners are added the same way.
+        Artist statistics (listeners, plays, idle time, trend, the chart) count the new
+        plays. An artist new to the catalogue is placed from its tags with the fitted tag
+        text and projection, enters the tag source's FAISS index, and is ranked with
+        neutral values for what it cannot have yet (no factors, no co-listening). The
+        ranker and what the parts learned (artist factors, item-item weights) stay as
+        fitted: refit when tastes move (``benchmarks/update_drift.py`` measures when).
+
+        On a model saved artist-side only, the artist side is updated (statistics, new
+        artists) and no listener is kept; as it holds no histories, every listener of the
+        log counts as a new listener of the artists they played.
+
+        Parameters
+        ----------
+        plays : pandas.DataFrame or Dataset
+            One row per play: ``user_id, artist_id`` and optionally ``weight`` (plays, 1 per
+            row when absent) and ``timestamp`` (datetime64) or ``first_listen,
+            last_listen``; or a :class:`Dataset` of them (:func:`funnel.read_events`), with
+            its tags inside. May be empty: with nothing new, the model is unchanged.
+        artists : pandas.DataFrame, optional
+            ``artist_id, name``: new artists (played or not) and new names of known ones.
+        artist_tags : pandas.DataFrame, optional
+            ``artist_id, tag``: labels (genres) of new artists.
+        tag_assignments : pandas.DataFrame, optional
+            ``user_id, artist_id, tag_id, timestamp``: listeners tagging artists; the tag
+            texts come from ``tags``.
+        tags : pandas.DataFrame, optional
+            ``tag_id, tag``: the texts of ``tag_assignments``' tags.
+
+        Returns
+        -------
+        Recommender
+            ``self``, updated in place.
+
+        Raises
+        ------
+        DataError
+            A frame is malformed (the rules of :meth:`Dataset.from_frames`), or its ids are
+            of another type than the model's.
+        ConfigError
+            A part of the model holds fitted state and cannot be updated, or the model was
+            fitted with ``recency_half_life_days``.
+        """
+        self.check_fitted()
+        delta, names = updating.new_data(plays, artists=artists, artist_tags=artist_tags,
+                                         tag_assignments=tag_assignments, tags=tags)
+        updating.update(self, delta, names)
         return self
 
     def check_fitted(self) -> None:

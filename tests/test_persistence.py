@@ -202,7 +202,7 @@ def test_the_next_save_removes_what_a_killed_save_left(saved, other):
 
 def test_the_manifest_records_each_files_size_and_each_arrays_dtype_and_shape(saved):
     manifest = _manifest(saved)
-    assert manifest["format_version"] == FORMAT_VERSION == 7
+    assert manifest["format_version"] == FORMAT_VERSION == 8
     loaded = Recommender.load(saved, mmap=False)
     data = {"data|artist_ids": loaded.artist_ids_, "data|artist_names": loaded.artist_names_,
             "ranker|coef": loaded.ranker_.coef_}
@@ -309,7 +309,7 @@ def _set(key, value):
     (lambda m: m["config"].update(seed="wide"), "holds settings this funnel cannot use"),
     (lambda m: m["config"].update(models={"svd": {"factors": "wide"}}), "holds parts this environment cannot build"),
     (lambda m: m["config"].update(colour="blue"), "holds settings this funnel cannot use"),
-    (_set("format_version", 4), "saved by format 4; this funnel reads format 7 only: retrain"),
+    (_set("format_version", 4), "saved by format 4; this funnel reads format 8 only: retrain"),
     (_set("format_version", True), "saved by format True"),
 ])
 def test_malformed_manifests_are_artifact_errors(saved, damage, message):

@@ -74,7 +74,7 @@ def _manifest(path: Path, **changes) -> None:
     (lambda p: (p / "manifest.json").write_text('{"format_version": 7, '), "not valid JSON"),
     (lambda p: (p / "manifest.json").write_text('{"format_version": 7}'), "lacks entry 'arrays'"),
     (lambda p: (p / "manifest.json").write_text("[2]"), "does not hold a JSON object"),
-    (lambda p: _manifest(p, format_version=1), "saved by format 1; this funnel reads format 7 only: retrain"),
+    (lambda p: _manifest(p, format_version=1), "saved by format 1; this funnel reads format 8 only: retrain"),
     (lambda p: _manifest(p, format_version=8), "saved by format 8"),
     (lambda p: _manifest(p, format_version="4"), "saved by format '4'"),
     (lambda p: (p / "manifest.json").write_text(json.dumps(

@@ -14,7 +14,7 @@ from funnel.candidates.index import build_index, index_bytes, index_from_bytes, 
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
 from funnel.factors import EASE, ALSFactors, ArtistEmbedder, FriendListening, PopularityChart
-from funnel.protocols import PartContext, PartState, SourceSettings, Space, Stateless
+from funnel.protocols import PartContext, PartState, PartUpdate, SourceSettings, Space, Stateless
 
 logger = logging.getLogger("funnel")
 
@@ -88,6 +88,18 @@ class IndexSource:
         vectors, ids = self._vectors(dataset)
         self.index_ = build_index(vectors, self.index_kind, self.seed, ids)
         return self
+
+    def update(self, change: PartUpdate) -> Any:
+        """The index built again over the updated models' artist vectors (see :meth:`_updated_vectors`)."""
+        if not hasattr(self, "index_"):
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() first")
+        vectors, ids = self._updated_vectors(change)
+        self.index_ = build_index(vectors, self.index_kind, self.seed, ids)
+        return self
+
+    def _updated_vectors(self, change: PartUpdate) -> tuple[np.ndarray, np.ndarray | None]:
+        """What :meth:`update` indexes, the shared models already updated: as :meth:`_vectors`."""
+        raise NotImplementedError
 
     @property
     def index_kind(self) -> str:
@@ -203,6 +215,10 @@ class TagSource(IndexSource):
     def _vectors(self, dataset: Dataset) -> tuple[np.ndarray, None]:
         return self.search_vectors, None
 
+    def _updated_vectors(self, change: PartUpdate) -> tuple[np.ndarray, None]:
+        self.__dict__.pop("_search_vectors", None)  # the embedder's vectors changed: new artists, new counts
+        return self.search_vectors, None
+
     def _queries(self, batch: Batch) -> np.ndarray:
         return self.embedder.query(batch.history, self.history_weighting, self.search_vectors)
 
@@ -268,6 +284,7 @@ class ALSSource(IndexSource):
 
     def _vectors(self, dataset: Dataset) -> tuple[np.ndarray, np.ndarray | None]:
         self.als._check()  # NotFittedError, not an AttributeError, for unfitted factors
+        self.searched_ = np.arange(len(self.als.item_factors_))
         if self.min_listeners <= 1:
             return self.als.item_factors_, None
         plays = dataset.matrix
@@ -277,7 +294,25 @@ class ALSSource(IndexSource):
             logger.warning("no artist has %d or more listeners (the most is %d): the ALS source searches "
                            "every artist", self.min_listeners, listeners.max(initial=0))
             return self.als.item_factors_, None
+        self.searched_ = searched
         return self.als.item_factors_, searched
+
+    def _updated_vectors(self, change: PartUpdate) -> tuple[np.ndarray, np.ndarray | None]:
+        # the artist factors stay as fitted: the artists searched stay those the fit chose (new
+        # artists have no factors to be found by)
+        self.searched_ = change.artist_rows[self.searched_]
+        every = len(self.searched_) == len(self.als.item_factors_)
+        return self.als.item_factors_, None if every else self.searched_
+
+    def get_state(self) -> PartState:
+        state = super().get_state()
+        state.arrays["searched"] = self.searched_
+        return state
+
+    def set_state(self, state: PartState) -> Any:
+        super().set_state(state)
+        self.searched_ = np.asarray(state.arrays["searched"], np.int64)
+        return self
 
     def _queries(self, batch: Batch) -> np.ndarray:
         return self.als.user_vectors(batch)

@@ -88,6 +88,7 @@ class Dataset:
         *,
         artist_tags: pd.DataFrame | None = None,
         sources: dict[str, str] | None = None,
+        empty_ok: bool = False,
     ) -> Dataset:
         """Build a dataset from pandas frames, validating every column.
 
@@ -116,6 +117,9 @@ class Dataset:
             text in the artist embedding.
         sources : dict, optional
             File each frame was read from, used to name file and line in errors.
+        empty_ok : bool
+            Accept interactions without rows (new artists and tags alone, for
+            :meth:`funnel.Recommender.update`); such a dataset cannot be fitted on.
 
         Raises
         ------
@@ -129,7 +133,7 @@ class Dataset:
         sources = sources or {}
         src = sources.get("interactions")
         inter = require_frame(interactions, "interactions", INTERACTION_COLUMNS, src)
-        if inter.empty:
+        if inter.empty and not empty_ok:
             raise empty_interactions(src)
         users = id_column(inter, "user_id", "interactions", src)
         items = id_column(inter, "artist_id", "interactions", src)

@@ -13,7 +13,7 @@ from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ArtifactError, NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import ArrayState, PartContext, PartSettings, Space, tunable
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate, Space, tunable
 from funnel.sparse import weighted
 
 SMALL_FOLD_IN = 16  # fewer new listeners than this are folded in on one thread
@@ -99,6 +99,22 @@ class ALSFactors(ArrayState):
             np.hstack([m.user_factors for m in models]) / self.n_models, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(np.hstack([m.item_factors for m in models]), dtype=np.float32)
         self._prepare_fold_in()
+        return self
+
+    def update(self, change: PartUpdate) -> ALSFactors:
+        """New artists get zero factors; the log's listeners are folded in from their whole history.
+
+        The artist factors stay as fitted; each listener's vector is implicit's
+        ``recalculate_user`` against them, as for a new listener at request time.
+        """
+        self._check()
+        self.item_factors_ = np.ascontiguousarray(change.artists(self.item_factors_))
+        self.user_factors_ = change.users(self.user_factors_)
+        self._prepare_fold_in()
+        learned = change.learned
+        if len(learned):
+            folded = Batch(np.full(len(learned), -1), change.after[learned])
+            self.user_factors_[change.model_rows[learned]] = self._user_vectors(folded)
         return self
 
     def _check(self) -> None:

@@ -11,7 +11,7 @@ from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import ConfigError, NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import ArrayState, PartContext, PartSettings, Space, tunable
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate, Space, tunable
 from funnel.sparse import select_columns, weighted
 
 
@@ -79,6 +79,15 @@ class EASE(ArrayState):
         weights = -inverse / np.diag(inverse)
         np.fill_diagonal(weights, 0.0)
         self.weights_ = np.ascontiguousarray(weights, dtype=np.float32)  # inv returns Fortran order
+        return self
+
+    def update(self, change: PartUpdate) -> EASE:
+        """The weights stay as fitted; new artists are not modelled (score 0), like rare ones."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("EASE is not fitted; call fit() first")
+        self.items_ = change.artist_rows[self.items_]  # the catalogue's order is kept, so still sorted
+        self.n_artists_ = change.n_artists
+        self._derive()
         return self
 
     def _derive(self) -> None:

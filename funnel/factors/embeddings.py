@@ -14,7 +14,7 @@ from funnel.data import Dataset
 from funnel.data.freshness import robust_years
 from funnel.errors import NotFittedError
 from funnel.factors.nearest import nearest
-from funnel.protocols import ArrayState, PartContext, PartSettings, Space, tunable
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate, Space, tunable
 from funnel.sparse import row_normalize, weighted
 
 logger = logging.getLogger("funnel")
@@ -70,12 +70,21 @@ def artist_statistics(dataset: Dataset) -> dict[str, np.ndarray]:
     return {k: v.astype(np.float32) for k, v in stats.items()}
 
 
-def _scaled_block(columns: list[np.ndarray], weight: float) -> np.ndarray:
-    """Z-score each column and scale the block so its mean row norm is about ``weight``."""
+def _scale(columns: list[np.ndarray]) -> np.ndarray:
+    """``(2, k)``: each column's mean and standard deviation, to z-score it by."""
     block = np.column_stack(columns).astype(np.float64)
-    std = block.std(axis=0)
-    block = (block - block.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    return np.vstack([block.mean(axis=0), block.std(axis=0)])
+
+
+def _scaled_block(columns: list[np.ndarray], scale: np.ndarray, weight: float) -> np.ndarray:
+    """Z-score each column by ``scale`` and weigh the block so its mean row norm is about ``weight``."""
+    block = np.column_stack(columns).astype(np.float64)
+    mean, std = scale
+    block = (block - mean) / np.where(std > 0, std, 1.0)
     return (block * weight / np.sqrt(block.shape[1])).astype(np.float32)
+
+
+_BLOCKS = {"popularity": ("log_listeners", "log_plays"), "freshness": ("years_since_first_tag", "years_since_last_tag")}
 
 
 class ArtistEmbedder(ArrayState):
@@ -98,6 +107,12 @@ class ArtistEmbedder(ArrayState):
         Raw per-artist statistics (see :func:`artist_statistics`).
     tag_dim_ : int
         Dimensions actually used by the tag block (0 without tag data).
+    tokens_, idf_, components_ : numpy.ndarray
+        The fitted tag text: vocabulary, inverse document frequencies and projection
+        (``(tag_dim_, len(tokens_))``), which place an artist that arrives with tags
+        (:meth:`update`).
+    scales_ : dict of numpy.ndarray
+        Mean and standard deviation of the popularity and freshness columns.
     """
 
     name = "embedder"
@@ -131,16 +146,72 @@ class ArtistEmbedder(ArrayState):
         self.stats_ = artist_statistics(dataset)
         tag_block = self._tag_block(dataset)
         self.tag_dim_ = tag_block.shape[1]
-        s = self.stats_
-        blocks = [
-            tag_block,
-            _scaled_block([s["log_listeners"], s["log_plays"]], self.popularity_weight),
-            _scaled_block([s["years_since_first_tag"], s["years_since_last_tag"]], self.freshness_weight),
-        ]
-        self.vectors_ = np.ascontiguousarray(np.hstack(blocks), dtype=np.float32)
+        self.scales_ = {name: _scale([self.stats_[c] for c in columns]) for name, columns in _BLOCKS.items()}
+        self._assemble(tag_block)
         return self
 
+    def _assemble(self, tag_block: np.ndarray) -> None:
+        weights = {"popularity": self.popularity_weight, "freshness": self.freshness_weight}
+        blocks = [_scaled_block([self.stats_[c] for c in columns], self.scales_[name], weights[name])
+                  for name, columns in _BLOCKS.items()]
+        self.vectors_ = np.ascontiguousarray(np.hstack([tag_block, *blocks]), dtype=np.float32)
+
+    def update(self, change: PartUpdate) -> ArtistEmbedder:
+        """Recount listeners and plays; place each new artist from its tags with the fitted tag text.
+
+        A new artist's tag block is its tags' TF-IDF (the fitted vocabulary and inverse
+        document frequencies) projected with the fitted components; with tags it counts as
+        tagged now (0 years since first and last tagged), without them it gets the median
+        freshness and a zero tag block, as untagged artists do. Known artists keep their
+        tag block; the popularity and freshness blocks are scaled as fitted.
+        """
+        if not hasattr(self, "vectors_"):
+            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
+        old = self.stats_
+        has_tags = old["has_tags"] > 0
+        stats = {name: change.artists(values, np.median(values[has_tags]) if has_tags.any() else 0.0)
+                 for name, values in old.items()}
+        stats["has_tags"] = change.artists(old["has_tags"])
+        plays = np.asarray(change.plays.sum(axis=0), np.float64).ravel()
+        stats["log_listeners"] = np.log1p(np.expm1(stats["log_listeners"].astype(np.float64)) + change.new_listeners)
+        stats["log_plays"] = np.log1p(np.expm1(stats["log_plays"].astype(np.float64)) + plays)
+        tag_block = change.artists(self.vectors_[:, :self.tag_dim_])
+        new = change.new_artists
+        tags = change.new_tags[np.isin(change.new_tags["artist"].to_numpy(), new)]
+        if len(tags):
+            tagged = np.unique(tags["artist"].to_numpy())
+            for name in ("years_since_first_tag", "years_since_last_tag"):
+                stats[name][tagged] = 0.0
+            stats["has_tags"][tagged] = 1.0
+            tag_block[tagged] = self._embed_tags(tags, tagged)
+        self.stats_ = {name: values.astype(np.float32) for name, values in stats.items()}
+        self._assemble(tag_block)
+        return self
+
+    def _embed_tags(self, tags: pd.DataFrame, artists: np.ndarray) -> np.ndarray:
+        """Unit tag blocks of ``artists`` (sorted) from their ``artist, tag`` rows, with the fitted tag text."""
+        if self.tag_dim_ == 0 or len(self.tokens_) == 0:
+            return np.zeros((len(artists), self.tag_dim_), np.float32)
+        from sklearn.decomposition import TruncatedSVD
+        from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+
+        rows = np.searchsorted(artists, tags["artist"].to_numpy())
+        owner = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, np.arange(len(rows)))),
+                              shape=(len(artists), len(rows)))
+        vocabulary = {token: i for i, token in enumerate(self.tokens_.tolist())}
+        words = CountVectorizer(analyzer=tag_tokens, vocabulary=vocabulary, binary=True, dtype=np.float32)
+        corpus = sp.csr_matrix(owner @ words.transform(tags["tag"].astype(str).to_numpy(dtype=object)))
+        tfidf = TfidfTransformer(sublinear_tf=True)
+        tfidf.idf_ = self.idf_.astype(np.float64)
+        projection = TruncatedSVD(self.tag_dim_)
+        projection.components_ = self.components_
+        return row_normalize(projection.transform(sp.csr_matrix(tfidf.transform(corpus), dtype=np.float32))
+                             .astype(np.float32))
+
     def _tag_block(self, dataset: Dataset) -> np.ndarray:
+        self.tokens_ = np.zeros(0, "<U1")
+        self.idf_ = np.zeros(0, np.float32)
+        self.components_ = np.zeros((0, 0), np.float32)
         if not dataset.has_tags:
             logger.info("no tags: stage-one artist vectors use popularity and freshness only, and "
                         "similar_artists compares co-listening instead")
@@ -154,15 +225,20 @@ class ArtistEmbedder(ArrayState):
         counts = sp.csr_matrix((np.ones(len(items), np.float32), (items, tag_col)),
                                shape=(dataset.n_artists, len(tag_ids)))
         counts.sum_duplicates()
-        corpus = sp.csc_matrix(counts @ self._tag_token_matrix(dataset, tag_ids))
+        tokens, words = self._tag_token_matrix(dataset, tag_ids)
+        corpus = sp.csc_matrix(counts @ words)
         # a token used for one artist only cannot make two artists similar; dropping those
         # halves the vocabulary and the projection's cost
         shared = np.diff(corpus.indptr) >= MIN_ARTISTS_PER_TOKEN
-        corpus = sp.csr_matrix(corpus[:, shared]) if shared.sum() >= 2 else sp.csr_matrix(corpus)
+        if shared.sum() >= 2:
+            corpus, tokens = sp.csr_matrix(corpus[:, shared]), tokens[shared]
+        else:
+            corpus = sp.csr_matrix(corpus)
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfTransformer
 
-        weights = sp.csr_matrix(TfidfTransformer(sublinear_tf=True).fit_transform(corpus), dtype=np.float32)
+        tfidf = TfidfTransformer(sublinear_tf=True)
+        weights = sp.csr_matrix(tfidf.fit_transform(corpus), dtype=np.float32)
         tagged = np.flatnonzero(np.diff(weights.indptr) > 0)
         dim = min(self.tag_dim, weights.shape[1] - 1, len(tagged) - 1)
         block = np.zeros((dataset.n_artists, max(dim, 0)), np.float32)
@@ -171,11 +247,13 @@ class ArtistEmbedder(ArrayState):
             return block
         svd = TruncatedSVD(dim, algorithm="randomized", n_iter=2, random_state=self.seed)
         block[tagged] = svd.fit_transform(weights[tagged])
+        self.tokens_, self.idf_ = tokens, tfidf.idf_.astype(np.float32)
+        self.components_ = svd.components_.astype(np.float32)
         return row_normalize(block)
 
     @staticmethod
-    def _tag_token_matrix(dataset: Dataset, tag_ids: np.ndarray) -> sp.csr_matrix:
-        """Tags x tokens: the words of each tag's text (or its id when it has no text)."""
+    def _tag_token_matrix(dataset: Dataset, tag_ids: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+        """The tokens, and tags x tokens: the words of each tag's text (or its id when it has no text)."""
         from sklearn.feature_extraction.text import CountVectorizer
 
         texts = pd.Series("", index=tag_ids, dtype=object)
@@ -185,8 +263,9 @@ class ArtistEmbedder(ArrayState):
         has_words = texts.map(lambda text: bool(_WORD.search(text.lower()))).to_numpy(bool)
         documents = np.where(has_words, texts.to_numpy(dtype=object),
                              np.char.add(_NO_TEXT, tag_ids.astype(str)).astype(object))
-        counts = CountVectorizer(analyzer=tag_tokens, binary=True, dtype=np.float32).fit_transform(documents)
-        return sp.csr_matrix(counts)
+        vectorizer = CountVectorizer(analyzer=tag_tokens, binary=True, dtype=np.float32)
+        counts = vectorizer.fit_transform(documents)
+        return np.asarray(vectorizer.get_feature_names_out(), dtype=str), sp.csr_matrix(counts)
 
     # the closeness an explanation names when no co-listening model offers one
     because_preference = 10.0
@@ -237,8 +316,10 @@ class ArtistEmbedder(ArrayState):
         """Fitted state as arrays for persistence."""
         if not hasattr(self, "vectors_"):
             raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
-        return {"vectors": self.vectors_, "tag_dim": np.array([self.tag_dim_]),
-                **{f"stats/{k}": v for k, v in self.stats_.items()}}
+        return {"vectors": self.vectors_, "tag_dim": np.array([self.tag_dim_]), "tokens": self.tokens_,
+                "idf": self.idf_, "components": self.components_,
+                **{f"stats/{k}": v for k, v in self.stats_.items()},
+                **{f"scales/{k}": v for k, v in self.scales_.items()}}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> ArtistEmbedder:
         """Restore the state written by :meth:`to_arrays`."""
@@ -246,4 +327,9 @@ class ArtistEmbedder(ArrayState):
         self.tag_dim_ = int(arrays["tag_dim"][0])
         self.stats_ = {k[len("stats/"):]: np.asarray(v, np.float32) for k, v in arrays.items()
                        if k.startswith("stats/")}
+        self.scales_ = {k[len("scales/"):]: np.asarray(v, np.float64) for k, v in arrays.items()
+                        if k.startswith("scales/")}
+        self.tokens_ = np.asarray(arrays["tokens"], dtype=str)
+        self.idf_ = np.asarray(arrays["idf"], np.float32)
+        self.components_ = np.asarray(arrays["components"], np.float32)
         return self

@@ -9,7 +9,7 @@ from pydantic import Field
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.protocols import ArrayState, PartContext, PartSettings
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate
 from funnel.sparse import select_rows
 
 DAY = np.timedelta64(1, "D")
@@ -69,34 +69,114 @@ class ListenTimes(ArrayState):
         """Recency weights of every pair and per-artist idle time and trend; returns ``self``."""
         self.has_times_ = dataset.has_listen_times
         n_users, n_artists = dataset.matrix.shape
+        self.listeners_ = np.zeros(n_artists)
+        self.recent_items_, self.recent_first_ = np.zeros(0, np.int64), np.zeros(0, "datetime64[ns]")
         if not self.has_times_:
             self.weights_ = sp.csr_matrix((n_users, n_artists), dtype=np.float32)
             self.starts_ = self.weights_
-            self.log_idle_days_ = np.zeros(n_artists, np.float32)
-            self.trend_ = np.zeros(n_artists, np.float32)
+            self.now_ = self.start_ = np.datetime64(0, "ns")
+            self.idle_days_ = np.zeros(n_artists)
+            self._derive()
             return self
         inter = dataset.interactions
         rows = dataset.user_index(inter["user_id"].to_numpy())
         cols = dataset.artist_index(inter["artist_id"].to_numpy())
         first, last = inter["first_listen"].to_numpy(), inter["last_listen"].to_numpy()
-        now, start = last.max(), first.min()
-        age = (now - last) / DAY
-        weights = np.maximum(0.5 ** (age / self.recent_days), 1e-6).astype(np.float32)
-        self.weights_ = sp.csr_matrix((weights, (rows, cols)), shape=(n_users, n_artists))
-        span = max((now - start) / DAY, self.recent_days)
-        idle = np.full(n_artists, span, np.float64)
-        np.minimum.at(idle, cols, age)
-        self.log_idle_days_ = np.log1p(idle).astype(np.float32)
-        listeners = np.bincount(cols, minlength=n_artists).astype(np.float64)
-        recent = np.bincount(cols[(now - first) / DAY <= self.recent_days], minlength=n_artists)
-        expected = listeners * self.recent_days / span
-        self.trend_ = np.log((recent + 1.0) / (expected + 1.0)).astype(np.float32)
+        self.now_, self.start_ = last.max(), first.min()
+        age = (self.now_ - last) / DAY
+        self.weights_ = sp.csr_matrix((self._weight(age), (rows, cols)), shape=(n_users, n_artists))
+        self.idle_days_ = np.full(n_artists, self.span)
+        np.minimum.at(self.idle_days_, cols, age)
+        self.listeners_ = np.bincount(cols, minlength=n_artists).astype(np.float64)
+        recent = (self.now_ - first) / DAY <= self.recent_days
+        self.recent_items_, self.recent_first_ = cols[recent].astype(np.int64), first[recent]
+        self.starts_ = self._latest(rows, cols, first, (n_users, n_artists))
+        self._derive()
+        return self
+
+    def update(self, change: PartUpdate) -> ListenTimes:
+        """Move "now" to the log's latest listen and add its plays (a log without times plays "now").
+
+        Every pair's recency weight decays by the time that passed, the log's pairs get the
+        weight of their last listen, idle times and trends count the log's plays and new
+        listeners, and a listener's recent starts are the artists they started in the log,
+        latest first, then their earlier ones.
+        """
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("ListenTimes is not fitted; call fit() first")
+        self.listeners_ = change.artists(self.listeners_) + change.new_listeners
+        self.weights_, self.starts_ = change.matrix(self.weights_), change.matrix(self.starts_)
+        self.recent_items_ = change.artist_rows[self.recent_items_]
+        if not self.has_times_:
+            self.idle_days_ = change.artists(self.idle_days_)
+            self._derive()
+            return self
+        timed = change.last_listen is not None
+        first = change.first_listen if timed else np.full(change.plays.nnz, self.now_)
+        last = change.last_listen if timed else first
+        now = max(self.now_, last.max(initial=self.now_))
+        passed = (now - self.now_) / DAY
+        self.now_ = now
+        self.idle_days_ = np.minimum(change.artists(self.idle_days_ + passed, self.span), self.span)
+        np.minimum.at(self.idle_days_, change.plays.indices, (now - last) / DAY)
+        self.weights_.data = np.maximum(self.weights_.data * 0.5 ** (passed / self.recent_days), 1e-6
+                                        ).astype(np.float32)
+        started = change.started
+        items, began = change.plays.indices, first
+        keep = (now - self.recent_first_) / DAY <= self.recent_days
+        fresh = started & ((now - began) / DAY <= self.recent_days)
+        self.recent_items_ = np.concatenate([self.recent_items_[keep], items[fresh]]).astype(np.int64)
+        self.recent_first_ = np.concatenate([self.recent_first_[keep], began[fresh]])
+        learned = np.repeat(change.model_rows, np.diff(change.plays.indptr)) >= 0
+        if learned.any():
+            rows = np.repeat(change.model_rows, np.diff(change.plays.indptr))[learned]
+            weights = sp.csr_matrix((self._weight((now - last[learned]) / DAY), (rows, items[learned])),
+                                    shape=self.weights_.shape)
+            self.weights_ = sp.csr_matrix(self.weights_.maximum(weights))
+            self.starts_ = self._restarted(rows[started[learned]], items[learned][started[learned]],
+                                           first[learned][started[learned]])
+        self._derive()
+        return self
+
+    @property
+    def span(self) -> float:
+        """Days from the first listen of the data to "now", at least ``recent_days``."""
+        return max((self.now_ - self.start_) / DAY, self.recent_days)
+
+    def _weight(self, age: np.ndarray) -> np.ndarray:
+        return np.maximum(0.5 ** (age / self.recent_days), 1e-6).astype(np.float32)
+
+    def _latest(self, rows: np.ndarray, cols: np.ndarray, first: np.ndarray, shape: tuple[int, int]
+                ) -> sp.csr_matrix:
+        """1 on each row's ``recent_starts`` pairs of latest ``first`` (ties: the lower artist index)."""
         order = np.lexsort((cols, -first.astype(np.int64), rows))
         _, begins, counts = np.unique(rows[order], return_index=True, return_counts=True)
         latest = order[np.arange(len(order)) - np.repeat(begins, counts) < self.recent_starts]
-        self.starts_ = sp.csr_matrix((np.ones(len(latest), np.float32), (rows[latest], cols[latest])),
-                                     shape=(n_users, n_artists))
-        return self
+        return sp.csr_matrix((np.ones(len(latest), np.float32), (rows[latest], cols[latest])), shape=shape)
+
+    def _restarted(self, rows: np.ndarray, cols: np.ndarray, first: np.ndarray) -> sp.csr_matrix:
+        """Recent starts with the started pairs ``rows, cols, first`` in front of each row's earlier ones."""
+        earlier = sp.coo_matrix(self.starts_)
+        touched = np.isin(earlier.row, rows)
+        # earlier starts of the touched rows rank after every start of the log, in their stored order
+        before = np.full(int(touched.sum()), np.iinfo(np.int64).min + 1)
+        ranked = self._latest(np.concatenate([rows, earlier.row[touched]]),
+                              np.concatenate([cols, earlier.col[touched]]),
+                              np.concatenate([first.astype(np.int64), before]).view("datetime64[ns]"),
+                              self.starts_.shape)
+        kept = sp.csr_matrix((earlier.data[~touched], (earlier.row[~touched], earlier.col[~touched])),
+                             shape=self.starts_.shape)
+        return sp.csr_matrix(kept + ranked)
+
+    def _derive(self) -> None:
+        """Idle days and trends of the stored counts."""
+        self.log_idle_days_ = np.log1p(self.idle_days_).astype(np.float32)
+        if not self.has_times_:
+            self.trend_ = np.zeros(len(self.listeners_), np.float32)
+            return
+        recent = np.bincount(self.recent_items_, minlength=len(self.listeners_))
+        expected = self.listeners_ * self.recent_days / self.span
+        self.trend_ = np.log((recent + 1.0) / (expected + 1.0)).astype(np.float32)
 
     def user_weights(self, batch: Batch) -> sp.csr_matrix:
         """Recency weights of the batch's history entries: the fitted ones of training users, 1 for new listeners."""
@@ -122,16 +202,21 @@ class ListenTimes(ArrayState):
     def to_arrays(self) -> dict[str, np.ndarray]:
         from funnel.sparse import csr_to_arrays
 
-        return {"has_times": np.array([self.has_times_]), "log_idle_days": self.log_idle_days_,
-                "trend": self.trend_, **csr_to_arrays(self.weights_, "weights/"),
+        return {"has_times": np.array([self.has_times_]), "now": np.array([self.now_, self.start_]).view(np.int64),
+                "idle_days": self.idle_days_, "listeners": self.listeners_, "recent_items": self.recent_items_,
+                "recent_first": self.recent_first_.view(np.int64), **csr_to_arrays(self.weights_, "weights/"),
                 **csr_to_arrays(self.starts_, "starts/")}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> ListenTimes:
         from funnel.sparse import csr_from_arrays
 
         self.has_times_ = bool(arrays["has_times"][0])
-        self.log_idle_days_ = np.asarray(arrays["log_idle_days"], np.float32)
-        self.trend_ = np.asarray(arrays["trend"], np.float32)
+        self.now_, self.start_ = np.asarray(arrays["now"], np.int64).view("datetime64[ns]")
+        self.idle_days_ = np.asarray(arrays["idle_days"], np.float64)
+        self.listeners_ = np.asarray(arrays["listeners"], np.float64)
+        self.recent_items_ = np.asarray(arrays["recent_items"], np.int64)
+        self.recent_first_ = np.asarray(arrays["recent_first"], np.int64).view("datetime64[ns]")
         self.weights_ = csr_from_arrays(arrays, "weights/")
         self.starts_ = csr_from_arrays(arrays, "starts/")
+        self._derive()
         return self

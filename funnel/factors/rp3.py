@@ -9,7 +9,7 @@ from pydantic import Field
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.protocols import ArrayState, PartContext, PartSettings, tunable
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate, tunable
 from funnel.sparse import csr_from_arrays, csr_to_arrays, lookup, top_n_per_row, weighted
 
 
@@ -92,6 +92,13 @@ class RP3beta(ArrayState):
             (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
             shape=(n_artists, n_artists))
         self.weights_.sort_indices()
+        return self
+
+    def update(self, change: PartUpdate) -> RP3beta:
+        """The walk's weights stay as fitted, re-indexed to the new catalogue (new artists have none)."""
+        if not hasattr(self, "weights_"):
+            raise NotFittedError("RP3beta is not fitted; call fit() first")
+        self.weights_ = change.matrix(self.weights_, artist_rows=True)
         return self
 
     def scores(self, history: sp.csr_matrix) -> sp.csr_matrix:

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.protocols import ArrayState, PartContext, PartSettings
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate
 from funnel.sparse import csr_from_arrays, csr_to_arrays, most_first, select_rows, weighted
 
 
@@ -23,10 +23,12 @@ class FriendListening(ArrayState):
         user's top friends' artists are the start of their row.
     n_friends_ : numpy.ndarray
         Friends of each user that are in the training data.
+    friends_ : scipy.sparse.csr_matrix
+        users x users, 1 where the column is a friend of the row (both training users).
     """
 
     name = "friends"
-    user_arrays = ("", "n_friends")  # the counts matrix (no prefix) and friend numbers, per training user
+    user_arrays = ("", "n_friends", "friends/")  # the counts matrix (no prefix) and friend numbers, per training user
 
     Settings = PartSettings
 
@@ -44,8 +46,28 @@ class FriendListening(ArrayState):
             ok = (a >= 0) & (b >= 0) & (a != b)
             friends = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (a[ok], b[ok])), shape=(n_users, n_users))
             friends.data[:] = 1.0  # duplicate pairs count once
+        self.friends_ = friends
         self.counts_ = most_first(sp.csr_matrix(friends @ weighted(dataset.matrix, "binary")))
         self.n_friends_ = np.diff(friends.indptr).astype(np.float32)
+        return self
+
+    def update(self, change: PartUpdate) -> FriendListening:
+        """Count the log's listeners who started an artist for each of their friends; new listeners have none."""
+        if not hasattr(self, "counts_"):
+            raise NotFittedError("FriendListening is not fitted; call fit() first")
+        n = change.n_model_rows
+        graph = sp.coo_matrix(self.friends_)
+        self.friends_ = sp.csr_matrix((graph.data, (graph.row, graph.col)), shape=(n, n))
+        self.n_friends_ = change.users(self.n_friends_)
+        counts = change.matrix(self.counts_)
+        learned = change.learned
+        if len(learned):
+            plays = change.plays
+            started = sp.csr_matrix((change.started.astype(np.float32), plays.indices, plays.indptr),
+                                    shape=plays.shape)[learned]
+            friends_of = sp.csr_matrix(self.friends_[:, change.model_rows[learned]])
+            counts = counts + friends_of @ started
+        self.counts_ = most_first(sp.csr_matrix(counts))
         return self
 
     def rows(self, batch: Batch) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -62,10 +84,12 @@ class FriendListening(ArrayState):
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
-        return {**csr_to_arrays(self.counts_), "n_friends": self.n_friends_}
+        return {**csr_to_arrays(self.counts_), "n_friends": self.n_friends_, **csr_to_arrays(self.friends_, "friends/")}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> FriendListening:
         """Restore the state written by :meth:`to_arrays`."""
         self.counts_ = csr_from_arrays(arrays)
         self.n_friends_ = np.asarray(arrays["n_friends"], np.float32)
+        self.friends_ = csr_from_arrays(arrays, "friends/")
         return self
+

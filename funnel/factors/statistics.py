@@ -8,7 +8,7 @@ from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.data.freshness import robust_years
 from funnel.errors import NotFittedError
-from funnel.protocols import ArrayState, PartContext, PartSettings
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate
 from funnel.sparse import weighted
 
 
@@ -17,6 +17,8 @@ class PopularityChart(ArrayState):
 
     Attributes
     ----------
+    listeners_, plays_ : numpy.ndarray
+        Listeners and plays of every artist.
     order_ : numpy.ndarray
         Internal artist indices, most listened first.
     scores_ : numpy.ndarray
@@ -34,11 +36,23 @@ class PopularityChart(ArrayState):
     def fit(self, dataset: Dataset) -> PopularityChart:
         """Count listeners and plays; returns ``self``."""
         binary = weighted(dataset.matrix, "binary", dataset.matrix.dtype)
-        listeners = np.asarray(binary.sum(axis=0)).ravel()
-        plays = np.asarray(dataset.matrix.sum(axis=0)).ravel()
-        self.order_ = np.lexsort((-plays, -listeners)).astype(np.int64)
-        self.scores_ = np.log1p(listeners).astype(np.float32)
+        self.listeners_ = np.asarray(binary.sum(axis=0), np.float64).ravel()
+        self.plays_ = np.asarray(dataset.matrix.sum(axis=0), np.float64).ravel()
+        self._derive()
         return self
+
+    def update(self, change: PartUpdate) -> PopularityChart:
+        """Add the log's new listeners and plays of every artist (new artists start from none)."""
+        if not hasattr(self, "order_"):
+            raise NotFittedError("PopularityChart is not fitted; call fit() first")
+        self.listeners_ = change.artists(self.listeners_) + change.new_listeners
+        self.plays_ = change.artists(self.plays_) + np.asarray(change.plays.sum(axis=0), np.float64).ravel()
+        self._derive()
+        return self
+
+    def _derive(self) -> None:
+        self.order_ = np.lexsort((-self.plays_, -self.listeners_)).astype(np.int64)
+        self.scores_ = np.log1p(self.listeners_).astype(np.float32)
 
     def top_unseen(self, batch: Batch, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` most listened artists each user may be recommended (ids, scores; -1/-inf padding)."""
@@ -52,11 +66,12 @@ class PopularityChart(ArrayState):
         return drop_seen(ids, self.scores_[ids], batch, k)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"order": self.order_, "scores": self.scores_}
+        return {"listeners": self.listeners_, "plays": self.plays_}
 
     def set_arrays(self, arrays: dict[str, np.ndarray]) -> PopularityChart:
-        self.order_ = np.asarray(arrays["order"], np.int64)
-        self.scores_ = np.asarray(arrays["scores"], np.float32)
+        self.listeners_ = np.asarray(arrays["listeners"], np.float64)
+        self.plays_ = np.asarray(arrays["plays"], np.float64)
+        self._derive()
         return self
 
 
@@ -96,6 +111,16 @@ class UserStatistics(ArrayState):
         self.years_since_last_tag_ = np.where(tagged, last, fill).astype(np.float32)
         self.has_tagged_ = tagged.astype(np.float32)
         self._derive()
+        return self
+
+    def update(self, change: PartUpdate) -> UserStatistics:
+        """New listeners get what a new listener gets; the log's taggers tagged now (0 years, flag 1)."""
+        if not hasattr(self, "has_tagged_"):
+            raise NotFittedError("UserStatistics is not fitted; call fit() first")
+        self.years_since_last_tag_ = change.users(self.years_since_last_tag_, self.new_listener_years_)
+        self.has_tagged_ = change.users(self.has_tagged_)
+        self.years_since_last_tag_[change.taggers] = 0.0
+        self.has_tagged_[change.taggers] = 1.0
         return self
 
     def _derive(self) -> None:

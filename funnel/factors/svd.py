@@ -12,7 +12,7 @@ from pydantic import Field
 from funnel.batch import Batch
 from funnel.data import Dataset
 from funnel.errors import NotFittedError
-from funnel.protocols import ArrayState, PartContext, PartSettings, tunable
+from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate, tunable
 from funnel.sparse import as_csr, row_of_entries
 
 RATING_SCALE = (1.0, 5.0)
@@ -139,6 +139,22 @@ class BiasedSVDFactors(ArrayState):
         self.user_factors_[uid], self.item_factors_[iid] = algo.pu, algo.qi
         self.user_bias_[uid], self.item_bias_[iid] = algo.bu, algo.bi
         self.global_mean_ = float(trainset.global_mean)
+        return self
+
+    def update(self, change: PartUpdate) -> BiasedSVDFactors:
+        """New artists get zero factors and bias; the log's listeners are solved from their whole history.
+
+        The artist factors and biases stay as fitted; each listener's vector and bias are the
+        ridge fit a new listener gets at request time (:meth:`user_vectors`).
+        """
+        self._check()
+        self.item_factors_, self.item_bias_ = change.artists(self.item_factors_), change.artists(self.item_bias_)
+        self.user_factors_, self.user_bias_ = change.users(self.user_factors_), change.users(self.user_bias_)
+        learned = change.learned
+        if len(learned):
+            rows = change.model_rows[learned]
+            folded = Batch(np.full(len(learned), -1), change.after[learned])
+            self.user_factors_[rows], self.user_bias_[rows] = self._user_vectors(folded)
         return self
 
     def _check(self) -> None:

@@ -1,4 +1,4 @@
-"""The saved-model format (version 7): a directory of checksummed files and a JSON manifest.
+"""The saved-model format (version 8): a directory of checksummed files and a JSON manifest.
 
     manifest.json                        format version, provenance, settings, each part's class
                                          path, each file's checksum, size (and an array's dtype
@@ -57,7 +57,7 @@ from funnel.persistence.files import (
 from funnel.protocols import PartState
 from funnel.version import __version__
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 MANIFEST = "manifest.json"
 LOCK = ".funnel.lock"  # held by a save, removed when it ends
 PENDING = ".funnel.pending"  # data files a save created, one name a line, until a manifest lists them
