@@ -16,6 +16,10 @@ class DataError(FunnelError, ValueError):
     """Input data is missing, malformed or inconsistent."""
 
 
+class EmptyDataError(DataError):
+    """The input holds no rows at all (an empty event log or frame)."""
+
+
 class ConfigError(FunnelError, ValueError):
     """A setting is unknown or outside its valid range."""
 

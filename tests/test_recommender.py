@@ -242,7 +242,7 @@ def test_many_new_listeners_at_once_get_what_they_get_one_at_a_time(fitted, synt
 def test_save_load_round_trip_is_exact(fitted, synth, tmp_path):
     path = fitted.save(tmp_path / "model")
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["format_version"] == FORMAT_VERSION == 7
+    assert manifest["format_version"] == FORMAT_VERSION == 8
     assert manifest["data_fingerprint"] == synth.fingerprint() == fitted.fingerprint_
     assert {"funnel", *LIBRARIES} <= set(manifest["versions"]) and manifest["versions"]["funnel"]
     assert manifest["saved_at"].endswith("+00:00")

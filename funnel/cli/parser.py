@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from funnel.cli import score, serve, train, tune
+from funnel.cli import score, serve, train, tune, update
 
-COMMANDS = {"train": train, "tune": tune, "serve": serve, "score": score}
+COMMANDS = {"train": train, "tune": tune, "update": update, "serve": serve, "score": score}
 DEFAULT_COMMAND = "train"
 
 

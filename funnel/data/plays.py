@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from funnel.errors import DataError, shorten
+from funnel.errors import DataError, EmptyDataError, shorten
 
 MAX_WEIGHT = 1e30  # play counts are stored as float32
 # text that every engine reads as the same number (pandas, DuckDB and Spark each also take
@@ -256,13 +256,13 @@ def violation_in_row(role: str, rule: Rule, *, count: int, example: Mapping[str,
 def empty_interactions(source: str | None = None) -> DataError:
     """The error for interactions (or histories) with no rows, the same on every engine."""
     where = f" ({source})" if source else ""
-    return DataError(f"interactions are empty{where}: no rows; at least one (user_id, artist_id, weight) row is needed")
+    return EmptyDataError(f"interactions are empty{where}: no rows; at least one (user_id, artist_id, weight) row is needed")
 
 
 def empty_source(name: str, columns: bool = True) -> DataError:
     """The error for an event log with no rows (and, with ``columns=False``, no columns either)."""
     what = "no rows" if columns else "no columns and no rows"
-    return DataError(f"{name} is empty: it has {what}; pass a source with plays")
+    return EmptyDataError(f"{name} is empty: it has {what}; pass a source with plays")
 
 
 def pandas_numbers(values: pd.Series) -> np.ndarray:
