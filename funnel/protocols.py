@@ -130,6 +130,11 @@ class PartUpdate:
         per assignment or label.
     taggers : numpy.ndarray
         Model rows of listeners who tagged artists in the update.
+    neighbours : tuple of numpy.ndarray, optional
+        For the new artists (:attr:`new_artists`, in order), ``(ids, weights)``: their
+        nearest known artists by content and weights summing to 1 per row (all 0 for an
+        artist with nothing to go by), from the part offering :class:`ArtistPlacement`,
+        which is updated first. ``None`` when no part offers one.
     """
 
     artist_rows: np.ndarray
@@ -142,6 +147,7 @@ class PartUpdate:
     last_listen: np.ndarray | None
     new_tags: pd.DataFrame
     taggers: np.ndarray
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def after(self) -> sp.csr_matrix:
@@ -178,6 +184,20 @@ class PartUpdate:
         out[self.artist_rows] = array
         return out
 
+    def borrowed(self, array: np.ndarray) -> np.ndarray:
+        """``array`` (new indices) with each new artist's rows the weighted mean of its :attr:`neighbours`'.
+
+        Learned artist vectors (factors, biases) of a new artist that has tags: placed
+        among the artists it resembles, so that it can be ranked before anyone plays it.
+        """
+        if self.neighbours is None or not len(self.new_artists):
+            return array
+        ids, weights = self.neighbours
+        weights = weights.reshape(*weights.shape, *[1] * (array.ndim - 1))
+        out = array.copy()
+        out[self.new_artists] = (weights * array[ids]).sum(axis=1).astype(array.dtype)
+        return out
+
     def users(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
         """``array`` indexed by model row, grown to :attr:`n_model_rows` rows (``fill`` for new listeners)."""
         out = np.full((self.n_model_rows, *array.shape[1:]), fill, dtype=array.dtype)
@@ -192,6 +212,20 @@ class PartUpdate:
         out = sp.csr_matrix((coo.data, (rows, self.artist_rows[coo.col])), shape=shape)
         out.sort_indices()
         return out
+
+
+@runtime_checkable
+class ArtistPlacement(Protocol):
+    """A model that places an artist by its content (tags), so others can borrow for new artists.
+
+    During :meth:`funnel.Recommender.update` it is updated first; its ``neighbours`` become
+    :attr:`PartUpdate.neighbours`, which other parts average their learned artist vectors
+    over (:meth:`PartUpdate.borrowed`).
+    """
+
+    def neighbours(self, artists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(len(artists), k)`` nearest other artists by content, and weights summing to 1 (or all 0)."""
+        ...
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ stay as fitted. Plays are events: a log given twice counts twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from funnel.data import Dataset
 from funnel.data.columns import id_column, require_frame
 from funnel.data.ids import as_id_array, check_kind, lookup_ids
 from funnel.errors import ConfigError, DataError
-from funnel.protocols import PartUpdate, Updatable
+from funnel.protocols import ArtistPlacement, PartUpdate, Updatable
 
 if TYPE_CHECKING:
     from funnel.recommender import Recommender
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("funnel")
 
 PLAY_COLUMNS = ("user_id", "artist_id")
+NEIGHBOURS = 10  # known artists a new one borrows learned vectors from
 
 
 def new_data(plays: pd.DataFrame | Dataset, *, artists: pd.DataFrame | None = None,
@@ -167,8 +169,14 @@ def update(model: Recommender, delta: Dataset, names: pd.DataFrame) -> bool:
                         first_listen=inter["first_listen"].to_numpy() if timed else None,
                         last_listen=inter["last_listen"].to_numpy() if timed else None,
                         new_tags=_tag_texts(delta, artist_ids), taggers=taggers)
+    # a model that places artists by content goes first: the others borrow for new artists by it
+    placers = [part for part in parts if isinstance(part, ArtistPlacement) and isinstance(part, Updatable)]
+    for part in placers[:1]:
+        part.update(change)
+        if len(change.new_artists):
+            change = dataclasses.replace(change, neighbours=part.neighbours(change.new_artists, NEIGHBOURS))
     for part in parts:
-        if isinstance(part, Updatable):
+        if isinstance(part, Updatable) and part not in placers[:1]:
             part.update(change)
     history = sp.csr_matrix((0, n_artists), dtype=np.float32) if side_only else _scattered(history, plays, listeners)
     if model.tagged_ is not None and not side_only:

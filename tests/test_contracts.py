@@ -11,6 +11,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -26,8 +27,10 @@ from funnel.protocols import (
     FriendsEvidence,
     Model,
     PartState,
+    PartUpdate,
     Ranker,
     SimilaritySpace,
+    Updatable,
 )
 from funnel.ranking import FEATURES, RANKERS
 from funnel.stages import Stages
@@ -105,6 +108,71 @@ def test_model_contract(name, stages, restored, synth):
     for key, value in again.get_state().arrays.items():
         np.testing.assert_array_equal(value, state.arrays[key])
     assert again.get_state().files == state.files
+
+
+# updates -----------------------------------------------------------------------------
+def nothing_new(synth) -> PartUpdate:
+    """An update with no plays, no listener and no artist."""
+    empty = sp.csr_matrix((0, synth.n_artists), dtype=np.float32)
+    return PartUpdate(np.arange(synth.n_artists), synth.n_artists, empty, empty, np.zeros(0, np.int64),
+                      synth.n_users, None, None, pd.DataFrame({"artist": np.zeros(0, np.int64), "tag": []}),
+                      np.zeros(0, np.int64))
+
+
+def one_new_artist(synth) -> PartUpdate:
+    """A new artist at index 0 (every other moves up one), played by user 0 and a new listener."""
+    n = synth.n_artists + 1
+    plays = sp.csr_matrix(np.array([[0, 3, 0, 0, 1], [2, 0, 0, 1, 0]], np.float32))
+    plays = sp.csr_matrix((plays.data, plays.indices, plays.indptr), shape=(2, n))
+    before = sp.csr_matrix((2, n), dtype=np.float32)
+    return PartUpdate(np.arange(1, n), n, plays, before, np.array([0, synth.n_users]), synth.n_users + 1,
+                      None, None, pd.DataFrame({"artist": [0, 0], "tag": ["rock", "cluster0"]}), np.zeros(0, np.int64))
+
+
+def fresh_parts(config, stages) -> Stages:
+    return Stages.from_state(config, copied(stages.get_state()), stages.source_names)
+
+
+def every_part(stages: Stages) -> list:
+    return [*stages.models_.values(), *stages.sources_, *stages.features_]
+
+
+def test_every_part_with_state_can_be_updated(stages):
+    for item in every_part(stages):
+        state = item.get_state()
+        assert isinstance(item, Updatable) or not (state.arrays or state.files), item.name
+
+
+def test_an_update_with_nothing_new_changes_no_part(config, stages, synth):
+    again = fresh_parts(config, stages)
+    for item in every_part(again):
+        if isinstance(item, Updatable):
+            assert item.update(nothing_new(synth)) is item
+    for (key, state), (_, after) in zip(stages.get_state().items(), again.get_state().items()):
+        assert state.arrays.keys() == after.arrays.keys(), key
+        for name, value in state.arrays.items():
+            if value.dtype.kind in "fc":
+                np.testing.assert_allclose(after.arrays[name], value, rtol=1e-6, err_msg=f"{key} {name}")
+            else:
+                np.testing.assert_array_equal(after.arrays[name], value, err_msg=f"{key} {name}")
+
+
+def test_parts_take_a_new_artist_and_a_new_listener(config, stages, synth):
+    again = fresh_parts(config, stages)
+    change = one_new_artist(synth)
+    for item in every_part(again):
+        if isinstance(item, Updatable):
+            item.update(change)
+    history = sp.csr_matrix(sp.hstack([sp.csr_matrix((synth.n_users, 1)), synth.matrix]))
+    batch = Batch(np.concatenate([np.arange(synth.n_users), [synth.n_users, -1]]),
+                  sp.vstack([history, change.after[1], history[0]]).tocsr())
+    cands = again.candidates(batch, fallback=5)
+    assert cands.items.max() < change.n_artists
+    X = again.features(batch, cands)
+    assert X.shape == (len(cands), len(again.feature_names_)) and np.isfinite(X).all()
+    # an old artist's values move with it to its new index
+    old = stages.models_["popularity"].scores_
+    np.testing.assert_allclose(again.models_["popularity"].scores_[1:][old > 0][:5], old[old > 0][:5], rtol=0.5)
 
 
 # candidate sources -------------------------------------------------------------------

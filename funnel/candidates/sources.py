@@ -298,9 +298,13 @@ class ALSSource(IndexSource):
         return self.als.item_factors_, searched
 
     def _updated_vectors(self, change: PartUpdate) -> tuple[np.ndarray, np.ndarray | None]:
-        # the artist factors stay as fitted: the artists searched stay those the fit chose (new
-        # artists have no factors to be found by)
-        self.searched_ = change.artist_rows[self.searched_]
+        # the artists the fit chose, and the new ones placed among artists they resemble
+        placed = change.new_artists
+        if change.neighbours is not None:
+            placed = placed[change.neighbours[1].sum(axis=1) > 0]
+        else:
+            placed = placed[:0]
+        self.searched_ = np.union1d(change.artist_rows[self.searched_], placed)
         every = len(self.searched_) == len(self.als.item_factors_)
         return self.als.item_factors_, None if every else self.searched_
 

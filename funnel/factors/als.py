@@ -102,13 +102,15 @@ class ALSFactors(ArrayState):
         return self
 
     def update(self, change: PartUpdate) -> ALSFactors:
-        """New artists get zero factors; the log's listeners are folded in from their whole history.
+        """New artists borrow their content neighbours' factors; the log's listeners are folded in.
 
-        The artist factors stay as fitted; each listener's vector is implicit's
-        ``recalculate_user`` against them, as for a new listener at request time.
+        The artist factors stay as fitted; a new artist's are the weighted mean of those of
+        the artists it resembles (``change.neighbours``; zero without any), and each
+        listener's vector is implicit's ``recalculate_user`` against them, as for a new
+        listener at request time.
         """
         self._check()
-        self.item_factors_ = np.ascontiguousarray(change.artists(self.item_factors_))
+        self.item_factors_ = np.ascontiguousarray(change.borrowed(change.artists(self.item_factors_)))
         self.user_factors_ = change.users(self.user_factors_)
         self._prepare_fold_in()
         learned = change.learned

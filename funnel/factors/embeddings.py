@@ -24,6 +24,7 @@ _HISTORY_WEIGHTING = {"none": "binary", "log": "log", "plays": "raw"}
 
 _WORD = re.compile(r"[a-z0-9]+")
 MIN_ARTISTS_PER_TOKEN = 2
+NEIGHBOUR_ROWS = 256  # new artists compared with the catalogue at once
 _NO_TEXT = "\x00tag:"  # a tag without text is one token of its own
 
 
@@ -169,9 +170,9 @@ class ArtistEmbedder(ArrayState):
             raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
         old = self.stats_
         has_tags = old["has_tags"] > 0
-        stats = {name: change.artists(values, np.median(values[has_tags]) if has_tags.any() else 0.0)
-                 for name, values in old.items()}
-        stats["has_tags"] = change.artists(old["has_tags"])
+        stats = {name: change.artists(values) for name, values in old.items()}  # no listener, no tag yet
+        for name in ("years_since_first_tag", "years_since_last_tag"):  # as untagged artists are filled
+            stats[name] = change.artists(old[name], np.median(old[name][has_tags]) if has_tags.any() else 0.0)
         plays = np.asarray(change.plays.sum(axis=0), np.float64).ravel()
         stats["log_listeners"] = np.log1p(np.expm1(stats["log_listeners"].astype(np.float64)) + change.new_listeners)
         stats["log_plays"] = np.log1p(np.expm1(stats["log_plays"].astype(np.float64)) + plays)
@@ -187,6 +188,44 @@ class ArtistEmbedder(ArrayState):
         self.stats_ = {name: values.astype(np.float32) for name, values in stats.items()}
         self._assemble(tag_block)
         return self
+
+    def ranked_stats(self) -> dict[str, np.ndarray]:
+        """:attr:`stats_` as the ranker reads them: an artist nobody has played yet (a new release)
+        has the median popularity of the played ones, neutral instead of the least popular."""
+        if not hasattr(self, "stats_"):
+            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
+        if getattr(self, "_ranked_for", None) is not self.stats_:
+            stats = dict(self.stats_)
+            unplayed = stats["log_listeners"] == 0
+            if unplayed.any() and not unplayed.all():
+                for name in ("log_listeners", "log_plays"):
+                    stats[name] = np.where(unplayed, np.median(stats[name][~unplayed]), stats[name]
+                                           ).astype(np.float32)
+            self._ranked, self._ranked_for = stats, self.stats_
+        return self._ranked
+
+    def neighbours(self, artists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` tagged artists (not among ``artists``) with the closest tag blocks, weights by cosine.
+
+        Weights are the positive cosines, summing to 1 per row; all 0 for an artist without
+        tags. What :meth:`update`'s new artists lend their place by (:class:`ArtistPlacement`).
+        """
+        if not hasattr(self, "vectors_"):
+            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
+        tags = self.vectors_[:, :self.tag_dim_]
+        others = np.flatnonzero(self.stats_["has_tags"] > 0)
+        others = others[~np.isin(others, artists)]
+        k = min(k, len(others))
+        ids = np.zeros((len(artists), k), np.int64)
+        weights = np.zeros((len(artists), k), np.float32)
+        for start in range(0, len(artists), NEIGHBOUR_ROWS):  # bounds the similarity block's memory
+            rows = slice(start, start + NEIGHBOUR_ROWS)
+            similarity = tags[artists[rows]] @ tags[others].T
+            top = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+            ids[rows] = others[top]
+            weights[rows] = np.maximum(np.take_along_axis(similarity, top, axis=1), 0.0)
+        total = weights.sum(axis=1, keepdims=True)
+        return ids, np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
 
     def _embed_tags(self, tags: pd.DataFrame, artists: np.ndarray) -> np.ndarray:
         """Unit tag blocks of ``artists`` (sorted) from their ``artist, tag`` rows, with the fitted tag text."""

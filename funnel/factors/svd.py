@@ -142,13 +142,16 @@ class BiasedSVDFactors(ArrayState):
         return self
 
     def update(self, change: PartUpdate) -> BiasedSVDFactors:
-        """New artists get zero factors and bias; the log's listeners are solved from their whole history.
+        """New artists borrow their content neighbours' factors and bias; the log's listeners are solved.
 
-        The artist factors and biases stay as fitted; each listener's vector and bias are the
-        ridge fit a new listener gets at request time (:meth:`user_vectors`).
+        The artist factors and biases stay as fitted; a new artist's are the weighted mean of
+        those of the artists it resembles (``change.neighbours``; zero without any), and each
+        listener's vector and bias are the ridge fit a new listener gets at request time
+        (:meth:`user_vectors`).
         """
         self._check()
-        self.item_factors_, self.item_bias_ = change.artists(self.item_factors_), change.artists(self.item_bias_)
+        self.item_factors_ = change.borrowed(change.artists(self.item_factors_))
+        self.item_bias_ = change.borrowed(change.artists(self.item_bias_))
         self.user_factors_, self.user_bias_ = change.users(self.user_factors_), change.users(self.user_bias_)
         learned = change.learned
         if len(learned):
