@@ -823,6 +823,47 @@ def test_reload_swaps_models_without_failed_requests(keyed_server, fitted, small
     assert status == 200 and restored["data_fingerprint"] == fitted.fingerprint_
 
 
+def test_an_update_saved_in_place_reloads_under_load_without_failed_requests(keyed_server, fitted, tmp_path):
+    import pandas as pd
+
+    base, _ = keyed_server
+    served_dir = fitted.save(tmp_path / "daily")
+    assert post(base, "/admin/reload", {"model_dir": str(served_dir)}, ADMIN_KEY)[0] == 200
+    newcomer = int(fitted.user_ids_.max()) + 1
+    assert post(base, "/recommend", {"user_id": newcomer}, KEY)[0] == 404
+    failures, answered = [], [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        user = int(fitted.user_ids_[1])
+        while not stop.is_set():
+            status, _ = post(base, "/recommend", {"user_id": user, "n": 5}, KEY)
+            answered[0] += 1
+            if status != 200:
+                failures.append(status)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        model = Recommender.load(served_dir, mmap=False)
+        model.update(pd.DataFrame({"user_id": [newcomer, newcomer, int(fitted.user_ids_[1])],
+                                   "artist_id": fitted.artist_ids_[[3, 4, 5]]}))
+        model.save(served_dir)  # in place: the manifest swapped last, the served files untouched
+        status, swapped = post(base, "/admin/reload", b"", ADMIN_KEY)
+        assert status == 200 and swapped["data_fingerprint"] == model.fingerprint_ != fitted.fingerprint_
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert answered[0] > 0 and failures == []
+    status, answer = post(base, "/recommend", {"user_id": newcomer, "n": 5}, KEY)
+    played = set(fitted.artist_ids_[[3, 4]].tolist())
+    assert status == 200 and len(answer["recommendations"]) == 5
+    assert not played & {item["artist_id"] for item in answer["recommendations"]}
+    assert post(base, "/admin/reload", {"model_dir": str(fitted.save(tmp_path / "back"))}, ADMIN_KEY)[0] == 200
+
+
 def test_reload_refuses_a_model_of_other_ids_and_needs_keys(keyed_server, server, str_fitted, tmp_path):
     base, _ = keyed_server
     status, answer = post(base, "/admin/reload", {"model_dir": str(str_fitted.save(tmp_path / "strings"))}, ADMIN_KEY)
