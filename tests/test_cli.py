@@ -302,3 +302,39 @@ def test_an_empty_api_key_file_is_an_error_not_an_open_service(tmp_path, capsys,
     monkeypatch.setenv(KEY_FILE_ENV, " ")
     assert run(serve) == 1
     assert capsys.readouterr().err.startswith(f"error: {KEY_FILE_ENV} is empty (' '); name the API key file")
+
+
+def test_update_adds_a_days_plays_in_place_keeping_the_previous_model(tmp_path, event_log, capsys):
+    from funnel import Recommender
+
+    root, events = event_log
+    plays = events[events["duration_ms"] >= 30_000].rename(columns=LOG_COLUMNS)
+    cut = plays["played_at"].quantile(0.9)
+    plays[plays["played_at"] < cut].to_parquet(tmp_path / "before.parquet", index=False)
+    day = plays[plays["played_at"] >= cut]
+    day.to_parquet(tmp_path / "day.parquet", index=False)
+    day.iloc[:0].to_parquet(tmp_path / "empty.parquet", index=False)
+    assert events_cli(tmp_path, "--events", str(tmp_path / "before.parquet"), *LOG_FLAGS, "--output",
+                      str(tmp_path / "recs.csv")) == 0
+    model_dir = tmp_path / "art" / "model"
+    fitted = Recommender.load(model_dir)
+    assert run(["update", "--artifacts", str(tmp_path / "art"), "--events", str(tmp_path / "empty.parquet"),
+                *LOG_FLAGS]) == 0
+    assert "nothing to update" in capsys.readouterr().out
+    assert Recommender.load(model_dir).fingerprint_ == fitted.fingerprint_
+    assert run(["update", "--artifacts", str(tmp_path / "art"), "--events", str(tmp_path / "day.parquet"),
+                *LOG_FLAGS]) == 0
+    assert "updated" in capsys.readouterr().out
+    updated = Recommender.load(model_dir)
+    assert Recommender.load(tmp_path / "art" / "model.previous").fingerprint_ == fitted.fingerprint_
+    assert updated.fingerprint_ != fitted.fingerprint_
+    assert set(updated.user_ids_) == set(plays["listener"])  # the day's new listeners are known
+    assert updated.history_.sum() > fitted.history_.sum()
+    # into another directory, the served one untouched
+    assert run(["update", "--artifacts", str(model_dir), "--events", str(tmp_path / "day.parquet"), *LOG_FLAGS,
+                "--output-model", str(tmp_path / "next")]) == 0
+    assert Recommender.load(model_dir).fingerprint_ == updated.fingerprint_
+    assert Recommender.load(tmp_path / "next").history_.sum() > updated.history_.sum()  # twice: counted twice
+    with pytest.raises(SystemExit) as exit_info:
+        run(["update", "--artifacts", str(model_dir)])
+    assert exit_info.value.code == 2 and "--events" in capsys.readouterr().err
