@@ -126,8 +126,8 @@ class PartUpdate:
         datetime64[ns] per stored entry of ``plays`` (its ``data`` order): the pair's first
         and last play in the log; ``None`` for a log without times.
     new_tags : pandas.DataFrame
-        ``artist, tag``: tag texts of artists that arrive with tags (new indices), one row
-        per assignment or label.
+        ``artist, tag, assigned``: tag texts of artists that arrive with tags (new indices),
+        one row per listener's tag assignment (``assigned`` True) or artist-level label.
     taggers : numpy.ndarray
         Model rows of listeners who tagged artists in the update.
     neighbours : tuple of numpy.ndarray, optional
@@ -178,8 +178,15 @@ class PartUpdate:
         """Positions of the log listeners the user arrays hold (``model_rows >= 0``)."""
         return np.flatnonzero(self.model_rows >= 0)
 
+    @property
+    def same_catalogue(self) -> bool:
+        """Whether every artist keeps its index (no new artist)."""
+        return self.n_artists == len(self.artist_rows)
+
     def artists(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
         """``array`` indexed by old artist index, re-indexed to the new catalogue (``fill`` for new artists)."""
+        if self.same_catalogue:
+            return array.copy()
         out = np.full((self.n_artists, *array.shape[1:]), fill, dtype=array.dtype)
         out[self.artist_rows] = array
         return out
@@ -200,12 +207,16 @@ class PartUpdate:
 
     def users(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
         """``array`` indexed by model row, grown to :attr:`n_model_rows` rows (``fill`` for new listeners)."""
+        if len(array) == self.n_model_rows:
+            return array.copy()
         out = np.full((self.n_model_rows, *array.shape[1:]), fill, dtype=array.dtype)
         out[:len(array)] = array
         return out
 
     def matrix(self, matrix: sp.csr_matrix, artist_rows: bool = False) -> sp.csr_matrix:
         """A users x artists (or, with ``artist_rows``, artists x artists) matrix in the new indices."""
+        if self.same_catalogue and (artist_rows or matrix.shape[0] >= self.n_model_rows):
+            return sp.csr_matrix(matrix, copy=True)
         coo = sp.coo_matrix(matrix)
         rows = self.artist_rows[coo.row] if artist_rows else coo.row
         shape = (self.n_artists if artist_rows else max(self.n_model_rows, matrix.shape[0]), self.n_artists)

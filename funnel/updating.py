@@ -204,11 +204,12 @@ def _scattered(history: sp.csr_matrix, plays: sp.csr_matrix, listeners: np.ndarr
 
 
 def _tag_texts(delta: Dataset, artist_ids: np.ndarray) -> pd.DataFrame:
-    """``artist, tag``: the text of every tag assignment and label of the update, by new artist index."""
-    rows = [frame[["artist_id", "tag_id"]] for frame in (delta.tag_assignments, delta.artist_tags)
+    """``artist, tag, assigned``: the text of every tag assignment and label of the update, by new artist index."""
+    rows = [frame[["artist_id", "tag_id"]].assign(assigned=assigned)
+            for frame, assigned in ((delta.tag_assignments, True), (delta.artist_tags, False))
             if frame is not None and len(frame)]
     if not rows or delta.tags is None:
-        return pd.DataFrame({"artist": np.zeros(0, np.int64), "tag": np.empty(0, object)})
+        return pd.DataFrame({"artist": np.zeros(0, np.int64), "tag": np.empty(0, object), "assigned": np.zeros(0, bool)})
     pairs = pd.concat(rows, ignore_index=True)
     texts = delta.tags.set_index("tag_id")["tag"].reindex(pairs["tag_id"].to_numpy())
     known = texts.notna().to_numpy()
@@ -216,7 +217,7 @@ def _tag_texts(delta: Dataset, artist_ids: np.ndarray) -> pd.DataFrame:
         logger.warning("update: %d tag assignment(s) name tag ids without text in tags; they are left out",
                        int((~known).sum()))
     return pd.DataFrame({"artist": lookup_ids(artist_ids, pairs["artist_id"].to_numpy()[known]),
-                         "tag": texts.to_numpy(dtype=object)[known]})
+                         "tag": texts.to_numpy(dtype=object)[known], "assigned": pairs["assigned"].to_numpy()[known]})
 
 
 def _tagged(tagged: sp.csr_matrix, delta: Dataset, user_ids: np.ndarray, artist_ids: np.ndarray,

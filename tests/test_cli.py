@@ -107,7 +107,7 @@ def test_flags_without_a_command_are_trains_and_the_retrain_flags_have_long_name
 def test_main_py_runs_the_command_line_of_the_package():
     root = Path(__file__).resolve().parents[1]
     shown = subprocess.run([sys.executable, "main.py", "--help"], cwd=root, capture_output=True, text=True)
-    assert shown.returncode == 0 and "{train,tune,serve,score}" in shown.stdout
+    assert shown.returncode == 0 and "{train,tune,update,serve,score}" in shown.stdout
     refused = subprocess.run([sys.executable, "main.py", "--retrain-svd", "maybe"], cwd=root, capture_output=True,
                              text=True)
     assert refused.returncode == 2

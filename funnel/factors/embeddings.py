@@ -160,10 +160,10 @@ class ArtistEmbedder(ArrayState):
     def update(self, change: PartUpdate) -> ArtistEmbedder:
         """Recount listeners and plays; place each new artist from its tags with the fitted tag text.
 
-        A new artist's tag block is its tags' TF-IDF (the fitted vocabulary and inverse
-        document frequencies) projected with the fitted components; with tags it counts as
-        tagged now (0 years since first and last tagged), without them it gets the median
-        freshness and a zero tag block, as untagged artists do. Known artists keep their
+        A new artist's tag block is its tags' and labels' TF-IDF (the fitted vocabulary and
+        inverse document frequencies) projected with the fitted components; tagged by
+        listeners it counts as tagged now (0 years since first and last tagged), otherwise it
+        gets the median freshness, as untagged artists do, and without any tag a zero tag block. Known artists keep their
         tag block; the popularity and freshness blocks are scaled as fitted.
         """
         if not hasattr(self, "vectors_"):
@@ -181,10 +181,12 @@ class ArtistEmbedder(ArrayState):
         tags = change.new_tags[np.isin(change.new_tags["artist"].to_numpy(), new)]
         if len(tags):
             tagged = np.unique(tags["artist"].to_numpy())
-            for name in ("years_since_first_tag", "years_since_last_tag"):
-                stats[name][tagged] = 0.0
-            stats["has_tags"][tagged] = 1.0
             tag_block[tagged] = self._embed_tags(tags, tagged)
+            # freshness counts listeners' tag assignments, as a fit does, not artist-level labels
+            assigned = np.unique(tags.loc[tags["assigned"].to_numpy(bool), "artist"].to_numpy())
+            for name in ("years_since_first_tag", "years_since_last_tag"):
+                stats[name][assigned] = 0.0
+            stats["has_tags"][assigned] = 1.0
         self.stats_ = {name: values.astype(np.float32) for name, values in stats.items()}
         self._assemble(tag_block)
         return self
