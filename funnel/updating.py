@@ -209,7 +209,8 @@ def _tag_texts(delta: Dataset, artist_ids: np.ndarray) -> pd.DataFrame:
             for frame, assigned in ((delta.tag_assignments, True), (delta.artist_tags, False))
             if frame is not None and len(frame)]
     if not rows or delta.tags is None:
-        return pd.DataFrame({"artist": np.zeros(0, np.int64), "tag": np.empty(0, object), "assigned": np.zeros(0, bool)})
+        return pd.DataFrame({"artist": np.zeros(0, np.int64), "tag": np.empty(0, object),
+                             "assigned": np.zeros(0, bool)})
     pairs = pd.concat(rows, ignore_index=True)
     texts = delta.tags.set_index("tag_id")["tag"].reindex(pairs["tag_id"].to_numpy())
     known = texts.notna().to_numpy()

@@ -115,8 +115,8 @@ def nothing_new(synth) -> PartUpdate:
     """An update with no plays, no listener and no artist."""
     empty = sp.csr_matrix((0, synth.n_artists), dtype=np.float32)
     return PartUpdate(np.arange(synth.n_artists), synth.n_artists, empty, empty, np.zeros(0, np.int64),
-                      synth.n_users, None, None, pd.DataFrame({"artist": np.zeros(0, np.int64), "tag": [], "assigned": []}),
-                      np.zeros(0, np.int64))
+                      synth.n_users, None, None,
+                      pd.DataFrame({"artist": np.zeros(0, np.int64), "tag": [], "assigned": []}), np.zeros(0, np.int64))
 
 
 def one_new_artist(synth) -> PartUpdate:
@@ -126,7 +126,9 @@ def one_new_artist(synth) -> PartUpdate:
     plays = sp.csr_matrix((plays.data, plays.indices, plays.indptr), shape=(2, n))
     before = sp.csr_matrix((2, n), dtype=np.float32)
     return PartUpdate(np.arange(1, n), n, plays, before, np.array([0, synth.n_users]), synth.n_users + 1,
-                      None, None, pd.DataFrame({"artist": [0, 0], "tag": ["rock", "cluster0"], "assigned": [True, False]}), np.zeros(0, np.int64))
+                      None, None,
+                      pd.DataFrame({"artist": [0, 0], "tag": ["rock", "cluster0"], "assigned": [True, False]}),
+                      np.zeros(0, np.int64))
 
 
 def fresh_parts(config, stages) -> Stages:

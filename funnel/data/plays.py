@@ -256,7 +256,8 @@ def violation_in_row(role: str, rule: Rule, *, count: int, example: Mapping[str,
 def empty_interactions(source: str | None = None) -> DataError:
     """The error for interactions (or histories) with no rows, the same on every engine."""
     where = f" ({source})" if source else ""
-    return EmptyDataError(f"interactions are empty{where}: no rows; at least one (user_id, artist_id, weight) row is needed")
+    return EmptyDataError(f"interactions are empty{where}: no rows; at least one (user_id, artist_id, weight) row "
+                          "is needed")
 
 
 def empty_source(name: str, columns: bool = True) -> DataError:

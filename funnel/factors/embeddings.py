@@ -163,8 +163,9 @@ class ArtistEmbedder(ArrayState):
         A new artist's tag block is its tags' and labels' TF-IDF (the fitted vocabulary and
         inverse document frequencies) projected with the fitted components; tagged by
         listeners it counts as tagged now (0 years since first and last tagged), otherwise it
-        gets the median freshness, as untagged artists do, and without any tag a zero tag block. Known artists keep their
-        tag block; the popularity and freshness blocks are scaled as fitted.
+        gets the median freshness, as untagged artists do, and without any tag a zero tag
+        block. Known artists keep their tag block; the popularity and freshness blocks are
+        scaled as fitted.
         """
         if not hasattr(self, "vectors_"):
             raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")

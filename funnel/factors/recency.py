@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
@@ -111,25 +113,25 @@ class ListenTimes(ArrayState):
             self.idle_days_ = change.artists(self.idle_days_)
             self._derive()
             return self
-        timed = change.last_listen is not None
-        first = change.first_listen if timed else np.full(change.plays.nnz, self.now_)
-        last = change.last_listen if timed else first
-        now = max(self.now_, last.max(initial=self.now_))
+        untimed: Any = np.full(change.plays.nnz, self.now_)
+        first: Any = untimed if change.first_listen is None else change.first_listen
+        last: Any = untimed if change.last_listen is None else change.last_listen
+        now: Any = max(self.now_, last.max()) if len(last) else self.now_
         passed = (now - self.now_) / DAY
         self.now_ = now
         self.idle_days_ = np.minimum(change.artists(self.idle_days_ + passed, self.span), self.span)
         np.minimum.at(self.idle_days_, change.plays.indices, (now - last) / DAY)
         self.weights_.data = np.maximum(self.weights_.data * 0.5 ** (passed / self.recent_days), 1e-6
                                         ).astype(np.float32)
-        started = change.started
-        items, began = change.plays.indices, first
+        started, items = change.started, change.plays.indices
         keep = (now - self.recent_first_) / DAY <= self.recent_days
-        fresh = started & ((now - began) / DAY <= self.recent_days)
+        fresh = started & ((now - first) / DAY <= self.recent_days)
         self.recent_items_ = np.concatenate([self.recent_items_[keep], items[fresh]]).astype(np.int64)
-        self.recent_first_ = np.concatenate([self.recent_first_[keep], began[fresh]])
-        learned = np.repeat(change.model_rows, np.diff(change.plays.indptr)) >= 0
+        self.recent_first_ = np.concatenate([self.recent_first_[keep], first[fresh]])
+        rows = np.repeat(change.model_rows, np.diff(change.plays.indptr))  # each play's model row
+        learned = rows >= 0
         if learned.any():
-            rows = np.repeat(change.model_rows, np.diff(change.plays.indptr))[learned]
+            rows = rows[learned]
             weights = sp.csr_matrix((self._weight((now - last[learned]) / DAY), (rows, items[learned])),
                                     shape=self.weights_.shape)
             self.weights_ = sp.csr_matrix(self.weights_.maximum(weights))
