@@ -33,7 +33,7 @@ logger = logging.getLogger("funnel")
 
 # Bump when a built-in model, source or feature group changes what it computes: cached
 # rankers trained on other feature code are then retrained instead of reused.
-FEATURE_CODE_VERSION = 4
+FEATURE_CODE_VERSION = 3
 REGISTRIES: dict[str, Registry[Any]] = {"models": MODELS, "candidates": SOURCES, "features": FEATURES,
                                         "ranker": RANKERS}
 

@@ -346,18 +346,18 @@ def test_cache_reuses_svd_and_ranker(synth, small_config, tmp_path, caplog, monk
     assert "reusing saved ranker" in caplog.text and "reusing saved svd " in caplog.text
     pd.testing.assert_frame_equal(first.recommend_all(n=5), second.recommend_all(n=5))
     caplog.clear()
-    assert fitting_module.FEATURE_CODE_VERSION == 4
-    monkeypatch.setattr(fitting_module, "FEATURE_CODE_VERSION", 5)
+    assert fitting_module.FEATURE_CODE_VERSION == 3
+    monkeypatch.setattr(fitting_module, "FEATURE_CODE_VERSION", 4)
     with caplog.at_level("INFO", logger="funnel"):
         Recommender(config).fit(synth)  # parts cached by older feature code are retrained
-    assert "saved ranker was trained with other settings (code: 4 -> 5)" in caplog.text
-    assert "saved svd was trained with other settings (code: 4 -> 5)" in caplog.text
+    assert "saved ranker was trained with other settings (code: 3 -> 4)" in caplog.text
+    assert "saved svd was trained with other settings (code: 3 -> 4)" in caplog.text
     assert "reusing saved" not in caplog.text
     monkeypatch.undo()
     caplog.clear()
     with caplog.at_level("INFO", logger="funnel"):
         Recommender(config.replace(models={**config.models, "svd": {"factors": 4, "epochs": 10}})).fit(synth)
-    assert "saved svd was trained with other settings (code: 5 -> 4, factors: 8 -> 4)" in caplog.text
+    assert "saved svd was trained with other settings (code: 4 -> 3, factors: 8 -> 4)" in caplog.text
     caplog.clear()
     other = Dataset.from_frames(synth.interactions.iloc[10:], synth.artists, synth.tags,
                                 synth.tag_assignments, synth.friends)

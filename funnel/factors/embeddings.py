@@ -192,21 +192,6 @@ class ArtistEmbedder(ArrayState):
         self._assemble(tag_block)
         return self
 
-    def ranked_stats(self) -> dict[str, np.ndarray]:
-        """:attr:`stats_` as the ranker reads them: an artist nobody has played yet (a new release)
-        has the median popularity of the played ones, neutral instead of the least popular."""
-        if not hasattr(self, "stats_"):
-            raise NotFittedError("ArtistEmbedder is not fitted; call fit() first")
-        if getattr(self, "_ranked_for", None) is not self.stats_:
-            stats = dict(self.stats_)
-            unplayed = stats["log_listeners"] == 0
-            if unplayed.any() and not unplayed.all():
-                for name in ("log_listeners", "log_plays"):
-                    stats[name] = np.where(unplayed, np.median(stats[name][~unplayed]), stats[name]
-                                           ).astype(np.float32)
-            self._ranked, self._ranked_for = stats, self.stats_
-        return self._ranked
-
     def neighbours(self, artists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` tagged artists (not among ``artists``) with the closest tag blocks, weights by cosine.
 

@@ -210,7 +210,7 @@ class ArtistFeature(ModelFeature):
     reason_word = "popular"
 
     def compute(self, batch: Batch, cands: CandidateSet) -> np.ndarray:
-        stats = self.model.ranked_stats()
+        stats = self.model.stats_
         return np.column_stack([stats[s][cands.items] for s in ARTIST_STATISTICS])
 
 
@@ -231,7 +231,7 @@ class UserFeature(ModelFeature):
         log_artists, log_plays = activity(batch.history)
         years, tagged = self.model.of(batch)
         user = np.column_stack([log_artists, log_plays, years, tagged])[cands.rows]
-        cross = user[:, 0] * self.embedder.ranked_stats()["log_listeners"][cands.items]
+        cross = user[:, 0] * self.embedder.stats_["log_listeners"][cands.items]
         return np.column_stack([user, cross])
 
 
