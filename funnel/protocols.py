@@ -184,9 +184,12 @@ class PartUpdate:
         return self.n_artists == len(self.artist_rows)
 
     def artists(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
-        """``array`` indexed by old artist index, re-indexed to the new catalogue (``fill`` for new artists)."""
+        """``array`` indexed by old artist index, re-indexed to the new catalogue (``fill`` for new artists).
+
+        Without new artists, ``array`` itself: do not write into the result.
+        """
         if self.same_catalogue:
-            return array.copy()
+            return array
         out = np.full((self.n_artists, *array.shape[1:]), fill, dtype=array.dtype)
         out[self.artist_rows] = array
         return out
@@ -206,23 +209,29 @@ class PartUpdate:
         return out
 
     def users(self, array: np.ndarray, fill: Any = 0) -> np.ndarray:
-        """``array`` indexed by model row, grown to :attr:`n_model_rows` rows (``fill`` for new listeners)."""
+        """``array`` indexed by model row, grown to :attr:`n_model_rows` rows (``fill`` for new listeners).
+
+        Writable: ``array`` itself when it already has the rows and is writable (the update
+        is in place), else a copy.
+        """
         if len(array) == self.n_model_rows:
-            return array.copy()
+            return array if array.flags.writeable else array.copy()
         out = np.full((self.n_model_rows, *array.shape[1:]), fill, dtype=array.dtype)
         out[:len(array)] = array
         return out
 
     def matrix(self, matrix: sp.csr_matrix, artist_rows: bool = False) -> sp.csr_matrix:
-        """A users x artists (or, with ``artist_rows``, artists x artists) matrix in the new indices."""
+        """A users x artists (or, with ``artist_rows``, artists x artists) matrix in the new indices.
+
+        Each row keeps its entries' stored order. When nothing moves, ``matrix`` itself: do
+        not write into the result.
+        """
+        from funnel.sparse import moved
+
         if self.same_catalogue and (artist_rows or matrix.shape[0] >= self.n_model_rows):
-            return sp.csr_matrix(matrix, copy=True)
-        coo = sp.coo_matrix(matrix)
-        rows = self.artist_rows[coo.row] if artist_rows else coo.row
+            return matrix
         shape = (self.n_artists if artist_rows else max(self.n_model_rows, matrix.shape[0]), self.n_artists)
-        out = sp.csr_matrix((coo.data, (rows, self.artist_rows[coo.col])), shape=shape)
-        out.sort_indices()
-        return out
+        return moved(matrix, self.artist_rows if artist_rows else None, self.artist_rows, shape)
 
 
 @runtime_checkable

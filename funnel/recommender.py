@@ -180,7 +180,8 @@ class Recommender:
         Returns
         -------
         Recommender
-            ``self``, updated in place.
+            ``self``, updated in place: not while other threads recommend with it (a service
+            takes an updated model from disk with its reload).
 
         Raises
         ------

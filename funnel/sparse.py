@@ -219,3 +219,18 @@ def lookup(matrix: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray) -> np.ndar
 def _entry_keys(matrix: sp.csr_matrix) -> np.ndarray:
     """``row * n_cols + col`` of each stored entry, in storage order."""
     return row_of_entries(matrix) * np.int64(matrix.shape[1]) + matrix.indices.astype(np.int64)
+
+
+def moved(matrix: sp.csr_matrix, rows: np.ndarray | None, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """``matrix`` with row ``i`` at ``rows[i]`` (``None``: kept, more rows appended empty) and column
+    ``j`` at ``cols[j]``, in a matrix of ``shape``; both maps increasing.
+
+    Increasing maps keep every row's entries in their stored order (sorted rows stay sorted,
+    rows stored most-first stay so) and the entries' order overall: only the indices and the
+    row pointers are new.
+    """
+    matrix = as_csr(matrix)
+    lengths = np.zeros(shape[0], np.int64)
+    lengths[np.arange(matrix.shape[0]) if rows is None else rows] = np.diff(matrix.indptr)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return sp.csr_matrix((matrix.data, cols[matrix.indices], indptr), shape=shape)

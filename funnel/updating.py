@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from funnel import sparse
 from funnel.data import Dataset
 from funnel.data.columns import id_column, require_frame
 from funnel.data.ids import as_id_array, check_kind, lookup_ids
@@ -144,10 +145,7 @@ def update(model: Recommender, delta: Dataset, names: pd.DataFrame) -> bool:
     n_model_rows = n_model_old + len(fresh_users)
 
     def moved(matrix: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-        coo = sp.coo_matrix(matrix)
-        out = sp.csr_matrix((coo.data, (rows[coo.row], artist_rows[coo.col])), shape=(len(user_ids), n_artists))
-        out.sort_indices()
-        return out
+        return sparse.moved(matrix, rows, artist_rows, (len(user_ids), n_artists))
 
     history = moved(model.history_, user_rows)
     plays = sp.coo_matrix(delta.matrix)

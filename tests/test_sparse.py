@@ -182,3 +182,20 @@ def test_select_rows_gives_empty_rows_for_minus_one_and_keeps_entry_order():
     assert picked.indices.tolist() == [3, 1, 2, 0, 3, 1, 2] and picked.data.tolist() == [5, 4, 2, 1, 5, 4, 2]
     empty = select_rows(sp.csr_matrix((0, 4), dtype=np.float32), np.array([-1, -1]))  # a matrix with no rows
     assert empty.shape == (2, 4) and empty.nnz == 0
+
+
+def test_moved_keeps_each_rows_stored_order():
+    from funnel.sparse import moved
+
+    # rows stored largest first, not by column
+    matrix = sp.csr_matrix((np.array([3.0, 1.0, 5.0, 2.0, 4.0], np.float32), np.array([2, 0, 1, 2, 0]),
+                            np.array([0, 2, 2, 5])), shape=(3, 3))
+    out = moved(matrix, np.array([0, 2, 3]), np.array([1, 3, 4]), (5, 6))
+    assert out.shape == (5, 6)
+    np.testing.assert_array_equal(out.data, matrix.data)
+    np.testing.assert_array_equal(out.indices, [4, 1, 3, 4, 1])
+    np.testing.assert_array_equal(out.toarray()[[0, 2, 3]][:, [1, 3, 4]], matrix.toarray())
+    assert out[1].nnz == 0 and out[4].nnz == 0
+    grown = moved(matrix, None, np.arange(3), (4, 3))  # rows kept, one appended
+    np.testing.assert_array_equal(grown.toarray()[:3], matrix.toarray())
+    assert grown[3].nnz == 0

@@ -7,10 +7,12 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from funnel import ConfigError, DataError, Dataset, Recommender
 from funnel.batch import Batch
 from funnel.data.synthetic import synthetic
+from funnel.sparse import most_first
 from tests.conftest import SMALL, SYNTH, with_listen_times
 
 
@@ -48,6 +50,12 @@ def test_a_listeners_new_plays_are_known_and_change_their_recommendations(fresh,
     als = fresh.stages_.models_["als"]
     folded = als.user_vectors(Batch(np.array([-1]), fresh.history_[[row]]))
     np.testing.assert_allclose(als.user_factors_[row], folded[0], rtol=1e-4, atol=1e-5)
+    # friends' counts are those of the new histories, each row still most listened first
+    friends = fresh.stages_.models_["friends"]
+    recount = most_first(sp.csr_matrix(friends.friends_ @ (fresh.history_ > 0).astype(np.float32)))
+    np.testing.assert_array_equal(friends.counts_.indptr, recount.indptr)
+    np.testing.assert_array_equal(friends.counts_.indices, recount.indices)
+    np.testing.assert_array_equal(friends.counts_.data, recount.data)
     # another listener's scores move only as much as the artists' counts do
     other = model.user_ids_[50]
     np.testing.assert_allclose(fresh.recommend(other, n=10)["score"], model.recommend(other, n=10)["score"],
@@ -182,3 +190,14 @@ def test_models_that_cannot_be_updated_say_why(synth):
     weighted = Recommender(**SMALL, recency_half_life_days=30).fit(with_listen_times(synth))
     with pytest.raises(ConfigError, match="recency_half_life_days"):
         weighted.update(plays([(weighted.user_ids_[0], weighted.artist_ids_[0], 1.0)]))
+
+
+def test_biased_svd_solves_new_listeners_the_same_in_chunks(model, synth, monkeypatch):
+    from funnel.factors import svd
+
+    part = model.stages_.models_["svd"]
+    whole = part._user_vectors(Batch(np.full(synth.n_users, -1), synth.matrix))
+    monkeypatch.setattr(svd, "FOLD_IN_CELLS", 81 * 37)  # a few listeners per chunk
+    chunked = part._user_vectors(Batch(np.full(synth.n_users, -1), synth.matrix))
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -110,9 +110,10 @@ class ALSFactors(ArrayState):
         listener at request time.
         """
         self._check()
-        self.item_factors_ = np.ascontiguousarray(change.borrowed(change.artists(self.item_factors_)))
+        if not change.same_catalogue:
+            self.item_factors_ = np.ascontiguousarray(change.borrowed(change.artists(self.item_factors_)))
+            self._prepare_fold_in()
         self.user_factors_ = change.users(self.user_factors_)
-        self._prepare_fold_in()
         learned = change.learned
         if len(learned):
             folded = Batch(np.full(len(learned), -1), change.after[learned])

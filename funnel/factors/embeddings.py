@@ -151,10 +151,14 @@ class ArtistEmbedder(ArrayState):
         self._assemble(tag_block)
         return self
 
-    def _assemble(self, tag_block: np.ndarray) -> None:
+    def _assemble(self, tag_block: np.ndarray | None) -> None:
+        """The vectors: ``tag_block`` and the statistics' blocks (``None``: the tag block kept, in place)."""
         weights = {"popularity": self.popularity_weight, "freshness": self.freshness_weight}
         blocks = [_scaled_block([self.stats_[c] for c in columns], self.scales_[name], weights[name])
                   for name, columns in _BLOCKS.items()]
+        if tag_block is None:
+            self.vectors_[:, self.tag_dim_:] = np.hstack(blocks)
+            return
         self.vectors_ = np.ascontiguousarray(np.hstack([tag_block, *blocks]), dtype=np.float32)
 
     def update(self, change: PartUpdate) -> ArtistEmbedder:
@@ -177,10 +181,12 @@ class ArtistEmbedder(ArrayState):
         plays = np.asarray(change.plays.sum(axis=0), np.float64).ravel()
         stats["log_listeners"] = np.log1p(np.expm1(stats["log_listeners"].astype(np.float64)) + change.new_listeners)
         stats["log_plays"] = np.log1p(np.expm1(stats["log_plays"].astype(np.float64)) + plays)
-        tag_block = change.artists(self.vectors_[:, :self.tag_dim_])
+        # without new artists only the statistics' blocks move: written in place when the vectors are writable
+        in_place = change.same_catalogue and self.vectors_.flags.writeable
+        tag_block = None if in_place else change.artists(self.vectors_[:, :self.tag_dim_])
         new = change.new_artists
         tags = change.new_tags[np.isin(change.new_tags["artist"].to_numpy(), new)]
-        if len(tags):
+        if len(tags) and tag_block is not None:  # tags of new artists: a new catalogue, so not in place
             tagged = np.unique(tags["artist"].to_numpy())
             tag_block[tagged] = self._embed_tags(tags, tagged)
             # freshness counts listeners' tag assignments, as a fit does, not artist-level labels

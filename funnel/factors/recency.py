@@ -121,8 +121,10 @@ class ListenTimes(ArrayState):
         self.now_ = now
         self.idle_days_ = np.minimum(change.artists(self.idle_days_ + passed, self.span), self.span)
         np.minimum.at(self.idle_days_, change.plays.indices, (now - last) / DAY)
-        self.weights_.data = np.maximum(self.weights_.data * 0.5 ** (passed / self.recent_days), 1e-6
-                                        ).astype(np.float32)
+        weights = self.weights_  # a new matrix, its data decayed: the fitted one may be read-only
+        self.weights_ = sp.csr_matrix((np.maximum(weights.data * 0.5 ** (passed / self.recent_days), 1e-6
+                                                  ).astype(np.float32), weights.indices, weights.indptr),
+                                      shape=weights.shape)
         started, items = change.started, change.plays.indices
         keep = (now - self.recent_first_) / DAY <= self.recent_days
         fresh = started & ((now - first) / DAY <= self.recent_days)

@@ -65,9 +65,15 @@ class FriendListening(ArrayState):
             plays = change.plays
             started = sp.csr_matrix((change.started.astype(np.float32), plays.indices, plays.indptr),
                                     shape=plays.shape)[learned]
-            friends_of = sp.csr_matrix(self.friends_[:, change.model_rows[learned]])
-            counts = counts + friends_of @ started
-        self.counts_ = most_first(sp.csr_matrix(counts))
+            added = sp.csr_matrix(self.friends_[:, change.model_rows[learned]] @ started)
+            touched = np.flatnonzero(np.diff(added.indptr) > 0)
+            if len(touched):
+                # only the touched rows are counted and ordered again; the others keep their stored order
+                rows = most_first(sp.csr_matrix(counts[touched] + added[touched]))
+                index = np.arange(counts.shape[0])
+                index[touched] = counts.shape[0] + np.arange(len(touched))
+                counts = sp.csr_matrix(sp.vstack([counts, rows], format="csr")[index])
+        self.counts_ = counts
         return self
 
     def rows(self, batch: Batch) -> tuple[sp.csr_matrix, np.ndarray]:

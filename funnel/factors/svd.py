@@ -16,6 +16,7 @@ from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate, 
 from funnel.sparse import as_csr, row_of_entries
 
 RATING_SCALE = (1.0, 5.0)
+FOLD_IN_CELLS = 1 << 21  # float64 cells of new listeners' rating outer products held at once (16 MB)
 
 
 def plays_to_ratings(plays: sp.csr_matrix) -> sp.csr_matrix:
@@ -181,20 +182,29 @@ class BiasedSVDFactors(ArrayState):
         known = users >= 0
         vec[known] = self.user_factors_[users[known]]
         bias[known] = self.user_bias_[users[known]]
-        new = np.flatnonzero(~known & (np.diff(batch.history.indptr) > 0))
-        if len(new):
-            ratings = plays_to_ratings(batch.history[new])
-            items = ratings.indices
-            target = ratings.data - self.global_mean_ - self.item_bias_[items]
-            design = np.hstack([self.item_factors_[items], np.ones((len(items), 1), np.float32)]).astype(np.float64)
-            width = self.factors + 1
-            starts = ratings.indptr[:-1]  # every row has entries, so each sum below is one user's
-            gram = np.add.reduceat(design[:, :, None] * design[:, None, :], starts, axis=0)
-            gram += (self.reg * np.diff(ratings.indptr))[:, None, None] * np.eye(width)
-            moment = np.add.reduceat(design * target[:, None], starts, axis=0)
-            solution = np.linalg.solve(gram, moment[:, :, None])[:, :, 0]
-            vec[new], bias[new] = solution[:, :-1], solution[:, -1]
+        lengths = np.diff(batch.history.indptr)
+        new = np.flatnonzero(~known & (lengths > 0))
+        # chunks of listeners: each rating's outer product is held until its chunk is solved
+        size = max(1, FOLD_IN_CELLS // (self.factors + 1) ** 2)
+        ends = np.searchsorted(np.cumsum(lengths[new]), np.arange(size, lengths[new].sum(), size), side="right")
+        for chunk in np.split(new, np.unique(ends[(ends > 0) & (ends < len(new))])):
+            if len(chunk):
+                vec[chunk], bias[chunk] = self._solve(batch.history[chunk])
         return vec, bias
+
+    def _solve(self, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Ridge factors and biases of listeners from their histories (every row has entries)."""
+        ratings = plays_to_ratings(history)
+        items = ratings.indices
+        target = ratings.data - self.global_mean_ - self.item_bias_[items]
+        design = np.hstack([self.item_factors_[items], np.ones((len(items), 1), np.float32)]).astype(np.float64)
+        width = self.factors + 1
+        starts = ratings.indptr[:-1]  # every row has entries, so each sum below is one user's
+        gram = np.add.reduceat(design[:, :, None] * design[:, None, :], starts, axis=0)
+        gram += (self.reg * np.diff(ratings.indptr))[:, None, None] * np.eye(width)
+        moment = np.add.reduceat(design * target[:, None], starts, axis=0)
+        solution = np.linalg.solve(gram, moment[:, :, None])[:, :, 0]
+        return solution[:, :-1], solution[:, -1]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Fitted state as arrays for persistence."""
