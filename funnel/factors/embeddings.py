@@ -117,6 +117,7 @@ class ArtistEmbedder(ArrayState):
     """
 
     name = "embedder"
+    vectors_: np.ndarray
 
     def __init__(self, *, tag_dim: int = 250, popularity_weight: float = 0.25,
                  freshness_weight: float = 0.1, seed: int = 0) -> None:
@@ -181,21 +182,23 @@ class ArtistEmbedder(ArrayState):
         plays = np.asarray(change.plays.sum(axis=0), np.float64).ravel()
         stats["log_listeners"] = np.log1p(np.expm1(stats["log_listeners"].astype(np.float64)) + change.new_listeners)
         stats["log_plays"] = np.log1p(np.expm1(stats["log_plays"].astype(np.float64)) + plays)
-        # without new artists only the statistics' blocks move: written in place when the vectors are writable
-        in_place = change.same_catalogue and self.vectors_.flags.writeable
-        tag_block = None if in_place else change.artists(self.vectors_[:, :self.tag_dim_])
-        new = change.new_artists
-        tags = change.new_tags[np.isin(change.new_tags["artist"].to_numpy(), new)]
-        if len(tags) and tag_block is not None:  # tags of new artists: a new catalogue, so not in place
+        # one copy of the vectors at most (none when they are writable and no artist is new); the
+        # statistics' blocks are then written into it
+        if not change.same_catalogue:
+            self.vectors_ = change.artists(self.vectors_)
+        elif not self.vectors_.flags.writeable:  # memory-mapped from a saved model
+            self.vectors_ = np.array(self.vectors_)
+        tags = change.new_tags[np.isin(change.new_tags["artist"].to_numpy(), change.new_artists)]
+        if len(tags):
             tagged = np.unique(tags["artist"].to_numpy())
-            tag_block[tagged] = self._embed_tags(tags, tagged)
+            self.vectors_[tagged, :self.tag_dim_] = self._embed_tags(tags, tagged)
             # freshness counts listeners' tag assignments, as a fit does, not artist-level labels
             assigned = np.unique(tags.loc[tags["assigned"].to_numpy(bool), "artist"].to_numpy())
             for name in ("years_since_first_tag", "years_since_last_tag"):
                 stats[name][assigned] = 0.0
             stats["has_tags"][assigned] = 1.0
         self.stats_ = {name: values.astype(np.float32) for name, values in stats.items()}
-        self._assemble(tag_block)
+        self._assemble(None)
         return self
 
     def neighbours(self, artists: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
