@@ -148,9 +148,8 @@ def update(model: Recommender, delta: Dataset, names: pd.DataFrame) -> bool:
         return sparse.moved(matrix, rows, artist_rows, (len(user_ids), n_artists))
 
     history = moved(model.history_, user_rows)
-    plays = sp.coo_matrix(delta.matrix)
-    plays = sp.csr_matrix((plays.data, (plays.row, columns[plays.col])), shape=(delta.n_users, n_artists))
-    plays.sort_indices()  # the delta's columns map in order, so entries keep the interactions' order
+    # both catalogues are sorted, so the entries keep the order of the interactions (and their listen times)
+    plays = sparse.moved(delta.matrix, None, columns, (delta.n_users, n_artists))
     # an artist-side-only model holds no listener: none of the log's has plays before
     listeners = np.full(delta.n_users, -1) if side_only else lookup_ids(user_ids, delta.user_ids)
     before = sp.csr_matrix(plays.shape, dtype=np.float32) if side_only else history[listeners]
