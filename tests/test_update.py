@@ -201,3 +201,16 @@ def test_biased_svd_solves_new_listeners_the_same_in_chunks(model, synth, monkey
     chunked = part._user_vectors(Batch(np.full(synth.n_users, -1), synth.matrix))
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_sampled_fit_keeps_outside_listeners_folded_in_and_learns_new_ones(synth):
+    sampled = Recommender(**SMALL, fit_users=60).fit(synth)
+    outside = sampled.user_ids_[sampled.model_rows_ < 0][0]
+    inside = sampled.user_ids_[sampled.model_rows_ >= 0][0]
+    new = int(sampled.user_ids_.max()) + 5
+    sampled.update(plays([(outside, sampled.artist_ids_[1], 1.0), (inside, sampled.artist_ids_[2], 1.0),
+                          (new, sampled.artist_ids_[3], 1.0)]))
+    rows = sampled.model_rows_[np.searchsorted(sampled.user_ids_, [outside, inside, new])]
+    assert rows[0] == -1 and rows[1] >= 0 and rows[2] == 60
+    assert sampled.stages_.models_["als"].user_factors_.shape[0] == 61
+    assert sampled.artist_ids_[1] not in set(sampled.recommend(outside, n=20)["artist_id"])
