@@ -16,7 +16,7 @@ from funnel.protocols import ArrayState, PartContext, PartSettings, PartUpdate, 
 from funnel.sparse import as_csr, row_of_entries
 
 RATING_SCALE = (1.0, 5.0)
-FOLD_IN_CELLS = 1 << 21  # float64 cells of new listeners' rating outer products held at once (16 MB)
+FOLD_IN_CELLS = 1 << 18  # float64 cells of new listeners' rating outer products held at once (2 MB)
 
 
 def plays_to_ratings(plays: sp.csr_matrix) -> sp.csr_matrix:
@@ -182,19 +182,20 @@ class BiasedSVDFactors(ArrayState):
         known = users >= 0
         vec[known] = self.user_factors_[users[known]]
         bias[known] = self.user_bias_[users[known]]
-        lengths = np.diff(batch.history.indptr)
-        new = np.flatnonzero(~known & (lengths > 0))
+        new = np.flatnonzero(~known & (np.diff(batch.history.indptr) > 0))
+        if not len(new):
+            return vec, bias
+        ratings = plays_to_ratings(batch.history[new])
         # chunks of listeners: each rating's outer product is held until its chunk is solved
         size = max(1, FOLD_IN_CELLS // (self.factors + 1) ** 2)
-        ends = np.searchsorted(np.cumsum(lengths[new]), np.arange(size, lengths[new].sum(), size), side="right")
-        for chunk in np.split(new, np.unique(ends[(ends > 0) & (ends < len(new))])):
-            if len(chunk):
-                vec[chunk], bias[chunk] = self._solve(batch.history[chunk])
+        ends = np.searchsorted(ratings.indptr[1:], np.arange(size, ratings.nnz, size), side="right")
+        bounds = [0, *np.unique(ends[(ends > 0) & (ends < len(new))]).tolist(), len(new)]
+        for start, stop in zip(bounds[:-1], bounds[1:]):
+            vec[new[start:stop]], bias[new[start:stop]] = self._solve(ratings[start:stop])
         return vec, bias
 
-    def _solve(self, history: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """Ridge factors and biases of listeners from their histories (every row has entries)."""
-        ratings = plays_to_ratings(history)
+    def _solve(self, ratings: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Ridge factors and biases of listeners from their ratings (every row has entries)."""
         items = ratings.indices
         target = ratings.data - self.global_mean_ - self.item_bias_[items]
         design = np.hstack([self.item_factors_[items], np.ones((len(items), 1), np.float32)]).astype(np.float64)
