@@ -780,6 +780,35 @@ def post(base: str, path: str, body: object, key: str | None = None) -> tuple[in
     return call(base, path, body, headers={"X-API-Key": key} if key else None)
 
 
+@contextlib.contextmanager
+def under_load(base: str, request: dict, clients: int = 3) -> Iterator[tuple[list[int], list[int]]]:
+    """Within the block, ``clients`` threads send ``request`` to ``/recommend`` without pause.
+
+    Yields the statuses other than 200 and (in a one-item list) the number of answers, both
+    complete once the block has ended and the clients stopped.
+    """
+    failures: list[int] = []
+    answered = [0]
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            status, _ = post(base, "/recommend", request, KEY)
+            answered[0] += 1
+            if status != 200:
+                failures.append(status)
+
+    threads = [threading.Thread(target=load) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield failures, answered
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
 def test_reload_swaps_models_without_failed_requests(keyed_server, fitted, small_config, tmp_path):
     from funnel.data.synthetic import synthetic
     from tests.conftest import SYNTH
@@ -790,21 +819,7 @@ def test_reload_swaps_models_without_failed_requests(keyed_server, fitted, small
     assert post(base, "/admin/reload", {}, KEY)[0] == 403  # a user key is not an admin key
     status, health = call(base, "/health")
     assert health["trained"]["saved_at"] and health["trained"]["versions"]["funnel"]
-    failures, answered = [], [0]
-    stop = threading.Event()
-
-    def load() -> None:
-        user = int(fitted.user_ids_[0])
-        while not stop.is_set():
-            status, _ = post(base, "/recommend", {"user_id": user, "n": 5, "explain": False}, KEY)
-            answered[0] += 1
-            if status != 200:
-                failures.append(status)
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
+    with under_load(base, {"user_id": int(fitted.user_ids_[0]), "n": 5, "explain": False}) as (failures, answered):
         status, swapped = post(base, "/admin/reload", {"model_dir": str(other)}, ADMIN_KEY)
         assert status == 200, swapped
         assert swapped["data_fingerprint"] != swapped["previous_data_fingerprint"]
@@ -814,10 +829,6 @@ def test_reload_swaps_models_without_failed_requests(keyed_server, fitted, small
         assert call(base, "/health")[1]["data_fingerprint"] == swapped["data_fingerprint"]
         status, again = post(base, "/admin/reload", b"", ADMIN_KEY)  # no body: the directory served now, again
         assert status == 200 and again["model_dir"] == str(other)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
     assert answered[0] > 0 and failures == []
     status, restored = post(base, "/admin/reload", {"model_dir": str(fitted.save(tmp_path / "back"))}, ADMIN_KEY)
     assert status == 200 and restored["data_fingerprint"] == fitted.fingerprint_
@@ -831,31 +842,13 @@ def test_an_update_saved_in_place_reloads_under_load_without_failed_requests(key
     assert post(base, "/admin/reload", {"model_dir": str(served_dir)}, ADMIN_KEY)[0] == 200
     newcomer = int(fitted.user_ids_.max()) + 1
     assert post(base, "/recommend", {"user_id": newcomer}, KEY)[0] == 404
-    failures, answered = [], [0]
-    stop = threading.Event()
-
-    def load() -> None:
-        user = int(fitted.user_ids_[1])
-        while not stop.is_set():
-            status, _ = post(base, "/recommend", {"user_id": user, "n": 5}, KEY)
-            answered[0] += 1
-            if status != 200:
-                failures.append(status)
-
-    threads = [threading.Thread(target=load) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    try:
+    with under_load(base, {"user_id": int(fitted.user_ids_[1]), "n": 5}) as (failures, answered):
         model = Recommender.load(served_dir, mmap=False)
         model.update(pd.DataFrame({"user_id": [newcomer, newcomer, int(fitted.user_ids_[1])],
                                    "artist_id": fitted.artist_ids_[[3, 4, 5]]}))
         model.save(served_dir)  # in place: the manifest swapped last, the served files untouched
         status, swapped = post(base, "/admin/reload", b"", ADMIN_KEY)
         assert status == 200 and swapped["data_fingerprint"] == model.fingerprint_ != fitted.fingerprint_
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join()
     assert answered[0] > 0 and failures == []
     status, answer = post(base, "/recommend", {"user_id": newcomer, "n": 5}, KEY)
     played = set(fitted.artist_ids_[[3, 4]].tolist())
