@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -100,6 +101,9 @@ class PartState:
 class PartUpdate:
     """New plays (and artists) for a fitted part, in its internal indices: what :class:`Updatable` reads.
 
+    What the parts derive from it (``after``, ``started``, ``new_listeners``, ...) is computed
+    once per update and shared.
+
     The catalogue stays sorted by id, so the artists a part was fitted on move to new
     indices (``artist_rows``) with the new artists among them; the user arrays keep their
     rows and new listeners are appended after them.
@@ -149,31 +153,31 @@ class PartUpdate:
     taggers: np.ndarray
     neighbours: tuple[np.ndarray, np.ndarray] | None = None
 
-    @property
+    @cached_property
     def after(self) -> sp.csr_matrix:
         """The log listeners' plays after the update (``before + plays``)."""
         return sp.csr_matrix(self.before + self.plays)
 
-    @property
+    @cached_property
     def started(self) -> np.ndarray:
         """Per stored entry of ``plays``: whether the listener had not played the artist before."""
         from funnel.sparse import lookup, row_of_entries
 
         return lookup(self.before, row_of_entries(self.plays), self.plays.indices) == 0
 
-    @property
+    @cached_property
     def new_listeners(self) -> np.ndarray:
         """Per artist of the new catalogue, how many of the log's listeners started playing it."""
         return np.bincount(self.plays.indices[self.started], minlength=self.n_artists)
 
-    @property
+    @cached_property
     def new_artists(self) -> np.ndarray:
         """Indices of the artists the part was not fitted on."""
         old = np.zeros(self.n_artists, bool)
         old[self.artist_rows] = True
         return np.flatnonzero(~old)
 
-    @property
+    @cached_property
     def learned(self) -> np.ndarray:
         """Positions of the log listeners the user arrays hold (``model_rows >= 0``)."""
         return np.flatnonzero(self.model_rows >= 0)

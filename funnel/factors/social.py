@@ -56,8 +56,9 @@ class FriendListening(ArrayState):
         if not hasattr(self, "counts_"):
             raise NotFittedError("FriendListening is not fitted; call fit() first")
         n = change.n_model_rows
-        graph = sp.coo_matrix(self.friends_)
-        self.friends_ = sp.csr_matrix((graph.data, (graph.row, graph.col)), shape=(n, n))
+        if self.friends_.shape[0] != n:  # new listeners: no friends among the training users
+            graph = sp.coo_matrix(self.friends_)
+            self.friends_ = sp.csr_matrix((graph.data, (graph.row, graph.col)), shape=(n, n))
         self.n_friends_ = change.users(self.n_friends_)
         counts = change.matrix(self.counts_)
         learned = change.learned
