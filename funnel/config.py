@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from funnel.errors import ConfigError
 
 # Settings that change how a run behaves but not what a model learns.
-RUNTIME_SETTINGS = frozenset({"show_progress", "n_threads", "cache_dir", "reuse_svd", "reuse_ranker"})
+RUNTIME_SETTINGS = frozenset({"show_progress", "n_threads", "parallel_fit", "cache_dir", "reuse_svd",
+                              "reuse_ranker"})
 
 DEFAULT_CANDIDATES: dict[str, int | dict[str, Any]] = {"tags": 100, "als": 100, "ease": 100, "friends": 50,
                                                       "popularity": 20}
@@ -108,6 +109,14 @@ class FunnelConfig(BaseModel):
         Cores for implicit's ALS, BLAS and FAISS and for the batches of ``recommend_all`` (0:
         all). With more than one, a fit runs the ranker's side and the serving stages at once,
         each on half of them.
+    parallel_fit : {"auto", "process", "thread"}
+        Where the serving side of a fit runs while the ranker's side runs here: ``process``
+        in a worker process (loky's reusable executor, which stays up between fits and
+        holds a copy of the training data while it fits), ``thread`` on a thread of this
+        process (the two sides then take turns on the GIL: slower, one copy of the data).
+        ``auto`` takes the process unless ``fit_users`` is set or a part's class is defined
+        in ``__main__`` or in a function, where another process cannot import it. The
+        fitted model is the same either way.
     cache_dir : str or None
         Where trained BiasedSVD embeddings (the ``reusable`` models) and rankers are cached
         between runs.
@@ -133,6 +142,7 @@ class FunnelConfig(BaseModel):
     seed: int = Field(0, ge=0)
     show_progress: bool = False
     n_threads: int = Field(0, ge=0)
+    parallel_fit: Literal["auto", "process", "thread"] = "auto"
     cache_dir: str | None = None
     reuse_svd: bool = False
     reuse_ranker: bool = False

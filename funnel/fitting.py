@@ -3,23 +3,29 @@
 The ranker learns on features from stages fitted on a per-user history part of the training
 data (:mod:`funnel.ranking.training`); the serving stages are fitted on all of it. The two
 sides share nothing until the ranker is trained, so unless ``n_threads`` is 1 they run at
-once on a standard ``ThreadPoolExecutor``. Each side's parts have half the cores for their
-native threads (implicit, BLAS, OpenMP), whether the sides run at once or not; the heavy
-steps (ALS, EASE's inverse, the tag projection, FAISS searches, sparse products) release
-the GIL. No process is started, so a script needs no ``if __name__ == "__main__":`` guard.
-With ``fit_users``, both sides learn from a sample of listeners, except for the artist-side
-models, which count every listener's plays.
+once, each with half the cores for its native threads (implicit, BLAS, OpenMP), whether the
+sides run at once or not. The serving side runs in a worker process of loky's reusable
+executor (``parallel_fit="process"``): the parts' Python steps (surprise's rating loop, tag
+tokenising, pandas) would otherwise take turns on the GIL with the ranker's side. The worker
+returns the stages' states, rebuilt here as a saved model is loaded; it stays up between
+fits and does not run the caller's ``__main__``, so a script needs no ``if __name__ ==
+"__main__":`` guard. ``parallel_fit="thread"`` runs the serving side on a thread of this
+process instead (one copy of the data in memory). With ``fit_users``, both sides learn from a
+sample of listeners, except for the artist-side models, which count every listener's plays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController, threadpool_limits
@@ -27,16 +33,16 @@ from threadpoolctl import ThreadpoolController, threadpool_limits
 from funnel.config import FunnelConfig
 from funnel.data import Dataset
 from funnel.data.split import listener_sample, with_listeners
-from funnel.errors import FunnelError
+from funnel.errors import ConfigError, FunnelError
 from funnel.persistence import ArtifactCache
-from funnel.protocols import Ranker
+from funnel.protocols import PartState, Ranker
 from funnel.ranking.training import history_split, train_ranker
 from funnel.registry import class_path
 from funnel.stages import FEATURE_CODE_VERSION, Stages
 
 logger = logging.getLogger("funnel")
 
-T = TypeVar("T")
+WORKER_IDLE_SECONDS = 120  # the worker process exits after this long without a fit
 
 
 @dataclass
@@ -86,28 +92,70 @@ def ranker_settings(config: FunnelConfig, stages: Stages) -> dict[str, Any]:
     return {**config.model_settings(), "classes": stages.classes(), "code": FEATURE_CODE_VERSION}
 
 
-def both(first: Callable[[], Any], second: Callable[[], T], threads: int, at_once: bool) -> tuple[Any, T]:
-    """``first()`` and ``second()``, each on ``threads`` native threads; ``at_once``: ``second`` on a pool thread.
+def native_limits(threads: int) -> contextlib.ExitStack:
+    """BLAS (process-wide) and the calling thread's OpenMP (FAISS) limited to ``threads``."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(threadpool_limits(limits=threads, user_api="blas"))
+    stack.enter_context(ThreadpoolController().select(user_api="openmp").limit(limits=threads))
+    return stack
 
-    BLAS's thread count is process-wide, so it is limited once for both; OpenMP's (FAISS's
-    searches) is per calling thread, so each side limits its own. The limits are the same
-    whether the sides run at once or not, so that a fit whose ranker comes from the cache
-    computes the serving stages exactly as the fit that trained it.
+
+def serving_stages(learners: Dataset, config: FunnelConfig, classes: dict[str, str],
+                   everyone: Dataset | None) -> Stages:
+    """The stages fitted on all of ``learners`` (the artist-side models on ``everyone``) for serving."""
+    cache = ArtifactCache(config.cache_dir) if config.cache_dir else None
+    stages = Stages(config, classes)
+    return stages.fit(learners, cached_models(learners, stages, cache, ""), everyone=everyone)
+
+
+def fit_in_worker(learners: Dataset, config: FunnelConfig, classes: dict[str, str], everyone: Dataset | None,
+                  threads: int) -> tuple[dict[str, PartState], list[str], dict[str, float]]:
+    """:func:`serving_stages` in a worker process: the stages' states, sources and seconds to rebuild them by."""
+    with native_limits(threads):
+        stages = serving_stages(learners, config, classes, everyone)
+    return stages.get_state(), stages.source_names, stages.fit_seconds_
+
+
+def unimportable(classes: dict[str, str]) -> list[str]:
+    """The parts whose class another process cannot import (defined in ``__main__`` or in a function)."""
+    return sorted(key for key, path in classes.items() if path.startswith("__main__:") or "<locals>" in path)
+
+
+def use_worker(config: FunnelConfig, classes: dict[str, str]) -> bool:
+    """Whether the serving side of a fit whose sides run at once goes to a worker process (``parallel_fit``).
+
+    ``auto`` takes the worker unless ``fit_users`` is set (a sampled fit is for an audience
+    whose data should be held once) or a part's class cannot be imported by another process.
+
+    Raises
+    ------
+    ConfigError
+        ``parallel_fit="process"`` with a part that another process cannot import.
     """
-    openmp = ThreadpoolController().select(user_api="openmp")
+    if config.parallel_fit == "thread":
+        return False
+    local = unimportable(classes)
+    if config.parallel_fit == "process" and local:
+        raise ConfigError(f"parallel_fit='process' needs every part's class importable by a worker process, and "
+                          f"{', '.join(local)} is defined in __main__ or in a function; move it to a module "
+                          "(docs/extending.md) or set parallel_fit='thread'")
+    if config.parallel_fit == "auto" and (config.fit_users is not None or local
+                                          or multiprocessing.current_process().daemon):
+        return False
+    return True
 
-    def limited(call: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            with openmp.limit(limits=threads):
-                return call()
-        return run
 
-    with threadpool_limits(limits=threads, user_api="blas"):
-        if not at_once:
-            return limited(first)(), limited(second)()
-        with ThreadPoolExecutor(1, thread_name_prefix="funnel-fit") as pool:
-            later = pool.submit(limited(second))
-            return limited(first)(), later.result()
+def worker_stages(later: Future[Any], config: FunnelConfig, classes: dict[str, str]) -> Stages:
+    """The serving stages :func:`fit_in_worker` fitted, rebuilt from their states as a load rebuilds them."""
+    try:
+        states, source_names, fit_seconds = later.result()
+    except BrokenProcessPool as died:
+        raise FunnelError(f"the worker process fitting the serving stages stopped ({died}); if memory ran out, "
+                          "set parallel_fit='thread' to fit them in this process with one copy of the data") from died
+    stages = Stages.from_state(config, states, source_names, classes)
+    stages.fit_seconds_ = fit_seconds
+    logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in stages.sources_))
+    return stages
 
 
 def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
@@ -146,15 +194,33 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
         seconds["ranker"] = time.perf_counter() - started
         return ranker, recall
 
-    def serving_side() -> Stages:
-        logger.info("fitting both stages on all %d interactions", len(learners.interactions))
-        started = time.perf_counter()
-        stages = Stages(side)
-        stages.fit(learners, cached_models(learners, stages, cache, ""), everyone=dataset if sampled else None)
-        seconds["stages"] = time.perf_counter() - started
-        return stages
+    classes = plan.classes()
+    everyone = dataset if sampled else None
+    at_once = cached is None and cores > 1
 
-    (ranker, recall), stages = both(ranker_side, serving_side, threads, at_once=cached is None and cores > 1)
+    def serving_side() -> Stages:
+        with native_limits(threads):  # OpenMP's limit is the calling thread's
+            return serving_stages(learners, side, classes, everyone)
+
+    logger.info("fitting both stages on all %d interactions", len(learners.interactions))
+    started = time.perf_counter()
+    with native_limits(threads):
+        if at_once and use_worker(config, classes):
+            from loky import get_reusable_executor
+
+            executor = get_reusable_executor(max_workers=1, timeout=WORKER_IDLE_SECONDS)
+            later: Future[Any] = executor.submit(fit_in_worker, learners, side, classes, everyone, threads)
+            ranker, recall = ranker_side()
+            stages = worker_stages(later, side, classes)
+        elif at_once:
+            with ThreadPoolExecutor(1, thread_name_prefix="funnel-fit") as pool:
+                later = pool.submit(serving_side)
+                ranker, recall = ranker_side()
+                stages = later.result()
+        else:
+            ranker, recall = ranker_side()
+            stages = serving_side()
+    seconds["stages"] = time.perf_counter() - started
     if cached is not None and list(cached.arrays["feature_names"]) != stages.feature_names_:
         raise FunnelError("the cached ranker was trained on other feature columns; retrain it "
                           "(--judge True / reuse_ranker=False)")

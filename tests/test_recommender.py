@@ -206,6 +206,38 @@ def test_a_fit_on_two_threads_ranks_as_a_fit_on_one(synth, small_config, fitted)
     assert all(seconds >= 0 for seconds in both.fit_seconds_.values()) and both.fit_seconds_["ranker"] > 0
 
 
+def test_a_fit_whose_serving_side_runs_in_a_worker_process_is_the_fit_on_a_thread(synth, small_config):
+    in_worker = Recommender(small_config, n_threads=2, parallel_fit="process").fit(synth)
+    on_thread = Recommender(small_config, n_threads=2, parallel_fit="thread").fit(synth)
+    ours, theirs = in_worker.stages_.get_state(), on_thread.stages_.get_state()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert ours[key].arrays.keys() == theirs[key].arrays.keys(), key
+        for name, array in ours[key].arrays.items():
+            other, where = theirs[key].arrays[name], f"{key} {name}"
+            if array.dtype.kind in "fc":
+                np.testing.assert_allclose(array, other, rtol=1e-5, atol=1e-6, err_msg=where)
+            else:
+                np.testing.assert_array_equal(array, other, err_msg=where)
+        assert ours[key].files == theirs[key].files, key
+    assert in_worker.feature_names_ == on_thread.feature_names_
+    assert set(in_worker.fit_seconds_) == set(on_thread.fit_seconds_)
+    assert_same_recommendations(in_worker.recommend_all(n=10), on_thread.recommend_all(n=10))
+
+
+def test_auto_keeps_the_serving_side_in_this_process_when_a_worker_could_not_import_a_part(small_config):
+    config = small_config.replace(parallel_fit="auto")
+    importable = {"models/als": "funnel.factors.als:ALSFactors"}
+    assert fitting_module.use_worker(config, importable)
+    assert not fitting_module.use_worker(config.replace(fit_users=0.5), importable)  # one copy of big data
+    assert not fitting_module.use_worker(config.replace(parallel_fit="thread"), importable)
+    for local in ("__main__:MySource", "mypackage.parts:make.<locals>.MySource"):
+        classes = {**importable, "candidates/mine": local}
+        assert not fitting_module.use_worker(config, classes)
+        with pytest.raises(ConfigError, match="candidates/mine.*parallel_fit='thread'"):
+            fitting_module.use_worker(config.replace(parallel_fit="process"), classes)
+
+
 def test_a_script_without_a_main_guard_fits_without_a_traceback(tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(
