@@ -9,6 +9,11 @@
    ALS-only baseline's single-user recommend.
 4. In one process: ``fit`` + ``recommend_all`` of the funnel against ALS-only's, alternating
    ``--repeats`` times (medians and the median of the per-pair ratios).
+5. In one process: the funnel's ``fit`` with the serving side in the worker process
+   (``parallel_fit="process"``, the default) against on a thread (``"thread"``), alternating
+   ``--repeats`` times after one fit of each (the worker started): medians and the mean
+   paired difference with its standard error; and the peak memory (process and worker,
+   ``benchmarks/memory.py``) of one fit in a fresh process in each mode.
 
     python benchmarks/lastfm_speed.py
     python benchmarks/lastfm_speed.py --calls 500 --data PATH
@@ -42,6 +47,17 @@ def als_only_job(data: str | None, output: str) -> None:
     dataset = load_lastfm(data)
     model = ALSRecommender().fit(dataset)
     model.recommend_all(n=20).to_csv(output, index=False)
+
+
+def memory_job(data: str | None, mode: str) -> None:
+    """Print the peak memory in MB of loading Last.fm and one fit with ``parallel_fit=mode`` (a fresh process)."""
+    from memory import PeakMemory
+
+    from funnel import Recommender, load_lastfm
+
+    with PeakMemory() as memory:
+        Recommender(show_progress=False, parallel_fit=mode).fit(load_lastfm(data))
+    print(f"{memory.peak_mb:.1f}")
 
 
 def timed_process(command: list[str]) -> float:
@@ -81,9 +97,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=500, help="single-user calls timed per method")
     parser.add_argument("--repeats", type=int, default=5, help="alternating in-process fit pairs")
     parser.add_argument("--als-only-job", metavar="CSV", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-job", choices=["process", "thread"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.als_only_job:
         als_only_job(args.data, args.als_only_job)
+        return
+    if args.memory_job:
+        memory_job(args.data, args.memory_job)
         return
 
     from funnel import Recommender, load_lastfm
@@ -133,6 +153,29 @@ def main() -> None:
     print(f"in process, fit + recommend_all ({args.repeats} alternating pairs): funnel median "
           f"{np.median(funnel_fit):.2f}s, ALS-only {np.median(als_fit):.2f}s, median ratio "
           f"{out['in_process_ratio']:.2f} (target <= 3)")
+    Recommender(show_progress=False, parallel_fit="process").fit(dataset)
+    Recommender(show_progress=False, parallel_fit="thread").fit(dataset)
+    fits: dict[str, list[float]] = {"process": [], "thread": []}
+    for _ in range(args.repeats):
+        for mode, times in fits.items():
+            started = time.perf_counter()
+            Recommender(show_progress=False, parallel_fit=mode).fit(dataset)
+            times.append(time.perf_counter() - started)
+    gained = np.subtract(fits["thread"], fits["process"])
+    out["fit_seconds_by_parallel_fit"] = fits
+    out["thread_minus_process_seconds"] = {"mean": float(gained.mean()),
+                                           "se": float(gained.std(ddof=1) / np.sqrt(len(gained)))}
+    print(f"fit alone ({args.repeats} alternating pairs): serving side in the worker process median "
+          f"{np.median(fits['process']):.2f}s, on a thread {np.median(fits['thread']):.2f}s, paired difference "
+          f"{gained.mean():.2f} +- {out['thread_minus_process_seconds']['se']:.2f}s")
+    peaks = {}
+    for mode in fits:
+        job = subprocess.run([sys.executable, __file__, "--memory-job", mode, *data_args], cwd=ROOT,
+                             capture_output=True, text=True, check=True)
+        peaks[mode] = float(job.stdout.split()[-1])
+    out["fit_peak_memory_mb"] = peaks
+    print(f"peak memory of a fit in a fresh process: worker process {peaks['process']:.0f} MB (with the worker), "
+          f"thread {peaks['thread']:.0f} MB")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lastfm_speed.json").write_text(json.dumps(out, indent=2) + "\n")
 

@@ -93,7 +93,12 @@ def ranker_settings(config: FunnelConfig, stages: Stages) -> dict[str, Any]:
 
 
 def native_limits(threads: int) -> contextlib.ExitStack:
-    """BLAS (process-wide) and the calling thread's OpenMP (FAISS) limited to ``threads``."""
+    """BLAS (process-wide) and the calling thread's OpenMP (FAISS) limited to ``threads``.
+
+    Each side runs under the same limits whether the sides run at once or not, so that a fit
+    whose ranker comes from the cache computes the serving stages exactly as the fit that
+    trained it.
+    """
     stack = contextlib.ExitStack()
     stack.enter_context(threadpool_limits(limits=threads, user_api="blas"))
     stack.enter_context(ThreadpoolController().select(user_api="openmp").limit(limits=threads))

@@ -14,7 +14,17 @@ import pytest
 import funnel.fitting as fitting_module
 import funnel.persistence.model as model_module
 import funnel.recommender as recommender_module
-from funnel import ArtifactError, ConfigError, DataError, Dataset, NotFittedError, Recommender, UnknownUserError, split
+from funnel import (
+    ArtifactError,
+    ConfigError,
+    DataError,
+    Dataset,
+    FunnelError,
+    NotFittedError,
+    Recommender,
+    UnknownUserError,
+    split,
+)
 from funnel.baselines import ALSRecommender
 from funnel.batch import Batch
 from funnel.evaluation import evaluate
@@ -236,6 +246,16 @@ def test_auto_keeps_the_serving_side_in_this_process_when_a_worker_could_not_imp
         assert not fitting_module.use_worker(config, classes)
         with pytest.raises(ConfigError, match="candidates/mine.*parallel_fit='thread'"):
             fitting_module.use_worker(config.replace(parallel_fit="process"), classes)
+
+
+def test_a_worker_that_died_is_an_error_saying_what_to_do(small_config):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    died: Future = Future()
+    died.set_exception(BrokenProcessPool("a process in the pool was terminated abruptly"))
+    with pytest.raises(FunnelError, match="worker process .* stopped .*parallel_fit='thread'"):
+        fitting_module.worker_stages(died, small_config, {})
 
 
 def test_a_script_without_a_main_guard_fits_without_a_traceback(tmp_path):
