@@ -114,11 +114,13 @@ def serving_stages(learners: Dataset, config: FunnelConfig, classes: dict[str, s
 
 
 def fit_in_worker(learners: Dataset, config: FunnelConfig, classes: dict[str, str], everyone: Dataset | None,
-                  threads: int) -> tuple[dict[str, PartState], list[str], dict[str, float]]:
-    """:func:`serving_stages` in a worker process: the stages' states, sources and seconds to rebuild them by."""
+                  threads: int) -> tuple[dict[str, PartState], list[str], dict[str, float], float]:
+    """:func:`serving_stages` in a worker process: the stages' states and sources to rebuild them by, the
+    seconds of each part and of the whole."""
+    started = time.perf_counter()
     with native_limits(threads):
         stages = serving_stages(learners, config, classes, everyone)
-    return stages.get_state(), stages.source_names, stages.fit_seconds_
+    return stages.get_state(), stages.source_names, stages.fit_seconds_, time.perf_counter() - started
 
 
 def unimportable(classes: dict[str, str]) -> list[str]:
@@ -150,17 +152,18 @@ def use_worker(config: FunnelConfig, classes: dict[str, str]) -> bool:
     return True
 
 
-def worker_stages(later: Future[Any], config: FunnelConfig, classes: dict[str, str]) -> Stages:
-    """The serving stages :func:`fit_in_worker` fitted, rebuilt from their states as a load rebuilds them."""
+def worker_stages(later: Future[Any], config: FunnelConfig, classes: dict[str, str]) -> tuple[Stages, float]:
+    """The serving stages :func:`fit_in_worker` fitted, rebuilt from their states as a load rebuilds
+    them, and the seconds they took there."""
     try:
-        states, source_names, fit_seconds = later.result()
+        states, source_names, fit_seconds, seconds = later.result()
     except BrokenProcessPool as died:
         raise FunnelError(f"the worker process fitting the serving stages stopped ({died}); if memory ran out, "
                           "set parallel_fit='thread' to fit them in this process with one copy of the data") from died
     stages = Stages.from_state(config, states, source_names, classes)
     stages.fit_seconds_ = fit_seconds
     logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in stages.sources_))
-    return stages
+    return stages, seconds
 
 
 def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
@@ -204,11 +207,13 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
     at_once = cached is None and cores > 1
 
     def serving_side() -> Stages:
+        started = time.perf_counter()
         with native_limits(threads):  # OpenMP's limit is the calling thread's
-            return serving_stages(learners, side, classes, everyone)
+            stages = serving_stages(learners, side, classes, everyone)
+        seconds["stages"] = time.perf_counter() - started
+        return stages
 
     logger.info("fitting both stages on all %d interactions", len(learners.interactions))
-    started = time.perf_counter()
     with native_limits(threads):
         if at_once and use_worker(config, classes):
             from loky import get_reusable_executor
@@ -216,7 +221,7 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
             executor = get_reusable_executor(max_workers=1, timeout=WORKER_IDLE_SECONDS)
             later: Future[Any] = executor.submit(fit_in_worker, learners, side, classes, everyone, threads)
             ranker, recall = ranker_side()
-            stages = worker_stages(later, side, classes)
+            stages, seconds["stages"] = worker_stages(later, side, classes)
         elif at_once:
             with ThreadPoolExecutor(1, thread_name_prefix="funnel-fit") as pool:
                 later = pool.submit(serving_side)
@@ -225,7 +230,6 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
         else:
             ranker, recall = ranker_side()
             stages = serving_side()
-    seconds["stages"] = time.perf_counter() - started
     if cached is not None and list(cached.arrays["feature_names"]) != stages.feature_names_:
         raise FunnelError("the cached ranker was trained on other feature columns; retrain it "
                           "(--judge True / reuse_ranker=False)")
