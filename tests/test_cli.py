@@ -95,6 +95,8 @@ def test_flags_map_onto_the_config():
     assert to_config(parse_args(["--fit-users", "5000"])).fit_users == 5000
     assert to_config(parse_args(["--fit-users", "0.25"])).fit_users == 0.25
     assert to_config(parse_args([])).fit_users is None
+    assert to_config(parse_args([])).parallel_fit == "auto"
+    assert to_config(parse_args(["--parallel-fit", "thread"])).parallel_fit == "thread"
 
 
 def test_flags_without_a_command_are_trains_and_the_retrain_flags_have_long_names():

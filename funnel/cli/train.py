@@ -51,6 +51,10 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--fit-users", type=listeners, default=None, dest="fit_users", metavar="N|SHARE",
                         help="learn from a random sample of this many listeners (an integer) or this share "
                              "(0 < SHARE <= 1); every listener is still recommended to (default: all)")
+    parser.add_argument("--parallel-fit", choices=("auto", "process", "thread"), default=None, dest="parallel_fit",
+                        help="where the serving side of the fit runs beside the ranker's: a worker process "
+                             "(faster; holds a copy of the data) or a thread of this process (default: --config's, "
+                             "else auto: the process unless --fit-users is given)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: --config's, else 0)")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="JSON settings to train with, as written by 'tune --output' or FunnelConfig.to_file "
@@ -122,6 +126,8 @@ def to_config(args: argparse.Namespace) -> FunnelConfig:
         changes["seed"] = args.seed
     if args.fit_users is not None:
         changes["fit_users"] = args.fit_users
+    if args.parallel_fit is not None:
+        changes["parallel_fit"] = args.parallel_fit
     if args.candidates is not None:
         candidates = dict(base.candidates)
         for name in ("tags", "als"):
