@@ -54,7 +54,7 @@ def add_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--parallel-fit", choices=("auto", "process", "thread"), default=None, dest="parallel_fit",
                         help="where the serving side of the fit runs beside the ranker's: a worker process "
                              "(faster; holds a copy of the data) or a thread of this process (default: --config's, "
-                             "else auto: the process unless --fit-users is given)")
+                             "else auto: the process unless --fit-users or --engine spark is given)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: --config's, else 0)")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="JSON settings to train with, as written by 'tune --output' or FunnelConfig.to_file "
@@ -215,7 +215,9 @@ def run_spark(args: argparse.Namespace, config: FunnelConfig) -> None:
     dataset, n_users = sample_dataset(pairs, config.fit_users, config.seed, tags)
     logger.info("sampled and collected the listeners in %.1fs", time.perf_counter() - step)
     step = time.perf_counter()
-    model = Recommender(config.replace(fit_users=None)).fit(dataset)
+    # the sample is what this driver holds; "auto" keeps one copy of it, as it does for a fit_users fit
+    parallel = "thread" if config.parallel_fit == "auto" else config.parallel_fit
+    model = Recommender(config.replace(fit_users=None, parallel_fit=parallel)).fit(dataset)
     model.save(model_path, artist_side_only=True)
     logger.info("fitted and saved in %.1fs", time.perf_counter() - step)
     logger.info("saved an artist-side model learned from %d of %d listeners to %s in %.1fs; score every listener "
