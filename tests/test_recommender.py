@@ -258,6 +258,16 @@ def test_a_worker_that_died_is_an_error_saying_what_to_do(small_config):
         fitting_module.worker_stages(died, small_config, {})
 
 
+def test_an_error_in_the_worker_reaches_the_caller_as_that_funnel_error(synth, small_config):
+    from loky import get_reusable_executor
+
+    classes = {"models/als": "funnel.factors.als:NoSuchModel"}  # found in the worker, as a saved class path is
+    executor = get_reusable_executor(max_workers=1, timeout=fitting_module.WORKER_IDLE_SECONDS)  # the fits' own
+    later = executor.submit(fitting_module.fit_in_worker, synth, small_config, classes, None, 1)
+    with pytest.raises(ConfigError, match="NoSuchModel"):
+        fitting_module.worker_stages(later, small_config, classes)
+
+
 def test_a_script_without_a_main_guard_fits_without_a_traceback(tmp_path):
     script = tmp_path / "unguarded.py"
     script.write_text(
