@@ -105,22 +105,24 @@ def native_limits(threads: int) -> contextlib.ExitStack:
     return stack
 
 
-def serving_stages(learners: Dataset, config: FunnelConfig, classes: dict[str, str],
-                   everyone: Dataset | None) -> Stages:
-    """The stages fitted on all of ``learners`` (the artist-side models on ``everyone``) for serving."""
+def serving_stages(learners: Dataset, config: FunnelConfig, classes: dict[str, str], everyone: Dataset | None,
+                   threads: int) -> tuple[Stages, float]:
+    """The stages fitted on all of ``learners`` (the artist-side models on ``everyone``) for serving, on
+    ``threads`` native threads, and the seconds they took."""
+    started = time.perf_counter()
     cache = ArtifactCache(config.cache_dir) if config.cache_dir else None
-    stages = Stages(config, classes)
-    return stages.fit(learners, cached_models(learners, stages, cache, ""), everyone=everyone)
+    with native_limits(threads):  # OpenMP's limit is the calling thread's
+        stages = Stages(config, classes)
+        stages.fit(learners, cached_models(learners, stages, cache, ""), everyone=everyone)
+    return stages, time.perf_counter() - started
 
 
 def fit_in_worker(learners: Dataset, config: FunnelConfig, classes: dict[str, str], everyone: Dataset | None,
                   threads: int) -> tuple[dict[str, PartState], list[str], dict[str, float], float]:
     """:func:`serving_stages` in a worker process: the stages' states and sources to rebuild them by, the
     seconds of each part and of the whole."""
-    started = time.perf_counter()
-    with native_limits(threads):
-        stages = serving_stages(learners, config, classes, everyone)
-    return stages.get_state(), stages.source_names, stages.fit_seconds_, time.perf_counter() - started
+    stages, seconds = serving_stages(learners, config, classes, everyone, threads)
+    return stages.get_state(), stages.source_names, stages.fit_seconds_, seconds
 
 
 def unimportable(classes: dict[str, str]) -> list[str]:
@@ -206,13 +208,6 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
     everyone = dataset if sampled else None
     at_once = cached is None and cores > 1
 
-    def serving_side() -> Stages:
-        started = time.perf_counter()
-        with native_limits(threads):  # OpenMP's limit is the calling thread's
-            stages = serving_stages(learners, side, classes, everyone)
-        seconds["stages"] = time.perf_counter() - started
-        return stages
-
     logger.info("fitting both stages on all %d interactions", len(learners.interactions))
     with native_limits(threads):
         if at_once and use_worker(config, classes):
@@ -224,12 +219,12 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
             stages, seconds["stages"] = worker_stages(later, side, classes)
         elif at_once:
             with ThreadPoolExecutor(1, thread_name_prefix="funnel-fit") as pool:
-                later = pool.submit(serving_side)
+                later = pool.submit(serving_stages, learners, side, classes, everyone, threads)
                 ranker, recall = ranker_side()
-                stages = later.result()
+                stages, seconds["stages"] = later.result()
         else:
             ranker, recall = ranker_side()
-            stages = serving_side()
+            stages, seconds["stages"] = serving_stages(learners, side, classes, everyone, threads)
     if cached is not None and list(cached.arrays["feature_names"]) != stages.feature_names_:
         raise FunnelError("the cached ranker was trained on other feature columns; retrain it "
                           "(--judge True / reuse_ranker=False)")
