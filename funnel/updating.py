@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from funnel import sparse
 from funnel.data import Dataset
 from funnel.data.columns import id_column, require_frame
+from funnel.data.history import not_played
 from funnel.data.ids import as_id_array, check_kind, lookup_ids
 from funnel.errors import ConfigError, DataError
 from funnel.protocols import ArtistPlacement, PartUpdate, Updatable
@@ -229,9 +230,6 @@ def _tagged(tagged: sp.csr_matrix, delta: Dataset, user_ids: np.ndarray, artist_
         added = sp.csr_matrix((np.ones(int(ok.sum()), np.float32), (rows[ok], cols[ok])), shape=tagged.shape)
         tagged = sp.csr_matrix(tagged + added)
         tagged.data[:] = 1.0
-    played = history.copy()
-    played.data[:] = 1.0
-    out = sp.csr_matrix(tagged - tagged.multiply(played))
-    out.eliminate_zeros()
+    out = not_played(tagged, history)
     out.sort_indices()
     return out

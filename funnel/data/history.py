@@ -118,11 +118,16 @@ def parse_histories(histories: pd.DataFrame, artist_ids: np.ndarray) -> tuple[np
     return data.user_ids, matrix
 
 
-def tagged_only(dataset: Dataset) -> sp.csr_matrix | None:
-    """Users x artists tagged but not played by each user, or ``None`` when there are none."""
-    tagged = dataset.tagged_matrix()
-    played = dataset.matrix.copy()
+def not_played(tagged: sp.csr_matrix, plays: sp.csr_matrix) -> sp.csr_matrix:
+    """The entries of ``tagged`` (users x artists, 1 where tagged) where ``plays`` has none."""
+    played = plays.copy()
     played.data[:] = 1.0
     only = sp.csr_matrix(tagged - tagged.multiply(played))
     only.eliminate_zeros()
+    return only
+
+
+def tagged_only(dataset: Dataset) -> sp.csr_matrix | None:
+    """Users x artists tagged but not played by each user, or ``None`` when there are none."""
+    only = not_played(dataset.tagged_matrix(), dataset.matrix)
     return only if only.nnz else None
