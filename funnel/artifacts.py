@@ -57,6 +57,10 @@ def restore(model: Recommender, path: Path, mmap: bool, runtime: dict[str, Any])
     ConfigError
         A bad ``runtime`` value.
     """
+    unknown = sorted(set(runtime) - {"n_threads", "show_progress"})
+    if unknown:
+        raise ConfigError(f"load() takes only runtime settings (n_threads, show_progress), not {unknown}: "
+                          "what a model learned is fixed when it is fitted")
     manifest, states = read_model(path, mmap=mmap)  # its shape is checked there: only values are left
     try:
         saved = FunnelConfig.from_dict(manifest["config"])

@@ -13,17 +13,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel import artifacts, fitting, updating
+from funnel import artifacts, fitting, similar, updating
 from funnel import explain as explain_
 from funnel.batch import Batch
 from funnel.config import FunnelConfig, resolve
 from funnel.data import Dataset
 from funnel.data.history import History, parse_histories, parse_history, tagged_only
-from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
 from funnel.errors import ConfigError, DataError, NotFittedError, UnknownUserError
 from funnel.persistence.model import write_model
-from funnel.protocols import SimilaritySpace
-from funnel.rules import Rules, check_n
+from funnel.rules import Rules, check_n, user_rows
 from funnel.sparse import top_n_per_row
 from funnel.stages import Stages
 from funnel.threadpool import in_batches
@@ -146,19 +144,14 @@ class Recommender:
         """Bring the fitted model up to date with new plays, listeners and artists, without a refit.
 
         New plays add to their listeners' histories (plays are events: the same log given
-        twice counts twice), and each of those listeners' user-side state is refreshed
-        (ALS vectors folded in with implicit's ``recalculate_user``, BiasedSVD vectors
-        solved, friends' counts, listen times); new listeners are added the same way.
-        Artist statistics (listeners, plays, idle time, trend, the chart) count the new
-        plays. An artist new to the catalogue is placed from its tags with the fitted tag
-        text and projection, enters the tag source's FAISS index, and is ranked with
-        neutral values for what it cannot have yet (no factors, no co-listening). The
-        ranker and what the parts learned (artist factors, item-item weights) stay as
-        fitted: refit when tastes move (``benchmarks/update_drift.py`` measures when).
-
-        On a model saved artist-side only, the artist side is updated (statistics, new
-        artists) and no listener is kept; as it holds no histories, every listener of the
-        log counts as a new listener of the artists they played.
+        twice counts twice) and refresh those listeners' user-side state (ALS vectors by
+        implicit's ``recalculate_user``, BiasedSVD vectors solved, friends' counts, listen
+        times); new listeners are added the same way, and artist statistics count the new
+        plays. A new artist is placed from its tags with the fitted tag text and projection,
+        enters the tag source's FAISS index and is ranked with neutral values for what it
+        cannot have yet. The ranker and the artist-side models stay as fitted: refit when
+        tastes move (``benchmarks/update_drift.py`` measures when). On a model saved
+        artist-side only, only the artist side is updated (statistics, new artists).
 
         Parameters
         ----------
@@ -230,25 +223,6 @@ class Recommender:
         return Rules(self.artist_ids_, exclude=exclude, allow=allow, filter_known=filter_known,
                      user_ids=self.user_ids_ if user_ids is True else user_ids)
 
-    def _user_rows(self, user_ids: Any) -> np.ndarray:
-        if isinstance(user_ids, (str, bytes)) or not isinstance(user_ids, Iterable):
-            raise ConfigError(f"users must be a list of user ids, got {user_ids!r}")
-        values = user_ids if isinstance(user_ids, np.ndarray) else list(user_ids)
-        check_kind(self.user_ids_, values, "user")
-        rows = lookup_ids(self.user_ids_, values)
-        unknown = rows < 0
-        if self.artist_side_only_ and (unknown.any() or len(rows) == 0):
-            raise UnknownUserError("this model was saved artist-side only (save(..., artist_side_only=True)) and "
-                                   "knows no user; score listeners from their histories with "
-                                   "recommend_for_histories or recommend_for_history")
-        if unknown.any():
-            missing = query_ids(values)[unknown]
-            raise UnknownUserError(
-                f"unknown user id(s) {shown_ids(missing.tolist())}: not in the "
-                f"training data ({len(self.user_ids_)} users, {id_range(self.user_ids_)}); "
-                "use recommend_for_history for new users")
-        return rows
-
     def recommend(self, user_id: Any = None, n: int = 20, explain: bool = False, *, users: Iterable[Any] | None = None,
                   exclude: Any = None, allow: Any = None, filter_known: bool = True) -> pd.DataFrame:
         """Top-``n`` artists for a known user (or, with ``users``, for each of several).
@@ -265,7 +239,8 @@ class Recommender:
         users : list of ids, optional
             Instead of ``user_id``: several users at once, as :meth:`recommend_all`.
         exclude : list of artist ids, optional
-            Artists never to recommend (with ``users``, also a ``user_id, artist_id`` frame).
+            Artists never to recommend; with ``users`` (and in :meth:`recommend_all`), also
+            ``user_id, artist_id`` rows: artists never to recommend to that user.
         allow : list of artist ids, optional
             Only these artists may be recommended (e.g. a licensed subset of the catalogue).
         filter_known : bool
@@ -295,7 +270,7 @@ class Recommender:
         n = check_n(n, len(self.artist_ids_))
         if user_id is None or isinstance(user_id, (list, tuple, np.ndarray, set, dict)):
             raise ConfigError(f"user_id must be one user id, got {user_id!r}; pass several as users=[...]")
-        rows = self._user_rows([user_id])
+        rows = user_rows(self.user_ids_, [user_id], self.artist_side_only_)
         rules = self._rules(exclude, allow, filter_known)
         return self._rank(self._batch(rows, self.history_[rows], rules), n, explain)[1]
 
@@ -316,12 +291,7 @@ class Recommender:
             by cosine of the ALS artist factors), ``contributions`` (the three feature groups
             with the largest share of the ranker's score, for rankers that report it) and
             ``reason`` (all of it as one line).
-        exclude : list of artist ids or pandas.DataFrame, optional
-            Artists never to recommend to anyone, or ``user_id, artist_id`` rows: artists
-            never to recommend to that user.
-        allow : list of artist ids, optional
-            Only these artists may be recommended.
-        filter_known : bool
+        exclude, allow, filter_known
             See :meth:`recommend`.
 
         Returns
@@ -331,9 +301,10 @@ class Recommender:
         """
         self.check_fitted()
         n = check_n(n, len(self.artist_ids_))
-        if users is None and self.artist_side_only_:
-            self._user_rows([])  # raises: the model knows no user
-        rows = np.arange(len(self.user_ids_)) if users is None else self._user_rows(users)
+        if users is None and not self.artist_side_only_:
+            rows = np.arange(len(self.user_ids_))
+        else:  # an artist-side-only model knows no user: this raises
+            rows = user_rows(self.user_ids_, [] if users is None else users, self.artist_side_only_)
         rules = self._rules(exclude, allow, filter_known)
 
         def rank_batch(batch_rows: np.ndarray) -> pd.DataFrame:
@@ -494,37 +465,7 @@ class Recommender:
             An id is of another type than the model's, or the model has no artist space.
         """
         self.check_fitted()
-        n = check_n(n, len(self.artist_ids_) - 1)
-        many = isinstance(artist_id, (list, tuple, np.ndarray))
-        values = list(artist_id) if many else [artist_id]
-        check_kind(self.artist_ids_, values, "artist")
-        columns = lookup_ids(self.artist_ids_, values)
-        if (columns < 0).any():
-            missing = [v for v, c in zip(values, columns) if c < 0]
-            raise DataError(f"unknown artist id(s) {shown_ids(missing)}: not in the catalogue ({len(self.artist_ids_)} "
-                            f"artists, {id_range(self.artist_ids_)})")
-        space, ids, scores = self._similar(columns, n)
-        rows = np.repeat(np.arange(len(columns)), ids.shape[1])
-        ok = ids.ravel() >= 0
-        items = ids.ravel()[ok]
-        frame = pd.DataFrame({"rank": (np.arange(ids.size) % ids.shape[1] + 1)[ok],
-                              "artist_id": self.artist_ids_[items],
-                              "artist_name": self.artist_names_[items].astype(object),
-                              "similarity": scores.ravel()[ok].astype(np.float64), "space": space})
-        if many:
-            frame.insert(0, "query_artist_id", self.artist_ids_[columns[rows[ok]]])
-        return frame
-
-    def _similar(self, columns: np.ndarray, n: int) -> tuple[str, np.ndarray, np.ndarray]:
-        """The space used and the ``(len(columns), n)`` nearest artists and similarities (-1 padding)."""
-        offers = [(space, part) for part in self.stages_.offering(SimilaritySpace)
-                  if (space := part.similarity_space()) is not None]
-        if not offers:
-            raise ConfigError("this model has no artist space to compare artists in: no tag embedding, ALS or "
-                              "EASE nor another part offering a SimilaritySpace; add the 'tags' or 'als' source "
-                              "(or feature group) and retrain")
-        space, part = min(offers, key=lambda offer: offer[0].preference)  # the first on ties
-        return space.name, *part.nearest_artists(columns, n)
+        return similar.similar_artists(self, artist_id, n)
 
     # persistence ------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, artist_side_only: bool = False) -> Path:
@@ -575,10 +516,6 @@ class Recommender:
             The directory is missing, or does not hold a whole, consistent model of this
             format (see docs/errors.md).
         """
-        unknown = sorted(set(runtime) - {"n_threads", "show_progress"})
-        if unknown:
-            raise ConfigError(f"load() takes only runtime settings (n_threads, show_progress), not {unknown}: "
-                              "what a model learned is fixed when it is fitted")
         self = cls.__new__(cls)  # not __init__: the parts are the saved classes, not what names resolve to here
         artifacts.restore(self, Path(path), mmap, runtime)
         return self

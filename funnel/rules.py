@@ -5,7 +5,7 @@ The same three keywords reach every recommending call of the library and the ser
 (only these artists may be recommended) and ``filter_known`` (whether artists the listener
 knows stay out). The rules become a :class:`funnel.batch.Batch`'s ``known`` rows and
 ``blocked_items`` mask, which every candidate source honours, so a rule holds whatever the
-sources are. :func:`check_n` checks a call's list length.
+sources are. :func:`check_n` checks a call's list length, :func:`user_rows` its user ids.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from funnel.data.ids import check_kind, lookup_ids
-from funnel.errors import ConfigError
+from funnel.data.ids import check_kind, id_range, lookup_ids, query_ids, shown_ids
+from funnel.errors import ConfigError, UnknownUserError
 from funnel.sparse import select_rows
 
 
@@ -129,3 +129,27 @@ def check_n(n: Any, n_artists: int) -> int:
     if not 1 <= n <= n_artists:
         raise ConfigError(f"n={n} is out of range; it must be between 1 and {n_artists} (the catalogue size)")
     return int(n)
+
+
+def user_rows(user_ids: np.ndarray, wanted: Any, artist_side_only: bool = False) -> np.ndarray:
+    """Rows of the model's sorted ``user_ids`` for the call's user ids ``wanted``.
+
+    Raises :class:`UnknownUserError` for an id the model does not know (any id, on a model
+    saved artist-side only), :class:`ConfigError` for ids of the wrong type or not a list.
+    """
+    if isinstance(wanted, (str, bytes)) or not isinstance(wanted, Iterable):
+        raise ConfigError(f"users must be a list of user ids, got {wanted!r}")
+    values = wanted if isinstance(wanted, np.ndarray) else list(wanted)
+    check_kind(user_ids, values, "user")
+    rows = lookup_ids(user_ids, values)
+    unknown = rows < 0
+    if artist_side_only and (unknown.any() or len(rows) == 0):
+        raise UnknownUserError("this model was saved artist-side only (save(..., artist_side_only=True)) and "
+                               "knows no user; score listeners from their histories with "
+                               "recommend_for_histories or recommend_for_history")
+    if unknown.any():
+        missing = query_ids(values)[unknown]
+        raise UnknownUserError(f"unknown user id(s) {shown_ids(missing.tolist())}: not in the training data "
+                               f"({len(user_ids)} users, {id_range(user_ids)}); use recommend_for_history "
+                               "for new users")
+    return rows
