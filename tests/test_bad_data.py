@@ -2,7 +2,7 @@
 
 Each case either raises DataError naming the file and line (or frame row), the column, the
 bad value and a fix, or is accepted as documented (with a log line where data is dropped,
-summed or missing). The README table "Bad input" lists the same cases.
+summed or missing). docs/errors.md lists the same cases.
 """
 
 import logging
