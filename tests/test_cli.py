@@ -340,3 +340,17 @@ def test_update_adds_a_days_plays_in_place_keeping_the_previous_model(tmp_path, 
     with pytest.raises(SystemExit) as exit_info:
         run(["update", "--artifacts", str(model_dir)])
     assert exit_info.value.code == 2 and "--events" in capsys.readouterr().err
+    # --artists: a new artist's name joins the catalogue; a file without the fixed columns is named as it is
+    new_id = "00000000-0000-4000-8000-000000000001"  # a release the log has not played
+    pd.DataFrame({"artist_id": [new_id], "title": ["Release"]}).to_csv(tmp_path / "bad.csv", index=False)
+    assert run(["update", "--artifacts", str(model_dir), "--events", str(tmp_path / "empty.parquet"), *LOG_FLAGS,
+                "--artists", str(tmp_path / "bad.csv")]) == 1
+    err = capsys.readouterr().err
+    assert f"--artists {tmp_path / 'bad.csv'} has no column 'name'" in err
+    assert "needs columns 'artist_id' and 'name'" in err
+    assert "--artist-tags" not in err and "--tag-col" not in err
+    pd.DataFrame({"artist_id": [new_id], "name": ["Release"]}).to_csv(tmp_path / "artists.csv", index=False)
+    assert run(["update", "--artifacts", str(model_dir), "--events", str(tmp_path / "empty.parquet"), *LOG_FLAGS,
+                "--artists", str(tmp_path / "artists.csv")]) == 0
+    grown = Recommender.load(model_dir)
+    assert new_id in set(grown.artist_ids_) and len(grown.artist_ids_) == len(updated.artist_ids_) + 1

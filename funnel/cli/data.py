@@ -80,8 +80,13 @@ def load_dataset(args: argparse.Namespace) -> Dataset:
     return load_lastfm(args.data)
 
 
-def tag_columns(path: Path, artist: str, tag: str) -> tuple[str, str]:
-    """How to read an artist-tags file (``"csv"`` or ``"parquet"``, and its separator), after checking its header."""
+def tag_columns(path: Path, artist: str, tag: str, flag: str = "--artist-tags",
+                column_flags: tuple[str, str] | None = ("--artist-col", "--tag-col")) -> tuple[str, str]:
+    """How to read an artist-tags file (``"csv"`` or ``"parquet"``, and its separator), after checking its header.
+
+    ``flag`` is the file's flag and ``column_flags`` the flags that name its two columns (None:
+    the columns are fixed), for the messages.
+    """
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -89,7 +94,7 @@ def tag_columns(path: Path, artist: str, tag: str) -> tuple[str, str]:
     from funnel.data.duckdb_source import CSV_SUFFIXES, PARQUET_SUFFIXES
 
     if not path.is_file():
-        raise DataError(f"--artist-tags {path} is {'a directory' if path.is_dir() else 'missing'}; "
+        raise DataError(f"{flag} {path} is {'a directory' if path.is_dir() else 'missing'}; "
                         "give a CSV or Parquet file")
     name = path.name.lower()
     if name.endswith(PARQUET_SUFFIXES):
@@ -97,32 +102,39 @@ def tag_columns(path: Path, artist: str, tag: str) -> tuple[str, str]:
     elif name.endswith(CSV_SUFFIXES):
         kind, sep = "csv", "\t" if ".tsv" in name else ","
     else:
-        raise ConfigError(f"--artist-tags {path}: unknown file type; use a Parquet ({', '.join(PARQUET_SUFFIXES)}) "
+        raise ConfigError(f"{flag} {path}: unknown file type; use a Parquet ({', '.join(PARQUET_SUFFIXES)}) "
                           f"or CSV ({', '.join(CSV_SUFFIXES)}) file")
-    if artist == tag:
+    if artist == tag and column_flags:
         raise ConfigError(f"--artist-col and --tag-col both name column {artist!r}; name the label column "
                           "with --tag-col")
     try:
         columns = pq.read_schema(path).names if kind == "parquet" else list(pd.read_csv(path, sep=sep, nrows=0))
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DataError(f"cannot read --artist-tags {path}: {' '.join(str(exc).split())}; give a CSV file with "
+        raise DataError(f"cannot read {flag} {path}: {' '.join(str(exc).split())}; give a CSV file with "
                         "a header row or a Parquet file") from exc
     missing = [column for column in (artist, tag) if column not in columns]
     if missing:
-        flags = " and ".join({artist: "--artist-col", tag: "--tag-col"}[column] for column in missing)
-        raise DataError(f"--artist-tags {path} has no column {', '.join(map(repr, missing))}; its columns are "
-                        f"{', '.join(map(repr, columns))}: name the right one{'s' if len(missing) > 1 else ''} "
-                        f"with {flags}")
+        if column_flags is None:
+            fix = f"the file needs columns {artist!r} and {tag!r}"
+        else:
+            flags = " and ".join(dict(zip((artist, tag), column_flags))[column] for column in missing)
+            fix = f"name the right one{'s' if len(missing) > 1 else ''} with {flags}"
+        raise DataError(f"{flag} {path} has no column {', '.join(map(repr, missing))}; its columns are "
+                        f"{', '.join(map(repr, columns))}: {fix}")
     return kind, sep
 
 
-def read_artist_tags(path: Path, artist: str, tag: str) -> pd.DataFrame:
-    """The ``artist_id, tag`` frame of an artist-tags file, read from its ``artist`` and ``tag`` columns."""
+def read_artist_tags(path: Path, artist: str, tag: str, flag: str = "--artist-tags",
+                     column_flags: tuple[str, str] | None = ("--artist-col", "--tag-col")) -> pd.DataFrame:
+    """The ``artist_id, tag`` frame of an artist-tags file, read from its ``artist`` and ``tag`` columns.
+
+    ``flag`` and ``column_flags``: as :func:`tag_columns`.
+    """
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    kind, sep = tag_columns(path, artist, tag)
+    kind, sep = tag_columns(path, artist, tag, flag, column_flags)
     try:
         if kind == "parquet":
             frame = pq.read_table(path, columns=[artist, tag]).to_pandas()
@@ -131,7 +143,7 @@ def read_artist_tags(path: Path, artist: str, tag: str) -> pd.DataFrame:
             frame = pd.read_csv(path, sep=sep, usecols=[artist, tag], dtype={tag: str}, keep_default_na=False,
                                 na_values={artist: [""]})
     except (OSError, ValueError, pa.ArrowException) as exc:
-        raise DataError(f"cannot read --artist-tags {path}: {' '.join(str(exc).split())}; give a CSV file with "
+        raise DataError(f"cannot read {flag} {path}: {' '.join(str(exc).split())}; give a CSV file with "
                         "a header row or a Parquet file") from exc
     return pd.DataFrame({"artist_id": frame[artist], "tag": frame[tag]})
 

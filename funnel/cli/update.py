@@ -58,7 +58,7 @@ def read_artists(path: Path) -> pd.DataFrame:
 
     from funnel.cli.data import read_artist_tags
 
-    frame = read_artist_tags(path, "artist_id", "name")
+    frame = read_artist_tags(path, "artist_id", "name", flag="--artists", column_flags=None)
     return pd.DataFrame({"artist_id": frame["artist_id"], "name": frame["tag"]})
 
 
