@@ -117,12 +117,37 @@ def serving_stages(learners: Dataset, config: FunnelConfig, classes: dict[str, s
     return stages, time.perf_counter() - started
 
 
+class _Records(logging.Handler):
+    """Keeps the records it is given, as plain records another process can unpickle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        plain = logging.makeLogRecord(record.__dict__)
+        plain.msg, plain.args = record.getMessage(), None
+        if record.exc_info:
+            plain.exc_text = logging.Formatter().formatException(record.exc_info)
+        plain.exc_info = None
+        self.records.append(plain)
+
+
 def fit_in_worker(learners: Dataset, config: FunnelConfig, classes: dict[str, str], everyone: Dataset | None,
-                  threads: int) -> tuple[dict[str, PartState], list[str], dict[str, float], float]:
+                  threads: int, level: int = logging.WARNING
+                  ) -> tuple[dict[str, PartState], list[str], dict[str, float], float, list[logging.LogRecord]]:
     """:func:`serving_stages` in a worker process: the stages' states and sources to rebuild them by, the
-    seconds of each part and of the whole."""
-    stages, seconds = serving_stages(learners, config, classes, everyone, threads)
-    return stages.get_state(), stages.source_names, stages.fit_seconds_, seconds
+    seconds of each part and of the whole, and what the ``funnel`` logger said at ``level`` and above
+    (the caller's level), for the caller's handlers."""
+    records, previous = _Records(), logger.level
+    logger.addHandler(records)
+    logger.setLevel(level)
+    try:
+        stages, seconds = serving_stages(learners, config, classes, everyone, threads)
+    finally:
+        logger.removeHandler(records)
+        logger.setLevel(previous)
+    return stages.get_state(), stages.source_names, stages.fit_seconds_, seconds, records.records
 
 
 def unimportable(classes: dict[str, str]) -> list[str]:
@@ -156,15 +181,16 @@ def use_worker(config: FunnelConfig, classes: dict[str, str]) -> bool:
 
 def worker_stages(later: Future[Any], config: FunnelConfig, classes: dict[str, str]) -> tuple[Stages, float]:
     """The serving stages :func:`fit_in_worker` fitted, rebuilt from their states as a load rebuilds
-    them, and the seconds they took there."""
+    them, and the seconds they took there; what the worker logged goes to this process's handlers."""
     try:
-        states, source_names, fit_seconds, seconds = later.result()
+        states, source_names, fit_seconds, seconds, records = later.result()
     except BrokenProcessPool as died:
         raise FunnelError(f"the worker process fitting the serving stages stopped ({died}); if memory ran out, "
                           "set parallel_fit='thread' to fit them in this process with one copy of the data") from died
+    for record in records:  # as they were logged there, the worker's process name kept
+        logger.handle(record)
     stages = Stages.from_state(config, states, source_names, classes)
     stages.fit_seconds_ = fit_seconds
-    logger.info("stage one sources: %s", ", ".join(f"{s.name} ({s.n_candidates})" for s in stages.sources_))
     return stages, seconds
 
 
@@ -214,7 +240,8 @@ def fit(dataset: Dataset, config: FunnelConfig) -> Fitted:
             from loky import get_reusable_executor
 
             executor = get_reusable_executor(max_workers=1, timeout=WORKER_IDLE_SECONDS)
-            later: Future[Any] = executor.submit(fit_in_worker, learners, side, classes, everyone, threads)
+            later: Future[Any] = executor.submit(fit_in_worker, learners, side, classes, everyone, threads,
+                                                 logger.getEffectiveLevel())
             ranker, recall = ranker_side()
             stages, seconds["stages"] = worker_stages(later, side, classes)
         elif at_once:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import mmap
 import subprocess
 import sys
@@ -233,6 +234,22 @@ def test_a_fit_whose_serving_side_runs_in_a_worker_process_is_the_fit_on_a_threa
     assert in_worker.feature_names_ == on_thread.feature_names_
     assert set(in_worker.fit_seconds_) == set(on_thread.fit_seconds_)
     assert_same_recommendations(in_worker.recommend_all(n=10), on_thread.recommend_all(n=10))
+
+
+def test_what_the_worker_logs_reaches_the_callers_handlers(synth, small_config, caplog):
+    import multiprocessing
+
+    with caplog.at_level(logging.INFO, logger="funnel"):
+        Recommender(small_config, n_threads=2, parallel_fit="process").fit(synth)
+    here = multiprocessing.current_process().name
+    worker = [r for r in caplog.records if r.processName != here]
+    # the serving stages say which sources they kept, in the worker, once
+    assert [r.getMessage() for r in worker if r.getMessage().startswith("stage one sources:")] != []
+    assert sum(r.getMessage().startswith("stage one sources:") for r in caplog.records) == 2  # both sides
+    with caplog.at_level(logging.WARNING, logger="funnel"):
+        caplog.clear()
+        Recommender(small_config, n_threads=2, parallel_fit="process").fit(synth)
+    assert not [r for r in caplog.records if r.levelno < logging.WARNING]  # the caller's level holds there too
 
 
 def test_auto_keeps_the_serving_side_in_this_process_when_a_worker_could_not_import_a_part(small_config):
