@@ -148,10 +148,11 @@ class Recommender:
         implicit's ``recalculate_user``, BiasedSVD vectors solved, friends' counts, listen
         times); new listeners are added the same way, and artist statistics count the new
         plays. A new artist is placed from its tags with the fitted tag text and projection,
-        enters the tag source's FAISS index and is ranked with neutral values for what it
-        cannot have yet. The ranker and the artist-side models stay as fitted: refit when
-        tastes move (``benchmarks/update_drift.py`` measures when). On a model saved
-        artist-side only, only the artist side is updated (statistics, new artists).
+        enters the tag source's FAISS index and borrows the ALS and BiasedSVD vectors of the
+        artists it resembles (it has no co-listening yet). The ranker and what the parts
+        learned (artist factors, item-item weights) stay as fitted: refit when tastes move
+        (``benchmarks/update_drift.py`` measures when). On a model saved artist-side only,
+        only the artist side is updated (statistics, new artists).
 
         Parameters
         ----------
