@@ -21,7 +21,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -117,15 +117,19 @@ def serving_stages(learners: Dataset, config: FunnelConfig, classes: dict[str, s
     return stages, time.perf_counter() - started
 
 
+_RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({})))  # what every record has; ``extra`` adds more
+
+
 class _Records(logging.Handler):
-    """Keeps the records it is given, as plain records another process can unpickle."""
+    """Keeps the records it is given as plain records another process can unpickle: the message
+    formatted, the traceback as text, and a record's ``extra`` attributes left out."""
 
     def __init__(self) -> None:
         super().__init__()
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        plain = logging.makeLogRecord(record.__dict__)
+        plain = logging.makeLogRecord({key: value for key, value in vars(record).items() if key in _RECORD_FIELDS})
         plain.msg, plain.args = record.getMessage(), None
         if record.exc_info:
             plain.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -139,15 +143,22 @@ def fit_in_worker(learners: Dataset, config: FunnelConfig, classes: dict[str, st
     """:func:`serving_stages` in a worker process: the stages' states and sources to rebuild them by, the
     seconds of each part and of the whole, and what the ``funnel`` logger said at ``level`` and above
     (the caller's level), for the caller's handlers."""
+    with kept_records(level) as records:
+        stages, seconds = serving_stages(learners, config, classes, everyone, threads)
+    return stages.get_state(), stages.source_names, stages.fit_seconds_, seconds, records
+
+
+@contextlib.contextmanager
+def kept_records(level: int) -> Iterator[list[logging.LogRecord]]:
+    """The records the ``funnel`` logger gives at ``level`` and above meanwhile, kept for another process."""
     records, previous = _Records(), logger.level
     logger.addHandler(records)
     logger.setLevel(level)
     try:
-        stages, seconds = serving_stages(learners, config, classes, everyone, threads)
+        yield records.records
     finally:
         logger.removeHandler(records)
         logger.setLevel(previous)
-    return stages.get_state(), stages.source_names, stages.fit_seconds_, seconds, records.records
 
 
 def unimportable(classes: dict[str, str]) -> list[str]:

@@ -252,6 +252,21 @@ def test_what_the_worker_logs_reaches_the_callers_handlers(synth, small_config, 
     assert not [r for r in caplog.records if r.levelno < logging.WARNING]  # the caller's level holds there too
 
 
+def test_the_workers_log_records_travel_whatever_a_part_attaches_to_them():
+    import pickle
+    import threading
+
+    with fitting_module.kept_records(logging.INFO) as records:
+        logging.getLogger("funnel").info("fitted %s", "mine", extra={"lock": threading.Lock()})
+        try:
+            raise ValueError("inside a part")
+        except ValueError:
+            logging.getLogger("funnel").warning("failed", exc_info=True)
+    sent = pickle.loads(pickle.dumps(records))
+    assert [r.getMessage() for r in sent] == ["fitted mine", "failed"]
+    assert not hasattr(sent[0], "lock") and "ValueError: inside a part" in sent[1].exc_text
+
+
 def test_auto_keeps_the_serving_side_in_this_process_when_a_worker_could_not_import_a_part(small_config):
     config = small_config.replace(parallel_fit="auto")
     importable = {"models/als": "funnel.factors.als:ALSFactors"}
