@@ -187,7 +187,7 @@ def update(model: Recommender, delta: Dataset, names: pd.DataFrame) -> bool:
     digest = hashlib.sha256(f"{model.fingerprint_}+{delta.fingerprint()}".encode())
     digest.update(np.ascontiguousarray(as_id_array(names["artist_id"].to_numpy())).tobytes())
     model.fingerprint_ = digest.hexdigest()[:16]
-    logger.info("updated with %d plays of %d listeners (%d new) and %d new artists",
+    logger.info("updated with %d (user, artist) pairs of plays of %d listeners (%d new) and %d new artists",
                 len(inter), delta.n_users, len(fresh_users), len(fresh_rows))
     return True
 

@@ -256,6 +256,17 @@ def test_csv_output_reads_back_every_row_and_id_as_written(tmp_path, capsys):
         capsys.readouterr().err)
 
 
+def test_a_missing_artifacts_folder_is_named_as_given(tmp_path, capsys):
+    histories = tmp_path / "histories.parquet"
+    pd.DataFrame({"user_id": [1], "artist_id": [2]}).to_parquet(histories)
+    missing = tmp_path / "nowhere"
+    for command in (["score", "--histories", str(histories), "--output", str(tmp_path / "recs.parquet")],
+                    ["update", "--events", str(histories)]):
+        assert run([*command, "--artifacts", str(missing)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert f"no saved model at {missing}:" in err and f"{missing}/model" not in err and "\n" not in err, err
+
+
 def test_score_refuses_to_write_over_or_into_its_inputs_before_any_work(tmp_path, capsys, monkeypatch):
     histories = tmp_path / "histories.parquet"
     pd.DataFrame({"user_id": [1], "artist_id": [2]}).to_parquet(histories)
@@ -285,9 +296,13 @@ def test_score_refuses_to_write_over_or_into_its_inputs_before_any_work(tmp_path
         assert err.startswith("error: --output ") and message in err and "\n" not in err, (engine, source, output)
     assert run([*base, "--engine", "local", "--exclude", str(histories), "--output", str(histories)]) == 1
     assert "is the --exclude file" in capsys.readouterr().err
-    # a Spark output written over the model directory would replace the model
+    # a Spark output written over the model directory (or the folder train saved it in) would replace the model
     assert run(["score", "--engine", "spark", "--artifacts", str(tmp_path / "art.parquet"),
-                     "--output", str(tmp_path / "art.parquet")]) == 1
+                "--output", str(tmp_path / "art.parquet")]) == 1
+    assert "is the --artifacts path" in capsys.readouterr().err
+    (tmp_path / "art.parquet" / "model").mkdir(parents=True)
+    assert run(["score", "--engine", "spark", "--artifacts", str(tmp_path / "art.parquet"),
+                "--output", str(tmp_path / "art.parquet")]) == 1
     assert "holds the --artifacts" in capsys.readouterr().err
     assert histories.read_bytes() == before
     assert sorted(p.name for p in (tmp_path / "hist.parquet").iterdir()) == ["part-0.parquet"]

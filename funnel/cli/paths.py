@@ -63,8 +63,3 @@ def check_not_input(output: str | os.PathLike, inputs: dict[str, str | os.PathLi
             if written in read.parents:
                 raise ConfigError(f"--output {output} holds the {flag} {kind} {shown}: writing it would replace "
                                   "the input; choose another --output")
-
-
-def model_dir(artifacts: Path) -> Path:
-    """The saved model in ``artifacts``: the directory itself, or its ``model/`` from a train run."""
-    return artifacts if (artifacts / "manifest.json").is_file() else artifacts / "model"

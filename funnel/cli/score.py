@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from funnel.cli.flags import add_spreadsheet_flag, boolean, check_spreadsheet_flag
-from funnel.cli.paths import check_not_input, check_writable, model_dir
+from funnel.cli.paths import check_not_input, check_writable
 from funnel.errors import ConfigError, DataError, UnknownUserError
+from funnel.persistence.model import model_directory
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> None:
     if args.partitions is not None and args.partitions < 1:
         raise ConfigError(f"--partitions {args.partitions} must be at least 1")
     output = Path(args.output)
-    path = model_dir(Path(args.artifacts))
+    path = model_directory(Path(args.artifacts))
     # the model directory too: a Spark output directory written over it would replace the model
     check_not_input(args.output, {"--histories": args.histories, "--exclude": args.exclude, "--allow": args.allow,
                                   "--artifacts": path})

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from funnel.cli.paths import model_dir
 from funnel.errors import ConfigError
+from funnel.persistence.model import model_directory
 from funnel.serving.settings import DEFAULTS  # one place for the service's defaults (no FastAPI needed)
 
 
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> None:
     if not 0 < args.time_budget < float("inf"):
         raise ConfigError(f"--time-budget {args.time_budget} must be a number of seconds above 0")
     key_file = key_file_setting(args.api_key_file)  # an empty --api-key-file or variable: an error, not open routes
-    serve_model(str(model_dir(Path(args.artifacts))), args.host, args.port, args.max_n,
+    serve_model(str(model_directory(Path(args.artifacts))), args.host, args.port, args.max_n,
                 api_key_file=key_file, cors_origins=args.cors_origins, max_history=args.max_history,
                 max_batch=args.max_batch, workers=args.workers, time_budget=args.time_budget, max_cost=args.max_cost,
                 threads=args.threads, queue=args.queue)

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from funnel.cli.data import add_data_flags, check_data_flags, load_events
-from funnel.cli.paths import model_dir
 from funnel.errors import EmptyDataError
+from funnel.persistence.model import model_directory
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> None:
 
     from funnel import Recommender
 
-    source = model_dir(Path(args.artifacts))
+    source = model_directory(Path(args.artifacts))
     target = Path(args.output_model) if args.output_model else source
     in_place = target.resolve() == source.resolve()
     started = time.perf_counter()

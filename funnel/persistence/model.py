@@ -216,6 +216,15 @@ def write_model(path: Path, states: dict[str, PartState], manifest: dict[str, An
     return path
 
 
+def model_directory(path: str | os.PathLike) -> Path:
+    """The saved model a user names by ``path``: ``path`` itself when it holds a model or no
+    ``model/`` folder (so an error names what was given), else its ``model/``, where a
+    ``main.py`` run with ``--artifacts path`` saves."""
+    path = Path(path)
+    inner = path / "model"
+    return inner if not (path / MANIFEST).is_file() and inner.is_dir() else path
+
+
 def check_model_directory(path: str | os.PathLike) -> None:
     """Raise :class:`ArtifactError` when a model cannot be saved into ``path`` (check it before training).
 

@@ -19,12 +19,13 @@ import os
 from typing import Any
 
 from funnel.errors import ConfigError
+from funnel.persistence.model import model_directory
 from funnel.recommender import Recommender
 from funnel.serving.auth import APIKeys
 from funnel.serving.middleware import SCORING_ROUTES, Admission, Admit, BodyLimit, CatchErrors, Metrics
 from funnel.serving.schemas import KIND_WORDS
 from funnel.serving.settings import ServiceSettings, env_name
-from funnel.serving.state import Service, load, model_dir
+from funnel.serving.state import Service, load
 from funnel.version import __version__
 
 
@@ -83,7 +84,7 @@ def create_app(model: Recommender | str | os.PathLike | None = None, *, api_keys
                           "model's directory")
     directory: str | None = None
     if not isinstance(model, Recommender):
-        directory = model_dir(os.fspath(model))
+        directory = os.fspath(model_directory(model))
         model = load(directory)
     if api_keys is None and settings.api_key_file is not None:
         api_keys = APIKeys.from_file(settings.api_key_file)

@@ -13,7 +13,7 @@ import numpy as np
 from funnel.data.ids import id_kind
 from funnel.errors import ConfigError
 from funnel.persistence.files import load_json
-from funnel.persistence.model import FORMAT_VERSION
+from funnel.persistence.model import FORMAT_VERSION, model_directory
 from funnel.recommender import Recommender
 from funnel.serving.schemas import DEFAULT_N, KIND_WORDS
 from funnel.serving.settings import ResolvedSettings
@@ -29,12 +29,6 @@ class Served:
     model: Recommender
     directory: str | None
     provenance: dict[str, Any]
-
-
-def model_dir(directory: str) -> str:
-    """A saved model's directory: ``directory`` itself, or the ``model/`` of a main.py ``--artifacts`` one."""
-    path = os.path.join(directory, "model")
-    return path if not os.path.isfile(os.path.join(directory, "manifest.json")) and os.path.isdir(path) else directory
 
 
 def load(directory: str) -> Recommender:
@@ -111,7 +105,7 @@ class Service:
             target = directory or old.directory
             if target is None:
                 raise ConfigError("this service was given a model object, not a directory: name one (model_dir)")
-            target = model_dir(target)
+            target = os.fspath(model_directory(target))
             new = load(target)
             kinds = (id_kind(new.user_ids_), id_kind(new.artist_ids_))
             if kinds != (self.user_kind, self.artist_kind):
