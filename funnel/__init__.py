@@ -17,6 +17,5 @@ from funnel.tuning import TuneResult, tune
 from funnel.version import __version__
 
 __all__ = ["__version__", "ArtifactError", "ConfigError", "DataError", "Dataset", "EmptyDataError", "FunnelConfig",
-           "FunnelError",
-           "NotFittedError", "Recommender", "TuneResult", "UnknownUserError", "load_lastfm", "read_events", "split",
-           "tune"]
+           "FunnelError", "NotFittedError", "Recommender", "TuneResult", "UnknownUserError", "load_lastfm",
+           "read_events", "split", "tune"]
